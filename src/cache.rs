@@ -1,0 +1,367 @@
+//! The local job cache: cache keys, the content-addressed store under
+//! `SPARKWING_HOME/cas/` and manifests that map a key to its outputs.
+//!
+//! A key is the SHA-256 of everything that decides a job's result: the
+//! contents of the files matched by `cache.key`, the job's steps, env,
+//! working directory and declared outputs. Blobs are stored once under
+//! `cas/<sha[..2]>/<sha>` (read-only, deduplicated) before the manifest that
+//! names them is published; a restore verifies every blob's SHA-256 and
+//! writes nothing unless all of them are present and intact.
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::pipeline::Job;
+
+/// One file of a job's outputs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FileEntry {
+    /// Relative to the project directory, `/`-separated.
+    pub path: String,
+    /// Empty for a symlink.
+    pub sha256: String,
+    pub size: u64,
+    pub mode: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub symlink: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    pub version: u32,
+    pub files: Vec<FileEntry>,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// SHA-256 of a file's contents, streamed.
+pub fn sha256_file(path: &Path) -> io::Result<(String, u64)> {
+    let mut f = fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut n_total = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        n_total += n as u64;
+        h.update(&buf[..n]);
+    }
+    Ok((hex(&h.finalize()), n_total))
+}
+
+fn has_glob_meta(p: &str) -> bool {
+    p.contains(['*', '?', '['])
+}
+
+/// Lists files (and symlinks) under `path`, recursively, sorted.
+fn walk(path: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
+    let meta = fs::symlink_metadata(path)?;
+    if meta.is_dir() {
+        let mut entries: Vec<PathBuf> = fs::read_dir(path)?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<io::Result<_>>()?;
+        entries.sort();
+        for e in entries {
+            walk(&e, out)?;
+        }
+    } else {
+        out.push(path.to_path_buf());
+    }
+    Ok(())
+}
+
+/// Expands one pattern (a path, a directory or a glob) relative to `root`.
+/// Returns the matched files, sorted, or `None` when nothing matched.
+fn expand(root: &Path, pattern: &str) -> Result<Option<Vec<PathBuf>>> {
+    let mut files = Vec::new();
+    if has_glob_meta(pattern) {
+        let full = root.join(pattern);
+        let paths = glob::glob(&full.to_string_lossy())
+            .with_context(|| format!("invalid glob `{pattern}`"))?;
+        for p in paths {
+            let p = p.with_context(|| format!("reading a match of `{pattern}`"))?;
+            let meta = fs::symlink_metadata(&p)?;
+            if !meta.is_dir() {
+                files.push(p);
+            }
+        }
+        files.sort();
+        files.dedup();
+    } else {
+        let p = root.join(pattern);
+        match fs::symlink_metadata(&p) {
+            Ok(_) => walk(&p, &mut files).with_context(|| format!("reading {}", p.display()))?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", p.display())),
+        }
+    }
+    Ok(if files.is_empty() { None } else { Some(files) })
+}
+
+fn rel(root: &Path, p: &Path) -> String {
+    p.strip_prefix(root).unwrap_or(p).to_string_lossy().replace('\\', "/")
+}
+
+/// The cache key of a job: hex SHA-256 of its inputs (see the module doc).
+pub fn cache_key(project_dir: &Path, job: &Job) -> Result<String> {
+    let spec = match &job.cache {
+        Some(c) => c,
+        None => bail!("job has no cache"),
+    };
+    let mut h = Sha256::new();
+    let mut field = |tag: &str, value: &str| {
+        h.update((tag.len() as u64).to_le_bytes());
+        h.update(tag.as_bytes());
+        h.update((value.len() as u64).to_le_bytes());
+        h.update(value.as_bytes());
+    };
+    field("v", "sparkwing-cache-v1");
+    field("wd", job.working_directory.as_deref().unwrap_or(""));
+    let mut env: Vec<_> = job.env.iter().collect();
+    env.sort();
+    for (k, v) in env {
+        field("env", &format!("{k}={}", v.0));
+    }
+    for s in &job.steps {
+        field("step", &s.run);
+        let mut env: Vec<_> = s.env.iter().collect();
+        env.sort();
+        for (k, v) in env {
+            field("step.env", &format!("{k}={}", v.0));
+        }
+    }
+    for o in &spec.outputs {
+        field("output", o);
+    }
+    for pattern in &spec.key {
+        field("key", pattern);
+        match expand(project_dir, pattern)? {
+            None => field("missing", pattern),
+            Some(files) => {
+                for f in files {
+                    let meta = fs::symlink_metadata(&f)?;
+                    field("file", &rel(project_dir, &f));
+                    if meta.file_type().is_symlink() {
+                        field("link", &fs::read_link(&f)?.to_string_lossy());
+                    } else {
+                        let (sha, _) = sha256_file(&f).with_context(|| format!("hashing {}", f.display()))?;
+                        field("sha", &sha);
+                    }
+                }
+            }
+        }
+    }
+    Ok(hex(&h.finalize()))
+}
+
+/// The content-addressed blob store under `SPARKWING_HOME/cas/`.
+pub struct Cas {
+    root: PathBuf,
+}
+
+impl Cas {
+    pub fn new(home: &Path) -> Cas {
+        Cas { root: home.join("cas") }
+    }
+
+    pub fn blob_path(&self, sha: &str) -> PathBuf {
+        self.root.join(&sha[..2.min(sha.len())]).join(sha)
+    }
+
+    /// Stores a file's contents; returns (sha256, size). A blob already
+    /// present is not written again.
+    pub fn put_file(&self, src: &Path) -> Result<(String, u64)> {
+        let (sha, size) = sha256_file(src).with_context(|| format!("hashing {}", src.display()))?;
+        let dest = self.blob_path(&sha);
+        if dest.exists() {
+            return Ok((sha, size));
+        }
+        let dir = dest.parent().unwrap_or(&self.root);
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let tmp = dir.join(format!(".tmp-{}-{}", std::process::id(), crate::util::new_run_id()));
+        let result = (|| -> Result<()> {
+            let (got, _) = copy_hashing(src, &tmp)?;
+            if got != sha {
+                bail!("{} changed while it was being stored; run the job again", src.display());
+            }
+            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o444))?;
+            fs::rename(&tmp, &dest)?;
+            Ok(())
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result.with_context(|| format!("storing {} in {}", src.display(), self.root.display()))?;
+        Ok((sha, size))
+    }
+}
+
+/// Copies `src` to a new file `dest`, fsyncs it, returns its SHA-256.
+fn copy_hashing(src: &Path, dest: &Path) -> Result<(String, u64)> {
+    let mut from = fs::File::open(src).with_context(|| format!("opening {}", src.display()))?;
+    let mut to = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(dest)
+        .with_context(|| format!("creating {}", dest.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = from.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        to.write_all(&buf[..n])?;
+        total += n as u64;
+    }
+    to.sync_all()?;
+    Ok((hex(&h.finalize()), total))
+}
+
+/// Stores a job's declared outputs in the CAS and returns their manifest.
+/// Every output must exist.
+pub fn snapshot(cas: &Cas, project_dir: &Path, outputs: &[String]) -> Result<Manifest> {
+    let mut files = Vec::new();
+    for o in outputs {
+        let matched = expand(project_dir, o)?.with_context(|| {
+            format!("cache output `{o}` was not produced (nothing at {}); fix the job's steps or its cache.outputs", project_dir.join(o).display())
+        })?;
+        for f in matched {
+            let meta = fs::symlink_metadata(&f)?;
+            let path = rel(project_dir, &f);
+            if files.iter().any(|e: &FileEntry| e.path == path) {
+                continue;
+            }
+            let mode = meta.permissions().mode() & 0o7777;
+            if meta.file_type().is_symlink() {
+                let target = fs::read_link(&f)?.to_string_lossy().into_owned();
+                files.push(FileEntry { path, sha256: String::new(), size: 0, mode, symlink: Some(target) });
+            } else {
+                let (sha256, size) = cas.put_file(&f)?;
+                files.push(FileEntry { path, sha256, size, mode, symlink: None });
+            }
+        }
+    }
+    Ok(Manifest { version: 1, files })
+}
+
+/// Restores a manifest's files under `project_dir`, byte-identical and with
+/// their modes. Verifies every blob first; on any missing or corrupt blob it
+/// returns an error and leaves the project untouched.
+pub fn restore(cas: &Cas, project_dir: &Path, manifest: &Manifest) -> Result<usize> {
+    let mut staged: Vec<(PathBuf, PathBuf)> = Vec::new();
+    let cleanup = |staged: &[(PathBuf, PathBuf)]| {
+        for (tmp, _) in staged {
+            let _ = fs::remove_file(tmp);
+        }
+    };
+    for (i, f) in manifest.files.iter().enumerate() {
+        if Path::new(&f.path).is_absolute() || f.path.split('/').any(|c| c == "..") {
+            cleanup(&staged);
+            bail!("cache manifest names a path outside the project: {}", f.path);
+        }
+        let dest = project_dir.join(&f.path);
+        let dir = dest.parent().unwrap_or(project_dir).to_path_buf();
+        if let Err(e) = fs::create_dir_all(&dir) {
+            cleanup(&staged);
+            return Err(e).with_context(|| format!("creating {}", dir.display()));
+        }
+        let tmp = dir.join(format!(".sparkwing-restore-{}-{i}", std::process::id()));
+        let _ = fs::remove_file(&tmp);
+        let r = match &f.symlink {
+            Some(target) => symlink(target, &tmp).map_err(anyhow::Error::from),
+            None => {
+                let blob = cas.blob_path(&f.sha256);
+                copy_hashing(&blob, &tmp).and_then(|(sha, size)| {
+                    if sha != f.sha256 || size != f.size {
+                        bail!("cache blob {} is corrupt (SHA-256 {sha}, expected {})", blob.display(), f.sha256);
+                    }
+                    fs::set_permissions(&tmp, fs::Permissions::from_mode(f.mode))?;
+                    Ok(())
+                })
+            }
+        };
+        if let Err(e) = r {
+            let _ = fs::remove_file(&tmp);
+            cleanup(&staged);
+            return Err(e);
+        }
+        staged.push((tmp, dest));
+    }
+    for (tmp, dest) in &staged {
+        if let Ok(m) = fs::symlink_metadata(dest) {
+            if m.is_dir() {
+                fs::remove_dir_all(dest).with_context(|| format!("replacing {}", dest.display()))?;
+            }
+        }
+        fs::rename(tmp, dest).with_context(|| format!("restoring {}", dest.display()))?;
+    }
+    Ok(staged.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_and_restore_round_trip_with_modes_and_dedup() {
+        let home = tempfile::tempdir().unwrap();
+        let proj = tempfile::tempdir().unwrap();
+        let p = proj.path();
+        fs::create_dir_all(p.join("out/sub")).unwrap();
+        fs::write(p.join("out/a.bin"), [0u8, 1, 2, 255]).unwrap();
+        fs::write(p.join("out/sub/run.sh"), "#!/bin/sh\n").unwrap();
+        fs::write(p.join("out/same.bin"), [0u8, 1, 2, 255]).unwrap();
+        fs::set_permissions(p.join("out/sub/run.sh"), fs::Permissions::from_mode(0o750)).unwrap();
+        symlink("a.bin", p.join("out/link")).unwrap();
+        let cas = Cas::new(home.path());
+        let m = snapshot(&cas, p, &["out".into()]).unwrap();
+        assert_eq!(m.files.len(), 4);
+        let blobs: usize = fs::read_dir(home.path().join("cas")).unwrap().map(|d| fs::read_dir(d.unwrap().path()).unwrap().count()).sum();
+        assert_eq!(blobs, 2, "identical contents are stored once");
+        fs::remove_dir_all(p.join("out")).unwrap();
+        assert_eq!(restore(&cas, p, &m).unwrap(), 4);
+        assert_eq!(fs::read(p.join("out/a.bin")).unwrap(), [0u8, 1, 2, 255]);
+        assert_eq!(fs::metadata(p.join("out/sub/run.sh")).unwrap().permissions().mode() & 0o777, 0o750);
+        assert_eq!(fs::read_link(p.join("out/link")).unwrap(), Path::new("a.bin"));
+    }
+
+    #[test]
+    fn corrupt_blob_restores_nothing() {
+        let home = tempfile::tempdir().unwrap();
+        let proj = tempfile::tempdir().unwrap();
+        let p = proj.path();
+        fs::write(p.join("a"), "aaa").unwrap();
+        fs::write(p.join("b"), "bbb").unwrap();
+        let cas = Cas::new(home.path());
+        let m = snapshot(&cas, p, &["a".into(), "b".into()]).unwrap();
+        let blob = cas.blob_path(&m.files[1].sha256);
+        fs::set_permissions(&blob, fs::Permissions::from_mode(0o644)).unwrap();
+        fs::write(&blob, "bbX").unwrap();
+        fs::remove_file(p.join("a")).unwrap();
+        let e = restore(&cas, p, &m).unwrap_err();
+        assert!(format!("{e:#}").contains("corrupt"), "{e:#}");
+        assert!(!p.join("a").exists(), "nothing restored when a blob is bad");
+        assert!(fs::read_dir(p).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().starts_with(".sparkwing")));
+    }
+
+    #[test]
+    fn missing_output_is_a_clear_error() {
+        let home = tempfile::tempdir().unwrap();
+        let proj = tempfile::tempdir().unwrap();
+        let e = snapshot(&Cas::new(home.path()), proj.path(), &["dist/app".into()]).unwrap_err();
+        assert!(format!("{e:#}").contains("cache output `dist/app` was not produced"));
+    }
+}

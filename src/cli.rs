@@ -1,0 +1,471 @@
+//! The command line: flags parsed into plain structs (no I/O), then
+//! dispatched. `main` prints one error with its context chain and maps
+//! outcomes to exit codes: 0 success, 1 a run failed, 2 bad input or
+//! configuration, 130 a run was cancelled.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::json;
+
+use crate::exec::{self, RunOptions};
+use crate::logs::{self, LogRequest};
+use crate::pipeline::{self, Pipeline};
+use crate::profile::{self, Request};
+use crate::store::Store;
+use crate::util::{human_duration, now_ms, rfc3339_ms};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sparkwing",
+    version,
+    about = "Run CI/CD pipelines locally first, and share them when you want to.",
+    long_about = "Sparkwing runs the pipelines defined in .sparkwing/sparkwing.yaml: a DAG of jobs made of \
+shell steps, with cached jobs. Every run is recorded in SPARKWING_HOME (default ~/.sparkwing): \
+state.db for runs, jobs and steps, runs/<runID>/<job>.log for output, cas/ for cached outputs.",
+    after_help = "Examples:\n  sparkwing run hello                 run the `hello` pipeline\n  sparkwing runs list                 recent runs, newest first\n  sparkwing runs logs latest --follow watch the newest run's output\n  sparkwing profile                   which profile applies and why\n\nEnvironment:\n  SPARKWING_HOME        where state.db, logs and the cache live (default ~/.sparkwing)\n  SPARKWING_PROFILES    the user profile file (default $XDG_CONFIG_HOME/sparkwing/profiles.yaml)\n  SPARKWING_LOCAL_ONLY  set to 1 to pin runs to the local layout"
+)]
+pub struct Cli {
+    /// The project directory (holding .sparkwing/sparkwing.yaml); found by
+    /// walking up from the current directory when not given.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub project: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a pipeline: jobs in parallel where `needs` allows, logs saved as they arrive.
+    #[command(after_help = "Exit status: 0 when every job passed or was restored from cache, 1 when a job failed, 2 when the pipeline or profile is invalid, 130 when cancelled (Ctrl-C).")]
+    Run(RunArgs),
+    /// List or scaffold the pipelines of the project.
+    #[command(subcommand)]
+    Pipeline(PipelineCmd),
+    /// Inspect recorded runs: list, show, logs.
+    #[command(subcommand)]
+    Runs(RunsCmd),
+    /// Show the profile that resolves, why, and what else was considered (secrets redacted).
+    Profile(ProfileArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// The pipeline to run (see `sparkwing pipeline list`).
+    pub pipeline: String,
+    /// The profile to run under (user profiles file first, then the project's `profiles:`).
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+    /// How many jobs may run at once [default: the number of CPUs].
+    #[arg(long = "sw-workers", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub workers: Option<u32>,
+    /// Do not restore from the cache (successful cached jobs still store their outputs).
+    #[arg(long = "sw-no-cache")]
+    pub no_cache: bool,
+    /// Pin this run's state, cache and logs to the local layout, whatever profile resolves.
+    #[arg(long = "sw-local-only")]
+    pub local_only: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PipelineCmd {
+    /// List the pipelines of .sparkwing/sparkwing.yaml.
+    List(OutputArg),
+    /// Add a working pipeline entry to .sparkwing/sparkwing.yaml (creating it if needed).
+    New {
+        /// The new pipeline's name.
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RunsCmd {
+    /// Recorded runs, newest first.
+    List {
+        /// Only runs of this pipeline.
+        #[arg(long)]
+        pipeline: Option<String>,
+        /// Only runs with this status.
+        #[arg(long, value_parser = ["running", "success", "failed", "cancelled", "interrupted"])]
+        status: Option<String>,
+        /// At most this many runs.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// One run: its jobs, steps, timings and cache provenance.
+    Show {
+        /// A run ID, a unique prefix of one, or `latest`.
+        run: String,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Print a run's logs; --follow streams them while the run is in progress.
+    Logs {
+        /// A run ID, a unique prefix of one, or `latest`.
+        run: String,
+        /// Only this job's log.
+        #[arg(long)]
+        job: Option<String>,
+        /// Only the last N lines (of each job).
+        #[arg(long, value_name = "N")]
+        tail: Option<usize>,
+        /// Keep printing new output until the run ends.
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct ProfileArgs {
+    /// Resolve this profile name instead of the default selection.
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+    /// Resolve as `sparkwing run PIPELINE` would (honours its `profile:`).
+    #[arg(long, value_name = "PIPELINE")]
+    pub pipeline: Option<String>,
+    /// Show what --sw-local-only would pin.
+    #[arg(long = "sw-local-only")]
+    pub local_only: bool,
+    #[command(flatten)]
+    pub output: OutputArg,
+}
+
+#[derive(Args, Debug, Clone, Copy)]
+pub struct OutputArg {
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+/// `SPARKWING_HOME`, else `~/.sparkwing`.
+pub fn home_dir() -> Result<PathBuf> {
+    if let Some(h) = std::env::var_os("SPARKWING_HOME").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(h));
+    }
+    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        Some(h) => Ok(PathBuf::from(h).join(".sparkwing")),
+        None => bail!("neither SPARKWING_HOME nor HOME is set; set SPARKWING_HOME to a directory for sparkwing's state"),
+    }
+}
+
+/// The binary's entry point.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)) {
+                return ExitCode::SUCCESS;
+            }
+            let msg = format!("{e:#}");
+            if msg.starts_with("sparkwing: ") {
+                eprintln!("{msg}");
+            } else {
+                eprintln!("sparkwing: {msg}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<u8> {
+    let project_flag = cli.project.as_deref();
+    match cli.command {
+        Command::Run(args) => cmd_run(project_flag, args),
+        Command::Pipeline(PipelineCmd::List(o)) => cmd_pipeline_list(project_flag, o.format).map(|_| 0),
+        Command::Pipeline(PipelineCmd::New { name }) => cmd_pipeline_new(project_flag, &name).map(|_| 0),
+        Command::Runs(cmd) => cmd_runs(cmd).map(|_| 0),
+        Command::Profile(args) => cmd_profile(project_flag, args).map(|_| 0),
+    }
+}
+
+fn cmd_run(project_flag: Option<&Path>, args: RunArgs) -> Result<u8> {
+    let project = pipeline::load_project(project_flag)?;
+    let pipe = project.pipeline(&args.pipeline)?;
+    let resolved = profile::resolve(
+        Some(&project),
+        &Request { flag: args.profile.as_deref(), pipeline: Some(&args.pipeline), local_only_flag: args.local_only },
+    )?;
+    resolved.check_runnable()?;
+    check_coordination(&project.file, pipe, &resolved)?;
+    let workers = match args.workers {
+        Some(n) => n as usize,
+        None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+    };
+    let code = exec::run_pipeline(
+        &project,
+        pipe,
+        RunOptions { home: home_dir()?, workers, no_cache: args.no_cache, profile: resolved.name.clone() },
+    )?;
+    Ok(code as u8)
+}
+
+/// Approvals and coordinated cache reservation need Postgres or a
+/// controller; refuse them up front in Modes 1 and 2.
+fn check_coordination(file: &Path, pipe: &Pipeline, resolved: &profile::Resolved) -> Result<()> {
+    let mode = resolved.mode();
+    if mode >= 3 {
+        return Ok(());
+    }
+    for (name, job) in pipe.jobs.iter() {
+        let feature = if job.approval.is_some() {
+            Some("approval")
+        } else if job.cache.as_ref().is_some_and(|c| c.on_limit.is_some()) {
+            Some("cache.on_limit (coordinated cache reservation)")
+        } else {
+            None
+        };
+        if let Some(feature) = feature {
+            bail!(
+                "{}: pipeline `{}`, job `{name}` uses {feature}, which needs a coordinator; profile \"{}\" is Mode {mode} ({}). \
+                 Run it under a Mode 3 (Postgres) or Mode 4 (controller) profile, or remove {feature}",
+                file.display(),
+                pipe.name,
+                resolved.name,
+                profile::mode_name(mode)
+            );
+        }
+    }
+    Ok(())
+}
+
+fn out() -> std::io::StdoutLock<'static> {
+    std::io::stdout().lock()
+}
+
+fn print_json(v: &serde_json::Value) -> Result<()> {
+    let mut o = out();
+    serde_json::to_writer_pretty(&mut o, v)?;
+    writeln!(o)?;
+    Ok(())
+}
+
+/// Left-aligned columns for text tables.
+fn table(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut s = String::new();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, cell)| if i + 1 == r.len() { cell.clone() } else { format!("{cell:<w$}", w = widths[i]) })
+            .collect();
+        s.push_str(line.join("  ").trim_end());
+        s.push('\n');
+    }
+    s
+}
+
+fn cmd_pipeline_list(project_flag: Option<&Path>, format: Format) -> Result<()> {
+    let project = pipeline::load_project(project_flag)?;
+    let pipes = &project.config.pipelines;
+    if format == Format::Json {
+        let v: Vec<_> = pipes
+            .iter()
+            .map(|p| json!({
+                "name": p.name, "description": p.description, "profile": p.profile,
+                "jobs": p.jobs.keys().collect::<Vec<_>>(),
+            }))
+            .collect();
+        return print_json(&json!(v));
+    }
+    if pipes.is_empty() {
+        writeln!(out(), "no pipelines in {}; add one with `sparkwing pipeline new --name NAME`", project.file.display())?;
+        return Ok(());
+    }
+    let mut rows = vec![vec!["NAME".into(), "JOBS".into(), "PROFILE".into(), "DESCRIPTION".into()]];
+    for p in pipes {
+        rows.push(vec![
+            p.name.clone(),
+            p.jobs.len().to_string(),
+            p.profile.clone().unwrap_or_else(|| "-".into()),
+            p.description.clone().unwrap_or_default(),
+        ]);
+    }
+    out().write_all(table(&rows).as_bytes())?;
+    Ok(())
+}
+
+fn cmd_pipeline_new(project_flag: Option<&Path>, name: &str) -> Result<()> {
+    let dir = match project_flag {
+        Some(d) => d.to_path_buf(),
+        None => {
+            let cwd = std::env::current_dir().context("reading the current directory")?;
+            pipeline::find_project_dir(&cwd).unwrap_or(cwd)
+        }
+    };
+    let file = pipeline::add_pipeline(&dir, name)?;
+    writeln!(out(), "added pipeline `{name}` to {}; run it with `sparkwing run {name}`", file.display())?;
+    Ok(())
+}
+
+fn duration_of(start: Option<i64>, end: Option<i64>) -> Option<i64> {
+    match (start, end) {
+        (Some(s), Some(e)) => Some(e - s),
+        (Some(s), None) => Some(now_ms() - s),
+        _ => None,
+    }
+}
+
+fn fmt_ms(ms: Option<i64>) -> String {
+    ms.map(|m| human_duration(std::time::Duration::from_millis(m.max(0) as u64))).unwrap_or_else(|| "-".into())
+}
+
+fn cmd_runs(cmd: RunsCmd) -> Result<()> {
+    let home = home_dir()?;
+    let store = Store::open(&home)?;
+    match cmd {
+        RunsCmd::List { pipeline, status, limit, output } => {
+            let runs = store.list_runs(pipeline.as_deref(), status.as_deref(), limit)?;
+            if output.format == Format::Json {
+                let v: Vec<_> = runs.iter().map(|r| run_json(r)).collect();
+                return print_json(&json!(v));
+            }
+            if runs.is_empty() {
+                writeln!(out(), "no runs recorded in {} match; start one with `sparkwing run PIPELINE`", store.path().display())?;
+                return Ok(());
+            }
+            let mut rows = vec![vec!["RUN".into(), "PIPELINE".into(), "STATUS".into(), "STARTED".into(), "DURATION".into(), "PROFILE".into()]];
+            for r in &runs {
+                rows.push(vec![
+                    r.id.clone(),
+                    r.pipeline.clone(),
+                    r.shown_status().to_string(),
+                    rfc3339_ms(r.started_at),
+                    fmt_ms(duration_of(Some(r.started_at), r.finished_at)),
+                    r.profile.clone(),
+                ]);
+            }
+            out().write_all(table(&rows).as_bytes())?;
+        }
+        RunsCmd::Show { run, output } => {
+            let r = store.find_run(&run)?;
+            let jobs = store.jobs(&r.id)?;
+            let steps = store.steps(&r.id)?;
+            let logs_dir = home.join("runs").join(&r.id);
+            if output.format == Format::Json {
+                let jobs_v: Vec<_> = jobs
+                    .iter()
+                    .map(|j| {
+                        let mut v = serde_json::to_value(j).unwrap_or_default();
+                        v["duration_ms"] = json!(duration_of(j.started_at, j.finished_at));
+                        v["log"] = json!(logs::log_path(&home, &r.id, &j.name));
+                        v["steps"] = json!(steps.iter().filter(|s| s.job == j.name).map(|s| {
+                            let mut sv = serde_json::to_value(s).unwrap_or_default();
+                            sv["duration_ms"] = json!(duration_of(s.started_at, s.finished_at));
+                            sv
+                        }).collect::<Vec<_>>());
+                        v
+                    })
+                    .collect();
+                let mut v = run_json(&r);
+                v["logs_dir"] = json!(logs_dir);
+                v["jobs"] = json!(jobs_v);
+                return print_json(&v);
+            }
+            let mut s = String::new();
+            s.push_str(&format!("run       {}\npipeline  {}\nstatus    {}\nprofile   {}\nhost      {} (pid {})\nproject   {}\nstarted   {}\n",
+                r.id, r.pipeline, r.shown_status(), r.profile, r.host, r.pid, r.project_dir, rfc3339_ms(r.started_at)));
+            if let Some(f) = r.finished_at {
+                s.push_str(&format!("finished  {} ({})\n", rfc3339_ms(f), fmt_ms(Some(f - r.started_at))));
+            }
+            if let Some(e) = &r.error {
+                s.push_str(&format!("error     {e}\n"));
+            }
+            s.push_str(&format!("logs      {}\n\n", logs_dir.display()));
+            let mut rows = vec![vec!["JOB".into(), "STATUS".into(), "DURATION".into(), "NEEDS".into(), "CACHE".into()]];
+            for j in &jobs {
+                let cache = match (&j.cached_from_run, &j.cache_key) {
+                    (Some(from), _) => format!("restored from run {from}"),
+                    (None, Some(k)) => format!("key {}", &k[..12.min(k.len())]),
+                    _ => "-".into(),
+                };
+                rows.push(vec![
+                    j.name.clone(),
+                    j.status.clone(),
+                    fmt_ms(duration_of(j.started_at, j.finished_at)),
+                    if j.needs.is_empty() { "-".into() } else { j.needs.join(",") },
+                    cache,
+                ]);
+                for st in steps.iter().filter(|st| st.job == j.name) {
+                    let exit = st.exit_code.map(|c| format!("exit {c}")).unwrap_or_default();
+                    rows.push(vec![
+                        format!("  {}. {}", st.index + 1, st.name),
+                        st.status.clone(),
+                        fmt_ms(duration_of(st.started_at, st.finished_at)),
+                        exit,
+                        String::new(),
+                    ]);
+                }
+                if let Some(e) = &j.error {
+                    rows.push(vec![format!("  ! {e}"), String::new(), String::new(), String::new(), String::new()]);
+                }
+            }
+            s.push_str(&table(&rows));
+            out().write_all(s.as_bytes())?;
+        }
+        RunsCmd::Logs { run, job, tail, follow } => {
+            let r = store.find_run(&run)?;
+            logs::print(&store, &home, &r, &LogRequest { job: job.as_deref(), tail, follow })?;
+        }
+    }
+    Ok(())
+}
+
+fn run_json(r: &crate::store::RunRow) -> serde_json::Value {
+    json!({
+        "id": r.id,
+        "pipeline": r.pipeline,
+        "status": r.shown_status(),
+        "profile": r.profile,
+        "host": r.host,
+        "pid": r.pid,
+        "project_dir": r.project_dir,
+        "started_at": rfc3339_ms(r.started_at),
+        "finished_at": r.finished_at.map(rfc3339_ms),
+        "duration_ms": duration_of(Some(r.started_at), r.finished_at),
+        "error": r.error,
+    })
+}
+
+fn cmd_profile(project_flag: Option<&Path>, args: ProfileArgs) -> Result<()> {
+    // The profile can be inspected outside a project too.
+    let project = match project_flag {
+        Some(_) => Some(pipeline::load_project(project_flag)?),
+        None => {
+            let cwd = std::env::current_dir()?;
+            match pipeline::find_project_dir(&cwd) {
+                Some(d) => Some(pipeline::load_project(Some(&d))?),
+                None => None,
+            }
+        }
+    };
+    if args.pipeline.is_some() && project.is_none() {
+        bail!("--pipeline needs a project: no .sparkwing/sparkwing.yaml here or above; pass --project DIR");
+    }
+    let resolved = profile::resolve(
+        project.as_ref(),
+        &Request { flag: args.profile.as_deref(), pipeline: args.pipeline.as_deref(), local_only_flag: args.local_only },
+    )?;
+    let home = home_dir()?;
+    if args.output.format == Format::Json {
+        return print_json(&resolved.to_json(&home));
+    }
+    out().write_all(profile::render_text(&resolved, &home).as_bytes())?;
+    Ok(())
+}

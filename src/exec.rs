@@ -1,0 +1,612 @@
+//! The executor: runs one pipeline's job DAG.
+//!
+//! Jobs start in definition order as soon as their `needs` have passed (or
+//! were restored from cache), at most `workers` at a time. Each step is
+//! `sh -c RUN` in its own process group, so a timeout or Ctrl-C can stop
+//! everything the step started. Output is read from one pipe per step
+//! (stdout and stderr share it, keeping their order) by a plain thread that
+//! appends each line to the job's log file as it arrives and echoes it to
+//! the terminal. Every state change is committed to `state.db` through
+//! `spawn_blocking` before the runner moves on.
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use indexmap::IndexMap;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinSet;
+
+use crate::cache::{self, Cas, Manifest};
+use crate::pipeline::{Job, Pipeline, Project};
+use crate::store::{CacheEntry, JobEnd, NewRun, RunRow, Store};
+use crate::util::{self, human_duration, now_ms};
+
+/// How long a step gets to exit after SIGTERM before SIGKILL.
+const KILL_GRACE: Duration = Duration::from_secs(3);
+/// How long to wait for a step's output pipe to close after the step's
+/// shell exited (longer only when it left background processes behind).
+const PIPE_LINGER: Duration = Duration::from_millis(200);
+
+pub struct RunOptions {
+    pub home: PathBuf,
+    pub workers: usize,
+    pub no_cache: bool,
+    pub profile: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobStatus {
+    Pending,
+    Running,
+    Success,
+    Cached,
+    Failed,
+    Skipped,
+    Cancelled,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Pending => "pending",
+            JobStatus::Running => "running",
+            JobStatus::Success => "success",
+            JobStatus::Cached => "cached",
+            JobStatus::Failed => "failed",
+            JobStatus::Skipped => "skipped",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+    fn passed(self) -> bool {
+        matches!(self, JobStatus::Success | JobStatus::Cached)
+    }
+    fn blocks_dependents(self) -> bool {
+        matches!(self, JobStatus::Failed | JobStatus::Skipped | JobStatus::Cancelled)
+    }
+}
+
+struct JobResult {
+    status: JobStatus,
+    duration: Duration,
+    cache_note: String,
+}
+
+/// Everything the job tasks share.
+struct Ctx {
+    store: Arc<Store>,
+    run_id: String,
+    pipeline: String,
+    project_dir: PathBuf,
+    run_dir: PathBuf,
+    home: PathBuf,
+    no_cache: bool,
+    prefix: bool,
+    cancel: watch::Receiver<bool>,
+    /// Process groups of steps still alive, for a second Ctrl-C.
+    groups: Arc<Mutex<HashSet<i32>>>,
+}
+
+async fn db<T: Send + 'static>(
+    store: &Arc<Store>,
+    f: impl FnOnce(&Store) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let store = Arc::clone(store);
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .map_err(|e| anyhow!("state.db task failed: {e}"))?
+}
+
+/// Runs `pipeline` and returns the process exit code: 0 when every job
+/// passed or was restored from cache, 1 when a job failed, 130 when the
+/// run was cancelled.
+pub fn run_pipeline(project: &Project, pipeline: &Pipeline, opts: RunOptions) -> Result<i32> {
+    let store = Arc::new(Store::open(&opts.home)?);
+    let run_id = util::new_run_id();
+    let run_dir = opts.home.join("runs").join(&run_id);
+    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    let row = RunRow {
+        id: run_id.clone(),
+        pipeline: pipeline.name.clone(),
+        status: "running".into(),
+        profile: opts.profile.clone(),
+        project_dir: project.dir.to_string_lossy().into_owned(),
+        host: util::hostname(),
+        pid: std::process::id() as i64,
+        started_at: now_ms(),
+        finished_at: None,
+        error: None,
+    };
+    let new = NewRun {
+        run: &row,
+        jobs: pipeline.jobs.iter().map(|(n, j)| (n.clone(), j.needs.clone())).collect(),
+        steps: pipeline
+            .jobs
+            .iter()
+            .flat_map(|(n, j)| j.steps.iter().enumerate().map(move |(i, s)| (n.clone(), i, s.label())))
+            .collect(),
+    };
+    store.create_run(&new)?;
+    eprintln!(
+        "sparkwing: run {run_id} · pipeline {} · profile {} · logs {}",
+        pipeline.name,
+        opts.profile,
+        run_dir.display()
+    );
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let (cancel_tx, cancel_rx) = watch::channel(false);
+    let groups = Arc::new(Mutex::new(HashSet::new()));
+    let ctx = Arc::new(Ctx {
+        store: Arc::clone(&store),
+        run_id: run_id.clone(),
+        pipeline: pipeline.name.clone(),
+        project_dir: project.dir.clone(),
+        run_dir,
+        home: opts.home.clone(),
+        no_cache: opts.no_cache,
+        prefix: opts.workers > 1 && pipeline.has_parallel_jobs(),
+        cancel: cancel_rx,
+        groups: Arc::clone(&groups),
+    });
+    let started = Instant::now();
+    let result = rt.block_on(async {
+        tokio::spawn(watch_signals(cancel_tx, groups));
+        schedule(Arc::clone(&ctx), pipeline, opts.workers.max(1)).await
+    });
+    let results = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let msg = format!("{e:#}");
+            let _ = store.run_finished(&run_id, "failed", Some(&msg));
+            return Err(e);
+        }
+    };
+    let cancelled = *ctx.cancel.borrow();
+    let all_passed = results.values().all(|r| r.status.passed());
+    let status = if cancelled {
+        "cancelled"
+    } else if all_passed {
+        "success"
+    } else {
+        "failed"
+    };
+    store.run_finished(&run_id, status, None)?;
+    rt.shutdown_timeout(Duration::from_millis(100));
+    print_summary(&run_id, status, started.elapsed(), &results);
+    Ok(match status {
+        "success" => 0,
+        "cancelled" => 130,
+        _ => 1,
+    })
+}
+
+fn print_summary(run_id: &str, status: &str, elapsed: Duration, results: &IndexMap<String, JobResult>) {
+    let mut out = String::new();
+    out.push_str(&format!("sparkwing: run {run_id} {status} in {}\n", human_duration(elapsed)));
+    let w = results.keys().map(|k| k.len()).max().unwrap_or(3).max(3);
+    out.push_str(&format!("  {:<w$}  {:<9}  {:<9}  CACHE\n", "JOB", "STATUS", "DURATION"));
+    for (name, r) in results {
+        out.push_str(&format!(
+            "  {:<w$}  {:<9}  {:<9}  {}\n",
+            name,
+            r.status.as_str(),
+            human_duration(r.duration),
+            r.cache_note
+        ));
+    }
+    let _ = std::io::stderr().write_all(out.as_bytes());
+}
+
+/// First SIGINT/SIGTERM: cancel (steps get SIGTERM, then SIGKILL after a
+/// grace period). Second: SIGKILL every step's process group at once.
+async fn watch_signals(cancel: watch::Sender<bool>, groups: Arc<Mutex<HashSet<i32>>>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        return;
+    };
+    let mut count = 0;
+    loop {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        count += 1;
+        if count == 1 {
+            eprintln!("sparkwing: stopping the run (signal received); send it again to kill every step at once");
+            let _ = cancel.send(true);
+        } else {
+            if let Ok(g) = groups.lock() {
+                for &pgid in g.iter() {
+                    kill_group(pgid, libc::SIGKILL);
+                }
+            }
+        }
+    }
+}
+
+fn kill_group(pgid: i32, sig: i32) {
+    if pgid > 1 {
+        // SAFETY: plain syscall; a negative pid addresses the process group.
+        unsafe {
+            libc::kill(-pgid, sig);
+        }
+    }
+}
+
+async fn schedule(ctx: Arc<Ctx>, pipeline: &Pipeline, workers: usize) -> Result<IndexMap<String, JobResult>> {
+    let mut status: IndexMap<String, JobStatus> =
+        pipeline.jobs.keys().map(|k| (k.clone(), JobStatus::Pending)).collect();
+    let mut results: IndexMap<String, JobResult> = IndexMap::new();
+    let mut running: JoinSet<(String, Result<JobResult>)> = JoinSet::new();
+    let mut cancel = ctx.cancel.clone();
+    let mut first_error: Option<anyhow::Error> = None;
+    loop {
+        let cancelled = *cancel.borrow();
+        // Skip the dependents of failed jobs, repeatedly, until stable.
+        let mut changed = true;
+        while changed && !cancelled {
+            changed = false;
+            for (name, job) in pipeline.jobs.iter() {
+                if status[name] != JobStatus::Pending {
+                    continue;
+                }
+                if let Some(dep) = job.needs.iter().find(|n| status[n.as_str()].blocks_dependents()) {
+                    let why = format!("skipped: needs `{dep}`, which {}", status[dep.as_str()].as_str());
+                    finish_unstarted(&ctx, name, "skipped", &why).await?;
+                    status[name] = JobStatus::Skipped;
+                    results.insert(name.clone(), JobResult { status: JobStatus::Skipped, duration: Duration::ZERO, cache_note: "-".into() });
+                    changed = true;
+                }
+            }
+        }
+        if !cancelled && first_error.is_none() {
+            for (name, job) in pipeline.jobs.iter() {
+                if running.len() >= workers {
+                    break;
+                }
+                if status[name] == JobStatus::Pending && job.needs.iter().all(|n| status[n.as_str()].passed()) {
+                    status[name] = JobStatus::Running;
+                    let (ctx, name, job) = (Arc::clone(&ctx), name.clone(), job.clone());
+                    running.spawn(async move {
+                        let r = run_job(&ctx, &name, &job).await;
+                        (name, r)
+                    });
+                }
+            }
+        }
+        if running.is_empty() {
+            break;
+        }
+        tokio::select! {
+            joined = running.join_next() => {
+                let Some(joined) = joined else { continue };
+                let (name, r) = joined.map_err(|e| anyhow!("a job task failed: {e}"))?;
+                match r {
+                    Ok(r) => {
+                        status[&name] = r.status;
+                        results.insert(name, r);
+                    }
+                    Err(e) => {
+                        status[&name] = JobStatus::Failed;
+                        results.insert(name, JobResult { status: JobStatus::Failed, duration: Duration::ZERO, cache_note: "-".into() });
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            _ = cancel.changed(), if !cancelled => {}
+        }
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    // Whatever never started was cancelled.
+    for name in pipeline.jobs.keys() {
+        if status[name] == JobStatus::Pending {
+            finish_unstarted(&ctx, name, "cancelled", "cancelled before it started").await?;
+            results.insert(name.clone(), JobResult { status: JobStatus::Cancelled, duration: Duration::ZERO, cache_note: "-".into() });
+        }
+    }
+    // Report in definition order.
+    let mut ordered = IndexMap::new();
+    for name in pipeline.jobs.keys() {
+        if let Some(r) = results.shift_remove(name) {
+            ordered.insert(name.clone(), r);
+        }
+    }
+    Ok(ordered)
+}
+
+async fn finish_unstarted(ctx: &Arc<Ctx>, job: &str, status: &'static str, why: &str) -> Result<()> {
+    let (run, job, why) = (ctx.run_id.clone(), job.to_string(), why.to_string());
+    db(&ctx.store, move |s| {
+        s.job_finished(&run, &job, &JobEnd { status, rest_status: status, cache_key: None, cached_from_run: None, error: Some(&why) })
+    })
+    .await
+}
+
+/// Job output: the log file plus the terminal.
+struct Sink {
+    log: Mutex<File>,
+    prefix: Option<String>,
+}
+
+impl Sink {
+    fn line(&self, line: &[u8]) {
+        if let Ok(mut f) = self.log.lock() {
+            // A full disk must not stop the step; the run still records it.
+            let _ = f.write_all(line);
+        }
+        let mut out = std::io::stdout().lock();
+        if let Some(p) = &self.prefix {
+            let _ = out.write_all(p.as_bytes());
+        }
+        let _ = out.write_all(line);
+        if !line.ends_with(b"\n") {
+            let _ = out.write_all(b"\n");
+        }
+        let _ = out.flush();
+    }
+}
+
+enum StepEnd {
+    Exited(i32),
+    Signalled(i32),
+    TimedOut,
+    Cancelled,
+}
+
+async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
+    let started = Instant::now();
+    let (run, jname) = (ctx.run_id.clone(), name.to_string());
+
+    // The cache key, computed before anything runs.
+    let key = match &job.cache {
+        Some(_) => {
+            let (dir, j) = (ctx.project_dir.clone(), job.clone());
+            match tokio::task::spawn_blocking(move || cache::cache_key(&dir, &j)).await? {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    let why = format!("computing the cache key: {e:#}");
+                    eprintln!("sparkwing: job {name}: {why}");
+                    let (run, jn, k) = (run.clone(), jname.clone(), why.clone());
+                    db(&ctx.store, move |s| s.job_finished(&run, &jn, &JobEnd { status: "failed", rest_status: "skipped", cache_key: None, cached_from_run: None, error: Some(&k) })).await?;
+                    return Ok(JobResult { status: JobStatus::Failed, duration: started.elapsed(), cache_note: "-".into() });
+                }
+            }
+        }
+        None => None,
+    };
+    {
+        let (run, jn, k) = (run.clone(), jname.clone(), key.clone());
+        db(&ctx.store, move |s| s.job_started(&run, &jn, k.as_deref())).await?;
+    }
+
+    // A cache hit restores the outputs and skips the steps.
+    if let (Some(k), false) = (&key, ctx.no_cache) {
+        let k2 = k.clone();
+        if let Some(entry) = db(&ctx.store, move |s| s.cache_get(&k2)).await? {
+            let dir = ctx.project_dir.clone();
+            let cas_home = ctx.home.clone();
+            let manifest = entry.manifest.clone();
+            let restored = tokio::task::spawn_blocking(move || -> Result<usize> {
+                let m: Manifest = serde_json::from_str(&manifest).context("reading the cache manifest")?;
+                cache::restore(&Cas::new(&cas_home), &dir, &m)
+            })
+            .await?;
+            match restored {
+                Ok(n) => {
+                    let note = format!("restored from run {}", entry.run_id);
+                    eprintln!("sparkwing: job {name}: cache hit, {n} file(s) {note}");
+                    let (run, jn, from) = (run.clone(), jname.clone(), entry.run_id.clone());
+                    db(&ctx.store, move |s| s.job_finished(&run, &jn, &JobEnd { status: "cached", rest_status: "skipped", cache_key: None, cached_from_run: Some(&from), error: None })).await?;
+                    return Ok(JobResult { status: JobStatus::Cached, duration: started.elapsed(), cache_note: note });
+                }
+                Err(e) => eprintln!("sparkwing: job {name}: cache entry unusable ({e:#}); running the job"),
+            }
+        }
+    }
+
+    let log_path = ctx.run_dir.join(format!("{name}.log"));
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("opening {}", log_path.display()))?;
+    let sink = Arc::new(Sink { log: Mutex::new(log), prefix: ctx.prefix.then(|| format!("[{name}] ")) });
+    if !ctx.prefix {
+        eprintln!("sparkwing: ▶ {name}");
+    }
+    let deadline = job.timeout.map(|t| tokio::time::Instant::now() + t);
+    let mut lingering: Vec<(i32, oneshot::Receiver<()>)> = Vec::new();
+    let mut failure: Option<(JobStatus, String)> = None;
+    for (i, step) in job.steps.iter().enumerate() {
+        {
+            let (run, jn) = (run.clone(), jname.clone());
+            db(&ctx.store, move |s| s.step_started(&run, &jn, i)).await?;
+        }
+        let wd = match &job.working_directory {
+            Some(w) => ctx.project_dir.join(w),
+            None => ctx.project_dir.clone(),
+        };
+        let mut env: Vec<(String, String)> = job.env.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect();
+        env.extend(step.env.iter().map(|(k, v)| (k.clone(), v.0.clone())));
+        env.push(("SPARKWING_RUN_ID".into(), ctx.run_id.clone()));
+        env.push(("SPARKWING_JOB".into(), name.to_string()));
+        env.push(("SPARKWING_PIPELINE".into(), ctx.pipeline.clone()));
+        env.push(("SPARKWING_PROJECT_DIR".into(), ctx.project_dir.to_string_lossy().into_owned()));
+        let end = run_step(ctx, &step.run, &wd, &env, deadline, &sink, &mut lingering).await;
+        let (st, code, fail) = match end {
+            Ok(StepEnd::Exited(0)) => ("success", Some(0), None),
+            Ok(StepEnd::Exited(c)) => ("failed", Some(c), Some((JobStatus::Failed, format!("step {} (`{}`) exited with code {c}", i + 1, step.label())))),
+            Ok(StepEnd::Signalled(sig)) => ("failed", None, Some((JobStatus::Failed, format!("step {} (`{}`) was killed by signal {sig}", i + 1, step.label())))),
+            Ok(StepEnd::TimedOut) => ("failed", None, Some((JobStatus::Failed, format!("timed out after {}", human_duration(job.timeout.unwrap_or_default()))))),
+            Ok(StepEnd::Cancelled) => ("cancelled", None, Some((JobStatus::Cancelled, "cancelled".to_string()))),
+            Err(e) => ("failed", None, Some((JobStatus::Failed, format!("step {} could not start: {e:#}", i + 1)))),
+        };
+        {
+            let (run, jn) = (run.clone(), jname.clone());
+            db(&ctx.store, move |s| s.step_finished(&run, &jn, i, st, code)).await?;
+        }
+        if fail.is_some() {
+            failure = fail;
+            break;
+        }
+    }
+    // Background processes a step left behind end with their job.
+    for (pgid, done) in lingering {
+        kill_group(pgid, libc::SIGKILL);
+        let _ = tokio::time::timeout(Duration::from_secs(5), done).await;
+        ctx.groups.lock().map(|mut g| g.remove(&pgid)).ok();
+    }
+    if let Ok(f) = sink.log.lock() {
+        let _ = f.sync_data();
+    }
+
+    let mut cache_note = "-".to_string();
+    if let (None, Some(k), Some(spec)) = (&failure, &key, &job.cache) {
+        let (dir, cas_home, outputs) = (ctx.project_dir.clone(), ctx.home.clone(), spec.outputs.clone());
+        let snap = tokio::task::spawn_blocking(move || cache::snapshot(&Cas::new(&cas_home), &dir, &outputs)).await?;
+        match snap {
+            Ok(m) => {
+                let now = now_ms();
+                let entry = CacheEntry {
+                    key: k.clone(),
+                    job: name.to_string(),
+                    pipeline: ctx.pipeline.clone(),
+                    run_id: ctx.run_id.clone(),
+                    created_at: now,
+                    expires_at: spec.ttl.map(|t| now.saturating_add(t.as_millis() as i64)),
+                    manifest: serde_json::to_string(&m)?,
+                };
+                db(&ctx.store, move |s| s.cache_put(&entry)).await?;
+                cache_note = format!("stored ({} file(s))", m.files.len());
+            }
+            Err(e) => failure = Some((JobStatus::Failed, format!("{e:#}"))),
+        }
+    }
+    let (status, error) = match failure {
+        None => (JobStatus::Success, None),
+        Some((s, why)) => {
+            eprintln!("sparkwing: job {name} {}: {why}", s.as_str());
+            (s, Some(why))
+        }
+    };
+    let rest = if status == JobStatus::Cancelled { "cancelled" } else { "skipped" };
+    let (st, err) = (status.as_str(), error.clone());
+    db(&ctx.store, move |s| s.job_finished(&run, &jname, &JobEnd { status: st, rest_status: rest, cache_key: None, cached_from_run: None, error: err.as_deref() })).await?;
+    Ok(JobResult { status, duration: started.elapsed(), cache_note })
+}
+
+async fn run_step(
+    ctx: &Arc<Ctx>,
+    script: &str,
+    wd: &Path,
+    env: &[(String, String)],
+    deadline: Option<tokio::time::Instant>,
+    sink: &Arc<Sink>,
+    lingering: &mut Vec<(i32, oneshot::Receiver<()>)>,
+) -> Result<StepEnd> {
+    let (reader, writer) = std::io::pipe().context("creating the output pipe")?;
+    let mut cmd = tokio::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg(script)
+        .current_dir(wd)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(writer.try_clone().context("duplicating the output pipe")?)
+        .stderr(writer)
+        .process_group(0);
+    let spawned = cmd.spawn();
+    // The Command holds the pipe's write ends: drop it so EOF can arrive.
+    drop(cmd);
+    let mut child = spawned.with_context(|| format!("running sh in {}", wd.display()))?;
+    let pgid = child.id().map(|p| p as i32).unwrap_or(0);
+    ctx.groups.lock().map(|mut g| g.insert(pgid)).ok();
+
+    let (done_tx, mut done_rx) = oneshot::channel();
+    let sink2 = Arc::clone(sink);
+    std::thread::spawn(move || {
+        pump(reader, &sink2);
+        let _ = done_tx.send(());
+    });
+
+    let mut cancel = ctx.cancel.clone();
+    let sleep = async {
+        match deadline {
+            Some(d) => tokio::time::sleep_until(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    let stop = tokio::select! {
+        status = child.wait() => Ok(status.context("waiting for the step")?),
+        _ = sleep => Err(StepEnd::TimedOut),
+        _ = cancel.wait_for(|c| *c) => Err(StepEnd::Cancelled),
+    };
+    let end = match stop {
+        Ok(status) => {
+            use std::os::unix::process::ExitStatusExt;
+            match (status.code(), status.signal()) {
+                (Some(c), _) => StepEnd::Exited(c),
+                (None, Some(sig)) => StepEnd::Signalled(sig),
+                (None, None) => StepEnd::Exited(-1),
+            }
+        }
+        Err(why) => {
+            // Stop the whole process group: SIGTERM, a grace period, SIGKILL.
+            kill_group(pgid, libc::SIGTERM);
+            if tokio::time::timeout(KILL_GRACE, child.wait()).await.is_err() {
+                kill_group(pgid, libc::SIGKILL);
+                let _ = child.wait().await;
+            }
+            kill_group(pgid, libc::SIGKILL);
+            why
+        }
+    };
+    // Normally the pipe closes with the shell. If it stays open, the step
+    // left background processes behind: they live until the job ends.
+    if tokio::time::timeout(PIPE_LINGER, &mut done_rx).await.is_ok() {
+        ctx.groups.lock().map(|mut g| g.remove(&pgid)).ok();
+    } else {
+        lingering.push((pgid, done_rx));
+    }
+    Ok(end)
+}
+
+/// Reads a step's output pipe to EOF, line by line, into the sink.
+fn pump(mut reader: std::io::PipeReader, sink: &Sink) {
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut pending: Vec<u8> = Vec::new();
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        pending.extend_from_slice(&buf[..n]);
+        let mut start = 0;
+        while let Some(pos) = pending[start..].iter().position(|&b| b == b'\n') {
+            sink.line(&pending[start..start + pos + 1]);
+            start += pos + 1;
+        }
+        pending.drain(..start);
+        // Very long lines are passed on in pieces.
+        if pending.len() > 64 * 1024 {
+            sink.line(&pending);
+            pending.clear();
+        }
+    }
+    if !pending.is_empty() {
+        sink.line(&pending);
+    }
+}

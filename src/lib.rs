@@ -1,0 +1,23 @@
+//! `sparkwing` owns the command line, profiles, the pipeline model and its
+//! executor, the local store facade, the job cache and logs.
+//!
+//! # Layout
+//! - [`cli`]: flags, dispatch and exit codes (the binary is `cli::main`).
+//! - [`pipeline`]: `.sparkwing/sparkwing.yaml`: discovery, parsing, validation.
+//! - [`profile`]: profile files, selection, validation, redaction.
+//! - [`exec`]: runs a pipeline's job DAG: processes, timeouts, signals.
+//! - [`store`]: `state.db`: runs, jobs, steps, events, cache index.
+//! - [`cache`]: cache keys, the content-addressed store, restore.
+//! - [`logs`]: per-job log files; tail and follow.
+//! - [`yaml`]: YAML helpers with file:line:column errors.
+//! - [`util`]: run IDs, clocks, durations.
+
+pub mod cache;
+pub mod cli;
+pub mod exec;
+pub mod logs;
+pub mod pipeline;
+pub mod profile;
+pub mod store;
+pub mod util;
+pub mod yaml;

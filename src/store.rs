@@ -1,0 +1,421 @@
+//! The local store facade over `SPARKWING_HOME/state.db`.
+//!
+//! Concurrency: many `sparkwing` processes share one `state.db`. It runs in
+//! WAL mode (readers never block the writer), every write is one short
+//! `BEGIN IMMEDIATE` transaction (the write lock is taken up front, so a
+//! reader never has to upgrade and deadlock), and a generous busy timeout
+//! makes writers queue instead of failing. `synchronous = FULL` makes each
+//! commit durable before the step it records is reported done.
+//!
+//! The connection sits behind a std `Mutex`: the calls are short and
+//! blocking, so async callers go through `tokio::task::spawn_blocking`
+//! (see `exec`), never holding the lock across an `.await`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::util::{hostname, now_ms, pid_alive};
+
+/// How long a writer waits for another process's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub struct Store {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRow {
+    pub id: String,
+    pub pipeline: String,
+    pub status: String,
+    pub profile: String,
+    pub project_dir: String,
+    pub host: String,
+    pub pid: i64,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    pub error: Option<String>,
+}
+
+impl RunRow {
+    /// The status to show: a `running` run whose process on this host is
+    /// gone was interrupted (killed, or the machine went down).
+    pub fn shown_status(&self) -> &str {
+        if self.status == "running" && self.host == hostname() && !pid_alive(self.pid) {
+            "interrupted"
+        } else {
+            &self.status
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct JobRow {
+    pub name: String,
+    pub needs: Vec<String>,
+    pub status: String,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub cache_key: Option<String>,
+    pub cached_from_run: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepRow {
+    pub job: String,
+    pub index: i64,
+    pub name: String,
+    pub status: String,
+    pub exit_code: Option<i64>,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CacheEntry {
+    pub key: String,
+    pub job: String,
+    pub pipeline: String,
+    pub run_id: String,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub manifest: String,
+}
+
+/// A new run, with its jobs (name, needs) and steps (job, index, name).
+pub struct NewRun<'a> {
+    pub run: &'a RunRow,
+    pub jobs: Vec<(String, Vec<String>)>,
+    pub steps: Vec<(String, usize, String)>,
+}
+
+impl Store {
+    /// Opens (creating when missing) `home/state.db` and migrates it.
+    pub fn open(home: &Path) -> Result<Store> {
+        std::fs::create_dir_all(home).with_context(|| {
+            format!("creating SPARKWING_HOME {}; check its permissions or set SPARKWING_HOME", home.display())
+        })?;
+        let path = home.join("state.db");
+        let mut conn = Connection::open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        // Switching a fresh database to WAL needs an exclusive lock; with many
+        // processes starting at once it can report busy without waiting.
+        let mut tries = 0;
+        loop {
+            match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0)) {
+                Ok(_) => break,
+                Err(e) if is_busy(&e) && tries < 1000 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => return Err(e).with_context(|| format!("setting WAL mode on {}", path.display())),
+            }
+        }
+        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
+        match sparkwing_schema::migrate_sqlite(&mut conn) {
+            Ok(_) => {}
+            Err(e @ sparkwing_schema::SchemaError::Skew { .. }) => return Err(anyhow!(e)),
+            Err(e) => return Err(anyhow!(e)).with_context(|| format!("migrating {}", path.display())),
+        }
+        Ok(Store { conn: Mutex::new(conn), path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn with_tx<T>(&self, f: impl FnOnce(&rusqlite::Transaction) -> rusqlite::Result<T>) -> Result<T> {
+        let mut conn = self.conn.lock().map_err(|_| anyhow!("state.db connection poisoned"))?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
+        let conn = self.conn.lock().map_err(|_| anyhow!("state.db connection poisoned"))?;
+        Ok(f(&conn)?)
+    }
+
+    /// Records a new run with its jobs and steps as pending.
+    pub fn create_run(&self, new: &NewRun) -> Result<()> {
+        let r = new.run;
+        self.with_tx(|tx| {
+            tx.execute(
+                "INSERT INTO runs (id, pipeline, status, profile, project_dir, host, pid, started_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![r.id, r.pipeline, r.status, r.profile, r.project_dir, r.host, r.pid, r.started_at],
+            )?;
+            for (i, (name, needs)) in new.jobs.iter().enumerate() {
+                tx.execute(
+                    "INSERT INTO jobs (run_id, name, position, needs, status) VALUES (?1, ?2, ?3, ?4, 'pending')",
+                    params![r.id, name, i as i64, serde_json::to_string(needs).unwrap_or_default()],
+                )?;
+            }
+            for (job, idx, name) in &new.steps {
+                tx.execute(
+                    "INSERT INTO steps (run_id, job, idx, name, status) VALUES (?1, ?2, ?3, ?4, 'pending')",
+                    params![r.id, job, *idx as i64, name],
+                )?;
+            }
+            event(tx, &r.id, None, "run.started", json!({
+                "pipeline": r.pipeline, "profile": r.profile, "host": r.host, "pid": r.pid,
+            }))
+        })
+    }
+
+    pub fn job_started(&self, run: &str, job: &str, cache_key: Option<&str>) -> Result<()> {
+        let ts = now_ms();
+        self.with_tx(|tx| {
+            tx.execute(
+                "UPDATE jobs SET status = 'running', started_at = ?3, cache_key = ?4 WHERE run_id = ?1 AND name = ?2",
+                params![run, job, ts, cache_key],
+            )?;
+            event(tx, run, Some(job), "job.started", json!({"cache_key": cache_key}))
+        })
+    }
+
+    /// Records a job's end. Steps that never started take `rest_status`.
+    pub fn job_finished(&self, run: &str, job: &str, end: &JobEnd) -> Result<()> {
+        let ts = now_ms();
+        self.with_tx(|tx| {
+            tx.execute(
+                "UPDATE jobs SET status = ?3, finished_at = ?4, started_at = COALESCE(started_at, ?4),
+                        cache_key = COALESCE(?5, cache_key), cached_from_run = ?6, error = ?7
+                 WHERE run_id = ?1 AND name = ?2",
+                params![run, job, end.status, ts, end.cache_key, end.cached_from_run, end.error],
+            )?;
+            tx.execute(
+                "UPDATE steps SET status = ?3 WHERE run_id = ?1 AND job = ?2 AND status = 'pending'",
+                params![run, job, end.rest_status],
+            )?;
+            event(tx, run, Some(job), "job.finished", json!({
+                "status": end.status, "cached_from_run": end.cached_from_run, "error": end.error,
+            }))
+        })
+    }
+
+    pub fn step_started(&self, run: &str, job: &str, idx: usize) -> Result<()> {
+        let ts = now_ms();
+        self.with_tx(|tx| {
+            tx.execute(
+                "UPDATE steps SET status = 'running', started_at = ?4 WHERE run_id = ?1 AND job = ?2 AND idx = ?3",
+                params![run, job, idx as i64, ts],
+            )?;
+            event(tx, run, Some(job), "step.started", json!({"index": idx}))
+        })
+    }
+
+    pub fn step_finished(&self, run: &str, job: &str, idx: usize, status: &str, exit_code: Option<i32>) -> Result<()> {
+        let ts = now_ms();
+        self.with_tx(|tx| {
+            tx.execute(
+                "UPDATE steps SET status = ?4, exit_code = ?5, finished_at = ?6 WHERE run_id = ?1 AND job = ?2 AND idx = ?3",
+                params![run, job, idx as i64, status, exit_code, ts],
+            )?;
+            event(tx, run, Some(job), "step.finished", json!({"index": idx, "status": status, "exit_code": exit_code}))
+        })
+    }
+
+    pub fn run_finished(&self, run: &str, status: &str, error: Option<&str>) -> Result<()> {
+        let ts = now_ms();
+        self.with_tx(|tx| {
+            tx.execute(
+                "UPDATE runs SET status = ?2, finished_at = ?3, error = ?4 WHERE id = ?1",
+                params![run, status, ts, error],
+            )?;
+            event(tx, run, None, "run.finished", json!({"status": status, "error": error}))
+        })
+    }
+
+    /// Runs, newest first.
+    pub fn list_runs(&self, pipeline: Option<&str>, status: Option<&str>, limit: usize) -> Result<Vec<RunRow>> {
+        // `interrupted` is derived, not stored: filter it after reading.
+        let (db_status, derived) = match status {
+            Some("interrupted") => (Some("running"), true),
+            s => (s, false),
+        };
+        let mut rows = self.read(|c| {
+            let mut st = c.prepare(
+                "SELECT id, pipeline, status, profile, project_dir, host, pid, started_at, finished_at, error
+                 FROM runs
+                 WHERE (?1 IS NULL OR pipeline = ?1) AND (?2 IS NULL OR status = ?2)
+                 ORDER BY started_at DESC, id DESC
+                 LIMIT ?3",
+            )?;
+            let rows = st.query_map(params![pipeline, db_status, if derived { -1 } else { limit as i64 }], run_row)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        if let Some(s) = status {
+            rows.retain(|r| r.shown_status() == s);
+            rows.truncate(limit);
+        }
+        Ok(rows)
+    }
+
+    /// Finds a run by full ID, unique ID prefix, or `latest`.
+    pub fn find_run(&self, id: &str) -> Result<RunRow> {
+        if id == "latest" || id == "last" {
+            return self
+                .list_runs(None, None, 1)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| anyhow!("no runs recorded in {} yet", self.path.display()));
+        }
+        let upper = id.to_ascii_uppercase();
+        let rows = self.read(|c| {
+            let mut st = c.prepare(
+                "SELECT id, pipeline, status, profile, project_dir, host, pid, started_at, finished_at, error
+                 FROM runs WHERE id >= ?1 AND id < ?1 || 'ZZZZZZZZZZZZZZZZZZZZZZZZZZ' ORDER BY id LIMIT 6",
+            )?;
+            let rows = st.query_map([&upper], run_row)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        let matches: Vec<RunRow> = rows.into_iter().filter(|r| r.id.starts_with(&upper)).collect();
+        match matches.len() {
+            0 => bail!("no run `{id}` in {}; see `sparkwing runs list`", self.path.display()),
+            1 => Ok(matches.into_iter().next().unwrap_or_else(|| unreachable!())),
+            _ => bail!(
+                "run ID prefix `{id}` is ambiguous ({}, …); give more characters",
+                matches.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+        }
+    }
+
+    pub fn jobs(&self, run: &str) -> Result<Vec<JobRow>> {
+        self.read(|c| {
+            let mut st = c.prepare(
+                "SELECT name, needs, status, started_at, finished_at, cache_key, cached_from_run, error
+                 FROM jobs WHERE run_id = ?1 ORDER BY position",
+            )?;
+            let rows = st.query_map([run], |r| {
+                let needs: String = r.get(1)?;
+                Ok(JobRow {
+                    name: r.get(0)?,
+                    needs: serde_json::from_str(&needs).unwrap_or_default(),
+                    status: r.get(2)?,
+                    started_at: r.get(3)?,
+                    finished_at: r.get(4)?,
+                    cache_key: r.get(5)?,
+                    cached_from_run: r.get(6)?,
+                    error: r.get(7)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    pub fn steps(&self, run: &str) -> Result<Vec<StepRow>> {
+        self.read(|c| {
+            let mut st = c.prepare(
+                "SELECT s.job, s.idx, s.name, s.status, s.exit_code, s.started_at, s.finished_at
+                 FROM steps s JOIN jobs j ON j.run_id = s.run_id AND j.name = s.job
+                 WHERE s.run_id = ?1 ORDER BY j.position, s.idx",
+            )?;
+            let rows = st.query_map([run], |r| {
+                Ok(StepRow {
+                    job: r.get(0)?,
+                    index: r.get(1)?,
+                    name: r.get(2)?,
+                    status: r.get(3)?,
+                    exit_code: r.get(4)?,
+                    started_at: r.get(5)?,
+                    finished_at: r.get(6)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    pub fn run_status(&self, run: &str) -> Result<String> {
+        Ok(self.find_run(run)?.shown_status().to_string())
+    }
+
+    /// The live cache entry for `key`, if any (expired entries are ignored).
+    pub fn cache_get(&self, key: &str) -> Result<Option<CacheEntry>> {
+        let now = now_ms();
+        self.read(|c| {
+            c.query_row(
+                "SELECT key, job, pipeline, run_id, created_at, expires_at, manifest FROM cache_entries
+                 WHERE key = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
+                params![key, now],
+                |r| {
+                    Ok(CacheEntry {
+                        key: r.get(0)?,
+                        job: r.get(1)?,
+                        pipeline: r.get(2)?,
+                        run_id: r.get(3)?,
+                        created_at: r.get(4)?,
+                        expires_at: r.get(5)?,
+                        manifest: r.get(6)?,
+                    })
+                },
+            )
+            .optional()
+        })
+    }
+
+    /// Publishes a cache manifest (the blobs are already in the CAS).
+    pub fn cache_put(&self, e: &CacheEntry) -> Result<()> {
+        self.with_tx(|tx| {
+            tx.execute(
+                "INSERT INTO cache_entries (key, job, pipeline, run_id, created_at, expires_at, manifest)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (key) DO UPDATE SET job = excluded.job, pipeline = excluded.pipeline,
+                   run_id = excluded.run_id, created_at = excluded.created_at,
+                   expires_at = excluded.expires_at, manifest = excluded.manifest",
+                params![e.key, e.job, e.pipeline, e.run_id, e.created_at, e.expires_at, e.manifest],
+            )?;
+            event(tx, &e.run_id, Some(&e.job), "cache.stored", json!({"key": e.key}))
+        })
+    }
+}
+
+/// How a job ended, for [`Store::job_finished`].
+pub struct JobEnd<'a> {
+    pub status: &'a str,
+    pub rest_status: &'a str,
+    pub cache_key: Option<&'a str>,
+    pub cached_from_run: Option<&'a str>,
+    pub error: Option<&'a str>,
+}
+
+fn event(tx: &rusqlite::Transaction, run: &str, job: Option<&str>, kind: &str, data: Value) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO events (run_id, seq, ts, kind, job, data)
+         VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE run_id = ?1), ?2, ?3, ?4, ?5)",
+        params![run, now_ms(), kind, job, data.to_string()],
+    )?;
+    Ok(())
+}
+
+fn run_row(r: &rusqlite::Row) -> rusqlite::Result<RunRow> {
+    Ok(RunRow {
+        id: r.get(0)?,
+        pipeline: r.get(1)?,
+        status: r.get(2)?,
+        profile: r.get(3)?,
+        project_dir: r.get(4)?,
+        host: r.get(5)?,
+        pid: r.get(6)?,
+        started_at: r.get(7)?,
+        finished_at: r.get(8)?,
+        error: r.get(9)?,
+    })
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}

@@ -85,15 +85,20 @@ fn walk(path: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
 fn expand(root: &Path, pattern: &str) -> Result<Option<Vec<PathBuf>>> {
     let mut files = Vec::new();
     if has_glob_meta(pattern) {
-        let full = root.join(pattern);
+        // The `glob` crate matches nothing for a trailing `**`; users mean
+        // "everything below", which is `**/*`.
+        let pattern_full = if pattern.ends_with("**") {
+            format!("{pattern}/*")
+        } else {
+            pattern.to_string()
+        };
+        let full = root.join(&pattern_full);
         let paths = glob::glob(&full.to_string_lossy())
             .with_context(|| format!("invalid glob `{pattern}`"))?;
         for p in paths {
             let p = p.with_context(|| format!("reading a match of `{pattern}`"))?;
-            let meta = fs::symlink_metadata(&p)?;
-            if !meta.is_dir() {
-                files.push(p);
-            }
+            // A matched directory stands for everything in it (`src/**`).
+            walk(&p, &mut files).with_context(|| format!("reading {}", p.display()))?;
         }
         files.sort();
         files.dedup();
@@ -109,7 +114,10 @@ fn expand(root: &Path, pattern: &str) -> Result<Option<Vec<PathBuf>>> {
 }
 
 fn rel(root: &Path, p: &Path) -> String {
-    p.strip_prefix(root).unwrap_or(p).to_string_lossy().replace('\\', "/")
+    p.strip_prefix(root)
+        .unwrap_or(p)
+        .to_string_lossy()
+        .replace('\\', "/")
 }
 
 /// The cache key of a job: hex SHA-256 of its inputs (see the module doc).
@@ -154,7 +162,8 @@ pub fn cache_key(project_dir: &Path, job: &Job) -> Result<String> {
                     if meta.file_type().is_symlink() {
                         field("link", &fs::read_link(&f)?.to_string_lossy());
                     } else {
-                        let (sha, _) = sha256_file(&f).with_context(|| format!("hashing {}", f.display()))?;
+                        let (sha, _) =
+                            sha256_file(&f).with_context(|| format!("hashing {}", f.display()))?;
                         field("sha", &sha);
                     }
                 }
@@ -171,7 +180,9 @@ pub struct Cas {
 
 impl Cas {
     pub fn new(home: &Path) -> Cas {
-        Cas { root: home.join("cas") }
+        Cas {
+            root: home.join("cas"),
+        }
     }
 
     pub fn blob_path(&self, sha: &str) -> PathBuf {
@@ -188,11 +199,18 @@ impl Cas {
         }
         let dir = dest.parent().unwrap_or(&self.root);
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let tmp = dir.join(format!(".tmp-{}-{}", std::process::id(), crate::util::new_run_id()));
+        let tmp = dir.join(format!(
+            ".tmp-{}-{}",
+            std::process::id(),
+            crate::util::new_run_id()
+        ));
         let result = (|| -> Result<()> {
             let (got, _) = copy_hashing(src, &tmp)?;
             if got != sha {
-                bail!("{} changed while it was being stored; run the job again", src.display());
+                bail!(
+                    "{} changed while it was being stored; run the job again",
+                    src.display()
+                );
             }
             fs::set_permissions(&tmp, fs::Permissions::from_mode(0o444))?;
             fs::rename(&tmp, &dest)?;
@@ -247,10 +265,22 @@ pub fn snapshot(cas: &Cas, project_dir: &Path, outputs: &[String]) -> Result<Man
             let mode = meta.permissions().mode() & 0o7777;
             if meta.file_type().is_symlink() {
                 let target = fs::read_link(&f)?.to_string_lossy().into_owned();
-                files.push(FileEntry { path, sha256: String::new(), size: 0, mode, symlink: Some(target) });
+                files.push(FileEntry {
+                    path,
+                    sha256: String::new(),
+                    size: 0,
+                    mode,
+                    symlink: Some(target),
+                });
             } else {
                 let (sha256, size) = cas.put_file(&f)?;
-                files.push(FileEntry { path, sha256, size, mode, symlink: None });
+                files.push(FileEntry {
+                    path,
+                    sha256,
+                    size,
+                    mode,
+                    symlink: None,
+                });
             }
         }
     }
@@ -270,7 +300,10 @@ pub fn restore(cas: &Cas, project_dir: &Path, manifest: &Manifest) -> Result<usi
     for (i, f) in manifest.files.iter().enumerate() {
         if Path::new(&f.path).is_absolute() || f.path.split('/').any(|c| c == "..") {
             cleanup(&staged);
-            bail!("cache manifest names a path outside the project: {}", f.path);
+            bail!(
+                "cache manifest names a path outside the project: {}",
+                f.path
+            );
         }
         let dest = project_dir.join(&f.path);
         let dir = dest.parent().unwrap_or(project_dir).to_path_buf();
@@ -286,7 +319,11 @@ pub fn restore(cas: &Cas, project_dir: &Path, manifest: &Manifest) -> Result<usi
                 let blob = cas.blob_path(&f.sha256);
                 copy_hashing(&blob, &tmp).and_then(|(sha, size)| {
                     if sha != f.sha256 || size != f.size {
-                        bail!("cache blob {} is corrupt (SHA-256 {sha}, expected {})", blob.display(), f.sha256);
+                        bail!(
+                            "cache blob {} is corrupt (SHA-256 {sha}, expected {})",
+                            blob.display(),
+                            f.sha256
+                        );
                     }
                     fs::set_permissions(&tmp, fs::Permissions::from_mode(f.mode))?;
                     Ok(())
@@ -303,7 +340,8 @@ pub fn restore(cas: &Cas, project_dir: &Path, manifest: &Manifest) -> Result<usi
     for (tmp, dest) in &staged {
         if let Ok(m) = fs::symlink_metadata(dest) {
             if m.is_dir() {
-                fs::remove_dir_all(dest).with_context(|| format!("replacing {}", dest.display()))?;
+                fs::remove_dir_all(dest)
+                    .with_context(|| format!("replacing {}", dest.display()))?;
             }
         }
         fs::rename(tmp, dest).with_context(|| format!("restoring {}", dest.display()))?;
@@ -329,13 +367,26 @@ mod tests {
         let cas = Cas::new(home.path());
         let m = snapshot(&cas, p, &["out".into()]).unwrap();
         assert_eq!(m.files.len(), 4);
-        let blobs: usize = fs::read_dir(home.path().join("cas")).unwrap().map(|d| fs::read_dir(d.unwrap().path()).unwrap().count()).sum();
+        let blobs: usize = fs::read_dir(home.path().join("cas"))
+            .unwrap()
+            .map(|d| fs::read_dir(d.unwrap().path()).unwrap().count())
+            .sum();
         assert_eq!(blobs, 2, "identical contents are stored once");
         fs::remove_dir_all(p.join("out")).unwrap();
         assert_eq!(restore(&cas, p, &m).unwrap(), 4);
         assert_eq!(fs::read(p.join("out/a.bin")).unwrap(), [0u8, 1, 2, 255]);
-        assert_eq!(fs::metadata(p.join("out/sub/run.sh")).unwrap().permissions().mode() & 0o777, 0o750);
-        assert_eq!(fs::read_link(p.join("out/link")).unwrap(), Path::new("a.bin"));
+        assert_eq!(
+            fs::metadata(p.join("out/sub/run.sh"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o750
+        );
+        assert_eq!(
+            fs::read_link(p.join("out/link")).unwrap(),
+            Path::new("a.bin")
+        );
     }
 
     #[test]
@@ -354,7 +405,23 @@ mod tests {
         let e = restore(&cas, p, &m).unwrap_err();
         assert!(format!("{e:#}").contains("corrupt"), "{e:#}");
         assert!(!p.join("a").exists(), "nothing restored when a blob is bad");
-        assert!(fs::read_dir(p).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().starts_with(".sparkwing")));
+        assert!(fs::read_dir(p).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with(".sparkwing")));
+    }
+
+    #[test]
+    fn trailing_double_star_means_everything_below() {
+        let proj = tempfile::tempdir().unwrap();
+        let p = proj.path();
+        fs::create_dir_all(p.join("src/deep")).unwrap();
+        fs::write(p.join("src/a.c"), "a").unwrap();
+        fs::write(p.join("src/deep/b.c"), "b").unwrap();
+        let got = expand(p, "src/**").unwrap().unwrap();
+        assert_eq!(got, vec![p.join("src/a.c"), p.join("src/deep/b.c")]);
+        assert!(expand(p, "nothing/**").unwrap().is_none());
     }
 
     #[test]

@@ -40,7 +40,9 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run a pipeline: jobs in parallel where `needs` allows, logs saved as they arrive.
-    #[command(after_help = "Exit status: 0 when every job passed or was restored from cache, 1 when a job failed, 2 when the pipeline or profile is invalid, 130 when cancelled (Ctrl-C).")]
+    #[command(
+        after_help = "Exit status: 0 when every job passed or was restored from cache, 1 when a job failed, 2 when the pipeline or profile is invalid, 130 when cancelled (Ctrl-C)."
+    )]
     Run(RunArgs),
     /// List or scaffold the pipelines of the project.
     #[command(subcommand)]
@@ -166,7 +168,10 @@ pub fn main() -> ExitCode {
     match dispatch(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)) {
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) {
                 return ExitCode::SUCCESS;
             }
             let msg = format!("{e:#}");
@@ -184,8 +189,12 @@ fn dispatch(cli: Cli) -> Result<u8> {
     let project_flag = cli.project.as_deref();
     match cli.command {
         Command::Run(args) => cmd_run(project_flag, args),
-        Command::Pipeline(PipelineCmd::List(o)) => cmd_pipeline_list(project_flag, o.format).map(|_| 0),
-        Command::Pipeline(PipelineCmd::New { name }) => cmd_pipeline_new(project_flag, &name).map(|_| 0),
+        Command::Pipeline(PipelineCmd::List(o)) => {
+            cmd_pipeline_list(project_flag, o.format).map(|_| 0)
+        }
+        Command::Pipeline(PipelineCmd::New { name }) => {
+            cmd_pipeline_new(project_flag, &name).map(|_| 0)
+        }
         Command::Runs(cmd) => cmd_runs(cmd).map(|_| 0),
         Command::Profile(args) => cmd_profile(project_flag, args).map(|_| 0),
     }
@@ -196,18 +205,29 @@ fn cmd_run(project_flag: Option<&Path>, args: RunArgs) -> Result<u8> {
     let pipe = project.pipeline(&args.pipeline)?;
     let resolved = profile::resolve(
         Some(&project),
-        &Request { flag: args.profile.as_deref(), pipeline: Some(&args.pipeline), local_only_flag: args.local_only },
+        &Request {
+            flag: args.profile.as_deref(),
+            pipeline: Some(&args.pipeline),
+            local_only_flag: args.local_only,
+        },
     )?;
     resolved.check_runnable()?;
     check_coordination(&project.file, pipe, &resolved)?;
     let workers = match args.workers {
         Some(n) => n as usize,
-        None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+        None => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2),
     };
     let code = exec::run_pipeline(
         &project,
         pipe,
-        RunOptions { home: home_dir()?, workers, no_cache: args.no_cache, profile: resolved.name.clone() },
+        RunOptions {
+            home: home_dir()?,
+            workers,
+            no_cache: args.no_cache,
+            profile: resolved.name.clone(),
+        },
     )?;
     Ok(code as u8)
 }
@@ -256,14 +276,26 @@ fn print_json(v: &serde_json::Value) -> Result<()> {
 fn table(rows: &[Vec<String>]) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
-        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0))
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let mut s = String::new();
     for r in rows {
         let line: Vec<String> = r
             .iter()
             .enumerate()
-            .map(|(i, cell)| if i + 1 == r.len() { cell.clone() } else { format!("{cell:<w$}", w = widths[i]) })
+            .map(|(i, cell)| {
+                if i + 1 == r.len() {
+                    cell.clone()
+                } else {
+                    format!("{cell:<w$}", w = widths[i])
+                }
+            })
             .collect();
         s.push_str(line.join("  ").trim_end());
         s.push('\n');
@@ -277,18 +309,29 @@ fn cmd_pipeline_list(project_flag: Option<&Path>, format: Format) -> Result<()> 
     if format == Format::Json {
         let v: Vec<_> = pipes
             .iter()
-            .map(|p| json!({
-                "name": p.name, "description": p.description, "profile": p.profile,
-                "jobs": p.jobs.keys().collect::<Vec<_>>(),
-            }))
+            .map(|p| {
+                json!({
+                    "name": p.name, "description": p.description, "profile": p.profile,
+                    "jobs": p.jobs.keys().collect::<Vec<_>>(),
+                })
+            })
             .collect();
         return print_json(&json!(v));
     }
     if pipes.is_empty() {
-        writeln!(out(), "no pipelines in {}; add one with `sparkwing pipeline new --name NAME`", project.file.display())?;
+        writeln!(
+            out(),
+            "no pipelines in {}; add one with `sparkwing pipeline new --name NAME`",
+            project.file.display()
+        )?;
         return Ok(());
     }
-    let mut rows = vec![vec!["NAME".into(), "JOBS".into(), "PROFILE".into(), "DESCRIPTION".into()]];
+    let mut rows = vec![vec![
+        "NAME".into(),
+        "JOBS".into(),
+        "PROFILE".into(),
+        "DESCRIPTION".into(),
+    ]];
     for p in pipes {
         rows.push(vec![
             p.name.clone(),
@@ -310,7 +353,11 @@ fn cmd_pipeline_new(project_flag: Option<&Path>, name: &str) -> Result<()> {
         }
     };
     let file = pipeline::add_pipeline(&dir, name)?;
-    writeln!(out(), "added pipeline `{name}` to {}; run it with `sparkwing run {name}`", file.display())?;
+    writeln!(
+        out(),
+        "added pipeline `{name}` to {}; run it with `sparkwing run {name}`",
+        file.display()
+    )?;
     Ok(())
 }
 
@@ -323,24 +370,41 @@ fn duration_of(start: Option<i64>, end: Option<i64>) -> Option<i64> {
 }
 
 fn fmt_ms(ms: Option<i64>) -> String {
-    ms.map(|m| human_duration(std::time::Duration::from_millis(m.max(0) as u64))).unwrap_or_else(|| "-".into())
+    ms.map(|m| human_duration(std::time::Duration::from_millis(m.max(0) as u64)))
+        .unwrap_or_else(|| "-".into())
 }
 
 fn cmd_runs(cmd: RunsCmd) -> Result<()> {
     let home = home_dir()?;
     let store = Store::open(&home)?;
     match cmd {
-        RunsCmd::List { pipeline, status, limit, output } => {
+        RunsCmd::List {
+            pipeline,
+            status,
+            limit,
+            output,
+        } => {
             let runs = store.list_runs(pipeline.as_deref(), status.as_deref(), limit)?;
             if output.format == Format::Json {
                 let v: Vec<_> = runs.iter().map(|r| run_json(r)).collect();
                 return print_json(&json!(v));
             }
             if runs.is_empty() {
-                writeln!(out(), "no runs recorded in {} match; start one with `sparkwing run PIPELINE`", store.path().display())?;
+                writeln!(
+                    out(),
+                    "no runs recorded in {} match; start one with `sparkwing run PIPELINE`",
+                    store.path().display()
+                )?;
                 return Ok(());
             }
-            let mut rows = vec![vec!["RUN".into(), "PIPELINE".into(), "STATUS".into(), "STARTED".into(), "DURATION".into(), "PROFILE".into()]];
+            let mut rows = vec![vec![
+                "RUN".into(),
+                "PIPELINE".into(),
+                "STATUS".into(),
+                "STARTED".into(),
+                "DURATION".into(),
+                "PROFILE".into(),
+            ]];
             for r in &runs {
                 rows.push(vec![
                     r.id.clone(),
@@ -365,11 +429,15 @@ fn cmd_runs(cmd: RunsCmd) -> Result<()> {
                         let mut v = serde_json::to_value(j).unwrap_or_default();
                         v["duration_ms"] = json!(duration_of(j.started_at, j.finished_at));
                         v["log"] = json!(logs::log_path(&home, &r.id, &j.name));
-                        v["steps"] = json!(steps.iter().filter(|s| s.job == j.name).map(|s| {
-                            let mut sv = serde_json::to_value(s).unwrap_or_default();
-                            sv["duration_ms"] = json!(duration_of(s.started_at, s.finished_at));
-                            sv
-                        }).collect::<Vec<_>>());
+                        v["steps"] = json!(steps
+                            .iter()
+                            .filter(|s| s.job == j.name)
+                            .map(|s| {
+                                let mut sv = serde_json::to_value(s).unwrap_or_default();
+                                sv["duration_ms"] = json!(duration_of(s.started_at, s.finished_at));
+                                sv
+                            })
+                            .collect::<Vec<_>>());
                         v
                     })
                     .collect();
@@ -382,13 +450,23 @@ fn cmd_runs(cmd: RunsCmd) -> Result<()> {
             s.push_str(&format!("run       {}\npipeline  {}\nstatus    {}\nprofile   {}\nhost      {} (pid {})\nproject   {}\nstarted   {}\n",
                 r.id, r.pipeline, r.shown_status(), r.profile, r.host, r.pid, r.project_dir, rfc3339_ms(r.started_at)));
             if let Some(f) = r.finished_at {
-                s.push_str(&format!("finished  {} ({})\n", rfc3339_ms(f), fmt_ms(Some(f - r.started_at))));
+                s.push_str(&format!(
+                    "finished  {} ({})\n",
+                    rfc3339_ms(f),
+                    fmt_ms(Some(f - r.started_at))
+                ));
             }
             if let Some(e) = &r.error {
                 s.push_str(&format!("error     {e}\n"));
             }
             s.push_str(&format!("logs      {}\n\n", logs_dir.display()));
-            let mut rows = vec![vec!["JOB".into(), "STATUS".into(), "DURATION".into(), "NEEDS".into(), "CACHE".into()]];
+            let mut rows = vec![vec![
+                "JOB".into(),
+                "STATUS".into(),
+                "DURATION".into(),
+                "NEEDS".into(),
+                "CACHE".into(),
+            ]];
             for j in &jobs {
                 let cache = match (&j.cached_from_run, &j.cache_key) {
                     (Some(from), _) => format!("restored from run {from}"),
@@ -399,11 +477,18 @@ fn cmd_runs(cmd: RunsCmd) -> Result<()> {
                     j.name.clone(),
                     j.status.clone(),
                     fmt_ms(duration_of(j.started_at, j.finished_at)),
-                    if j.needs.is_empty() { "-".into() } else { j.needs.join(",") },
+                    if j.needs.is_empty() {
+                        "-".into()
+                    } else {
+                        j.needs.join(",")
+                    },
                     cache,
                 ]);
                 for st in steps.iter().filter(|st| st.job == j.name) {
-                    let exit = st.exit_code.map(|c| format!("exit {c}")).unwrap_or_default();
+                    let exit = st
+                        .exit_code
+                        .map(|c| format!("exit {c}"))
+                        .unwrap_or_default();
                     rows.push(vec![
                         format!("  {}. {}", st.index + 1, st.name),
                         st.status.clone(),
@@ -413,15 +498,35 @@ fn cmd_runs(cmd: RunsCmd) -> Result<()> {
                     ]);
                 }
                 if let Some(e) = &j.error {
-                    rows.push(vec![format!("  ! {e}"), String::new(), String::new(), String::new(), String::new()]);
+                    rows.push(vec![
+                        format!("  ! {e}"),
+                        String::new(),
+                        String::new(),
+                        String::new(),
+                        String::new(),
+                    ]);
                 }
             }
             s.push_str(&table(&rows));
             out().write_all(s.as_bytes())?;
         }
-        RunsCmd::Logs { run, job, tail, follow } => {
+        RunsCmd::Logs {
+            run,
+            job,
+            tail,
+            follow,
+        } => {
             let r = store.find_run(&run)?;
-            logs::print(&store, &home, &r, &LogRequest { job: job.as_deref(), tail, follow })?;
+            logs::print(
+                &store,
+                &home,
+                &r,
+                &LogRequest {
+                    job: job.as_deref(),
+                    tail,
+                    follow,
+                },
+            )?;
         }
     }
     Ok(())
@@ -460,7 +565,11 @@ fn cmd_profile(project_flag: Option<&Path>, args: ProfileArgs) -> Result<()> {
     }
     let resolved = profile::resolve(
         project.as_ref(),
-        &Request { flag: args.profile.as_deref(), pipeline: args.pipeline.as_deref(), local_only_flag: args.local_only },
+        &Request {
+            flag: args.profile.as_deref(),
+            pipeline: args.pipeline.as_deref(),
+            local_only_flag: args.local_only,
+        },
     )?;
     let home = home_dir()?;
     if args.output.format == Format::Json {

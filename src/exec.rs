@@ -67,7 +67,10 @@ impl JobStatus {
         matches!(self, JobStatus::Success | JobStatus::Cached)
     }
     fn blocks_dependents(self) -> bool {
-        matches!(self, JobStatus::Failed | JobStatus::Skipped | JobStatus::Cancelled)
+        matches!(
+            self,
+            JobStatus::Failed | JobStatus::Skipped | JobStatus::Cancelled
+        )
     }
 }
 
@@ -124,11 +127,20 @@ pub fn run_pipeline(project: &Project, pipeline: &Pipeline, opts: RunOptions) ->
     };
     let new = NewRun {
         run: &row,
-        jobs: pipeline.jobs.iter().map(|(n, j)| (n.clone(), j.needs.clone())).collect(),
+        jobs: pipeline
+            .jobs
+            .iter()
+            .map(|(n, j)| (n.clone(), j.needs.clone()))
+            .collect(),
         steps: pipeline
             .jobs
             .iter()
-            .flat_map(|(n, j)| j.steps.iter().enumerate().map(move |(i, s)| (n.clone(), i, s.label())))
+            .flat_map(|(n, j)| {
+                j.steps
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, s)| (n.clone(), i, s.label()))
+            })
             .collect(),
     };
     store.create_run(&new)?;
@@ -190,11 +202,22 @@ pub fn run_pipeline(project: &Project, pipeline: &Pipeline, opts: RunOptions) ->
     })
 }
 
-fn print_summary(run_id: &str, status: &str, elapsed: Duration, results: &IndexMap<String, JobResult>) {
+fn print_summary(
+    run_id: &str,
+    status: &str,
+    elapsed: Duration,
+    results: &IndexMap<String, JobResult>,
+) {
     let mut out = String::new();
-    out.push_str(&format!("sparkwing: run {run_id} {status} in {}\n", human_duration(elapsed)));
+    out.push_str(&format!(
+        "sparkwing: run {run_id} {status} in {}\n",
+        human_duration(elapsed)
+    ));
     let w = results.keys().map(|k| k.len()).max().unwrap_or(3).max(3);
-    out.push_str(&format!("  {:<w$}  {:<9}  {:<9}  CACHE\n", "JOB", "STATUS", "DURATION"));
+    out.push_str(&format!(
+        "  {:<w$}  {:<9}  {:<9}  CACHE\n",
+        "JOB", "STATUS", "DURATION"
+    ));
     for (name, r) in results {
         out.push_str(&format!(
             "  {:<w$}  {:<9}  {:<9}  {}\n",
@@ -211,7 +234,10 @@ fn print_summary(run_id: &str, status: &str, elapsed: Duration, results: &IndexM
 /// grace period). Second: SIGKILL every step's process group at once.
 async fn watch_signals(cancel: watch::Sender<bool>, groups: Arc<Mutex<HashSet<i32>>>) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
         return;
     };
     let mut count = 0;
@@ -243,9 +269,16 @@ fn kill_group(pgid: i32, sig: i32) {
     }
 }
 
-async fn schedule(ctx: Arc<Ctx>, pipeline: &Pipeline, workers: usize) -> Result<IndexMap<String, JobResult>> {
-    let mut status: IndexMap<String, JobStatus> =
-        pipeline.jobs.keys().map(|k| (k.clone(), JobStatus::Pending)).collect();
+async fn schedule(
+    ctx: Arc<Ctx>,
+    pipeline: &Pipeline,
+    workers: usize,
+) -> Result<IndexMap<String, JobResult>> {
+    let mut status: IndexMap<String, JobStatus> = pipeline
+        .jobs
+        .keys()
+        .map(|k| (k.clone(), JobStatus::Pending))
+        .collect();
     let mut results: IndexMap<String, JobResult> = IndexMap::new();
     let mut running: JoinSet<(String, Result<JobResult>)> = JoinSet::new();
     let mut cancel = ctx.cancel.clone();
@@ -260,11 +293,25 @@ async fn schedule(ctx: Arc<Ctx>, pipeline: &Pipeline, workers: usize) -> Result<
                 if status[name] != JobStatus::Pending {
                     continue;
                 }
-                if let Some(dep) = job.needs.iter().find(|n| status[n.as_str()].blocks_dependents()) {
-                    let why = format!("skipped: needs `{dep}`, which {}", status[dep.as_str()].as_str());
+                if let Some(dep) = job
+                    .needs
+                    .iter()
+                    .find(|n| status[n.as_str()].blocks_dependents())
+                {
+                    let why = format!(
+                        "skipped: needs `{dep}`, which {}",
+                        status[dep.as_str()].as_str()
+                    );
                     finish_unstarted(&ctx, name, "skipped", &why).await?;
                     status[name] = JobStatus::Skipped;
-                    results.insert(name.clone(), JobResult { status: JobStatus::Skipped, duration: Duration::ZERO, cache_note: "-".into() });
+                    results.insert(
+                        name.clone(),
+                        JobResult {
+                            status: JobStatus::Skipped,
+                            duration: Duration::ZERO,
+                            cache_note: "-".into(),
+                        },
+                    );
                     changed = true;
                 }
             }
@@ -274,7 +321,9 @@ async fn schedule(ctx: Arc<Ctx>, pipeline: &Pipeline, workers: usize) -> Result<
                 if running.len() >= workers {
                     break;
                 }
-                if status[name] == JobStatus::Pending && job.needs.iter().all(|n| status[n.as_str()].passed()) {
+                if status[name] == JobStatus::Pending
+                    && job.needs.iter().all(|n| status[n.as_str()].passed())
+                {
                     status[name] = JobStatus::Running;
                     let (ctx, name, job) = (Arc::clone(&ctx), name.clone(), job.clone());
                     running.spawn(async move {
@@ -313,7 +362,14 @@ async fn schedule(ctx: Arc<Ctx>, pipeline: &Pipeline, workers: usize) -> Result<
     for name in pipeline.jobs.keys() {
         if status[name] == JobStatus::Pending {
             finish_unstarted(&ctx, name, "cancelled", "cancelled before it started").await?;
-            results.insert(name.clone(), JobResult { status: JobStatus::Cancelled, duration: Duration::ZERO, cache_note: "-".into() });
+            results.insert(
+                name.clone(),
+                JobResult {
+                    status: JobStatus::Cancelled,
+                    duration: Duration::ZERO,
+                    cache_note: "-".into(),
+                },
+            );
         }
     }
     // Report in definition order.
@@ -326,10 +382,25 @@ async fn schedule(ctx: Arc<Ctx>, pipeline: &Pipeline, workers: usize) -> Result<
     Ok(ordered)
 }
 
-async fn finish_unstarted(ctx: &Arc<Ctx>, job: &str, status: &'static str, why: &str) -> Result<()> {
+async fn finish_unstarted(
+    ctx: &Arc<Ctx>,
+    job: &str,
+    status: &'static str,
+    why: &str,
+) -> Result<()> {
     let (run, job, why) = (ctx.run_id.clone(), job.to_string(), why.to_string());
     db(&ctx.store, move |s| {
-        s.job_finished(&run, &job, &JobEnd { status, rest_status: status, cache_key: None, cached_from_run: None, error: Some(&why) })
+        s.job_finished(
+            &run,
+            &job,
+            &JobEnd {
+                status,
+                rest_status: status,
+                cache_key: None,
+                cached_from_run: None,
+                error: Some(&why),
+            },
+        )
     })
     .await
 }
@@ -379,8 +450,25 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
                     let why = format!("computing the cache key: {e:#}");
                     eprintln!("sparkwing: job {name}: {why}");
                     let (run, jn, k) = (run.clone(), jname.clone(), why.clone());
-                    db(&ctx.store, move |s| s.job_finished(&run, &jn, &JobEnd { status: "failed", rest_status: "skipped", cache_key: None, cached_from_run: None, error: Some(&k) })).await?;
-                    return Ok(JobResult { status: JobStatus::Failed, duration: started.elapsed(), cache_note: "-".into() });
+                    db(&ctx.store, move |s| {
+                        s.job_finished(
+                            &run,
+                            &jn,
+                            &JobEnd {
+                                status: "failed",
+                                rest_status: "skipped",
+                                cache_key: None,
+                                cached_from_run: None,
+                                error: Some(&k),
+                            },
+                        )
+                    })
+                    .await?;
+                    return Ok(JobResult {
+                        status: JobStatus::Failed,
+                        duration: started.elapsed(),
+                        cache_note: "-".into(),
+                    });
                 }
             }
         }
@@ -399,7 +487,8 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
             let cas_home = ctx.home.clone();
             let manifest = entry.manifest.clone();
             let restored = tokio::task::spawn_blocking(move || -> Result<usize> {
-                let m: Manifest = serde_json::from_str(&manifest).context("reading the cache manifest")?;
+                let m: Manifest =
+                    serde_json::from_str(&manifest).context("reading the cache manifest")?;
                 cache::restore(&Cas::new(&cas_home), &dir, &m)
             })
             .await?;
@@ -408,10 +497,29 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
                     let note = format!("restored from run {}", entry.run_id);
                     eprintln!("sparkwing: job {name}: cache hit, {n} file(s) {note}");
                     let (run, jn, from) = (run.clone(), jname.clone(), entry.run_id.clone());
-                    db(&ctx.store, move |s| s.job_finished(&run, &jn, &JobEnd { status: "cached", rest_status: "skipped", cache_key: None, cached_from_run: Some(&from), error: None })).await?;
-                    return Ok(JobResult { status: JobStatus::Cached, duration: started.elapsed(), cache_note: note });
+                    db(&ctx.store, move |s| {
+                        s.job_finished(
+                            &run,
+                            &jn,
+                            &JobEnd {
+                                status: "cached",
+                                rest_status: "skipped",
+                                cache_key: None,
+                                cached_from_run: Some(&from),
+                                error: None,
+                            },
+                        )
+                    })
+                    .await?;
+                    return Ok(JobResult {
+                        status: JobStatus::Cached,
+                        duration: started.elapsed(),
+                        cache_note: note,
+                    });
                 }
-                Err(e) => eprintln!("sparkwing: job {name}: cache entry unusable ({e:#}); running the job"),
+                Err(e) => eprintln!(
+                    "sparkwing: job {name}: cache entry unusable ({e:#}); running the job"
+                ),
             }
         }
     }
@@ -422,7 +530,10 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
         .append(true)
         .open(&log_path)
         .with_context(|| format!("opening {}", log_path.display()))?;
-    let sink = Arc::new(Sink { log: Mutex::new(log), prefix: ctx.prefix.then(|| format!("[{name}] ")) });
+    let sink = Arc::new(Sink {
+        log: Mutex::new(log),
+        prefix: ctx.prefix.then(|| format!("[{name}] ")),
+    });
     if !ctx.prefix {
         eprintln!("sparkwing: ▶ {name}");
     }
@@ -438,20 +549,66 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
             Some(w) => ctx.project_dir.join(w),
             None => ctx.project_dir.clone(),
         };
-        let mut env: Vec<(String, String)> = job.env.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect();
+        let mut env: Vec<(String, String)> = job
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.0.clone()))
+            .collect();
         env.extend(step.env.iter().map(|(k, v)| (k.clone(), v.0.clone())));
         env.push(("SPARKWING_RUN_ID".into(), ctx.run_id.clone()));
         env.push(("SPARKWING_JOB".into(), name.to_string()));
         env.push(("SPARKWING_PIPELINE".into(), ctx.pipeline.clone()));
-        env.push(("SPARKWING_PROJECT_DIR".into(), ctx.project_dir.to_string_lossy().into_owned()));
+        env.push((
+            "SPARKWING_PROJECT_DIR".into(),
+            ctx.project_dir.to_string_lossy().into_owned(),
+        ));
         let end = run_step(ctx, &step.run, &wd, &env, deadline, &sink, &mut lingering).await;
         let (st, code, fail) = match end {
             Ok(StepEnd::Exited(0)) => ("success", Some(0), None),
-            Ok(StepEnd::Exited(c)) => ("failed", Some(c), Some((JobStatus::Failed, format!("step {} (`{}`) exited with code {c}", i + 1, step.label())))),
-            Ok(StepEnd::Signalled(sig)) => ("failed", None, Some((JobStatus::Failed, format!("step {} (`{}`) was killed by signal {sig}", i + 1, step.label())))),
-            Ok(StepEnd::TimedOut) => ("failed", None, Some((JobStatus::Failed, format!("timed out after {}", human_duration(job.timeout.unwrap_or_default()))))),
-            Ok(StepEnd::Cancelled) => ("cancelled", None, Some((JobStatus::Cancelled, "cancelled".to_string()))),
-            Err(e) => ("failed", None, Some((JobStatus::Failed, format!("step {} could not start: {e:#}", i + 1)))),
+            Ok(StepEnd::Exited(c)) => (
+                "failed",
+                Some(c),
+                Some((
+                    JobStatus::Failed,
+                    format!("step {} (`{}`) exited with code {c}", i + 1, step.label()),
+                )),
+            ),
+            Ok(StepEnd::Signalled(sig)) => (
+                "failed",
+                None,
+                Some((
+                    JobStatus::Failed,
+                    format!(
+                        "step {} (`{}`) was killed by signal {sig}",
+                        i + 1,
+                        step.label()
+                    ),
+                )),
+            ),
+            Ok(StepEnd::TimedOut) => (
+                "failed",
+                None,
+                Some((
+                    JobStatus::Failed,
+                    format!(
+                        "timed out after {}",
+                        human_duration(job.timeout.unwrap_or_default())
+                    ),
+                )),
+            ),
+            Ok(StepEnd::Cancelled) => (
+                "cancelled",
+                None,
+                Some((JobStatus::Cancelled, "cancelled".to_string())),
+            ),
+            Err(e) => (
+                "failed",
+                None,
+                Some((
+                    JobStatus::Failed,
+                    format!("step {} could not start: {e:#}", i + 1),
+                )),
+            ),
         };
         {
             let (run, jn) = (run.clone(), jname.clone());
@@ -474,8 +631,15 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
 
     let mut cache_note = "-".to_string();
     if let (None, Some(k), Some(spec)) = (&failure, &key, &job.cache) {
-        let (dir, cas_home, outputs) = (ctx.project_dir.clone(), ctx.home.clone(), spec.outputs.clone());
-        let snap = tokio::task::spawn_blocking(move || cache::snapshot(&Cas::new(&cas_home), &dir, &outputs)).await?;
+        let (dir, cas_home, outputs) = (
+            ctx.project_dir.clone(),
+            ctx.home.clone(),
+            spec.outputs.clone(),
+        );
+        let snap = tokio::task::spawn_blocking(move || {
+            cache::snapshot(&Cas::new(&cas_home), &dir, &outputs)
+        })
+        .await?;
         match snap {
             Ok(m) => {
                 let now = now_ms();
@@ -501,10 +665,31 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
             (s, Some(why))
         }
     };
-    let rest = if status == JobStatus::Cancelled { "cancelled" } else { "skipped" };
+    let rest = if status == JobStatus::Cancelled {
+        "cancelled"
+    } else {
+        "skipped"
+    };
     let (st, err) = (status.as_str(), error.clone());
-    db(&ctx.store, move |s| s.job_finished(&run, &jname, &JobEnd { status: st, rest_status: rest, cache_key: None, cached_from_run: None, error: err.as_deref() })).await?;
-    Ok(JobResult { status, duration: started.elapsed(), cache_note })
+    db(&ctx.store, move |s| {
+        s.job_finished(
+            &run,
+            &jname,
+            &JobEnd {
+                status: st,
+                rest_status: rest,
+                cache_key: None,
+                cached_from_run: None,
+                error: err.as_deref(),
+            },
+        )
+    })
+    .await?;
+    Ok(JobResult {
+        status,
+        duration: started.elapsed(),
+        cache_note,
+    })
 }
 
 async fn run_step(
@@ -564,7 +749,10 @@ async fn run_step(
         Err(why) => {
             // Stop the whole process group: SIGTERM, a grace period, SIGKILL.
             kill_group(pgid, libc::SIGTERM);
-            if tokio::time::timeout(KILL_GRACE, child.wait()).await.is_err() {
+            if tokio::time::timeout(KILL_GRACE, child.wait())
+                .await
+                .is_err()
+            {
                 kill_group(pgid, libc::SIGKILL);
                 let _ = child.wait().await;
             }
@@ -574,7 +762,10 @@ async fn run_step(
     };
     // Normally the pipe closes with the shell. If it stays open, the step
     // left background processes behind: they live until the job ends.
-    if tokio::time::timeout(PIPE_LINGER, &mut done_rx).await.is_ok() {
+    if tokio::time::timeout(PIPE_LINGER, &mut done_rx)
+        .await
+        .is_ok()
+    {
         ctx.groups.lock().map(|mut g| g.remove(&pgid)).ok();
     } else {
         lingering.push((pgid, done_rx));

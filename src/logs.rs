@@ -115,7 +115,10 @@ pub fn print(store: &Store, home: &Path, run: &RunRow, req: &LogRequest) -> Resu
                 bail!(
                     "run {} has no job `{j}`; its jobs: {}",
                     run.id,
-                    jobs.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", ")
+                    jobs.iter()
+                        .map(|r| r.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
             }
             vec![j.to_string()]
@@ -129,7 +132,12 @@ pub fn print(store: &Store, home: &Path, run: &RunRow, req: &LogRequest) -> Resu
             (Some(n), Ok(mut f)) => tail_offset(&mut f, n)?,
             _ => 0,
         };
-        readers.push(Reader { job: name.clone(), path, offset, partial: Vec::new() });
+        readers.push(Reader {
+            job: name.clone(),
+            path,
+            offset,
+            partial: Vec::new(),
+        });
     }
     let stdout = io::stdout();
     let mut out = stdout.lock();
@@ -153,7 +161,10 @@ pub fn print(store: &Store, home: &Path, run: &RunRow, req: &LogRequest) -> Resu
         out.flush()?;
         if over {
             if status == "interrupted" {
-                eprintln!("sparkwing: run {} was interrupted (its process is gone); its log ends here", run.id);
+                eprintln!(
+                    "sparkwing: run {} was interrupted (its process is gone); its log ends here",
+                    run.id
+                );
             }
             return Ok(());
         }

@@ -190,8 +190,8 @@ pub fn load_project(explicit: Option<&Path>) -> Result<Project> {
         }
     };
     let file = dir.join(PROJECT_FILE);
-    let text = std::fs::read_to_string(&file)
-        .with_context(|| format!("reading {}", file.display()))?;
+    let text =
+        std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
     let config = parse_project(&file, &text)?;
     Ok(Project { dir, file, config })
 }
@@ -253,7 +253,9 @@ fn validate_pipeline(file: &Path, p: &Pipeline) -> Result<(), String> {
     let f = file.display();
     let pn = &p.name;
     if p.jobs.is_empty() {
-        return Err(format!("{f}: pipeline `{pn}` has no jobs: add at least one under `jobs:`"));
+        return Err(format!(
+            "{f}: pipeline `{pn}` has no jobs: add at least one under `jobs:`"
+        ));
     }
     for (name, job) in p.jobs.iter() {
         if !valid_name(name) {
@@ -291,7 +293,11 @@ fn validate_pipeline(file: &Path, p: &Pipeline) -> Result<(), String> {
             }
         }
         if let Some(wd) = &job.working_directory {
-            if Path::new(wd).is_absolute() || Path::new(wd).components().any(|c| c == std::path::Component::ParentDir) {
+            if Path::new(wd).is_absolute()
+                || Path::new(wd)
+                    .components()
+                    .any(|c| c == std::path::Component::ParentDir)
+            {
                 return Err(format!(
                     "{f}: pipeline `{pn}`, job `{name}`: working_directory `{wd}` must be a path inside the project (relative, no `..`)"
                 ));
@@ -304,7 +310,11 @@ fn validate_pipeline(file: &Path, p: &Pipeline) -> Result<(), String> {
                 ));
             }
             for o in &c.outputs {
-                if Path::new(o).is_absolute() || Path::new(o).components().any(|c| c == std::path::Component::ParentDir) {
+                if Path::new(o).is_absolute()
+                    || Path::new(o)
+                        .components()
+                        .any(|c| c == std::path::Component::ParentDir)
+                {
                     return Err(format!(
                         "{f}: pipeline `{pn}`, job `{name}`: cache output `{o}` must be a path inside the project (relative, no `..`)"
                     ));
@@ -337,7 +347,11 @@ fn find_cycle(p: &Pipeline) -> Option<Vec<String>> {
         Done,
     }
     let names: Vec<&String> = p.jobs.keys().collect();
-    let index: HashMap<&str, usize> = names.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
+    let index: HashMap<&str, usize> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), i))
+        .collect();
     let mut mark = vec![Mark::New; names.len()];
     let mut path: Vec<usize> = Vec::new();
     // Iterative DFS: (node, next child index).
@@ -416,7 +430,7 @@ fn scaffold(name: &str, indent: &str) -> String {
          {indent}    main:\n\
          {indent}      steps:\n\
          {indent}        - name: say hello\n\
-         {indent}          run: echo \"{name}: replace this step with your own commands\"\n"
+         {indent}          run: echo \"hello from {name}; replace this step with your own commands\"\n"
     )
 }
 
@@ -464,10 +478,12 @@ pub fn add_pipeline(dir: &Path, name: &str) -> Result<PathBuf> {
 /// appends a new block when the file has none.
 fn insert_pipeline_text(text: &str, name: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();
-    let Some(start) = lines.iter().position(|l| {
-        l.starts_with("pipelines:")
-    }) else {
-        let sep = if text.is_empty() || text.ends_with('\n') { "" } else { "\n" };
+    let Some(start) = lines.iter().position(|l| l.starts_with("pipelines:")) else {
+        let sep = if text.is_empty() || text.ends_with('\n') {
+            ""
+        } else {
+            "\n"
+        };
         return format!("{text}{sep}pipelines:\n{}", scaffold(name, "  "));
     };
     let head = lines[start].trim_end();
@@ -543,13 +559,17 @@ pipelines:
         let f = parse(text).unwrap();
         let p = &f.pipelines[0];
         assert_eq!(p.jobs["deploy"].env["PORT"].0, "8080");
-        assert_eq!(p.jobs["build"].cache.as_ref().unwrap().ttl, Some(Duration::from_secs(7 * 86400)));
+        assert_eq!(
+            p.jobs["build"].cache.as_ref().unwrap().ttl,
+            Some(Duration::from_secs(7 * 86400))
+        );
         assert!(!p.has_parallel_jobs());
     }
 
     #[test]
     fn rejects_unknown_keys_with_line_and_column() {
-        let e = parse("pipelines:\n  - name: a\n    jobs:\n      x:\n        stepz: []\n").unwrap_err();
+        let e =
+            parse("pipelines:\n  - name: a\n    jobs:\n      x:\n        stepz: []\n").unwrap_err();
         assert!(e.starts_with("sw.yaml:5:9: "), "{e}");
         assert!(e.contains("unknown field `stepz`"), "{e}");
     }
@@ -559,8 +579,11 @@ pipelines:
         let dup_job = "pipelines:\n  - name: a\n    jobs:\n      x: {steps: [{run: a}]}\n      x: {steps: [{run: b}]}\n";
         assert!(parse(dup_job).unwrap_err().contains("duplicate key `x`"));
         let dup_pipe = "pipelines:\n  - name: a\n    jobs: {x: {steps: [{run: a}]}}\n  - name: a\n    jobs: {x: {steps: [{run: a}]}}\n";
-        assert!(parse(dup_pipe).unwrap_err().contains("duplicate pipeline name `a`"));
-        let unknown = "pipelines:\n  - name: a\n    jobs: {x: {needs: [nope], steps: [{run: a}]}}\n";
+        assert!(parse(dup_pipe)
+            .unwrap_err()
+            .contains("duplicate pipeline name `a`"));
+        let unknown =
+            "pipelines:\n  - name: a\n    jobs: {x: {needs: [nope], steps: [{run: a}]}}\n";
         let e = parse(unknown).unwrap_err();
         assert!(e.contains("job `x` needs `nope`"), "{e}");
         let cycle = "pipelines:\n  - name: a\n    jobs:\n      x: {needs: [z], steps: [{run: a}]}\n      y: {needs: [x], steps: [{run: a}]}\n      z: {needs: [y], steps: [{run: a}]}\n";
@@ -571,8 +594,12 @@ pipelines:
     #[test]
     fn rejects_bad_durations_and_names() {
         let e = parse("pipelines:\n  - name: a\n    jobs:\n      x:\n        timeout: 5 parsecs\n        steps: [{run: a}]\n").unwrap_err();
-        assert!(e.contains("sw.yaml:5:") && e.contains("invalid duration"), "{e}");
-        let e = parse("pipelines:\n  - name: a\n    jobs:\n      ../x: {steps: [{run: a}]}\n").unwrap_err();
+        assert!(
+            e.contains("sw.yaml:5:") && e.contains("invalid duration"),
+            "{e}"
+        );
+        let e = parse("pipelines:\n  - name: a\n    jobs:\n      ../x: {steps: [{run: a}]}\n")
+            .unwrap_err();
         assert!(e.contains("invalid job name"), "{e}");
     }
 

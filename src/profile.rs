@@ -158,7 +158,9 @@ pub fn user_file_path() -> (PathBuf, bool) {
     if let Some(x) = std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
         return (PathBuf::from(x).join("sparkwing/profiles.yaml"), false);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
     (home.join(".config/sparkwing/profiles.yaml"), false)
 }
 
@@ -212,10 +214,14 @@ pub fn validate(file: &Path, name: &str, def: &ProfileDef) -> Result<()> {
 }
 
 fn surfaces(def: &ProfileDef) -> Vec<(&'static str, &Surface)> {
-    [("state", &def.state), ("cache", &def.cache), ("logs", &def.logs)]
-        .into_iter()
-        .filter_map(|(r, s)| s.as_ref().map(|s| (r, s)))
-        .collect()
+    [
+        ("state", &def.state),
+        ("cache", &def.cache),
+        ("logs", &def.logs),
+    ]
+    .into_iter()
+    .filter_map(|(r, s)| s.as_ref().map(|s| (r, s)))
+    .collect()
 }
 
 fn validate_surface(at: &str, role: &str, s: &Surface) -> Result<()> {
@@ -295,7 +301,9 @@ pub fn laptop() -> ProfileDef {
 pub fn resolve(project: Option<&Project>, req: &Request) -> Result<Resolved> {
     let local_only = if req.local_only_flag {
         Some("--sw-local-only".to_string())
-    } else if std::env::var("SPARKWING_LOCAL_ONLY").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true")) {
+    } else if std::env::var("SPARKWING_LOCAL_ONLY")
+        .is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+    {
         Some("SPARKWING_LOCAL_ONLY=1".to_string())
     } else {
         None
@@ -305,7 +313,9 @@ pub fn resolve(project: Option<&Project>, req: &Request) -> Result<Resolved> {
         None => resolved,
         Some(reason) => {
             let (user_file, _) = user_file_path();
-            let mut considered = vec![format!("{reason}: state, cache and logs pinned to the local layout")];
+            let mut considered = vec![format!(
+                "{reason}: state, cache and logs pinned to the local layout"
+            )];
             let shadowed = match resolved {
                 Ok(r) => {
                     considered.push(format!(
@@ -348,7 +358,11 @@ fn resolve_selected(project: Option<&Project>, req: &Request) -> Result<Resolved
     }
     let project_profiles = project.map(|p| &p.config.profiles);
     if let Some(p) = project {
-        considered.push(format!("project file {}: {}", p.file.display(), list_names(&p.config.profiles)));
+        considered.push(format!(
+            "project file {}: {}",
+            p.file.display(),
+            list_names(&p.config.profiles)
+        ));
         for (name, def) in p.config.profiles.iter() {
             validate(&p.file, name, def)?;
         }
@@ -364,20 +378,31 @@ fn resolve_selected(project: Option<&Project>, req: &Request) -> Result<Resolved
     } else if let Some(p) = pipeline_profile {
         let pl = req.pipeline.unwrap_or_default().to_string();
         considered.push("--profile: not given".into());
-        (p.clone(), Source::Pipeline(pl.clone()), format!("pipeline `{pl}` sets profile: {p}"))
+        (
+            p.clone(),
+            Source::Pipeline(pl.clone()),
+            format!("pipeline `{pl}` sets profile: {p}"),
+        )
     } else if let Some(d) = default_profile {
         considered.push("--profile: not given".into());
         if let Some(pl) = req.pipeline {
             considered.push(format!("pipeline `{pl}`: sets no profile:"));
         }
-        (d.clone(), Source::ProjectDefault, format!("the project's defaults.profile is {d}"))
+        (
+            d.clone(),
+            Source::ProjectDefault,
+            format!("the project's defaults.profile is {d}"),
+        )
     } else {
         considered.push("--profile: not given".into());
         if let Some(pl) = req.pipeline {
             considered.push(format!("pipeline `{pl}`: sets no profile:"));
         }
         considered.push("project defaults.profile: not set".into());
-        considered.push("SPARKWING_PROFILE and other environment variables are never used to select a profile".into());
+        considered.push(
+            "SPARKWING_PROFILE and other environment variables are never used to select a profile"
+                .into(),
+        );
         (BUILTIN.to_string(), Source::Builtin, "no --profile, no pipeline profile: and no defaults.profile; the built-in laptop profile applies".to_string())
     };
 
@@ -392,7 +417,10 @@ fn resolve_selected(project: Option<&Project>, req: &Request) -> Result<Resolved
             }
             (d, Origin::User(user_file.clone()))
         }
-        (None, Some(d)) => (d, Origin::Project(project.map(|p| p.file.clone()).unwrap_or_default())),
+        (None, Some(d)) => (
+            d,
+            Origin::Project(project.map(|p| p.file.clone()).unwrap_or_default()),
+        ),
         (None, None) if name == BUILTIN => (laptop(), Origin::Builtin),
         (None, None) => {
             let mut known: Vec<String> = Vec::new();
@@ -429,7 +457,10 @@ fn list_names(p: &UniqueMap<ProfileDef>) -> String {
     if p.is_empty() {
         "no profiles".into()
     } else {
-        format!("profiles {}", p.keys().cloned().collect::<Vec<_>>().join(", "))
+        format!(
+            "profiles {}",
+            p.keys().cloned().collect::<Vec<_>>().join(", ")
+        )
     }
 }
 
@@ -493,10 +524,16 @@ fn mode_of(def: &ProfileDef) -> u8 {
     if def.controller.is_some() {
         return 4;
     }
-    if def.state.as_ref().is_some_and(|s| s.kind == SurfaceType::Postgres) {
+    if def
+        .state
+        .as_ref()
+        .is_some_and(|s| s.kind == SurfaceType::Postgres)
+    {
         return 3;
     }
-    let remote = surfaces(def).iter().any(|(_, s)| s.kind != SurfaceType::Sqlite);
+    let remote = surfaces(def)
+        .iter()
+        .any(|(_, s)| s.kind != SurfaceType::Sqlite);
     if remote {
         2
     } else {
@@ -533,7 +570,13 @@ fn surfaces_json(def: &ProfileDef, home: &Path) -> Value {
                 if s.kind == SurfaceType::Sqlite {
                     m.insert("path".into(), json!(home.join("state.db")));
                 }
-                for (k, v) in [("path", &s.path), ("bucket", &s.bucket), ("prefix", &s.prefix), ("region", &s.region), ("account", &s.account)] {
+                for (k, v) in [
+                    ("path", &s.path),
+                    ("bucket", &s.bucket),
+                    ("prefix", &s.prefix),
+                    ("region", &s.region),
+                    ("account", &s.account),
+                ] {
                     if let Some(v) = v {
                         m.insert(k.into(), json!(v));
                     }
@@ -546,7 +589,8 @@ fn surfaces_json(def: &ProfileDef, home: &Path) -> Value {
                 }
                 if let Some(src) = &s.url_source {
                     m.insert("url_source".into(), json!(src));
-                    let set = env_var_of(src).is_some_and(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()));
+                    let set = env_var_of(src)
+                        .is_some_and(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()));
                     m.insert("url_source_set".into(), json!(set));
                 }
                 Value::Object(m)
@@ -581,10 +625,18 @@ pub fn render_text(r: &Resolved, home: &Path) -> String {
     let mut out = String::new();
     let j = r.to_json(home);
     out.push_str(&format!("profile:  {} ({})\n", r.name, r.origin.describe()));
-    out.push_str(&format!("mode:     {} ({})\n", r.mode(), mode_name(r.mode())));
+    out.push_str(&format!(
+        "mode:     {} ({})\n",
+        r.mode(),
+        mode_name(r.mode())
+    ));
     out.push_str(&format!("why:      {}\n", r.why));
     if let Some(s) = &r.shadowed {
-        out.push_str(&format!("pinned:   without it, profile \"{}\" (mode {}) would apply\n", s.name, s.mode()));
+        out.push_str(&format!(
+            "pinned:   without it, profile \"{}\" (mode {}) would apply\n",
+            s.name,
+            s.mode()
+        ));
     }
     if let Some(obj) = j["surfaces"].as_object() {
         for (role, v) in obj {
@@ -594,12 +646,19 @@ pub fn render_text(r: &Resolved, home: &Path) -> String {
                     if k == "type" || k == "default" {
                         continue;
                     }
-                    let shown = val.as_str().map(str::to_string).unwrap_or_else(|| val.to_string());
+                    let shown = val
+                        .as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| val.to_string());
                     parts.push(format!("{k}={shown}"));
                 }
             }
             let kind = v["type"].as_str().unwrap_or("");
-            out.push_str(&format!("{:<9} {kind} {}\n", format!("{role}:"), parts.join(" ")));
+            out.push_str(&format!(
+                "{:<9} {kind} {}\n",
+                format!("{role}:"),
+                parts.join(" ")
+            ));
         }
     }
     out.push_str("considered:\n");
@@ -671,7 +730,10 @@ profiles:
             redact_url("postgres://user:pw@db.example:5432/sw?sslmode=require&password=x"),
             "postgres://***@db.example:5432/sw?***"
         );
-        assert_eq!(redact_url("https://api.example.dev/v1"), "https://api.example.dev/v1");
+        assert_eq!(
+            redact_url("https://api.example.dev/v1"),
+            "https://api.example.dev/v1"
+        );
         assert_eq!(redact_url("garbage secret"), "[redacted]");
     }
 }

@@ -101,11 +101,14 @@ impl Store {
     /// Opens (creating when missing) `home/state.db` and migrates it.
     pub fn open(home: &Path) -> Result<Store> {
         std::fs::create_dir_all(home).with_context(|| {
-            format!("creating SPARKWING_HOME {}; check its permissions or set SPARKWING_HOME", home.display())
+            format!(
+                "creating SPARKWING_HOME {}; check its permissions or set SPARKWING_HOME",
+                home.display()
+            )
         })?;
         let path = home.join("state.db");
-        let mut conn = Connection::open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
+        let mut conn =
+            Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         // Switching a fresh database to WAL needs an exclusive lock; with many
         // processes starting at once it can report busy without waiting.
@@ -117,24 +120,38 @@ impl Store {
                     tries += 1;
                     std::thread::sleep(Duration::from_millis(5));
                 }
-                Err(e) => return Err(e).with_context(|| format!("setting WAL mode on {}", path.display())),
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("setting WAL mode on {}", path.display()))
+                }
             }
         }
         conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
         match sparkwing_schema::migrate_sqlite(&mut conn) {
             Ok(_) => {}
             Err(e @ sparkwing_schema::SchemaError::Skew { .. }) => return Err(anyhow!(e)),
-            Err(e) => return Err(anyhow!(e)).with_context(|| format!("migrating {}", path.display())),
+            Err(e) => {
+                return Err(anyhow!(e)).with_context(|| format!("migrating {}", path.display()))
+            }
         }
-        Ok(Store { conn: Mutex::new(conn), path })
+        Ok(Store {
+            conn: Mutex::new(conn),
+            path,
+        })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    fn with_tx<T>(&self, f: impl FnOnce(&rusqlite::Transaction) -> rusqlite::Result<T>) -> Result<T> {
-        let mut conn = self.conn.lock().map_err(|_| anyhow!("state.db connection poisoned"))?;
+    fn with_tx<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        let mut conn = self
+            .conn
+            .lock()
+            .map_err(|_| anyhow!("state.db connection poisoned"))?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let out = f(&tx)?;
         tx.commit()?;
@@ -142,7 +159,10 @@ impl Store {
     }
 
     fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
-        let conn = self.conn.lock().map_err(|_| anyhow!("state.db connection poisoned"))?;
+        let conn = self
+            .conn
+            .lock()
+            .map_err(|_| anyhow!("state.db connection poisoned"))?;
         Ok(f(&conn)?)
     }
 
@@ -215,7 +235,14 @@ impl Store {
         })
     }
 
-    pub fn step_finished(&self, run: &str, job: &str, idx: usize, status: &str, exit_code: Option<i32>) -> Result<()> {
+    pub fn step_finished(
+        &self,
+        run: &str,
+        job: &str,
+        idx: usize,
+        status: &str,
+        exit_code: Option<i32>,
+    ) -> Result<()> {
         let ts = now_ms();
         self.with_tx(|tx| {
             tx.execute(
@@ -233,12 +260,23 @@ impl Store {
                 "UPDATE runs SET status = ?2, finished_at = ?3, error = ?4 WHERE id = ?1",
                 params![run, status, ts, error],
             )?;
-            event(tx, run, None, "run.finished", json!({"status": status, "error": error}))
+            event(
+                tx,
+                run,
+                None,
+                "run.finished",
+                json!({"status": status, "error": error}),
+            )
         })
     }
 
     /// Runs, newest first.
-    pub fn list_runs(&self, pipeline: Option<&str>, status: Option<&str>, limit: usize) -> Result<Vec<RunRow>> {
+    pub fn list_runs(
+        &self,
+        pipeline: Option<&str>,
+        status: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RunRow>> {
         // `interrupted` is derived, not stored: filter it after reading.
         let (db_status, derived) = match status {
             Some("interrupted") => (Some("running"), true),
@@ -280,13 +318,23 @@ impl Store {
             let rows = st.query_map([&upper], run_row)?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
         })?;
-        let matches: Vec<RunRow> = rows.into_iter().filter(|r| r.id.starts_with(&upper)).collect();
+        let matches: Vec<RunRow> = rows
+            .into_iter()
+            .filter(|r| r.id.starts_with(&upper))
+            .collect();
         match matches.len() {
-            0 => bail!("no run `{id}` in {}; see `sparkwing runs list`", self.path.display()),
+            0 => bail!(
+                "no run `{id}` in {}; see `sparkwing runs list`",
+                self.path.display()
+            ),
             1 => Ok(matches.into_iter().next().unwrap_or_else(|| unreachable!())),
             _ => bail!(
                 "run ID prefix `{id}` is ambiguous ({}, …); give more characters",
-                matches.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", ")
+                matches
+                    .iter()
+                    .map(|r| r.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         }
     }
@@ -389,7 +437,13 @@ pub struct JobEnd<'a> {
     pub error: Option<&'a str>,
 }
 
-fn event(tx: &rusqlite::Transaction, run: &str, job: Option<&str>, kind: &str, data: Value) -> rusqlite::Result<()> {
+fn event(
+    tx: &rusqlite::Transaction,
+    run: &str,
+    job: Option<&str>,
+    kind: &str,
+    data: Value,
+) -> rusqlite::Result<()> {
     tx.execute(
         "INSERT INTO events (run_id, seq, ts, kind, job, data)
          VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE run_id = ?1), ?2, ?3, ?4, ?5)",

@@ -69,10 +69,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             .parse()
             .map_err(|_| format!("invalid duration `{text}`: number too large"))?;
         rest = &rest[digits..];
-        let unit_len = rest
-            .bytes()
-            .take_while(|b| b.is_ascii_alphabetic())
-            .count();
+        let unit_len = rest.bytes().take_while(|b| b.is_ascii_alphabetic()).count();
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         let part = match unit {
@@ -204,6 +201,6 @@ mod tests {
     #[test]
     fn timestamps_format_as_utc() {
         assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339_ms(1_795_798_800_123), "2026-11-27T16:00:00.123Z");
+        assert_eq!(rfc3339_ms(1_795_795_200_123), "2026-11-27T16:00:00.123Z");
     }
 }

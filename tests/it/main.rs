@@ -1,0 +1,11 @@
+//! End-to-end tests: each spawns the real `sparkwing` binary with a
+//! temporary HOME and project. No mocks, no timing assertions.
+
+mod cache;
+mod concurrency;
+mod inspect;
+mod pipelines;
+mod profiles;
+mod run;
+mod signals;
+mod util;

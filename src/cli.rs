@@ -386,7 +386,7 @@ fn cmd_runs(cmd: RunsCmd) -> Result<()> {
         } => {
             let runs = store.list_runs(pipeline.as_deref(), status.as_deref(), limit)?;
             if output.format == Format::Json {
-                let v: Vec<_> = runs.iter().map(|r| run_json(r)).collect();
+                let v: Vec<_> = runs.iter().map(run_json).collect();
                 return print_json(&json!(v));
             }
             if runs.is_empty() {

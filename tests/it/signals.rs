@@ -64,7 +64,7 @@ pipelines:
           - run: touch three.txt
 "#,
     );
-    let mut child = env
+    let child = env
         .cmd(&["run", "long", "--sw-workers", "4"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())

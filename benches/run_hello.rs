@@ -26,7 +26,10 @@ fn ms(d: Duration) -> f64 {
 
 fn main() {
     // `cargo bench` passes --bench; nothing else is accepted.
-    let iters: usize = std::env::var("BENCH_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    let iters: usize = std::env::var("BENCH_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
     let home = tempfile::tempdir().unwrap();
     let project = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(project.path().join(".sparkwing")).unwrap();
@@ -48,7 +51,9 @@ fn main() {
     };
     let baseline = || {
         let mut c = Command::new("sh");
-        c.args(["-c", "echo hello"]).stdout(Stdio::null()).stderr(Stdio::null());
+        c.args(["-c", "echo hello"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         c
     };
     // Warm up: create state.db, page in both binaries.
@@ -65,7 +70,9 @@ fn main() {
     ours.sort();
     base.sort();
     let overhead = ms(pct(&ours, 0.5)) - ms(pct(&base, 0.5));
-    println!("run_hello: {iters} interleaved iterations, whole process, state.db with synchronous=FULL");
+    println!(
+        "run_hello: {iters} interleaved iterations, whole process, state.db with synchronous=FULL"
+    );
     println!("{:<34} {:>10} {:>10} {:>10}", "", "median", "p10", "p90");
     println!(
         "{:<34} {:>8.2}ms {:>8.2}ms {:>8.2}ms",
@@ -81,5 +88,8 @@ fn main() {
         ms(pct(&base, 0.1)),
         ms(pct(&base, 0.9))
     );
-    println!("overhead (median - median): {overhead:.2}ms; target <= 25ms: {}", if overhead <= 25.0 { "met" } else { "NOT met" });
+    println!(
+        "overhead (median - median): {overhead:.2}ms; target <= 25ms: {}",
+        if overhead <= 25.0 { "met" } else { "NOT met" }
+    );
 }

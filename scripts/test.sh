@@ -23,7 +23,16 @@ step "lint"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "tests"
-cargo test --workspace --locked
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --locked 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+set -e
+# One closing line with the totals over every test binary.
+read -r passed failed < <(awk '/^test result:/ { for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } } END { print p + 0, f + 0 }' "$log")
+[ "$rc" -eq 0 ] || { echo "tests: ${passed:-0} passed, ${failed:-?} failed"; exit "$rc"; }
+[ "${passed:-0}" -gt 0 ] || { echo "no tests ran" >&2; exit 1; }
 
 step "fuzz targets compile"
 cargo check --manifest-path fuzz/Cargo.toml --bins
@@ -35,3 +44,6 @@ if [ -n "${SPARKWING_FUZZ_SECONDS:-}" ]; then
     (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$t" -- -max_total_time="$SPARKWING_FUZZ_SECONDS")
   done
 fi
+
+echo
+echo "tests: $passed passed, $failed failed"

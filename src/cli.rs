@@ -16,7 +16,7 @@ use crate::logs::{self, LogRequest};
 use crate::pipeline::{self, Pipeline};
 use crate::profile::{self, Request};
 use crate::store::Store;
-use crate::util::{human_duration, now_ms, rfc3339_ms};
+use crate::util::{human_duration, now_ms, rfc3339_ms, table};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -272,37 +272,6 @@ fn print_json(v: &serde_json::Value) -> Result<()> {
     Ok(())
 }
 
-/// Left-aligned columns for text tables.
-fn table(rows: &[Vec<String>]) -> String {
-    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..cols)
-        .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|s| s.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut s = String::new();
-    for r in rows {
-        let line: Vec<String> = r
-            .iter()
-            .enumerate()
-            .map(|(i, cell)| {
-                if i + 1 == r.len() {
-                    cell.clone()
-                } else {
-                    format!("{cell:<w$}", w = widths[i])
-                }
-            })
-            .collect();
-        s.push_str(line.join("  ").trim_end());
-        s.push('\n');
-    }
-    s
-}
-
 fn cmd_pipeline_list(project_flag: Option<&Path>, format: Format) -> Result<()> {
     let project = pipeline::load_project(project_flag)?;
     let pipes = &project.config.pipelines;
@@ -498,13 +467,7 @@ fn cmd_runs(cmd: RunsCmd) -> Result<()> {
                     ]);
                 }
                 if let Some(e) = &j.error {
-                    rows.push(vec![
-                        format!("  ! {e}"),
-                        String::new(),
-                        String::new(),
-                        String::new(),
-                        String::new(),
-                    ]);
+                    rows.push(vec![format!("  ! {e}")]);
                 }
             }
             s.push_str(&table(&rows));

@@ -208,25 +208,25 @@ fn print_summary(
     elapsed: Duration,
     results: &IndexMap<String, JobResult>,
 ) {
-    let mut out = String::new();
-    out.push_str(&format!(
-        "sparkwing: run {run_id} {status} in {}\n",
-        human_duration(elapsed)
-    ));
-    let w = results.keys().map(|k| k.len()).max().unwrap_or(3).max(3);
-    out.push_str(&format!(
-        "  {:<w$}  {:<9}  {:<9}  CACHE\n",
-        "JOB", "STATUS", "DURATION"
-    ));
+    let mut rows = vec![vec![
+        "  JOB".to_string(),
+        "STATUS".into(),
+        "DURATION".into(),
+        "CACHE".into(),
+    ]];
     for (name, r) in results {
-        out.push_str(&format!(
-            "  {:<w$}  {:<9}  {:<9}  {}\n",
-            name,
-            r.status.as_str(),
+        rows.push(vec![
+            format!("  {name}"),
+            r.status.as_str().to_string(),
             human_duration(r.duration),
-            r.cache_note
-        ));
+            r.cache_note.clone(),
+        ]);
     }
+    let out = format!(
+        "sparkwing: run {run_id} {status} in {}\n{}",
+        human_duration(elapsed),
+        util::table(&rows)
+    );
     let _ = std::io::stderr().write_all(out.as_bytes());
 }
 
@@ -563,6 +563,10 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
             ctx.project_dir.to_string_lossy().into_owned(),
         ));
         let end = run_step(ctx, &step.run, &wd, &env, deadline, &sink, &mut lingering).await;
+        // The step's output is durable before the step is recorded as done.
+        if let Ok(f) = sink.log.lock() {
+            let _ = f.sync_data();
+        }
         let (st, code, fail) = match end {
             Ok(StepEnd::Exited(0)) => ("success", Some(0), None),
             Ok(StepEnd::Exited(c)) => (

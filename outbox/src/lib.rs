@@ -1,12 +1,1128 @@
 //! `sparkwing-outbox` owns the durable replay queue in
-//! `SPARKWING_HOME/outbox.db`: enqueue (in the same transaction as the local
-//! state write it mirrors), claim with a lease, ack, the retry schedule and
-//! quarantine, and the statistics that `sparkwing sync status` prints.
+//! `SPARKWING_HOME/outbox.db`: enqueue, claim with a lease, ack, the retry
+//! schedule (decorrelated jitter, see [`backoff`]), quarantine, connectivity
+//! records and the statistics that `sparkwing sync status` prints.
 //!
-//! It knows nothing about remotes, HTTP or pipelines.
+//! It knows nothing about remotes, HTTP or pipelines: an entry is an opaque
+//! `op` on a `subject` with a payload, addressed to a `target` string.
 //!
-//! Mode 1 (the built-in `laptop` profile) has no remote, so nothing is
-//! enqueued yet; the queue itself lands with the sync engine (issue 3).
+//! # Model
+//! - An entry belongs to one **target** (`kind:fingerprint`, never a secret)
+//!   and one **stream**; `seq` orders it inside `(target, stream)`, and the
+//!   pair is unique, so enqueueing the same entry twice is a no-op.
+//! - Payloads up to [`INLINE_LIMIT`] are stored inline; larger ones are a
+//!   reference to a byte range of an immutable local file (a CAS blob, a
+//!   finished part of an append-only log), so `outbox.db` never holds big blobs.
+//! - **Marks** are watermarks of how far a local source (a run's events, a
+//!   job's log file) has been enqueued. They move in the same transaction as
+//!   the entries they cover.
+//! - A worker **claims** streams: the lease makes it the only one replaying
+//!   them, and it gets a run of consecutive ready entries from each stream's
+//!   head, so a stream is never replayed out of order. A lease whose owner
+//!   process is gone (same host, dead pid) or has expired is free again.
+//! - **Ack** deletes delivered entries (acked entries do not pile up);
+//!   **fail** reschedules (transient, auth) or quarantines (permanent) the
+//!   first undelivered entry. A quarantined head blocks its own stream only.
+//!
+//! # Crash between a local write and its enqueue
+//! `state.db` and `outbox.db` are separate files, and SQLite in WAL mode does
+//! not commit across files atomically. The local write always commits first.
+//! The enqueue that mirrors it is derived from the local store and the marks
+//! (events after the mark, log bytes after the mark), so whoever opens the
+//! outbox next — the run itself, `sparkwing sync daemon` or `flush` — re-derives
+//! whatever a crash left out, and the unique `(target, stream, seq)` makes a
+//! repeated enqueue harmless.
+
+pub mod backoff;
+
+use std::fmt;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use crate::backoff::{DecorrelatedJitter, DecorrelatedJitterBuilder};
 
 /// The file name of the outbox database inside `SPARKWING_HOME`.
 pub const OUTBOX_FILE: &str = "outbox.db";
+
+/// Payloads larger than this are stored by reference, never inline.
+pub const INLINE_LIMIT: usize = 64 * 1024;
+
+/// How long a claim holds its streams unless renewed.
+pub const LEASE: Duration = Duration::from_secs(120);
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// An outbox failure, with what was being done.
+#[derive(Debug)]
+pub struct OutboxError {
+    what: String,
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl fmt::Display for OutboxError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.what, self.source)
+    }
+}
+
+impl std::error::Error for OutboxError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.source.as_ref())
+    }
+}
+
+pub type Result<T> = std::result::Result<T, OutboxError>;
+
+fn ctx<E: std::error::Error + Send + Sync + 'static>(
+    what: &str,
+) -> impl FnOnce(E) -> OutboxError + '_ {
+    move |e| OutboxError {
+        what: what.to_string(),
+        source: Box::new(e),
+    }
+}
+
+/// The bytes an entry delivers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload {
+    Inline(Vec<u8>),
+    /// `len` bytes at `offset` of an immutable local file.
+    File {
+        path: PathBuf,
+        offset: u64,
+        len: u64,
+    },
+}
+
+impl Payload {
+    pub fn len(&self) -> u64 {
+        match self {
+            Payload::Inline(b) => b.len() as u64,
+            Payload::File { len, .. } => *len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Reads the payload's bytes (blocking).
+    pub fn read(&self) -> std::io::Result<Vec<u8>> {
+        match self {
+            Payload::Inline(b) => Ok(b.clone()),
+            Payload::File { path, offset, len } => {
+                let mut f = std::fs::File::open(path)?;
+                f.seek(SeekFrom::Start(*offset))?;
+                let mut buf = vec![0u8; *len as usize];
+                f.read_exact(&mut buf)?;
+                Ok(buf)
+            }
+        }
+    }
+}
+
+/// An entry to enqueue.
+#[derive(Debug, Clone)]
+pub struct NewEntry {
+    pub stream: String,
+    pub seq: i64,
+    pub op: String,
+    pub subject: String,
+    pub payload: Payload,
+}
+
+/// A watermark to move together with an enqueue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mark {
+    pub name: String,
+    pub seq: i64,
+    pub offset: i64,
+}
+
+/// A queued entry.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub id: i64,
+    pub target: String,
+    pub stream: String,
+    pub seq: i64,
+    pub op: String,
+    pub subject: String,
+    pub payload: Payload,
+    pub attempts: i64,
+}
+
+/// Streams a worker holds, with the entries it may deliver in order.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub target: String,
+    pub stream: String,
+    pub entries: Vec<Entry>,
+}
+
+/// How a delivery failed (DESIGN invariant 6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Connect errors, timeouts, 5xx, 429: back off and retry.
+    Transient,
+    /// Credentials refused: stop the target, keep its entries.
+    Auth,
+    /// The remote rejects this entry for good: quarantine it.
+    Permanent,
+}
+
+impl ErrorClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Transient => "transient",
+            ErrorClass::Auth => "auth",
+            ErrorClass::Permanent => "permanent",
+        }
+    }
+}
+
+/// What the actors last learned about a target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Connectivity {
+    Online,
+    Offline,
+    AuthFailed,
+}
+
+impl Connectivity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Connectivity::Online => "online",
+            Connectivity::Offline => "offline",
+            Connectivity::AuthFailed => "auth_failed",
+        }
+    }
+    fn parse(s: &str) -> Connectivity {
+        match s {
+            "offline" => Connectivity::Offline,
+            "auth_failed" => Connectivity::AuthFailed,
+            _ => Connectivity::Online,
+        }
+    }
+}
+
+/// Per-target numbers for `sparkwing sync status`.
+#[derive(Debug, Clone, Default)]
+pub struct TargetStats {
+    pub target: String,
+    pub connectivity: Option<Connectivity>,
+    pub since: Option<i64>,
+    /// (op, entries, bytes), pending and not quarantined.
+    pub pending_by_op: Vec<(String, u64, u64)>,
+    pub pending_entries: u64,
+    pub pending_bytes: u64,
+    pub oldest_pending_at: Option<i64>,
+    pub quarantined: u64,
+    pub last_success_at: Option<i64>,
+    pub last_error: Option<String>,
+    pub last_error_class: Option<String>,
+    pub delivered_entries: u64,
+    pub delivered_bytes: u64,
+    pub rate_bytes_per_s: Option<f64>,
+    pub rate_entries_per_s: Option<f64>,
+}
+
+impl TargetStats {
+    /// Seconds to drain the backlog at the observed delivery rate.
+    pub fn drain_estimate_secs(&self) -> Option<f64> {
+        if self.pending_entries == 0 {
+            return Some(0.0);
+        }
+        let by_entries = self
+            .rate_entries_per_s
+            .filter(|r| *r > 0.0)
+            .map(|r| self.pending_entries as f64 / r);
+        let by_bytes = self
+            .rate_bytes_per_s
+            .filter(|r| *r > 0.0)
+            .map(|r| self.pending_bytes as f64 / r);
+        match (by_entries, by_bytes) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// Who holds leases: this process.
+#[derive(Debug, Clone)]
+struct Owner {
+    id: String,
+    host: String,
+    pid: i64,
+}
+
+/// The queue. One per process is enough; it is `Sync` and its calls are
+/// short and blocking (callers in async code use `spawn_blocking`).
+pub struct Outbox {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+    owner: Owner,
+    policy: DecorrelatedJitterBuilder,
+}
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: valid buffer of the given length.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "unknown".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+fn pid_alive(pid: i64) -> bool {
+    if pid <= 0 || pid > i32::MAX as i64 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks existence and permission.
+    let rc = unsafe { libc::kill(pid as i32, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
+impl Outbox {
+    /// Opens (creating when missing) `home/outbox.db` and migrates it.
+    pub fn open(home: &Path) -> Result<Outbox> {
+        Self::open_with(home, DecorrelatedJitterBuilder::default())
+    }
+
+    /// [`Outbox::open`] with an explicit retry policy (tests use short ones).
+    pub fn open_with(home: &Path, policy: DecorrelatedJitterBuilder) -> Result<Outbox> {
+        std::fs::create_dir_all(home).map_err(ctx("creating SPARKWING_HOME"))?;
+        let path = home.join(OUTBOX_FILE);
+        let mut conn = Connection::open(&path).map_err(ctx("opening outbox.db"))?;
+        conn.busy_timeout(Duration::from_secs(120))
+            .map_err(ctx("configuring outbox.db"))?;
+        // Only effective on a new file: lets a drained outbox give pages back.
+        conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")
+            .map_err(ctx("configuring outbox.db"))?;
+        let mut tries = 0;
+        loop {
+            match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0)) {
+                Ok(_) => break,
+                Err(e) if is_busy(&e) && tries < 1000 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => return Err(ctx("setting WAL mode on outbox.db")(e)),
+            }
+        }
+        conn.execute_batch("PRAGMA synchronous = FULL;")
+            .map_err(ctx("configuring outbox.db"))?;
+        sparkwing_schema::migrate_outbox(&mut conn).map_err(ctx("migrating outbox.db"))?;
+        let host = hostname();
+        let pid = std::process::id() as i64;
+        // Unique per Outbox value, even for several in one process.
+        static OPENED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let nonce = format!(
+            "{}.{}",
+            now_ms(),
+            OPENED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        Ok(Outbox {
+            conn: Mutex::new(conn),
+            path,
+            owner: Owner {
+                id: format!("{host}:{pid}:{nonce}"),
+                host,
+                pid,
+            },
+            policy,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent
+        // (the transaction rolls back), so a poisoned lock is still usable.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn tx<T>(
+        &self,
+        what: &str,
+        f: impl FnOnce(&rusqlite::Transaction) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(ctx(what))?;
+        let out = f(&tx).map_err(ctx(what))?;
+        tx.commit().map_err(ctx(what))?;
+        Ok(out)
+    }
+
+    /// Enqueues `entries` for `target` and moves `marks`, in one transaction.
+    /// Entries already queued (same target, stream and seq) are ignored.
+    /// Returns how many were new.
+    pub fn enqueue(&self, target: &str, entries: &[NewEntry], marks: &[Mark]) -> Result<usize> {
+        let now = now_ms();
+        self.tx("enqueueing into outbox.db", |tx| {
+            let mut n = 0;
+            let mut st = tx.prepare_cached(
+                "INSERT OR IGNORE INTO entries
+                   (target, stream, seq, op, subject, payload, payload_path, payload_offset, size, next_attempt_at, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
+            )?;
+            for e in entries {
+                let (inline, path, offset) = match &e.payload {
+                    Payload::Inline(b) => (Some(b.as_slice()), None, 0i64),
+                    Payload::File { path, offset, .. } => {
+                        (None, Some(path.to_string_lossy().into_owned()), *offset as i64)
+                    }
+                };
+                n += st.execute(params![
+                    target,
+                    e.stream,
+                    e.seq,
+                    e.op,
+                    e.subject,
+                    inline,
+                    path,
+                    offset,
+                    e.payload.len() as i64,
+                    now
+                ])?;
+            }
+            let mut mk = tx.prepare_cached(
+                "INSERT INTO marks (target, name, seq, offset) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (target, name) DO UPDATE SET
+                   seq = MAX(seq, excluded.seq), offset = MAX(offset, excluded.offset)",
+            )?;
+            for m in marks {
+                mk.execute(params![target, m.name, m.seq, m.offset])?;
+            }
+            Ok(n)
+        })
+    }
+
+    /// A watermark: `(seq, offset)`, or `None` when never set.
+    pub fn mark(&self, target: &str, name: &str) -> Result<Option<(i64, i64)>> {
+        self.lock()
+            .query_row(
+                "SELECT seq, offset FROM marks WHERE target = ?1 AND name = ?2",
+                params![target, name],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(ctx("reading a mark"))
+    }
+
+    /// Claims up to `max_streams` ready streams of `targets`, each with up to
+    /// `max_entries` consecutive ready entries from its head (stopping early
+    /// once `max_bytes` of payload is reached). Streams whose head is
+    /// quarantined or not yet due are skipped, as are targets whose
+    /// credentials failed less than `auth_probe` ago.
+    pub fn claim(
+        &self,
+        targets: &[String],
+        max_streams: usize,
+        max_entries: usize,
+        max_bytes: u64,
+        auth_probe: Duration,
+    ) -> Result<Vec<Claim>> {
+        let now = now_ms();
+        let owner = self.owner.clone();
+        self.tx("claiming outbox entries", |tx| {
+            let mut claims = Vec::new();
+            for target in targets {
+                if claims.len() >= max_streams {
+                    break;
+                }
+                let auth_blocked: bool = tx
+                    .query_row(
+                        "SELECT state = 'auth_failed' AND since > ?2 FROM targets WHERE target = ?1",
+                        params![target, now - auth_probe.as_millis() as i64],
+                        |r| r.get(0),
+                    )
+                    .optional()?
+                    .unwrap_or(false);
+                if auth_blocked {
+                    continue;
+                }
+                // While credentials are being probed, one stream at a time.
+                let auth_probing: bool = tx
+                    .query_row(
+                        "SELECT state = 'auth_failed' FROM targets WHERE target = ?1",
+                        [target],
+                        |r| r.get(0),
+                    )
+                    .optional()?
+                    .unwrap_or(false);
+                let room = if auth_probing { 1 } else { max_streams - claims.len() };
+                // Heads of streams: the lowest seq of each stream.
+                let mut heads = tx.prepare_cached(
+                    "SELECT e.stream, l.owner, l.owner_host, l.owner_pid, l.until
+                     FROM entries e
+                     LEFT JOIN leases l ON l.target = e.target AND l.stream = e.stream
+                     WHERE e.target = ?1 AND e.quarantined = 0 AND e.next_attempt_at <= ?2
+                       AND e.seq = (SELECT MIN(seq) FROM entries h WHERE h.target = e.target AND h.stream = e.stream)
+                     ORDER BY e.id",
+                )?;
+                let rows = heads.query_map(params![target, now], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                        r.get::<_, Option<i64>>(3)?,
+                        r.get::<_, Option<i64>>(4)?,
+                    ))
+                })?;
+                let mut free = Vec::new();
+                for row in rows {
+                    let (stream, l_owner, l_host, l_pid, l_until) = row?;
+                    let taken = match (l_owner, l_host, l_pid, l_until) {
+                        (Some(o), Some(h), Some(p), Some(u)) => {
+                            o != owner.id
+                                && u > now
+                                && !(h == owner.host && !pid_alive(p))
+                        }
+                        _ => false,
+                    };
+                    if !taken {
+                        free.push(stream);
+                    }
+                    if free.len() >= room {
+                        break;
+                    }
+                }
+                for stream in free {
+                    tx.execute(
+                        "INSERT INTO leases (target, stream, owner, owner_host, owner_pid, until)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                         ON CONFLICT (target, stream) DO UPDATE SET owner = excluded.owner,
+                           owner_host = excluded.owner_host, owner_pid = excluded.owner_pid, until = excluded.until",
+                        params![target, stream, owner.id, owner.host, owner.pid, now + LEASE.as_millis() as i64],
+                    )?;
+                    let mut st = tx.prepare_cached(
+                        "SELECT id, seq, op, subject, payload, payload_path, payload_offset, size, attempts,
+                                quarantined, next_attempt_at
+                         FROM entries WHERE target = ?1 AND stream = ?2 ORDER BY seq LIMIT ?3",
+                    )?;
+                    let rows = st.query_map(params![target, stream, max_entries as i64], |r| {
+                        let inline: Option<Vec<u8>> = r.get(4)?;
+                        let path: Option<String> = r.get(5)?;
+                        let offset: i64 = r.get(6)?;
+                        let size: i64 = r.get(7)?;
+                        let payload = match (inline, path) {
+                            (_, Some(p)) => Payload::File {
+                                path: PathBuf::from(p),
+                                offset: offset as u64,
+                                len: size as u64,
+                            },
+                            (Some(b), None) => Payload::Inline(b),
+                            (None, None) => Payload::Inline(Vec::new()),
+                        };
+                        Ok((
+                            Entry {
+                                id: r.get(0)?,
+                                target: target.clone(),
+                                stream: stream.clone(),
+                                seq: r.get(1)?,
+                                op: r.get(2)?,
+                                subject: r.get(3)?,
+                                payload,
+                                attempts: r.get(8)?,
+                            },
+                            r.get::<_, bool>(9)?,
+                            r.get::<_, i64>(10)?,
+                        ))
+                    })?;
+                    let mut entries = Vec::new();
+                    let mut bytes = 0u64;
+                    for row in rows {
+                        let (e, quarantined, due) = row?;
+                        if quarantined || due > now {
+                            break;
+                        }
+                        if !entries.is_empty() && bytes + e.payload.len() > max_bytes {
+                            break;
+                        }
+                        bytes += e.payload.len();
+                        entries.push(e);
+                    }
+                    if !entries.is_empty() {
+                        claims.push(Claim {
+                            target: target.clone(),
+                            stream,
+                            entries,
+                        });
+                    }
+                }
+            }
+            Ok(claims)
+        })
+    }
+
+    /// Extends the leases of streams still being delivered.
+    pub fn renew(&self, claims: &[&Claim]) -> Result<()> {
+        let until = now_ms() + LEASE.as_millis() as i64;
+        self.tx("renewing leases", |tx| {
+            for c in claims {
+                tx.execute(
+                    "UPDATE leases SET until = ?4 WHERE target = ?1 AND stream = ?2 AND owner = ?3",
+                    params![c.target, c.stream, self.owner.id, until],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Records that the first `delivered` entries of `claim` reached the
+    /// target (deleting them) and, when `failure` is given, that the next one
+    /// failed. Releases the claim's lease either way. `took` is the time the
+    /// deliveries took, for the drain-time estimate.
+    pub fn settle(
+        &self,
+        claim: &Claim,
+        delivered: usize,
+        took: Duration,
+        failure: Option<(ErrorClass, &str, Option<Duration>)>,
+    ) -> Result<()> {
+        let now = now_ms();
+        let done = &claim.entries[..delivered.min(claim.entries.len())];
+        let bytes: u64 = done.iter().map(|e| e.payload.len()).sum();
+        self.tx("settling a delivery", |tx| {
+            let mut del = tx.prepare_cached("DELETE FROM entries WHERE id = ?1")?;
+            for e in done {
+                del.execute([e.id])?;
+            }
+            if !done.is_empty() {
+                let secs = took.as_secs_f64().max(0.001);
+                let (b_rate, e_rate) = (bytes as f64 / secs, done.len() as f64 / secs);
+                tx.execute(
+                    "INSERT INTO targets (target, state, since, last_success_at, delivered_entries, delivered_bytes,
+                                          rate_bytes_per_s, rate_entries_per_s)
+                     VALUES (?1, 'online', ?2, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (target) DO UPDATE SET
+                       since = CASE WHEN state = 'online' THEN since ELSE ?2 END,
+                       state = 'online', last_success_at = ?2,
+                       delivered_entries = delivered_entries + ?3, delivered_bytes = delivered_bytes + ?4,
+                       rate_bytes_per_s = COALESCE(0.7 * rate_bytes_per_s + 0.3 * ?5, ?5),
+                       rate_entries_per_s = COALESCE(0.7 * rate_entries_per_s + 0.3 * ?6, ?6)",
+                    params![claim.target, now, done.len() as i64, bytes as i64, b_rate, e_rate],
+                )?;
+            }
+            if let (Some((class, error, retry_after)), Some(failed)) =
+                (failure, claim.entries.get(delivered))
+            {
+                let prev_ms: i64 = tx.query_row(
+                    "SELECT backoff_ms FROM entries WHERE id = ?1",
+                    [failed.id],
+                    |r| r.get(0),
+                ).optional()?.unwrap_or(0);
+                let mut jitter = DecorrelatedJitter::resume(self.policy, Duration::from_millis(prev_ms as u64));
+                let delay = jitter.next().unwrap_or(self.policy.cap);
+                let wait = retry_after.map_or(delay, |r| r.max(delay));
+                tx.execute(
+                    "UPDATE entries SET attempts = attempts + 1, backoff_ms = ?2, next_attempt_at = ?3,
+                       last_error = ?4, error_class = ?5, quarantined = ?6
+                     WHERE id = ?1",
+                    params![
+                        failed.id,
+                        delay.as_millis() as i64,
+                        now + wait.as_millis() as i64,
+                        error,
+                        class.as_str(),
+                        class == ErrorClass::Permanent
+                    ],
+                )?;
+                let state = match class {
+                    ErrorClass::Transient => "offline",
+                    ErrorClass::Auth => "auth_failed",
+                    // The target answered; it is reachable.
+                    ErrorClass::Permanent => "online",
+                };
+                tx.execute(
+                    "INSERT INTO targets (target, state, since, last_error, last_error_class)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (target) DO UPDATE SET
+                       since = CASE WHEN state = ?2 AND ?2 != 'auth_failed' THEN since ELSE ?3 END,
+                       state = ?2, last_error = ?4, last_error_class = ?5",
+                    params![claim.target, state, now, error, class.as_str()],
+                )?;
+            }
+            tx.execute(
+                "DELETE FROM leases WHERE target = ?1 AND stream = ?2 AND owner = ?3",
+                params![claim.target, claim.stream, self.owner.id],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Pending (not quarantined) entries and bytes of `targets`.
+    pub fn pending(&self, targets: &[String]) -> Result<(u64, u64)> {
+        let conn = self.lock();
+        let mut total = (0u64, 0u64);
+        for t in targets {
+            let (n, b): (i64, i64) = conn
+                .query_row(
+                    "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM entries WHERE target = ?1",
+                    [t],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .map_err(ctx("counting outbox entries"))?;
+            total.0 += n as u64;
+            total.1 += b as u64;
+        }
+        Ok(total)
+    }
+
+    /// The earliest time any entry of `targets` becomes due (Unix ms).
+    pub fn next_due(&self, targets: &[String]) -> Result<Option<i64>> {
+        let conn = self.lock();
+        let mut best: Option<i64> = None;
+        for t in targets {
+            let due: Option<i64> = conn
+                .query_row(
+                    "SELECT MIN(next_attempt_at) FROM entries WHERE target = ?1 AND quarantined = 0",
+                    [t],
+                    |r| r.get(0),
+                )
+                .map_err(ctx("reading the retry schedule"))?;
+            best = match (best, due) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        Ok(best)
+    }
+
+    /// Records a target's connectivity as observed outside a delivery.
+    pub fn set_connectivity(
+        &self,
+        target: &str,
+        state: Connectivity,
+        error: Option<(&str, ErrorClass)>,
+    ) -> Result<()> {
+        let now = now_ms();
+        self.tx("recording connectivity", |tx| {
+            tx.execute(
+                "INSERT INTO targets (target, state, since, last_error, last_error_class) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (target) DO UPDATE SET
+                   since = CASE WHEN state = ?2 THEN since ELSE ?3 END, state = ?2,
+                   last_error = COALESCE(?4, last_error), last_error_class = COALESCE(?5, last_error_class)",
+                params![target, state.as_str(), now, error.map(|e| e.0), error.map(|e| e.1.as_str())],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Statistics for every target that has entries or a record, or only `only`.
+    pub fn stats(&self, only: Option<&[String]>) -> Result<Vec<TargetStats>> {
+        let conn = self.lock();
+        let q = |e| ctx::<rusqlite::Error>("reading outbox statistics")(e);
+        let mut names: Vec<String> = conn
+            .prepare("SELECT target FROM entries UNION SELECT target FROM targets ORDER BY 1")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .map_err(q)?;
+        if let Some(only) = only {
+            for t in only {
+                if !names.contains(t) {
+                    names.push(t.clone());
+                }
+            }
+            names.retain(|n| only.contains(n));
+        }
+        let mut out = Vec::new();
+        for t in names {
+            let mut s = TargetStats {
+                target: t.clone(),
+                ..Default::default()
+            };
+            let mut st = conn
+                .prepare_cached(
+                    "SELECT op, COUNT(*), SUM(size) FROM entries WHERE target = ?1 AND quarantined = 0 GROUP BY op ORDER BY op",
+                )
+                .map_err(q)?;
+            s.pending_by_op = st
+                .query_map([&t], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)? as u64,
+                        r.get::<_, i64>(2)? as u64,
+                    ))
+                })
+                .and_then(|rows| rows.collect())
+                .map_err(q)?;
+            s.pending_entries = s.pending_by_op.iter().map(|x| x.1).sum();
+            s.pending_bytes = s.pending_by_op.iter().map(|x| x.2).sum();
+            let (oldest, quarantined): (Option<i64>, i64) = conn
+                .query_row(
+                    "SELECT MIN(created_at), COALESCE(SUM(quarantined), 0) FROM entries WHERE target = ?1",
+                    [&t],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .map_err(q)?;
+            s.oldest_pending_at = oldest;
+            s.quarantined = quarantined as u64;
+            let rec = conn
+                .query_row(
+                    "SELECT state, since, last_success_at, last_error, last_error_class, delivered_entries,
+                            delivered_bytes, rate_bytes_per_s, rate_entries_per_s
+                     FROM targets WHERE target = ?1",
+                    [&t],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, Option<i64>>(2)?,
+                            r.get::<_, Option<String>>(3)?,
+                            r.get::<_, Option<String>>(4)?,
+                            r.get::<_, i64>(5)?,
+                            r.get::<_, i64>(6)?,
+                            r.get::<_, Option<f64>>(7)?,
+                            r.get::<_, Option<f64>>(8)?,
+                        ))
+                    },
+                )
+                .optional()
+                .map_err(q)?;
+            if let Some((state, since, ok_at, err, class, de, db, rb, re)) = rec {
+                s.connectivity = Some(Connectivity::parse(&state));
+                s.since = Some(since);
+                s.last_success_at = ok_at;
+                s.last_error = err;
+                s.last_error_class = class;
+                s.delivered_entries = de as u64;
+                s.delivered_bytes = db as u64;
+                s.rate_bytes_per_s = rb;
+                s.rate_entries_per_s = re;
+            }
+            out.push(s);
+        }
+        Ok(out)
+    }
+
+    /// Quarantined entries of one target (or all), with their errors.
+    pub fn quarantined(&self, target: Option<&str>) -> Result<Vec<(Entry, String)>> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare(
+                "SELECT id, target, stream, seq, op, subject, size, attempts, COALESCE(last_error, '')
+                 FROM entries WHERE quarantined = 1 AND (?1 IS NULL OR target = ?1) ORDER BY id",
+            )
+            .map_err(ctx("listing quarantined entries"))?;
+        let rows = st
+            .query_map([target], |r| {
+                Ok((
+                    Entry {
+                        id: r.get(0)?,
+                        target: r.get(1)?,
+                        stream: r.get(2)?,
+                        seq: r.get(3)?,
+                        op: r.get(4)?,
+                        subject: r.get(5)?,
+                        payload: Payload::Inline(Vec::new()),
+                        attempts: r.get(7)?,
+                    },
+                    r.get(8)?,
+                ))
+            })
+            .and_then(|rows| rows.collect())
+            .map_err(ctx("listing quarantined entries"))?;
+        Ok(rows)
+    }
+
+    /// Re-queues quarantined entries (and lifts an auth stop) for one target
+    /// or all. Returns how many entries were re-queued.
+    pub fn retry(&self, target: Option<&str>) -> Result<usize> {
+        let now = now_ms();
+        self.tx("re-queueing quarantined entries", |tx| {
+            let n = tx.execute(
+                "UPDATE entries SET quarantined = 0, next_attempt_at = ?2, backoff_ms = 0
+                 WHERE quarantined = 1 AND (?1 IS NULL OR target = ?1)",
+                params![target, now],
+            )?;
+            tx.execute(
+                "UPDATE entries SET next_attempt_at = ?2, backoff_ms = 0 WHERE (?1 IS NULL OR target = ?1)",
+                params![target, now],
+            )?;
+            tx.execute(
+                "UPDATE targets SET state = 'offline', since = ?2 WHERE state = 'auth_failed' AND (?1 IS NULL OR target = ?1)",
+                params![target, now],
+            )?;
+            Ok(n)
+        })
+    }
+
+    /// Gives freed pages back to the file system once the queue is empty.
+    pub fn compact_if_empty(&self) -> Result<bool> {
+        let conn = self.lock();
+        let n: i64 = conn
+            .query_row("SELECT COUNT(*) FROM entries", [], |r| r.get(0))
+            .map_err(ctx("compacting outbox.db"))?;
+        if n > 0 {
+            return Ok(false);
+        }
+        // incremental_vacuum frees one page per step: step it to the end.
+        conn.prepare("PRAGMA incremental_vacuum")
+            .and_then(|mut st| {
+                let mut rows = st.query([])?;
+                while rows.next()?.is_some() {}
+                Ok(())
+            })
+            .map_err(ctx("compacting outbox.db"))?;
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .map_err(ctx("compacting outbox.db"))?;
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(stream: &str, seq: i64, body: &str) -> NewEntry {
+        NewEntry {
+            stream: stream.into(),
+            seq,
+            op: "log.chunk".into(),
+            subject: stream.into(),
+            payload: Payload::Inline(body.as_bytes().to_vec()),
+        }
+    }
+
+    fn fast() -> DecorrelatedJitterBuilder {
+        DecorrelatedJitterBuilder {
+            base: Duration::from_millis(1),
+            cap: Duration::from_millis(5),
+            max_times: None,
+        }
+    }
+
+    const T: &str = "filesystem:/remote";
+
+    fn all() -> Vec<String> {
+        vec![T.to_string()]
+    }
+
+    #[test]
+    fn enqueue_is_idempotent_and_moves_marks_forward_only() {
+        let home = tempfile::tempdir().unwrap();
+        let ob = Outbox::open(home.path()).unwrap();
+        let m = |seq| Mark {
+            name: "log/r/j".into(),
+            seq,
+            offset: seq * 10,
+        };
+        assert_eq!(
+            ob.enqueue(T, &[entry("s", 1, "a"), entry("s", 2, "b")], &[m(2)])
+                .unwrap(),
+            2
+        );
+        assert_eq!(
+            ob.enqueue(T, &[entry("s", 2, "b"), entry("s", 3, "c")], &[m(1)])
+                .unwrap(),
+            1
+        );
+        assert_eq!(ob.mark(T, "log/r/j").unwrap(), Some((2, 20)));
+        assert_eq!(ob.pending(&all()).unwrap(), (3, 3));
+    }
+
+    #[test]
+    fn claims_are_ordered_exclusive_and_acks_delete() {
+        let home = tempfile::tempdir().unwrap();
+        let a = Outbox::open(home.path()).unwrap();
+        let b = Outbox::open(home.path()).unwrap();
+        a.enqueue(
+            T,
+            &[
+                entry("s1", 2, "y"),
+                entry("s1", 1, "x"),
+                entry("s2", 1, "z"),
+            ],
+            &[],
+        )
+        .unwrap();
+        let ca = a.claim(&all(), 1, 10, u64::MAX, Duration::ZERO).unwrap();
+        assert_eq!(ca.len(), 1);
+        assert_eq!(
+            ca[0].entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [1, 2]
+        );
+        // The other worker sees only the other stream.
+        let cb = b.claim(&all(), 10, 10, u64::MAX, Duration::ZERO).unwrap();
+        assert_eq!(cb.len(), 1);
+        assert_ne!(cb[0].stream, ca[0].stream);
+        a.settle(&ca[0], 2, Duration::from_millis(5), None).unwrap();
+        b.settle(&cb[0], 1, Duration::from_millis(5), None).unwrap();
+        assert_eq!(a.pending(&all()).unwrap(), (0, 0));
+        let stats = a.stats(None).unwrap();
+        assert_eq!(stats[0].delivered_entries, 3);
+        assert_eq!(stats[0].connectivity, Some(Connectivity::Online));
+    }
+
+    #[test]
+    fn transient_failures_reschedule_and_permanent_ones_quarantine_one_stream() {
+        let home = tempfile::tempdir().unwrap();
+        let ob = Outbox::open_with(home.path(), fast()).unwrap();
+        ob.enqueue(
+            T,
+            &[
+                entry("bad", 1, "x"),
+                entry("bad", 2, "y"),
+                entry("good", 1, "z"),
+            ],
+            &[],
+        )
+        .unwrap();
+        let claims = ob.claim(&all(), 10, 10, u64::MAX, Duration::ZERO).unwrap();
+        let bad = claims.iter().find(|c| c.stream == "bad").unwrap();
+        ob.settle(
+            bad,
+            0,
+            Duration::ZERO,
+            Some((ErrorClass::Transient, "503 SlowDown", None)),
+        )
+        .unwrap();
+        let st = &ob.stats(None).unwrap()[0];
+        assert_eq!(st.connectivity, Some(Connectivity::Offline));
+        assert_eq!(st.last_error_class.as_deref(), Some("transient"));
+        std::thread::sleep(Duration::from_millis(10));
+        let again = ob.claim(&all(), 10, 10, u64::MAX, Duration::ZERO).unwrap();
+        let bad = again.iter().find(|c| c.stream == "bad").unwrap();
+        assert_eq!(bad.entries[0].attempts, 1);
+        ob.settle(
+            bad,
+            0,
+            Duration::ZERO,
+            Some((ErrorClass::Permanent, "400 invalid key", None)),
+        )
+        .unwrap();
+        let good = claims.iter().find(|c| c.stream == "good").unwrap();
+        ob.settle(good, 1, Duration::ZERO, None).unwrap();
+        // The bad stream is blocked behind its quarantined head; nothing else is.
+        assert!(ob
+            .claim(&all(), 10, 10, u64::MAX, Duration::ZERO)
+            .unwrap()
+            .is_empty());
+        let st = &ob.stats(None).unwrap()[0];
+        assert_eq!(st.quarantined, 1);
+        assert_eq!(st.pending_entries, 1, "the entry behind it still waits");
+        assert_eq!(ob.quarantined(None).unwrap()[0].1, "400 invalid key");
+        assert_eq!(ob.retry(Some(T)).unwrap(), 1);
+        let c = ob.claim(&all(), 10, 10, u64::MAX, Duration::ZERO).unwrap();
+        assert_eq!(c[0].entries.len(), 2);
+    }
+
+    #[test]
+    fn auth_failure_stops_the_target_and_keeps_entries() {
+        let home = tempfile::tempdir().unwrap();
+        let ob = Outbox::open_with(home.path(), fast()).unwrap();
+        ob.enqueue(T, &[entry("a", 1, "x"), entry("b", 1, "y")], &[])
+            .unwrap();
+        let c = ob
+            .claim(&all(), 1, 10, u64::MAX, Duration::from_secs(3600))
+            .unwrap();
+        ob.settle(
+            &c[0],
+            0,
+            Duration::ZERO,
+            Some((ErrorClass::Auth, "403 Forbidden", None)),
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(10));
+        assert!(ob
+            .claim(&all(), 10, 10, u64::MAX, Duration::from_secs(3600))
+            .unwrap()
+            .is_empty());
+        assert_eq!(ob.pending(&all()).unwrap().0, 2);
+        assert_eq!(
+            ob.stats(None).unwrap()[0].connectivity,
+            Some(Connectivity::AuthFailed)
+        );
+        // After the probe interval, one stream is tried to probe the credentials.
+        assert_eq!(
+            ob.claim(&all(), 10, 10, u64::MAX, Duration::ZERO)
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_dead_owners_lease_is_free_at_once() {
+        let home = tempfile::tempdir().unwrap();
+        let ob = Outbox::open(home.path()).unwrap();
+        ob.enqueue(T, &[entry("s", 1, "x")], &[]).unwrap();
+        let conn = Connection::open(home.path().join(OUTBOX_FILE)).unwrap();
+        conn.execute(
+            "INSERT INTO leases VALUES (?1, 's', 'gone', ?2, 999999999, ?3)",
+            params![T, hostname(), now_ms() + 3_600_000],
+        )
+        .unwrap();
+        assert_eq!(
+            ob.claim(&all(), 10, 10, u64::MAX, Duration::ZERO)
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn large_payloads_are_references_and_a_drained_outbox_is_small() {
+        let home = tempfile::tempdir().unwrap();
+        let blob = home.path().join("blob");
+        std::fs::write(&blob, vec![7u8; 1 << 20]).unwrap();
+        let ob = Outbox::open(home.path()).unwrap();
+        let entries: Vec<NewEntry> = (0..5000)
+            .map(|i| NewEntry {
+                stream: format!("s{}", i % 50),
+                seq: i,
+                op: "cache.blob".into(),
+                subject: "x".into(),
+                payload: Payload::File {
+                    path: blob.clone(),
+                    offset: 0,
+                    len: 1 << 20,
+                },
+            })
+            .collect();
+        ob.enqueue(T, &entries, &[]).unwrap();
+        assert!(
+            std::fs::metadata(ob.path()).unwrap().len() < 4 << 20,
+            "no blob bytes inline"
+        );
+        loop {
+            let claims = ob
+                .claim(&all(), 50, 1000, u64::MAX, Duration::ZERO)
+                .unwrap();
+            if claims.is_empty() {
+                break;
+            }
+            for c in &claims {
+                assert_eq!(c.entries[0].payload.read().unwrap().len(), 1 << 20);
+                ob.settle(c, c.entries.len(), Duration::from_millis(1), None)
+                    .unwrap();
+            }
+        }
+        assert!(ob.compact_if_empty().unwrap());
+        let size = std::fs::metadata(ob.path()).unwrap().len();
+        assert!(size < 256 * 1024, "outbox.db is {size} bytes after a drain");
+    }
+}

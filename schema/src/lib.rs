@@ -1,12 +1,13 @@
 //! `sparkwing-schema` owns the database schemas of Sparkwing: the SQL
-//! migrations (as files under `schema/sqlite/`, embedded at compile time),
+//! migrations (as files under `schema/sqlite/` and `schema/outbox/`, embedded at compile time),
 //! the `sparkwing_schema_version` table that records which ones ran, applying
 //! the missing ones atomically, and the version-skew refusal.
 //!
 //! It knows nothing about pipelines, profiles or remotes.
 //!
 //! # Layout
-//! - [`SQLITE_MIGRATIONS`]: the ordered, append-only list for local `state.db`.
+//! - [`SQLITE_MIGRATIONS`]: the ordered, append-only list for local `state.db`;
+//!   [`OUTBOX_MIGRATIONS`] for `outbox.db`.
 //! - [`migrate_sqlite`]: bring a connection up to [`SQLITE_VERSION`], under a
 //!   write lock so that concurrent processes migrate exactly once.
 //! - [`SchemaError`]: including [`SchemaError::Skew`], whose text is the
@@ -25,14 +26,33 @@ pub struct Migration {
 }
 
 /// The SQLite migrations, oldest first. Append only: never edit a released one.
-pub const SQLITE_MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "0001_init.sql",
-    sql: include_str!("../sqlite/0001_init.sql"),
-}];
+pub const SQLITE_MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "0001_init.sql",
+        sql: include_str!("../sqlite/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "0002_run_targets.sql",
+        sql: include_str!("../sqlite/0002_run_targets.sql"),
+    },
+];
 
 /// The schema version this binary expects of `state.db`.
 pub const SQLITE_VERSION: u32 = SQLITE_MIGRATIONS[SQLITE_MIGRATIONS.len() - 1].version;
+
+/// The migrations of `outbox.db`, oldest first. Append only.
+pub const OUTBOX_MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "0001_outbox.sql",
+    sql: include_str!("../outbox/0001_outbox.sql"),
+}];
+
+/// Brings `outbox.db` to the version this binary expects (see [`migrate_sqlite`]).
+pub fn migrate_outbox(conn: &mut Connection) -> Result<u32, SchemaError> {
+    migrate_sqlite_with(conn, OUTBOX_MIGRATIONS)
+}
 
 /// Why a database could not be brought to the expected version.
 #[derive(Debug)]

@@ -870,6 +870,14 @@ impl Outbox {
         })
     }
 
+    /// Changes whenever another connection (another process) commits to
+    /// outbox.db: a cheap cross-process wake-up for idle actors.
+    pub fn data_version(&self) -> Result<i64> {
+        self.lock()
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(ctx("reading outbox.db's data version"))
+    }
+
     /// Gives freed pages back to the file system once the queue is empty.
     pub fn compact_if_empty(&self) -> Result<bool> {
         let conn = self.lock();

@@ -1,25 +1,27 @@
-//! `sparkwing-sync` owns the `Target` trait and its backends (`none`, object
-//! store, Postgres, controller), the replay actor that drains the outbox into
-//! a target, connectivity tracking and the classification of failures.
+//! `sparkwing-sync` owns the [`Target`] trait and its backends (`none`,
+//! object store, filesystem; Postgres and controller later), the replay
+//! [`actor`] that drains the outbox into targets, connectivity tracking and
+//! the classification of failures (DESIGN invariant 6).
 //!
 //! It knows nothing about the CLI, pipelines or HTML.
 //!
-//! Mode 1 replays to the `none` target: every write stays local. The other
-//! backends and the actor land with the sync engine (issue 3).
+//! # Layout
+//! - [`target`]: the [`Target`] contract, [`Op`] (what an outbox entry asks
+//!   for), [`TargetError`] and the remote object layout.
+//! - [`object`]: [`ObjectStoreTarget`] over any `Arc<dyn ObjectStore>`, and
+//!   the `filesystem` surface built on it.
+//! - [`none`]: the Mode 1 target: accepts and drops.
+//! - [`fault`]: a wrapper target that injects failures, delay and outages.
+//! - [`actor`]: [`SyncActor`]: claims, delivers, settles; `sync_once`.
+//! - [`conformance`]: the suite every target passes.
 
-/// The kind of remote a profile's writes are delivered to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum TargetKind {
-    /// Mode 1: nothing leaves the machine.
-    None,
-}
+pub mod actor;
+pub mod conformance;
+pub mod fault;
+pub mod none;
+pub mod object;
+pub mod target;
 
-impl TargetKind {
-    /// The name used in `sparkwing sync status` and in outbox entries.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TargetKind::None => "none",
-        }
-    }
-}
+pub use actor::{SyncActor, SyncConfig, SyncReport};
+pub use object::ObjectStoreTarget;
+pub use target::{Applied, Op, Target, TargetError};

@@ -1,0 +1,617 @@
+//! The replay actor: drains the outbox into targets.
+//!
+//! Concurrency: one pass ([`SyncActor::sync_once`]) claims up to
+//! `concurrency` streams across this actor's targets and delivers them in
+//! parallel; inside a stream, entries go strictly in order and delivery
+//! stops at the first failure. Outbox calls are blocking SQLite work, so
+//! they run on `spawn_blocking`, never on the async executor.
+//!
+//! Wake-ups: an in-process [`Notify`] (a run enqueues and pokes it), the
+//! outbox's `data_version` (another process committed), the earliest retry
+//! time, and a periodic tick.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sparkwing_outbox::{Claim, ErrorClass, Outbox, OutboxError};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+
+use crate::target::{Op, Target, TargetError};
+
+/// Tuning for an actor.
+#[derive(Debug, Clone, Copy)]
+pub struct SyncConfig {
+    /// Streams delivered at once.
+    pub concurrency: usize,
+    /// Entries taken from one stream per claim.
+    pub max_entries: usize,
+    /// Payload bytes taken from one stream per claim.
+    pub max_bytes: u64,
+    /// Consecutive events merged into one segment object.
+    pub max_events_per_segment: usize,
+    /// Idle re-check interval.
+    pub tick: Duration,
+    /// How often a target whose credentials failed is probed again.
+    pub auth_probe: Duration,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            concurrency: 8,
+            max_entries: 256,
+            max_bytes: 8 << 20,
+            max_events_per_segment: 256,
+            tick: Duration::from_secs(1),
+            auth_probe: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What passes delivered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    pub streams: u64,
+    pub delivered: u64,
+    pub bytes: u64,
+    pub failures: u64,
+}
+
+impl SyncReport {
+    fn add(&mut self, o: SyncReport) {
+        self.streams += o.streams;
+        self.delivered += o.delivered;
+        self.bytes += o.bytes;
+        self.failures += o.failures;
+    }
+}
+
+pub struct SyncActor {
+    outbox: Arc<Outbox>,
+    targets: HashMap<String, Arc<dyn Target>>,
+    ids: Vec<String>,
+    cfg: SyncConfig,
+    wake: Arc<Notify>,
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, OutboxError> + Send + 'static,
+) -> Result<T, OutboxError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+impl SyncActor {
+    /// An actor delivering the entries addressed to `targets` (and only those).
+    pub fn new(outbox: Arc<Outbox>, targets: Vec<Arc<dyn Target>>, cfg: SyncConfig) -> Self {
+        let ids = targets.iter().map(|t| t.id().to_string()).collect();
+        let targets = targets
+            .into_iter()
+            .map(|t| (t.id().to_string(), t))
+            .collect();
+        SyncActor {
+            outbox,
+            targets,
+            ids,
+            cfg,
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Poke this to make an idle actor look at the outbox at once.
+    pub fn waker(&self) -> Arc<Notify> {
+        Arc::clone(&self.wake)
+    }
+
+    pub fn target_ids(&self) -> &[String] {
+        &self.ids
+    }
+
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.outbox
+    }
+
+    /// Entries and bytes still queued for this actor's targets.
+    pub async fn pending(&self) -> Result<(u64, u64), OutboxError> {
+        let (ob, ids) = (Arc::clone(&self.outbox), self.ids.clone());
+        blocking(move || ob.pending(&ids)).await
+    }
+
+    /// One pass: claim ready streams, deliver them concurrently, settle.
+    pub async fn sync_once(&self) -> Result<SyncReport, OutboxError> {
+        let (ob, ids, cfg) = (Arc::clone(&self.outbox), self.ids.clone(), self.cfg);
+        let claims = blocking(move || {
+            ob.claim(
+                &ids,
+                cfg.concurrency,
+                cfg.max_entries,
+                cfg.max_bytes,
+                cfg.auth_probe,
+            )
+        })
+        .await?;
+        let mut report = SyncReport {
+            streams: claims.len() as u64,
+            ..Default::default()
+        };
+        let mut set = JoinSet::new();
+        for claim in claims {
+            let Some(target) = self.targets.get(&claim.target).cloned() else {
+                continue;
+            };
+            let max_events = cfg.max_events_per_segment;
+            set.spawn(async move {
+                let start = Instant::now();
+                let (n, err) = deliver(target.as_ref(), &claim, max_events).await;
+                (claim, n, start.elapsed(), err)
+            });
+        }
+        while let Some(joined) = set.join_next().await {
+            let (claim, n, took, err) = match joined {
+                Ok(x) => x,
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            };
+            report.delivered += n as u64;
+            report.bytes += claim.entries[..n]
+                .iter()
+                .map(|e| e.payload.len())
+                .sum::<u64>();
+            if err.is_some() {
+                report.failures += 1;
+            }
+            let ob = Arc::clone(&self.outbox);
+            blocking(move || {
+                let failure = err
+                    .as_ref()
+                    .map(|e| (e.class, e.message.as_str(), e.retry_after));
+                ob.settle(&claim, n, took, failure)
+            })
+            .await?;
+        }
+        Ok(report)
+    }
+
+    /// Delivers until nothing is pending or `deadline` passes. Returns what
+    /// was delivered; check [`SyncActor::pending`] for what is left.
+    pub async fn drain(&self, deadline: Instant) -> Result<SyncReport, OutboxError> {
+        let mut total = SyncReport::default();
+        loop {
+            let r = self.sync_once().await?;
+            total.add(r);
+            if self.pending().await?.0 == 0 || Instant::now() >= deadline {
+                return Ok(total);
+            }
+            if r.streams == 0 || r.failures > 0 {
+                // Nothing due: sleep until the next retry time (bounded).
+                let wait = self
+                    .until_next_due()
+                    .await?
+                    .min(deadline.saturating_duration_since(Instant::now()));
+                tokio::select! {
+                    _ = tokio::time::sleep(wait.max(Duration::from_millis(5))) => {}
+                    _ = self.wake.notified() => {}
+                }
+            }
+        }
+    }
+
+    async fn until_next_due(&self) -> Result<Duration, OutboxError> {
+        let (ob, ids) = (Arc::clone(&self.outbox), self.ids.clone());
+        let due = blocking(move || ob.next_due(&ids)).await?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        Ok(match due {
+            Some(t) if t > now => Duration::from_millis((t - now) as u64).min(self.cfg.tick),
+            Some(_) => Duration::from_millis(20),
+            None => self.cfg.tick,
+        })
+    }
+
+    /// Replays until `shutdown` resolves, then returns (it does not drain:
+    /// callers that want a final flush call [`SyncActor::drain`]).
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<SyncReport, OutboxError> {
+        tokio::pin!(shutdown);
+        let mut total = SyncReport::default();
+        let ob = Arc::clone(&self.outbox);
+        let mut version = blocking(move || ob.data_version()).await?;
+        loop {
+            let r = self.sync_once().await?;
+            total.add(r);
+            if r.streams > 0 && r.failures == 0 {
+                continue;
+            }
+            let idle_until = Instant::now() + self.until_next_due().await?;
+            loop {
+                let step = idle_until
+                    .saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(200));
+                tokio::select! {
+                    _ = &mut shutdown => return Ok(total),
+                    _ = self.wake.notified() => break,
+                    _ = tokio::time::sleep(step) => {}
+                }
+                let ob = Arc::clone(&self.outbox);
+                let v = blocking(move || ob.data_version()).await?;
+                if v != version {
+                    version = v;
+                    break;
+                }
+                if Instant::now() >= idle_until {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Delivers a claim's entries in order; returns how many succeeded and the
+/// error that stopped it, if any.
+async fn deliver(
+    target: &dyn Target,
+    claim: &Claim,
+    max_events: usize,
+) -> (usize, Option<TargetError>) {
+    let entries = &claim.entries;
+    let mut i = 0;
+    while i < entries.len() {
+        let e = &entries[i];
+        // Consecutive events of one run become one segment.
+        let mut n = 1;
+        if e.op == "state.event" {
+            while i + n < entries.len()
+                && n < max_events
+                && entries[i + n].op == "state.event"
+                && entries[i + n].subject == e.subject
+            {
+                n += 1;
+            }
+        }
+        let payloads: Vec<_> = entries[i..i + n]
+            .iter()
+            .map(|x| x.payload.clone())
+            .collect();
+        let body = match tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            for p in payloads {
+                out.extend(p.read()?);
+            }
+            Ok::<_, std::io::Error>(out)
+        })
+        .await
+        {
+            Ok(Ok(b)) => Bytes::from(b),
+            Ok(Err(err)) => {
+                let msg = format!("reading the local payload of {} {}: {err}", e.op, e.subject);
+                return (
+                    i,
+                    Some(TargetError {
+                        class: ErrorClass::Permanent,
+                        message: msg,
+                        retry_after: None,
+                    }),
+                );
+            }
+            Err(join) => std::panic::resume_unwind(join.into_panic()),
+        };
+        let op = match Op::from_entry(&e.op, &e.subject, e.seq, body) {
+            Ok(op) => op,
+            Err(err) => return (i, Some(err)),
+        };
+        if let Err(err) = target.apply(&op).await {
+            return (i, Some(err));
+        }
+        i += n;
+    }
+    (i, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fault::FaultTarget;
+    use crate::object::ObjectStoreTarget;
+    use crate::target::sha256_hex;
+    use sparkwing_outbox::backoff::DecorrelatedJitterBuilder;
+    use sparkwing_outbox::{Connectivity, NewEntry, Payload};
+
+    struct Rig {
+        _home: tempfile::TempDir,
+        _remote: tempfile::TempDir,
+        outbox: Arc<Outbox>,
+        target: Arc<FaultTarget>,
+        remote: std::path::PathBuf,
+    }
+
+    fn rig() -> Rig {
+        let home = tempfile::tempdir().unwrap();
+        let remote = tempfile::tempdir().unwrap();
+        let policy = DecorrelatedJitterBuilder {
+            base: Duration::from_millis(1),
+            cap: Duration::from_millis(10),
+            max_times: None,
+        };
+        let outbox = Arc::new(Outbox::open_with(home.path(), policy).unwrap());
+        let target = Arc::new(FaultTarget::new(Arc::new(ObjectStoreTarget::filesystem(
+            remote.path(),
+        ))));
+        let remote_path = remote.path().to_path_buf();
+        Rig {
+            _home: home,
+            _remote: remote,
+            outbox,
+            target,
+            remote: remote_path,
+        }
+    }
+
+    fn actor(r: &Rig) -> SyncActor {
+        let cfg = SyncConfig {
+            auth_probe: Duration::from_secs(3600),
+            ..Default::default()
+        };
+        SyncActor::new(
+            Arc::clone(&r.outbox),
+            vec![r.target.clone() as Arc<dyn Target>],
+            cfg,
+        )
+    }
+
+    fn log(run: &str, job: &str, seq: i64, text: &str) -> NewEntry {
+        NewEntry {
+            stream: format!("log/{run}/{job}"),
+            seq,
+            op: "log.chunk".into(),
+            subject: format!("{run}/{job}"),
+            payload: Payload::Inline(text.as_bytes().to_vec()),
+        }
+    }
+
+    fn event(run: &str, seq: i64) -> NewEntry {
+        NewEntry {
+            stream: format!("state/{run}"),
+            seq,
+            op: "state.event".into(),
+            subject: run.into(),
+            payload: Payload::Inline(format!("{{\"seq\":{seq}}}\n").into_bytes()),
+        }
+    }
+
+    fn far() -> Instant {
+        Instant::now() + Duration::from_secs(30)
+    }
+
+    #[tokio::test]
+    async fn delivers_streams_in_order_and_merges_events_into_segments() {
+        let r = rig();
+        let id = r.target.id().to_string();
+        let mut entries: Vec<NewEntry> = (0..5)
+            .map(|i| log("R1", "a", i, &format!("a{i}\n")))
+            .collect();
+        entries.extend((1..=10).map(|i| event("R1", i)));
+        entries.extend((0..3).map(|i| log("R1", "b", i, &format!("b{i}\n"))));
+        r.outbox.enqueue(&id, &entries, &[]).unwrap();
+        let a = actor(&r);
+        let rep = a.drain(far()).await.unwrap();
+        assert_eq!(rep.delivered, 18);
+        assert_eq!(a.pending().await.unwrap(), (0, 0));
+        let seg =
+            std::fs::read_to_string(r.remote.join("runs/R1/events/00000000000000000001.ndjson"))
+                .unwrap();
+        assert_eq!(seg.lines().count(), 10, "ten events, one object");
+        let journal = r.target.journal();
+        let a_chunks: Vec<_> = journal
+            .iter()
+            .filter(|k| k.starts_with("R1/a/"))
+            .cloned()
+            .collect();
+        let mut sorted = a_chunks.clone();
+        sorted.sort();
+        assert_eq!(a_chunks, sorted, "a stream replays in order");
+        let text: String = (0..5)
+            .map(|i| std::fs::read_to_string(r.remote.join(format!("R1/a/{i:010}.log"))).unwrap())
+            .collect();
+        assert_eq!(text, "a0\na1\na2\na3\na4\n");
+    }
+
+    #[tokio::test]
+    async fn transient_failures_back_off_then_recover() {
+        let r = rig();
+        let id = r.target.id().to_string();
+        r.outbox
+            .enqueue(
+                &id,
+                &[log("R", "j", 0, "x\n"), log("R", "j", 1, "y\n")],
+                &[],
+            )
+            .unwrap();
+        r.target.fail_next(3, ErrorClass::Transient, None);
+        let a = actor(&r);
+        let first = a.sync_once().await.unwrap();
+        assert_eq!((first.delivered, first.failures), (0, 1));
+        let st = &r.outbox.stats(None).unwrap()[0];
+        assert_eq!(st.connectivity, Some(Connectivity::Offline));
+        let rep = a.drain(far()).await.unwrap();
+        assert_eq!(rep.delivered, 2);
+        assert_eq!(
+            r.outbox.stats(None).unwrap()[0].connectivity,
+            Some(Connectivity::Online)
+        );
+    }
+
+    #[tokio::test]
+    async fn retry_after_is_honoured() {
+        let r = rig();
+        let id = r.target.id().to_string();
+        r.outbox
+            .enqueue(&id, &[log("R", "j", 0, "x\n")], &[])
+            .unwrap();
+        r.target
+            .fail_next(1, ErrorClass::Transient, Some(Duration::from_secs(30)));
+        let a = actor(&r);
+        a.sync_once().await.unwrap();
+        let due = r.outbox.next_due(&[id]).unwrap().unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        assert!(due >= now + 29_000, "due in {} ms", due - now);
+        assert_eq!(
+            a.sync_once().await.unwrap().streams,
+            0,
+            "nothing is due before Retry-After"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_permanent_failure_quarantines_one_entry_and_other_streams_flow() {
+        let r = rig();
+        let id = r.target.id().to_string();
+        // A malformed entry (bad subject) is permanent by construction.
+        let mut bad = log("R", "j", 0, "x\n");
+        bad.subject = "../escape".into();
+        bad.stream = "log/bad".into();
+        r.outbox
+            .enqueue(
+                &id,
+                &[
+                    bad,
+                    log("R", "ok", 0, "fine\n"),
+                    log("R", "ok", 1, "fine2\n"),
+                ],
+                &[],
+            )
+            .unwrap();
+        let a = actor(&r);
+        a.drain(Instant::now() + Duration::from_millis(300))
+            .await
+            .unwrap();
+        let st = &r.outbox.stats(None).unwrap()[0];
+        assert_eq!(st.quarantined, 1);
+        assert_eq!(st.pending_entries, 0);
+        assert_eq!(st.last_error_class.as_deref(), Some("permanent"));
+        assert!(r.remote.join("R/ok/0000000001.log").exists());
+    }
+
+    #[tokio::test]
+    async fn an_auth_failure_stops_the_target_and_keeps_its_entries() {
+        let r = rig();
+        let id = r.target.id().to_string();
+        r.outbox
+            .enqueue(
+                &id,
+                &[log("R", "a", 0, "x\n"), log("R", "b", 0, "y\n")],
+                &[],
+            )
+            .unwrap();
+        r.target.fail_next(100, ErrorClass::Auth, None);
+        let a = actor(&r);
+        a.drain(Instant::now() + Duration::from_millis(300))
+            .await
+            .unwrap();
+        assert_eq!(a.pending().await.unwrap().0, 2, "entries are kept");
+        assert_eq!(
+            r.outbox.stats(None).unwrap()[0].connectivity,
+            Some(Connectivity::AuthFailed)
+        );
+        assert!(r.target.journal().is_empty());
+        // Credentials fixed and the stop lifted: everything flows.
+        r.target.fail_next(0, ErrorClass::Auth, None);
+        r.outbox.retry(None).unwrap();
+        a.drain(far()).await.unwrap();
+        assert_eq!(a.pending().await.unwrap().0, 0);
+    }
+
+    #[tokio::test]
+    async fn entries_are_delivered_only_to_their_own_target() {
+        let r = rig();
+        let other = tempfile::tempdir().unwrap();
+        let other_t = Arc::new(ObjectStoreTarget::filesystem(other.path()));
+        r.outbox
+            .enqueue(other_t.id(), &[log("R", "elsewhere", 0, "z\n")], &[])
+            .unwrap();
+        r.outbox
+            .enqueue(r.target.id(), &[log("R", "mine", 0, "m\n")], &[])
+            .unwrap();
+        let a = actor(&r);
+        a.drain(far()).await.unwrap();
+        assert!(r.remote.join("R/mine/0000000000.log").exists());
+        assert!(!r.remote.join("R/elsewhere").exists());
+        assert!(
+            !other.path().join("R").exists(),
+            "the other target's actor has not run"
+        );
+        assert_eq!(r.outbox.pending(&[other_t.id().to_string()]).unwrap().0, 1);
+    }
+
+    #[tokio::test]
+    async fn a_manifest_waits_for_its_blobs() {
+        let r = rig();
+        let id = r.target.id().to_string();
+        let body = b"blob".to_vec();
+        let sha = sha256_hex(&body);
+        let key = sha256_hex(b"key");
+        let entries = vec![
+            NewEntry {
+                stream: "cache/k".into(),
+                seq: 0,
+                op: "cache.blob".into(),
+                subject: sha.clone(),
+                payload: Payload::Inline(body),
+            },
+            NewEntry {
+                stream: "cache/k".into(),
+                seq: 1,
+                op: "cache.manifest".into(),
+                subject: key.clone(),
+                payload: Payload::Inline(b"{}".to_vec()),
+            },
+        ];
+        r.outbox.enqueue(&id, &entries, &[]).unwrap();
+        r.target.fail_next(1, ErrorClass::Transient, None);
+        let a = actor(&r);
+        a.sync_once().await.unwrap();
+        assert!(
+            !r.remote.join(format!("keys/{key}.json")).exists(),
+            "no manifest before its blob"
+        );
+        a.drain(far()).await.unwrap();
+        assert_eq!(
+            r.target.journal(),
+            vec![crate::target::blob_key(&sha), format!("keys/{key}.json")]
+        );
+    }
+
+    #[tokio::test]
+    async fn run_wakes_on_notify_and_stops_on_shutdown() {
+        let r = rig();
+        let id = r.target.id().to_string();
+        let a = Arc::new(actor(&r));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let a2 = Arc::clone(&a);
+        let task = tokio::spawn(async move {
+            a2.run(async {
+                let _ = rx.await;
+            })
+            .await
+        });
+        r.outbox
+            .enqueue(&id, &[log("R", "j", 0, "live\n")], &[])
+            .unwrap();
+        a.waker().notify_one();
+        let start = Instant::now();
+        while !r.remote.join("R/j/0000000000.log").exists() {
+            assert!(start.elapsed() < Duration::from_secs(10), "not delivered");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tx.send(()).unwrap();
+        task.await.unwrap().unwrap();
+    }
+}

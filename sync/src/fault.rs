@@ -1,0 +1,118 @@
+//! A fault-injecting wrapper around any [`Target`], for tests of the actor
+//! and of whole runs: fail the next N applies with a given class, add
+//! delay, switch the target down and up. It also journals every apply.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use sparkwing_outbox::ErrorClass;
+
+use crate::target::{Applied, Op, Target, TargetError};
+
+#[derive(Debug, Default)]
+struct Faults {
+    fail_next: usize,
+    class: Option<ErrorClass>,
+    retry_after: Option<Duration>,
+    delay: Duration,
+    down: bool,
+    journal: Vec<String>,
+}
+
+/// Wraps a target with switchable faults. Same id as the inner target.
+#[derive(Debug)]
+pub struct FaultTarget {
+    inner: Arc<dyn Target>,
+    faults: Mutex<Faults>,
+}
+
+impl FaultTarget {
+    pub fn new(inner: Arc<dyn Target>) -> Self {
+        FaultTarget {
+            inner,
+            faults: Mutex::new(Faults::default()),
+        }
+    }
+
+    fn faults(&self) -> std::sync::MutexGuard<'_, Faults> {
+        self.faults.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The next `n` applies fail with `class`.
+    pub fn fail_next(&self, n: usize, class: ErrorClass, retry_after: Option<Duration>) {
+        let mut f = self.faults();
+        f.fail_next = n;
+        f.class = Some(class);
+        f.retry_after = retry_after;
+    }
+
+    /// Every call waits this long first.
+    pub fn set_delay(&self, d: Duration) {
+        self.faults().delay = d;
+    }
+
+    /// While down, every call fails as unreachable (transient).
+    pub fn set_down(&self, down: bool) {
+        self.faults().down = down;
+    }
+
+    /// The keys of the ops applied successfully, in order.
+    pub fn journal(&self) -> Vec<String> {
+        self.faults().journal.clone()
+    }
+
+    fn check(&self) -> Result<(), TargetError> {
+        let mut f = self.faults();
+        if f.down {
+            return Err(TargetError::transient(
+                "connection refused (injected outage)",
+            ));
+        }
+        if f.fail_next > 0 {
+            f.fail_next -= 1;
+            let class = f.class.unwrap_or(ErrorClass::Transient);
+            return Err(TargetError {
+                class,
+                message: format!("injected {} failure", class.as_str()),
+                retry_after: f.retry_after,
+            });
+        }
+        Ok(())
+    }
+
+    async fn pause(&self) {
+        let d = self.faults().delay;
+        if !d.is_zero() {
+            tokio::time::sleep(d).await;
+        }
+    }
+}
+
+#[async_trait]
+impl Target for FaultTarget {
+    fn id(&self) -> &str {
+        self.inner.id()
+    }
+
+    async fn apply(&self, op: &Op) -> Result<Applied, TargetError> {
+        self.pause().await;
+        self.check()?;
+        let r = self.inner.apply(op).await?;
+        self.faults().journal.push(op.key());
+        Ok(r)
+    }
+
+    async fn read(&self, key: &str) -> Result<Option<Bytes>, TargetError> {
+        self.pause().await;
+        self.check()?;
+        self.inner.read(key).await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, TargetError> {
+        self.pause().await;
+        self.check()?;
+        self.inner.list(prefix).await
+    }
+}

@@ -1,0 +1,183 @@
+//! [`ObjectStoreTarget`]: the remote layout on any `object_store` backend,
+//! and the `filesystem` surface (a shared or network-mounted directory).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use object_store::path::Path as ObjPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use tokio::sync::OnceCell;
+
+use crate::target::{sha256_hex, Applied, Op, Target, TargetError};
+
+/// Where the store comes from: given, or a directory opened on first use
+/// (a share that is not mounted yet is "offline", not an error at start).
+#[derive(Debug)]
+enum Source {
+    Store(Arc<dyn ObjectStore>),
+    Directory(PathBuf, OnceCell<Arc<dyn ObjectStore>>),
+}
+
+/// Writes the layout of DESIGN.md under `prefix` of an object store.
+#[derive(Debug)]
+pub struct ObjectStoreTarget {
+    id: String,
+    source: Source,
+    prefix: String,
+}
+
+impl ObjectStoreTarget {
+    /// A target over an existing store. `id` must identify the store and
+    /// prefix without secrets (e.g. `s3:bucket/prefix@endpoint`).
+    pub fn new(id: impl Into<String>, store: Arc<dyn ObjectStore>, prefix: &str) -> Self {
+        ObjectStoreTarget {
+            id: id.into(),
+            source: Source::Store(store),
+            prefix: prefix.trim_matches('/').to_string(),
+        }
+    }
+
+    /// The `filesystem` surface: the layout inside `dir`, which must exist
+    /// (it is never created, so an unmounted share is not silently
+    /// replaced by a local directory). Its id is `filesystem:<dir>`.
+    pub fn filesystem(dir: impl Into<PathBuf>) -> Self {
+        let dir = dir.into();
+        ObjectStoreTarget {
+            id: format!("filesystem:{}", dir.display()),
+            source: Source::Directory(dir, OnceCell::new()),
+            prefix: String::new(),
+        }
+    }
+
+    async fn store(&self) -> Result<&Arc<dyn ObjectStore>, TargetError> {
+        match &self.source {
+            Source::Store(s) => Ok(s),
+            Source::Directory(dir, cell) => {
+                if !dir.is_dir() {
+                    return Err(TargetError::transient(format!(
+                        "directory {} does not exist (is the share mounted?); create or mount it",
+                        dir.display()
+                    )));
+                }
+                cell.get_or_try_init(|| async {
+                    object_store::local::LocalFileSystem::new_with_prefix(dir)
+                        .map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
+                        .map_err(|e| classify(&e))
+                })
+                .await
+            }
+        }
+    }
+
+    fn path(&self, key: &str) -> ObjPath {
+        if self.prefix.is_empty() {
+            ObjPath::from(key)
+        } else {
+            ObjPath::from(format!("{}/{key}", self.prefix))
+        }
+    }
+}
+
+/// Sorts an `object_store` error into transient, auth or permanent.
+pub fn classify(e: &object_store::Error) -> TargetError {
+    use object_store::Error as E;
+    let msg = e.to_string();
+    match e {
+        E::PermissionDenied { .. } | E::Unauthenticated { .. } => TargetError::auth(msg),
+        E::InvalidPath { .. }
+        | E::NotSupported { .. }
+        | E::NotImplemented { .. }
+        | E::UnknownConfigurationKey { .. }
+        | E::Precondition { .. } => TargetError::permanent(msg),
+        _ => {
+            // Local file systems report through io::Error in the chain.
+            let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+            while let Some(s) = src {
+                if let Some(io) = s.downcast_ref::<std::io::Error>() {
+                    use std::io::ErrorKind as K;
+                    return match io.kind() {
+                        K::PermissionDenied => TargetError::auth(msg),
+                        K::InvalidInput | K::InvalidFilename => TargetError::permanent(msg),
+                        _ => TargetError::transient(msg),
+                    };
+                }
+                src = s.source();
+            }
+            TargetError::transient(msg)
+        }
+    }
+}
+
+#[async_trait]
+impl Target for ObjectStoreTarget {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    async fn apply(&self, op: &Op) -> Result<Applied, TargetError> {
+        let store = self.store().await?;
+        let path = self.path(&op.key());
+        if let Op::CacheBlob { sha256, body } = op {
+            let got = sha256_hex(body);
+            if &got != sha256 {
+                return Err(TargetError::permanent(format!(
+                    "cache blob {sha256} hashes to {got} locally; refusing to upload a corrupt blob"
+                )));
+            }
+            match store.head(&path).await {
+                Ok(_) => return Ok(Applied::AlreadyPresent),
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(classify(&e)),
+            }
+            let opts = PutOptions::from(PutMode::Create);
+            return match store
+                .put_opts(&path, PutPayload::from(body.clone()), opts)
+                .await
+            {
+                Ok(_) => Ok(Applied::Written),
+                // Another runner stored the same bytes first.
+                Err(object_store::Error::AlreadyExists { .. }) => Ok(Applied::AlreadyPresent),
+                Err(e) => Err(classify(&e)),
+            };
+        }
+        store
+            .put(&path, PutPayload::from(op.body().clone()))
+            .await
+            .map(|_| Applied::Written)
+            .map_err(|e| classify(&e))
+    }
+
+    async fn read(&self, key: &str) -> Result<Option<Bytes>, TargetError> {
+        let store = self.store().await?;
+        match store.get(&self.path(key)).await {
+            Ok(r) => r.bytes().await.map(Some).map_err(|e| classify(&e)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(classify(&e)),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, TargetError> {
+        let store = self.store().await?;
+        let full = self.path(prefix.trim_end_matches('/'));
+        let strip = if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.prefix)
+        };
+        let metas: Vec<object_store::ObjectMeta> = store
+            .list(Some(&full))
+            .try_collect()
+            .await
+            .map_err(|e| classify(&e))?;
+        let mut keys: Vec<String> = metas
+            .into_iter()
+            .map(|m| m.location.to_string())
+            .map(|k| k.strip_prefix(&strip).map(str::to_string).unwrap_or(k))
+            .collect();
+        keys.sort();
+        Ok(keys)
+    }
+}

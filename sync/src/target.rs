@@ -1,0 +1,231 @@
+//! The contract between the replay actor and a remote.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use sparkwing_outbox::ErrorClass;
+
+/// What one delivery asks a target to do. Built by the actor from outbox
+/// entries (consecutive `state.event` entries become one segment).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Events `first_seq..` of a run, one JSON object per line.
+    StateEvents {
+        run: String,
+        first_seq: i64,
+        body: Bytes,
+    },
+    /// The run summary, rewritten by the run's one owner.
+    RunSummary { run: String, body: Bytes },
+    /// One immutable chunk of a job's log.
+    LogChunk {
+        run: String,
+        job: String,
+        seq: i64,
+        body: Bytes,
+    },
+    /// A content-addressed cache blob; `sha256` is the hex digest of `body`.
+    CacheBlob { sha256: String, body: Bytes },
+    /// The manifest of a cache key (names blobs already delivered).
+    CacheManifest { key: String, body: Bytes },
+}
+
+impl Op {
+    /// The object key of this op in the remote layout (DESIGN "The remote
+    /// layouts"), relative to the surface's prefix.
+    pub fn key(&self) -> String {
+        match self {
+            Op::StateEvents { run, first_seq, .. } => {
+                format!("runs/{run}/events/{first_seq:020}.ndjson")
+            }
+            Op::RunSummary { run, .. } => format!("runs/{run}/run.json"),
+            Op::LogChunk { run, job, seq, .. } => format!("{run}/{job}/{seq:010}.log"),
+            Op::CacheBlob { sha256, .. } => blob_key(sha256),
+            Op::CacheManifest { key, .. } => format!("keys/{key}.json"),
+        }
+    }
+
+    pub fn body(&self) -> &Bytes {
+        match self {
+            Op::StateEvents { body, .. }
+            | Op::RunSummary { body, .. }
+            | Op::LogChunk { body, .. }
+            | Op::CacheBlob { body, .. }
+            | Op::CacheManifest { body, .. } => body,
+        }
+    }
+}
+
+/// `cas/<sha[..2]>/<sha>`.
+pub fn blob_key(sha256: &str) -> String {
+    format!("cas/{}/{sha256}", &sha256[..2.min(sha256.len())])
+}
+
+/// What a successful apply did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The object was written.
+    Written,
+    /// A content-addressed blob was already present: no body was sent.
+    AlreadyPresent,
+    /// The target keeps nothing (Mode 1).
+    Discarded,
+}
+
+/// A classified delivery failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetError {
+    pub class: ErrorClass,
+    pub message: String,
+    /// A server's `Retry-After`, honoured as the minimum wait.
+    pub retry_after: Option<Duration>,
+}
+
+impl TargetError {
+    pub fn transient(message: impl Into<String>) -> Self {
+        TargetError {
+            class: ErrorClass::Transient,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+    pub fn auth(message: impl Into<String>) -> Self {
+        TargetError {
+            class: ErrorClass::Auth,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+    pub fn permanent(message: impl Into<String>) -> Self {
+        TargetError {
+            class: ErrorClass::Permanent,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+}
+
+impl fmt::Display for TargetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.message, self.class.as_str())
+    }
+}
+
+impl std::error::Error for TargetError {}
+
+/// A remote that outbox entries are delivered to.
+///
+/// Contract, for every implementation (checked by [`crate::conformance`]):
+/// - `id` is stable and carries no secret; it is the outbox address of the
+///   entries meant for this target, and nothing else is ever delivered here.
+/// - `apply` is **idempotent**: applying an op twice has the effect of once.
+///   Objects keyed by `(run, stream, seq)` are immutable, so a repeat writes
+///   the same bytes; the run summary and manifests are rewritten whole.
+/// - `apply` is **atomic per object**: no reader sees a partial object.
+/// - A `CacheBlob` whose key is already present is not uploaded again
+///   ([`Applied::AlreadyPresent`]), and one whose body does not hash to its
+///   key is refused as [`ErrorClass::Permanent`] (never stored).
+/// - Failures are classified: unreachable, timeouts, 5xx and 429 are
+///   `Transient` (with `retry_after` when the server gave one); refused
+///   credentials are `Auth`; a request the remote will never accept is
+///   `Permanent`.
+/// - `read` returns `Ok(None)` for an absent key; `list` returns every key
+///   under a prefix of the layout, sorted.
+#[async_trait]
+pub trait Target: Send + Sync + fmt::Debug {
+    /// `kind:fingerprint`, e.g. `filesystem:/mnt/team/sparkwing`.
+    fn id(&self) -> &str;
+
+    /// Delivers one op.
+    async fn apply(&self, op: &Op) -> Result<Applied, TargetError>;
+
+    /// Reads one object of the layout.
+    async fn read(&self, key: &str) -> Result<Option<Bytes>, TargetError>;
+
+    /// Lists the keys under `prefix` (a layout prefix such as `runs/`).
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, TargetError>;
+}
+
+/// The hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl Op {
+    /// Builds the op an outbox entry asks for. A malformed entry is a
+    /// permanent error: retrying cannot fix it.
+    pub fn from_entry(op: &str, subject: &str, seq: i64, body: Bytes) -> Result<Op, TargetError> {
+        let bad = |why: &str| {
+            TargetError::permanent(format!("malformed outbox entry ({op} {subject:?}): {why}"))
+        };
+        let name_ok = |s: &str| {
+            !s.is_empty()
+                && !s.starts_with('.')
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        };
+        let hex_ok = |s: &str| {
+            s.len() == 64
+                && s.chars()
+                    .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        };
+        match op {
+            "state.event" => {
+                if !name_ok(subject) {
+                    return Err(bad("run id"));
+                }
+                Ok(Op::StateEvents {
+                    run: subject.into(),
+                    first_seq: seq,
+                    body,
+                })
+            }
+            "state.run" => {
+                if !name_ok(subject) {
+                    return Err(bad("run id"));
+                }
+                Ok(Op::RunSummary {
+                    run: subject.into(),
+                    body,
+                })
+            }
+            "log.chunk" => {
+                let (run, job) = subject.split_once('/').ok_or_else(|| bad("want run/job"))?;
+                if !name_ok(run) || !name_ok(job) {
+                    return Err(bad("run or job name"));
+                }
+                Ok(Op::LogChunk {
+                    run: run.into(),
+                    job: job.into(),
+                    seq,
+                    body,
+                })
+            }
+            "cache.blob" => {
+                if !hex_ok(subject) {
+                    return Err(bad("sha256"));
+                }
+                Ok(Op::CacheBlob {
+                    sha256: subject.into(),
+                    body,
+                })
+            }
+            "cache.manifest" => {
+                if !hex_ok(subject) {
+                    return Err(bad("cache key"));
+                }
+                Ok(Op::CacheManifest {
+                    key: subject.into(),
+                    body,
+                })
+            }
+            _ => Err(bad("unknown operation")),
+        }
+    }
+}

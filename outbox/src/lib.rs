@@ -499,7 +499,7 @@ impl Outbox {
                         (Some(o), Some(h), Some(p), Some(u)) => {
                             o != owner.id
                                 && u > now
-                                && !(h == owner.host && !pid_alive(p))
+                                && (h != owner.host || pid_alive(p))
                         }
                         _ => false,
                     };

@@ -6,6 +6,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -15,8 +16,10 @@ use crate::exec::{self, RunOptions};
 use crate::logs::{self, LogRequest};
 use crate::pipeline::{self, Pipeline};
 use crate::profile::{self, Request};
+use crate::remote::Remote;
+use crate::report::{self, duration_of, run_json};
 use crate::store::Store;
-use crate::util::{human_duration, now_ms, rfc3339_ms, table};
+use crate::util::{human_duration, rfc3339_ms, table};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -52,6 +55,49 @@ pub enum Command {
     Runs(RunsCmd),
     /// Show the profile that resolves, why, and what else was considered (secrets redacted).
     Profile(ProfileArgs),
+    /// The outbox and its replay to the profile's remote: status, daemon, flush, retry.
+    #[command(subcommand)]
+    Sync(SyncCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SyncCmd {
+    /// Per target: connectivity, pending writes by kind, oldest, last success and error, quarantined, drain estimate.
+    Status {
+        /// Only this profile's targets [default: every target in the outbox].
+        #[arg(long, value_name = "NAME")]
+        profile: Option<String>,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Replay in the foreground until stopped; on SIGTERM/SIGINT drain, then report what is left.
+    Daemon {
+        /// The profile whose targets to replay to.
+        #[arg(long, value_name = "NAME")]
+        profile: Option<String>,
+        /// How long to keep draining after the stop signal.
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration_arg)]
+        drain_timeout: Duration,
+    },
+    /// Deliver everything queued for the profile; exit 0 only once nothing is left (the last step of a CI job).
+    Flush {
+        /// The profile whose targets to flush.
+        #[arg(long, value_name = "NAME")]
+        profile: Option<String>,
+        /// Give up (exit 1) after this long.
+        #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration_arg)]
+        timeout: Duration,
+    },
+    /// Re-queue quarantined writes (after fixing their cause) and lift a credentials stop.
+    Retry {
+        /// Only this profile's targets [default: all].
+        #[arg(long, value_name = "NAME")]
+        profile: Option<String>,
+    },
+}
+
+fn parse_duration_arg(s: &str) -> Result<Duration, String> {
+    crate::util::parse_duration(s)
 }
 
 #[derive(Args, Debug)]
@@ -70,6 +116,9 @@ pub struct RunArgs {
     /// Pin this run's state, cache and logs to the local layout, whatever profile resolves.
     #[arg(long = "sw-local-only")]
     pub local_only: bool,
+    /// At exit, wait this long for the run's writes to reach the remote (the rest stays queued).
+    #[arg(long = "sw-sync-timeout", value_name = "DURATION", default_value = "30s", value_parser = parse_duration_arg)]
+    pub sync_timeout: Duration,
 }
 
 #[derive(Subcommand, Debug)]
@@ -197,6 +246,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
         }
         Command::Runs(cmd) => cmd_runs(cmd).map(|_| 0),
         Command::Profile(args) => cmd_profile(project_flag, args).map(|_| 0),
+        Command::Sync(cmd) => cmd_sync(project_flag, cmd),
     }
 }
 
@@ -224,6 +274,12 @@ fn cmd_run(project_flag: Option<&Path>, args: RunArgs) -> Result<u8> {
         pipe,
         RunOptions {
             home: home_dir()?,
+            remote: if resolved.local_only.is_some() {
+                Remote::default()
+            } else {
+                Remote::from_profile(&resolved.def)?
+            },
+            sync_timeout: args.sync_timeout,
             workers,
             no_cache: args.no_cache,
             profile: resolved.name.clone(),
@@ -330,14 +386,6 @@ fn cmd_pipeline_new(project_flag: Option<&Path>, name: &str) -> Result<()> {
     Ok(())
 }
 
-fn duration_of(start: Option<i64>, end: Option<i64>) -> Option<i64> {
-    match (start, end) {
-        (Some(s), Some(e)) => Some(e - s),
-        (Some(s), None) => Some(now_ms() - s),
-        _ => None,
-    }
-}
-
 fn fmt_ms(ms: Option<i64>) -> String {
     ms.map(|m| human_duration(std::time::Duration::from_millis(m.max(0) as u64)))
         .unwrap_or_else(|| "-".into())
@@ -392,28 +440,7 @@ fn cmd_runs(cmd: RunsCmd) -> Result<()> {
             let steps = store.steps(&r.id)?;
             let logs_dir = home.join("runs").join(&r.id);
             if output.format == Format::Json {
-                let jobs_v: Vec<_> = jobs
-                    .iter()
-                    .map(|j| {
-                        let mut v = serde_json::to_value(j).unwrap_or_default();
-                        v["duration_ms"] = json!(duration_of(j.started_at, j.finished_at));
-                        v["log"] = json!(logs::log_path(&home, &r.id, &j.name));
-                        v["steps"] = json!(steps
-                            .iter()
-                            .filter(|s| s.job == j.name)
-                            .map(|s| {
-                                let mut sv = serde_json::to_value(s).unwrap_or_default();
-                                sv["duration_ms"] = json!(duration_of(s.started_at, s.finished_at));
-                                sv
-                            })
-                            .collect::<Vec<_>>());
-                        v
-                    })
-                    .collect();
-                let mut v = run_json(&r);
-                v["logs_dir"] = json!(logs_dir);
-                v["jobs"] = json!(jobs_v);
-                return print_json(&v);
+                return print_json(&report::run_document(&store, &r, Some(&home))?);
             }
             let mut s = String::new();
             s.push_str(&format!("run       {}\npipeline  {}\nstatus    {}\nprofile   {}\nhost      {} (pid {})\nproject   {}\nstarted   {}\n",
@@ -495,34 +522,54 @@ fn cmd_runs(cmd: RunsCmd) -> Result<()> {
     Ok(())
 }
 
-fn run_json(r: &crate::store::RunRow) -> serde_json::Value {
-    json!({
-        "id": r.id,
-        "pipeline": r.pipeline,
-        "status": r.shown_status(),
-        "profile": r.profile,
-        "host": r.host,
-        "pid": r.pid,
-        "project_dir": r.project_dir,
-        "started_at": rfc3339_ms(r.started_at),
-        "finished_at": r.finished_at.map(rfc3339_ms),
-        "duration_ms": duration_of(Some(r.started_at), r.finished_at),
-        "error": r.error,
-    })
+fn cmd_sync(project_flag: Option<&Path>, cmd: SyncCmd) -> Result<u8> {
+    let flag = match &cmd {
+        SyncCmd::Status { profile, .. }
+        | SyncCmd::Daemon { profile, .. }
+        | SyncCmd::Flush { profile, .. }
+        | SyncCmd::Retry { profile } => profile.clone(),
+    };
+    let project = optional_project(project_flag)?;
+    let resolved = profile::resolve(
+        project.as_ref(),
+        &Request {
+            flag: flag.as_deref(),
+            pipeline: None,
+            local_only_flag: false,
+        },
+    )?;
+    let home = home_dir()?;
+    let explicit = flag.is_some();
+    match cmd {
+        SyncCmd::Status { output, .. } => {
+            crate::synccmd::status(&home, &resolved, explicit, output.format == Format::Json)
+                .map(|_| 0)
+        }
+        SyncCmd::Daemon { drain_timeout, .. } => {
+            crate::synccmd::daemon(&home, &resolved, drain_timeout)
+        }
+        SyncCmd::Flush { timeout, .. } => crate::synccmd::flush(&home, &resolved, timeout),
+        SyncCmd::Retry { .. } => crate::synccmd::retry(&home, &resolved, explicit).map(|_| 0),
+    }
+}
+
+/// The project when there is one (given, or found walking up), else `None`.
+fn optional_project(project_flag: Option<&Path>) -> Result<Option<pipeline::Project>> {
+    match project_flag {
+        Some(_) => Ok(Some(pipeline::load_project(project_flag)?)),
+        None => {
+            let cwd = std::env::current_dir()?;
+            match pipeline::find_project_dir(&cwd) {
+                Some(d) => Ok(Some(pipeline::load_project(Some(&d))?)),
+                None => Ok(None),
+            }
+        }
+    }
 }
 
 fn cmd_profile(project_flag: Option<&Path>, args: ProfileArgs) -> Result<()> {
     // The profile can be inspected outside a project too.
-    let project = match project_flag {
-        Some(_) => Some(pipeline::load_project(project_flag)?),
-        None => {
-            let cwd = std::env::current_dir()?;
-            match pipeline::find_project_dir(&cwd) {
-                Some(d) => Some(pipeline::load_project(Some(&d))?),
-                None => None,
-            }
-        }
-    };
+    let project = optional_project(project_flag)?;
     if args.pipeline.is_some() && project.is_none() {
         bail!("--pipeline needs a project: no .sparkwing/sparkwing.yaml here or above; pass --project DIR");
     }

@@ -24,8 +24,12 @@ use tokio::task::JoinSet;
 
 use crate::cache::{self, Cas, Manifest};
 use crate::pipeline::{Job, Pipeline, Project};
+use crate::remote::Remote;
+use crate::replicate::Replicator;
 use crate::store::{CacheEntry, JobEnd, NewRun, RunRow, Store};
 use crate::util::{self, human_duration, now_ms};
+use sparkwing_outbox::Outbox;
+use sparkwing_sync::{SyncActor, SyncConfig};
 
 /// How long a step gets to exit after SIGTERM before SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(3);
@@ -35,6 +39,10 @@ const PIPE_LINGER: Duration = Duration::from_millis(200);
 
 pub struct RunOptions {
     pub home: PathBuf,
+    /// The profile's remote surfaces (all local in Mode 1).
+    pub remote: Remote,
+    /// How long the run waits at exit for its writes to reach the remote.
+    pub sync_timeout: Duration,
     pub workers: usize,
     pub no_cache: bool,
     pub profile: String,
@@ -93,16 +101,52 @@ struct Ctx {
     cancel: watch::Receiver<bool>,
     /// Process groups of steps still alive, for a second Ctrl-C.
     groups: Arc<Mutex<HashSet<i32>>>,
+    /// Set when the profile has remote surfaces.
+    repl: Option<Arc<Replicator>>,
 }
 
+/// Runs a `state.db` call off the executor; when the run replicates, the
+/// events it wrote are enqueued right after (same blocking task).
 async fn db<T: Send + 'static>(
-    store: &Arc<Store>,
+    ctx: &Arc<Ctx>,
     f: impl FnOnce(&Store) -> Result<T> + Send + 'static,
 ) -> Result<T> {
-    let store = Arc::clone(store);
-    tokio::task::spawn_blocking(move || f(&store))
-        .await
-        .map_err(|e| anyhow!("state.db task failed: {e}"))?
+    let (store, repl, run) = (Arc::clone(&ctx.store), ctx.repl.clone(), ctx.run_id.clone());
+    tokio::task::spawn_blocking(move || {
+        let out = f(&store)?;
+        if let Some(r) = repl {
+            sync_warn(r.events(&store, &run));
+        }
+        Ok(out)
+    })
+    .await
+    .map_err(|e| anyhow!("state.db task failed: {e}"))?
+}
+
+/// Enqueues something for the remote (no-op in Mode 1), off the executor.
+async fn replicate(
+    ctx: &Arc<Ctx>,
+    f: impl FnOnce(&Replicator, &Store) -> Result<usize> + Send + 'static,
+) {
+    let Some(repl) = ctx.repl.clone() else { return };
+    let store = Arc::clone(&ctx.store);
+    let r = tokio::task::spawn_blocking(move || f(&repl, &store)).await;
+    match r {
+        Ok(r) => sync_warn(r),
+        Err(e) => sync_warn::<usize>(Err(anyhow!("{e}"))),
+    }
+}
+
+/// Queueing for sync is best effort during a run: the local write already
+/// happened, and `sparkwing sync flush` re-derives anything missing. Say so
+/// once.
+fn sync_warn<T>(r: Result<T>) {
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if let Err(e) = r {
+        if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            eprintln!("sparkwing: could not queue this run's writes for sync ({e:#}); they are safe locally and `sparkwing sync flush` will queue them");
+        }
+    }
 }
 
 /// Runs `pipeline` and returns the process exit code: 0 when every job
@@ -127,6 +171,7 @@ pub fn run_pipeline(project: &Project, pipeline: &Pipeline, opts: RunOptions) ->
     };
     let new = NewRun {
         run: &row,
+        targets: opts.remote.run_targets(),
         jobs: pipeline
             .jobs
             .iter()
@@ -144,6 +189,26 @@ pub fn run_pipeline(project: &Project, pipeline: &Pipeline, opts: RunOptions) ->
             .collect(),
     };
     store.create_run(&new)?;
+    // Mode 2+: open the outbox, the actor that drains it, and the replicator
+    // that feeds it. Earlier runs' leftovers (a crash) are queued first.
+    let sync = if opts.remote.is_local() {
+        None
+    } else {
+        let outbox = Arc::new(Outbox::open(&opts.home)?);
+        let actor = Arc::new(SyncActor::new(
+            Arc::clone(&outbox),
+            opts.remote.targets(),
+            SyncConfig::default(),
+        ));
+        let repl = Arc::new(Replicator::new(
+            outbox,
+            opts.home.clone(),
+            new.targets.clone(),
+            Some(actor.waker()),
+        ));
+        sync_warn(repl.reconcile(&store));
+        Some((actor, repl))
+    };
     eprintln!(
         "sparkwing: run {run_id} · pipeline {} · profile {} · logs {}",
         pipeline.name,
@@ -169,11 +234,28 @@ pub fn run_pipeline(project: &Project, pipeline: &Pipeline, opts: RunOptions) ->
         prefix: opts.workers > 1 && pipeline.has_parallel_jobs(),
         cancel: cancel_rx,
         groups: Arc::clone(&groups),
+        repl: sync.as_ref().map(|(_, r)| Arc::clone(r)),
     });
     let started = Instant::now();
-    let result = rt.block_on(async {
+    let (stop_actor, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (result, actor_task) = rt.block_on(async {
         tokio::spawn(watch_signals(cancel_tx, groups));
-        schedule(Arc::clone(&ctx), pipeline, opts.workers.max(1)).await
+        let actor_task = sync.as_ref().map(|(actor, _)| {
+            let actor = Arc::clone(actor);
+            tokio::spawn(async move {
+                actor
+                    .run(async {
+                        let _ = stopped.await;
+                    })
+                    .await
+            })
+        });
+        let run = run_id.clone();
+        replicate(&ctx, move |r, s| r.summary(s, &run)).await;
+        (
+            schedule(Arc::clone(&ctx), pipeline, opts.workers.max(1)).await,
+            actor_task,
+        )
     });
     let results = match result {
         Ok(r) => r,
@@ -193,8 +275,21 @@ pub fn run_pipeline(project: &Project, pipeline: &Pipeline, opts: RunOptions) ->
         "failed"
     };
     store.run_finished(&run_id, status, None)?;
-    rt.shutdown_timeout(Duration::from_millis(100));
     print_summary(&run_id, status, started.elapsed(), &results);
+    if let Some((actor, repl)) = &sync {
+        sync_warn(
+            repl.events(&store, &run_id)
+                .and_then(|_| repl.summary(&store, &run_id)),
+        );
+        let _ = stop_actor.send(());
+        rt.block_on(async {
+            if let Some(t) = actor_task {
+                let _ = t.await;
+            }
+            finish_sync(actor, opts.sync_timeout).await;
+        });
+    }
+    rt.shutdown_timeout(Duration::from_millis(100));
     Ok(match status {
         "success" => 0,
         "cancelled" => 130,
@@ -389,7 +484,7 @@ async fn finish_unstarted(
     why: &str,
 ) -> Result<()> {
     let (run, job, why) = (ctx.run_id.clone(), job.to_string(), why.to_string());
-    db(&ctx.store, move |s| {
+    db(ctx, move |s| {
         s.job_finished(
             &run,
             &job,
@@ -405,17 +500,57 @@ async fn finish_unstarted(
     .await
 }
 
-/// Job output: the log file plus the terminal.
+/// How often, at most, log output is queued for the remote while a step runs.
+const SHIP_EVERY: Duration = Duration::from_secs(1);
+const SHIP_BYTES: u64 = 256 * 1024;
+
+/// A job's log file and how much of it has been queued for the remote.
+struct LogFile {
+    file: File,
+    written: u64,
+    shipped: u64,
+    shipped_at: Instant,
+}
+
+/// Job output: the log file, the terminal, and (Mode 2+) the outbox.
 struct Sink {
-    log: Mutex<File>,
+    log: Mutex<LogFile>,
     prefix: Option<String>,
+    ship: Option<(Arc<Replicator>, String, String)>,
 }
 
 impl Sink {
+    /// Queues the log bytes written so far when `force`, or when enough
+    /// bytes or time have gone by. Called with the log lock held, so chunks
+    /// are queued in file order.
+    fn ship_locked(&self, log: &mut LogFile, force: bool) {
+        let Some((repl, run, job)) = &self.ship else {
+            return;
+        };
+        let due = log.written - log.shipped >= SHIP_BYTES || log.shipped_at.elapsed() >= SHIP_EVERY;
+        if log.written > log.shipped && (force || due) {
+            // Durable before it is referenced from the outbox.
+            let _ = log.file.sync_data();
+            sync_warn(repl.log(run, job, log.written));
+            log.shipped = log.written;
+            log.shipped_at = Instant::now();
+        }
+    }
+
+    fn ship_now(&self) {
+        if let Ok(mut log) = self.log.lock() {
+            let _ = log.file.sync_data();
+            self.ship_locked(&mut log, true);
+        }
+    }
+
     fn line(&self, line: &[u8]) {
-        if let Ok(mut f) = self.log.lock() {
+        if let Ok(mut log) = self.log.lock() {
             // A full disk must not stop the step; the run still records it.
-            let _ = f.write_all(line);
+            if log.file.write_all(line).is_ok() {
+                log.written += line.len() as u64;
+            }
+            self.ship_locked(&mut log, false);
         }
         let mut out = std::io::stdout().lock();
         if let Some(p) = &self.prefix {
@@ -450,7 +585,7 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
                     let why = format!("computing the cache key: {e:#}");
                     eprintln!("sparkwing: job {name}: {why}");
                     let (run, jn, k) = (run.clone(), jname.clone(), why.clone());
-                    db(&ctx.store, move |s| {
+                    db(ctx, move |s| {
                         s.job_finished(
                             &run,
                             &jn,
@@ -476,13 +611,13 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
     };
     {
         let (run, jn, k) = (run.clone(), jname.clone(), key.clone());
-        db(&ctx.store, move |s| s.job_started(&run, &jn, k.as_deref())).await?;
+        db(ctx, move |s| s.job_started(&run, &jn, k.as_deref())).await?;
     }
 
     // A cache hit restores the outputs and skips the steps.
     if let (Some(k), false) = (&key, ctx.no_cache) {
         let k2 = k.clone();
-        if let Some(entry) = db(&ctx.store, move |s| s.cache_get(&k2)).await? {
+        if let Some(entry) = db(ctx, move |s| s.cache_get(&k2)).await? {
             let dir = ctx.project_dir.clone();
             let cas_home = ctx.home.clone();
             let manifest = entry.manifest.clone();
@@ -497,7 +632,7 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
                     let note = format!("restored from run {}", entry.run_id);
                     eprintln!("sparkwing: job {name}: cache hit, {n} file(s) {note}");
                     let (run, jn, from) = (run.clone(), jname.clone(), entry.run_id.clone());
-                    db(&ctx.store, move |s| {
+                    db(ctx, move |s| {
                         s.job_finished(
                             &run,
                             &jn,
@@ -530,9 +665,19 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
         .append(true)
         .open(&log_path)
         .with_context(|| format!("opening {}", log_path.display()))?;
+    let written = log.metadata().map(|m| m.len()).unwrap_or(0);
     let sink = Arc::new(Sink {
-        log: Mutex::new(log),
+        log: Mutex::new(LogFile {
+            file: log,
+            written,
+            shipped: written,
+            shipped_at: Instant::now(),
+        }),
         prefix: ctx.prefix.then(|| format!("[{name}] ")),
+        ship: ctx
+            .repl
+            .clone()
+            .map(|r| (r, ctx.run_id.clone(), name.to_string())),
     });
     if !ctx.prefix {
         eprintln!("sparkwing: ▶ {name}");
@@ -543,7 +688,7 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
     for (i, step) in job.steps.iter().enumerate() {
         {
             let (run, jn) = (run.clone(), jname.clone());
-            db(&ctx.store, move |s| s.step_started(&run, &jn, i)).await?;
+            db(ctx, move |s| s.step_started(&run, &jn, i)).await?;
         }
         let wd = match &job.working_directory {
             Some(w) => ctx.project_dir.join(w),
@@ -563,10 +708,10 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
             ctx.project_dir.to_string_lossy().into_owned(),
         ));
         let end = run_step(ctx, &step.run, &wd, &env, deadline, &sink, &mut lingering).await;
-        // The step's output is durable before the step is recorded as done.
-        if let Ok(f) = sink.log.lock() {
-            let _ = f.sync_data();
-        }
+        // The step's output is durable (and queued) before the step is
+        // recorded as done.
+        let s2 = Arc::clone(&sink);
+        let _ = tokio::task::spawn_blocking(move || s2.ship_now()).await;
         let (st, code, fail) = match end {
             Ok(StepEnd::Exited(0)) => ("success", Some(0), None),
             Ok(StepEnd::Exited(c)) => (
@@ -616,7 +761,7 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
         };
         {
             let (run, jn) = (run.clone(), jname.clone());
-            db(&ctx.store, move |s| s.step_finished(&run, &jn, i, st, code)).await?;
+            db(ctx, move |s| s.step_finished(&run, &jn, i, st, code)).await?;
         }
         if fail.is_some() {
             failure = fail;
@@ -629,9 +774,8 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
         let _ = tokio::time::timeout(Duration::from_secs(5), done).await;
         ctx.groups.lock().map(|mut g| g.remove(&pgid)).ok();
     }
-    if let Ok(f) = sink.log.lock() {
-        let _ = f.sync_data();
-    }
+    let s2 = Arc::clone(&sink);
+    let _ = tokio::task::spawn_blocking(move || s2.ship_now()).await;
 
     let mut cache_note = "-".to_string();
     if let (None, Some(k), Some(spec)) = (&failure, &key, &job.cache) {
@@ -656,7 +800,9 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
                     expires_at: spec.ttl.map(|t| now.saturating_add(t.as_millis() as i64)),
                     manifest: serde_json::to_string(&m)?,
                 };
-                db(&ctx.store, move |s| s.cache_put(&entry)).await?;
+                let queued = entry.clone();
+                db(ctx, move |s| s.cache_put(&entry)).await?;
+                replicate(ctx, move |r, _| r.cache(&queued)).await;
                 cache_note = format!("stored ({} file(s))", m.files.len());
             }
             Err(e) => failure = Some((JobStatus::Failed, format!("{e:#}"))),
@@ -675,7 +821,7 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
         "skipped"
     };
     let (st, err) = (status.as_str(), error.clone());
-    db(&ctx.store, move |s| {
+    db(ctx, move |s| {
         s.job_finished(
             &run,
             &jname,
@@ -804,4 +950,25 @@ fn pump(mut reader: std::io::PipeReader, sink: &Sink) {
     if !pending.is_empty() {
         sink.line(&pending);
     }
+}
+
+/// Waits up to `timeout` for the run's writes to reach the remote, then
+/// says in one line what is left and how it will be delivered.
+async fn finish_sync(actor: &SyncActor, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let drained = actor.drain(deadline).await;
+    let line = match (drained, actor.pending().await) {
+        (Ok(_), Ok((0, _))) => format!("sparkwing: synced to {}", actor.target_ids().join(", ")),
+        (_, Ok((n, bytes))) => {
+            let why = crate::synccmd::blocking_reason(actor).await;
+            format!(
+                "sparkwing: {n} write(s) ({}) not yet delivered to {}{why}; they are safe in {} and go out with the next run, `sparkwing sync daemon` or `sparkwing sync flush`",
+                crate::synccmd::human_bytes(bytes),
+                actor.target_ids().join(", "),
+                actor.outbox().path().display()
+            )
+        }
+        (_, Err(e)) => format!("sparkwing: could not read the outbox: {e}"),
+    };
+    eprintln!("{line}");
 }

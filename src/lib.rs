@@ -6,9 +6,13 @@
 //! - [`pipeline`]: `.sparkwing/sparkwing.yaml`: discovery, parsing, validation.
 //! - [`profile`]: profile files, selection, validation, redaction.
 //! - [`exec`]: runs a pipeline's job DAG: processes, timeouts, signals.
+//! - [`synccmd`]: `sparkwing sync` status, daemon, flush, retry.
 //! - [`store`]: `state.db`: runs, jobs, steps, events, cache index.
 //! - [`cache`]: cache keys, the content-addressed store, restore.
 //! - [`logs`]: per-job log files; tail and follow.
+//! - [`remote`]: a profile's remote surfaces as sync targets.
+//! - [`replicate`]: local writes into outbox entries; crash recovery (reconcile).
+//! - [`report`]: the JSON documents of runs (CLI output and remote summaries).
 //! - [`yaml`]: YAML helpers with file:line:column errors.
 //! - [`util`]: run IDs, clocks, durations.
 
@@ -18,6 +22,10 @@ pub mod exec;
 pub mod logs;
 pub mod pipeline;
 pub mod profile;
+pub mod remote;
+pub mod replicate;
+pub mod report;
 pub mod store;
+pub mod synccmd;
 pub mod util;
 pub mod yaml;

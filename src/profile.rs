@@ -261,6 +261,11 @@ fn validate_surface(at: &str, role: &str, s: &Surface) -> Result<()> {
             bail!("{at}: type {t} holds run state only; use filesystem, s3, gcs or azure-blob for {role}")
         }
         Filesystem if !nonempty(&s.path) => bail!("{at}: type filesystem needs `path:` (a directory)"),
+        Filesystem
+            if !s.path.as_deref().is_some_and(|p| p.starts_with('/') || p.starts_with("~/")) =>
+        {
+            bail!("{at}: filesystem path must be absolute (or start with ~/)")
+        }
         S3 | Gcs | AzureBlob if !nonempty(&s.bucket) => {
             bail!("{at}: type {t} needs `bucket:`")
         }
@@ -485,7 +490,7 @@ impl Resolved {
             }
         }
         for (role, s) in surfaces(&self.def) {
-            if s.kind != SurfaceType::Sqlite {
+            if !matches!(s.kind, SurfaceType::Sqlite | SurfaceType::Filesystem) {
                 bail!(
                     "{at}: {role}: type {} is recognized but not implemented in this build; use --sw-local-only to run locally",
                     s.kind.as_str()

@@ -90,9 +90,29 @@ pub struct CacheEntry {
     pub manifest: String,
 }
 
+/// The remote targets a run replicates to (`None`: that surface is local).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunTargets {
+    pub state: Option<String>,
+    pub logs: Option<String>,
+    pub cache: Option<String>,
+}
+
+/// One row of a run's event log.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventRow {
+    pub run: String,
+    pub seq: i64,
+    pub ts: i64,
+    pub kind: String,
+    pub job: Option<String>,
+    pub data: Value,
+}
+
 /// A new run, with its jobs (name, needs) and steps (job, index, name).
 pub struct NewRun<'a> {
     pub run: &'a RunRow,
+    pub targets: RunTargets,
     pub jobs: Vec<(String, Vec<String>)>,
     pub steps: Vec<(String, usize, String)>,
 }
@@ -171,9 +191,22 @@ impl Store {
         let r = new.run;
         self.with_tx(|tx| {
             tx.execute(
-                "INSERT INTO runs (id, pipeline, status, profile, project_dir, host, pid, started_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![r.id, r.pipeline, r.status, r.profile, r.project_dir, r.host, r.pid, r.started_at],
+                "INSERT INTO runs (id, pipeline, status, profile, project_dir, host, pid, started_at,
+                                   state_target, logs_target, cache_target)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![
+                    r.id,
+                    r.pipeline,
+                    r.status,
+                    r.profile,
+                    r.project_dir,
+                    r.host,
+                    r.pid,
+                    r.started_at,
+                    new.targets.state,
+                    new.targets.logs,
+                    new.targets.cache
+                ],
             )?;
             for (i, (name, needs)) in new.jobs.iter().enumerate() {
                 tx.execute(
@@ -386,6 +419,69 @@ impl Store {
 
     pub fn run_status(&self, run: &str) -> Result<String> {
         Ok(self.find_run(run)?.shown_status().to_string())
+    }
+
+    /// Events of a run after `after_seq`, in order.
+    pub fn events_after(&self, run: &str, after_seq: i64) -> Result<Vec<EventRow>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT seq, ts, kind, job, data FROM events WHERE run_id = ?1 AND seq > ?2 ORDER BY seq",
+            )?;
+            let rows = st.query_map(params![run, after_seq], |r| {
+                let data: String = r.get(4)?;
+                Ok(EventRow {
+                    run: run.to_string(),
+                    seq: r.get(0)?,
+                    ts: r.get(1)?,
+                    kind: r.get(2)?,
+                    job: r.get(3)?,
+                    data: serde_json::from_str(&data).unwrap_or(Value::Null),
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// The runs that replicate anything to `target`, oldest first, with
+    /// their targets.
+    pub fn runs_for_target(&self, target: &str) -> Result<Vec<(RunRow, RunTargets)>> {
+        self.read(|c| {
+            let mut st = c.prepare(
+                "SELECT id, pipeline, status, profile, project_dir, host, pid, started_at, finished_at, error,
+                        state_target, logs_target, cache_target
+                 FROM runs WHERE state_target = ?1 OR logs_target = ?1 OR cache_target = ?1
+                 ORDER BY started_at, id",
+            )?;
+            let rows = st.query_map([target], |r| {
+                Ok((
+                    run_row(r)?,
+                    RunTargets { state: r.get(10)?, logs: r.get(11)?, cache: r.get(12)? },
+                ))
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// The cache entries a run produced (still current).
+    pub fn cache_entries_of_run(&self, run: &str) -> Result<Vec<CacheEntry>> {
+        self.read(|c| {
+            let mut st = c.prepare(
+                "SELECT key, job, pipeline, run_id, created_at, expires_at, manifest FROM cache_entries
+                 WHERE run_id = ?1 ORDER BY created_at",
+            )?;
+            let rows = st.query_map([run], |r| {
+                Ok(CacheEntry {
+                    key: r.get(0)?,
+                    job: r.get(1)?,
+                    pipeline: r.get(2)?,
+                    run_id: r.get(3)?,
+                    created_at: r.get(4)?,
+                    expires_at: r.get(5)?,
+                    manifest: r.get(6)?,
+                })
+            })?;
+            rows.collect()
+        })
     }
 
     /// The live cache entry for `key`, if any (expired entries are ignored).

@@ -37,6 +37,9 @@ pub struct SyncConfig {
     pub tick: Duration,
     /// How often a target whose credentials failed is probed again.
     pub auth_probe: Duration,
+    /// After a wake-up, wait this long so writes arriving together go out
+    /// together (fewer, larger objects: object stores bill per request).
+    pub linger: Duration,
 }
 
 impl Default for SyncConfig {
@@ -48,6 +51,7 @@ impl Default for SyncConfig {
             max_events_per_segment: 256,
             tick: Duration::from_secs(1),
             auth_probe: Duration::from_secs(60),
+            linger: Duration::from_millis(200),
         }
     }
 }
@@ -229,23 +233,31 @@ impl SyncActor {
                 continue;
             }
             let idle_until = Instant::now() + self.until_next_due().await?;
+            let mut woken = false;
             loop {
                 let step = idle_until
                     .saturating_duration_since(Instant::now())
                     .min(Duration::from_millis(200));
                 tokio::select! {
                     _ = &mut shutdown => return Ok(total),
-                    _ = self.wake.notified() => break,
+                    _ = self.wake.notified() => { woken = true; break }
                     _ = tokio::time::sleep(step) => {}
                 }
                 let ob = Arc::clone(&self.outbox);
                 let v = blocking(move || ob.data_version()).await?;
                 if v != version {
                     version = v;
+                    woken = true;
                     break;
                 }
                 if Instant::now() >= idle_until {
                     break;
+                }
+            }
+            if woken && !self.cfg.linger.is_zero() {
+                tokio::select! {
+                    _ = &mut shutdown => return Ok(total),
+                    _ = tokio::time::sleep(self.cfg.linger) => {}
                 }
             }
         }

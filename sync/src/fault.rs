@@ -1,6 +1,9 @@
 //! A fault-injecting wrapper around any [`Target`], for tests of the actor
 //! and of whole runs: fail the next N applies with a given class, add
 //! delay, switch the target down and up. It also journals every apply.
+//! [`JournalTarget`] appends every successful apply to a file, so tests of
+//! several processes can check that nothing was applied twice or out of
+//! order.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -113,6 +116,51 @@ impl Target for FaultTarget {
     async fn list(&self, prefix: &str) -> Result<Vec<String>, TargetError> {
         self.pause().await;
         self.check()?;
+        self.inner.list(prefix).await
+    }
+}
+
+/// Appends `<pid> <key>` to a file after every successful apply. Each line
+/// is one `O_APPEND` write, so lines from several processes never interleave.
+#[derive(Debug)]
+pub struct JournalTarget {
+    inner: Arc<dyn Target>,
+    file: Mutex<std::fs::File>,
+}
+
+impl JournalTarget {
+    pub fn new(inner: Arc<dyn Target>, path: &std::path::Path) -> std::io::Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(JournalTarget {
+            inner,
+            file: Mutex::new(file),
+        })
+    }
+}
+
+#[async_trait]
+impl Target for JournalTarget {
+    fn id(&self) -> &str {
+        self.inner.id()
+    }
+
+    async fn apply(&self, op: &Op) -> Result<Applied, TargetError> {
+        let r = self.inner.apply(op).await?;
+        let line = format!("{} {} {}\n", std::process::id(), self.inner.id(), op.key());
+        let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        std::io::Write::write_all(&mut *f, line.as_bytes())
+            .map_err(|e| TargetError::transient(format!("writing the journal: {e}")))?;
+        Ok(r)
+    }
+
+    async fn read(&self, key: &str) -> Result<Option<Bytes>, TargetError> {
+        self.inner.read(key).await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, TargetError> {
         self.inner.list(prefix).await
     }
 }

@@ -8,4 +8,5 @@ mod pipelines;
 mod profiles;
 mod run;
 mod signals;
+mod sync;
 mod util;

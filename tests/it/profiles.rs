@@ -133,6 +133,7 @@ fn every_profile_error_is_clear_and_stops_before_running() {
         ("profiles:\n  p:\n    cache: { type: gcs, bucket: '' }\n", &["needs `bucket:`"]),
         ("profiles:\n  p:\n    logs: { type: azure-blob }\n", &["needs `bucket:`"]),
         ("profiles:\n  p:\n    logs: { type: filesystem }\n", &["needs `path:`"]),
+        ("profiles:\n  p:\n    logs: { type: filesystem, path: rel/dir }\n", &["must be absolute"]),
         ("profiles:\n  p:\n    state: { type: postgres }\n", &["url_source: env:VAR"]),
         ("profiles:\n  p:\n    state: { type: postgres, url: 'postgres://a', url_source: 'env:X' }\n", &["exactly one of `url` or `url_source`"]),
         ("profiles:\n  p:\n    state: { type: postgres, url_source: 'vault:x' }\n", &["write `url_source: env:VAR`"]),
@@ -192,10 +193,6 @@ fn recognized_types_this_build_cannot_run_fail_at_run_start() {
         (
             "logs: { type: azure-blob, bucket: b }",
             "type azure-blob is recognized but not implemented in this build",
-        ),
-        (
-            "state: { type: filesystem, path: /tmp/x }",
-            "type filesystem is recognized but not implemented in this build",
         ),
         (
             "state: { type: postgres, url: 'postgres://u:pw@db/x' }",

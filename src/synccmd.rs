@@ -1,0 +1,351 @@
+//! `sparkwing sync status | daemon | flush | retry`, and the words used to
+//! report on the outbox.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+use sparkwing_outbox::{Connectivity, Outbox, TargetStats, OUTBOX_FILE};
+use sparkwing_sync::{SyncActor, SyncConfig};
+
+use crate::profile::Resolved;
+use crate::remote::Remote;
+use crate::replicate::Replicator;
+use crate::store::Store;
+use crate::util::{human_duration, now_ms, rfc3339_ms};
+
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn ago(ms: i64) -> String {
+    human_duration(Duration::from_millis((now_ms() - ms).max(0) as u64))
+}
+
+/// Why entries are still queued, as a parenthesised clause ("" if unknown).
+pub async fn blocking_reason(actor: &SyncActor) -> String {
+    let (ob, ids) = (Arc::clone(actor.outbox()), actor.target_ids().to_vec());
+    let stats = tokio::task::spawn_blocking(move || ob.stats(Some(&ids))).await;
+    let Ok(Ok(stats)) = stats else {
+        return String::new();
+    };
+    reason(&stats)
+}
+
+fn reason(stats: &[TargetStats]) -> String {
+    let mut parts = Vec::new();
+    for s in stats {
+        let err = s.last_error.clone().unwrap_or_default();
+        match s.connectivity {
+            Some(Connectivity::AuthFailed) => parts.push(format!("credentials refused: {err}")),
+            Some(Connectivity::Offline) => parts.push(format!(
+                "offline since {} ago: {err}",
+                s.since.map(ago).unwrap_or_default()
+            )),
+            _ => {}
+        }
+        if s.quarantined > 0 {
+            parts.push(format!(
+                "{} quarantined: {err}; fix it and run `sparkwing sync retry`",
+                s.quarantined
+            ));
+        }
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", parts.join("; "))
+    }
+}
+
+fn stats_json(s: &TargetStats) -> Value {
+    json!({
+        "target": s.target,
+        "connectivity": s.connectivity.map(|c| c.as_str()).unwrap_or("unknown"),
+        "since": s.since.map(rfc3339_ms),
+        "pending_entries": s.pending_entries,
+        "pending_bytes": s.pending_bytes,
+        "pending_by_kind": s.pending_by_op.iter().map(|(op, n, b)| json!({"kind": op, "entries": n, "bytes": b})).collect::<Vec<_>>(),
+        "oldest_pending_at": s.oldest_pending_at.map(rfc3339_ms),
+        "oldest_pending_age_ms": s.oldest_pending_at.map(|t| (now_ms() - t).max(0)),
+        "quarantined": s.quarantined,
+        "last_success_at": s.last_success_at.map(rfc3339_ms),
+        "last_error": s.last_error,
+        "last_error_class": s.last_error_class,
+        "delivered_entries": s.delivered_entries,
+        "delivered_bytes": s.delivered_bytes,
+        "drain_estimate_s": s.drain_estimate_secs(),
+    })
+}
+
+fn stats_text(s: &TargetStats) -> String {
+    let mut out = format!("{}\n", s.target);
+    let conn = match (s.connectivity, s.since) {
+        (Some(c), Some(t)) => format!("{} (since {} ago)", c.as_str(), ago(t)),
+        _ => "unknown (no delivery attempted yet)".into(),
+    };
+    out.push_str(&format!("  connectivity   {conn}\n"));
+    out.push_str(&format!(
+        "  pending        {} write(s), {}\n",
+        s.pending_entries,
+        human_bytes(s.pending_bytes)
+    ));
+    for (op, n, b) in &s.pending_by_op {
+        out.push_str(&format!("    {op:<15} {n} ({})\n", human_bytes(*b)));
+    }
+    if let Some(t) = s.oldest_pending_at {
+        out.push_str(&format!("  oldest         {} ago\n", ago(t)));
+    }
+    out.push_str(&format!("  quarantined    {}\n", s.quarantined));
+    out.push_str(&format!(
+        "  last success   {}\n",
+        s.last_success_at
+            .map(|t| format!("{} ago", ago(t)))
+            .unwrap_or_else(|| "never".into())
+    ));
+    if let Some(e) = &s.last_error {
+        out.push_str(&format!(
+            "  last error     [{}] {e}\n",
+            s.last_error_class.as_deref().unwrap_or("?")
+        ));
+    }
+    let eta = match s.drain_estimate_secs() {
+        Some(x) if s.pending_entries == 0 => {
+            let _ = x;
+            "nothing to drain".to_string()
+        }
+        Some(x) => format!("about {}", human_duration(Duration::from_secs_f64(x))),
+        None => "unknown until a delivery succeeds".into(),
+    };
+    out.push_str(&format!("  drain estimate {eta}\n"));
+    out
+}
+
+/// The remote targets of a resolved profile, or `None` for a local one.
+fn remote_of(resolved: &Resolved) -> Result<Option<Remote>> {
+    if resolved.local_only.is_some() {
+        return Ok(None);
+    }
+    resolved.check_runnable()?;
+    let remote = Remote::from_profile(&resolved.def)?;
+    Ok(if remote.is_local() {
+        None
+    } else {
+        Some(remote)
+    })
+}
+
+pub fn status(
+    home: &std::path::Path,
+    resolved: &Resolved,
+    explicit: bool,
+    json_out: bool,
+) -> Result<()> {
+    let remote = remote_of(resolved)?;
+    let ids: Option<Vec<String>> = match (&remote, explicit) {
+        (Some(r), _) => Some(r.targets().iter().map(|t| t.id().to_string()).collect()),
+        (None, true) => Some(Vec::new()),
+        (None, false) => None,
+    };
+    let stats = if home.join(OUTBOX_FILE).exists() {
+        Outbox::open(home)?.stats(ids.as_deref())?
+    } else {
+        Vec::new()
+    };
+    let mut out = std::io::stdout().lock();
+    if json_out {
+        let v = json!({
+            "profile": resolved.name,
+            "targets": stats.iter().map(stats_json).collect::<Vec<_>>(),
+        });
+        serde_json::to_writer_pretty(&mut out, &v)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    if stats.is_empty() {
+        writeln!(
+            out,
+            "nothing queued: profile \"{}\" {}",
+            resolved.name,
+            if remote.is_some() {
+                "has no writes waiting"
+            } else {
+                "keeps everything local (Mode 1)"
+            }
+        )?;
+        return Ok(());
+    }
+    for s in &stats {
+        writeln!(out, "{}", stats_text(s))?;
+    }
+    Ok(())
+}
+
+fn open_sync(
+    home: &std::path::Path,
+    remote: &Remote,
+) -> Result<(Arc<SyncActor>, Replicator, Store)> {
+    let store = Store::open(home)?;
+    let outbox = Arc::new(Outbox::open(home)?);
+    let actor = Arc::new(SyncActor::new(
+        Arc::clone(&outbox),
+        remote.targets(),
+        SyncConfig::default(),
+    ));
+    let repl = Replicator::new(
+        outbox,
+        home.to_path_buf(),
+        remote.run_targets(),
+        Some(actor.waker()),
+    );
+    Ok((actor, repl, store))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// `sync flush`: exits 0 only once nothing is queued for the profile.
+pub fn flush(home: &std::path::Path, resolved: &Resolved, timeout: Duration) -> Result<u8> {
+    let Some(remote) = remote_of(resolved)? else {
+        eprintln!(
+            "sparkwing: profile \"{}\" keeps everything local (Mode 1); nothing to flush",
+            resolved.name
+        );
+        return Ok(0);
+    };
+    let (actor, repl, store) = open_sync(home, &remote)?;
+    repl.reconcile(&store)?;
+    let rt = runtime()?;
+    let tty = std::io::stderr().is_terminal();
+    let deadline = Instant::now() + timeout;
+    let left = rt.block_on(async {
+        loop {
+            let step = (Instant::now() + Duration::from_secs(1)).min(deadline);
+            actor.drain(step).await?;
+            let (n, bytes) = actor.pending().await?;
+            if n == 0 || Instant::now() >= deadline {
+                return anyhow::Ok((n, bytes));
+            }
+            if tty {
+                eprintln!(
+                    "sparkwing: flushing: {n} write(s) ({}) left{}",
+                    human_bytes(bytes),
+                    blocking_reason(&actor).await
+                );
+            }
+        }
+    })?;
+    let quarantined: u64 = actor
+        .outbox()
+        .stats(Some(actor.target_ids()))?
+        .iter()
+        .map(|s| s.quarantined)
+        .sum();
+    if left.0 == 0 && quarantined == 0 {
+        eprintln!(
+            "sparkwing: flushed: nothing queued for {}",
+            actor.target_ids().join(", ")
+        );
+        return Ok(0);
+    }
+    let why = rt.block_on(blocking_reason(&actor));
+    eprintln!(
+        "sparkwing: flush gave up after {}: {} write(s) ({}) and {quarantined} quarantined still queued for {}{why}",
+        human_duration(timeout),
+        left.0,
+        human_bytes(left.1),
+        actor.target_ids().join(", ")
+    );
+    Ok(1)
+}
+
+/// `sync daemon`: replays until SIGTERM/SIGINT, then drains for up to
+/// `drain_timeout` and reports what it left.
+pub fn daemon(home: &std::path::Path, resolved: &Resolved, drain_timeout: Duration) -> Result<u8> {
+    let Some(remote) = remote_of(resolved)? else {
+        bail!(
+            "profile \"{}\" keeps everything local (Mode 1): there is nothing to sync. Pass --profile NAME for a profile with remote surfaces",
+            resolved.name
+        );
+    };
+    let (actor, repl, store) = open_sync(home, &remote)?;
+    repl.reconcile(&store)?;
+    let rt = runtime()?;
+    eprintln!(
+        "sparkwing: sync daemon for profile \"{}\" replaying to {} (outbox {}); stop with Ctrl-C or SIGTERM",
+        resolved.name,
+        actor.target_ids().join(", "),
+        actor.outbox().path().display()
+    );
+    rt.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let a = Arc::clone(&actor);
+        let task = tokio::spawn(async move {
+            a.run(async {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            })
+            .await
+        });
+        let report = task.await.context("the replay task failed")??;
+        eprintln!(
+            "sparkwing: stopping: delivered {} write(s) ({}) this session; draining for up to {}",
+            report.delivered,
+            human_bytes(report.bytes),
+            human_duration(drain_timeout)
+        );
+        actor.drain(Instant::now() + drain_timeout).await?;
+        let (n, bytes) = actor.pending().await?;
+        if n == 0 {
+            eprintln!("sparkwing: sync daemon stopped; nothing left queued");
+        } else {
+            eprintln!(
+                "sparkwing: sync daemon stopped with {n} write(s) ({}) still queued{}; they go out with the next daemon, run or flush",
+                human_bytes(bytes),
+                blocking_reason(&actor).await
+            );
+        }
+        anyhow::Ok(())
+    })?;
+    Ok(0)
+}
+
+/// `sync retry`: re-queues quarantined entries and lifts auth stops.
+pub fn retry(home: &std::path::Path, resolved: &Resolved, explicit: bool) -> Result<()> {
+    let remote = remote_of(resolved)?;
+    let outbox = Outbox::open(home)?;
+    let mut n = 0;
+    match (&remote, explicit) {
+        (Some(r), _) => {
+            for t in r.targets() {
+                n += outbox.retry(Some(t.id()))?;
+            }
+        }
+        (None, true) => {}
+        (None, false) => n = outbox.retry(None)?,
+    }
+    eprintln!("sparkwing: re-queued {n} quarantined write(s); they go out with the next daemon, run or flush");
+    Ok(())
+}

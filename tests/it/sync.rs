@@ -1,0 +1,611 @@
+//! Replication to a `filesystem` remote, with real processes: offline runs,
+//! kill -9 at random points, several flushers, two profiles, failures.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::util::*;
+
+const PIPELINE: &str = r#"
+pipelines:
+  - name: work
+    jobs:
+      talk:
+        steps:
+          - run: |
+              i=0
+              while [ $i -lt 150 ]; do i=$((i+1)); echo "line $i of $SPARKWING_RUN_ID"; done
+          - run: sleep 0.4; echo done talking
+      build:
+        cache: { key: [seed.txt], outputs: [out] }
+        steps:
+          - run: mkdir -p out && cat seed.txt seed.txt > out/artifact.bin && head -c 20000 /dev/urandom > out/noise.bin
+      after:
+        needs: [build]
+        steps:
+          - run: ls out
+"#;
+
+/// A project whose profile `team` keeps state, logs and cache under `remote`.
+struct SyncEnv {
+    env: Env,
+    remote: PathBuf,
+}
+
+fn sync_env(profile_name: &str) -> SyncEnv {
+    let env = Env::new();
+    let remote = env.home.path().join("remote").join(profile_name);
+    let yaml = format!(
+        "profiles:\n  {p}:\n    state: {{ type: filesystem, path: {r}/state }}\n    logs: {{ type: filesystem, path: {r}/logs }}\n    cache: {{ type: filesystem, path: {r}/cache }}\n{PIPELINE}",
+        p = profile_name,
+        r = remote.display()
+    );
+    env.write_project(&yaml);
+    std::fs::write(env.dir().join("seed.txt"), "seed 0").unwrap();
+    SyncEnv { env, remote }
+}
+
+impl SyncEnv {
+    /// The share is reachable (what it held while away comes back).
+    fn mount(&self) {
+        let away = self.away();
+        if away.exists() {
+            std::fs::rename(&away, &self.remote).unwrap();
+        }
+        for s in ["state", "logs", "cache"] {
+            std::fs::create_dir_all(self.remote.join(s)).unwrap();
+        }
+    }
+    /// The share is out of reach; its contents are kept aside, not lost.
+    fn unmount(&self) {
+        if self.remote.exists() {
+            std::fs::rename(&self.remote, self.away()).unwrap();
+        }
+    }
+    fn away(&self) -> PathBuf {
+        self.remote.with_extension("away")
+    }
+}
+
+fn sha_hex(b: &[u8]) -> String {
+    Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
+/// Asserts that the remote holds exactly what the local store holds for
+/// every run: each event once, the log bytes in order, every cache blob
+/// byte-identical, every manifest. Returns the number of runs checked.
+fn assert_remote_equals_local(home: &Path, remote: &Path) -> usize {
+    let db = rusqlite::Connection::open(home.join("state.db")).unwrap();
+    let runs: Vec<String> = db
+        .prepare("SELECT id FROM runs ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for run in &runs {
+        // Events: the union of all segments, each seq once, equal to local.
+        let local: Vec<(i64, String)> = db
+            .prepare("SELECT seq, kind FROM events WHERE run_id = ?1 ORDER BY seq")
+            .unwrap()
+            .query_map([run], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let mut remote_events: BTreeMap<i64, String> = BTreeMap::new();
+        let seg_dir = remote.join("state/runs").join(run).join("events");
+        let mut segs: Vec<PathBuf> = std::fs::read_dir(&seg_dir)
+            .unwrap_or_else(|_| panic!("run {run}: no events on the remote"))
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "ndjson"))
+            .collect();
+        segs.sort();
+        for seg in segs {
+            for line in std::fs::read_to_string(&seg).unwrap().lines() {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                assert_eq!(v["run"], run.as_str());
+                let seq = v["seq"].as_i64().unwrap();
+                let kind = v["kind"].as_str().unwrap().to_string();
+                if let Some(prev) = remote_events.insert(seq, kind.clone()) {
+                    assert_eq!(prev, kind, "run {run} event {seq} differs between segments");
+                }
+            }
+        }
+        let remote_list: Vec<(i64, String)> = remote_events.into_iter().collect();
+        assert_eq!(
+            remote_list, local,
+            "run {run}: remote events equal local events"
+        );
+        let summary: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(remote.join("state/runs").join(run).join("run.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            summary["events_through"].as_i64(),
+            local.last().map(|e| e.0),
+            "run {run}: run.json is current"
+        );
+        // Logs: the chunks, in order, are the local file byte for byte.
+        let jobs: Vec<String> = db
+            .prepare("SELECT name FROM jobs WHERE run_id = ?1")
+            .unwrap()
+            .query_map([run], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        for job in jobs {
+            let local_log = std::fs::read(home.join("runs").join(run).join(format!("{job}.log")))
+                .unwrap_or_default();
+            let dir = remote.join("logs").join(run).join(&job);
+            let mut chunks: Vec<PathBuf> = std::fs::read_dir(&dir)
+                .map(|d| {
+                    d.map(|e| e.unwrap().path())
+                        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+                        .collect()
+                })
+                .unwrap_or_default();
+            chunks.sort();
+            for (i, c) in chunks.iter().enumerate() {
+                assert_eq!(
+                    c.file_name().unwrap().to_string_lossy(),
+                    format!("{i:010}.log"),
+                    "no gap in chunk numbers"
+                );
+            }
+            let remote_log: Vec<u8> = chunks
+                .iter()
+                .flat_map(|c| std::fs::read(c).unwrap())
+                .collect();
+            assert!(
+                remote_log == local_log,
+                "run {run} job {job}: remote log ({} bytes) equals local ({} bytes)",
+                remote_log.len(),
+                local_log.len()
+            );
+        }
+        // Cache: manifests and blobs, hashes verified.
+        let entries: Vec<(String, String)> = db
+            .prepare("SELECT key, manifest FROM cache_entries WHERE run_id = ?1")
+            .unwrap()
+            .query_map([run], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        for (key, manifest) in entries {
+            let doc: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(remote.join("cache/keys").join(format!("{key}.json"))).unwrap(),
+            )
+            .unwrap();
+            assert_eq!(doc["run_id"], run.as_str());
+            let m: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+            assert_eq!(doc["manifest"], m);
+            for f in m["files"].as_array().unwrap() {
+                let sha = f["sha256"].as_str().unwrap();
+                let blob =
+                    std::fs::read(remote.join("cache/cas").join(&sha[..2]).join(sha)).unwrap();
+                assert_eq!(sha_hex(&blob), sha, "remote blob is byte-identical");
+                let local_blob = std::fs::read(home.join("cas").join(&sha[..2]).join(sha)).unwrap();
+                assert!(blob == local_blob);
+            }
+        }
+    }
+    runs.len()
+}
+
+fn status_json(env: &Env, profile: &str) -> serde_json::Value {
+    env.json(&["sync", "status", "--profile", profile, "-o", "json"])
+}
+
+#[test]
+fn a_run_replicates_state_logs_and_cache_to_a_filesystem_remote() {
+    let s = sync_env("team");
+    s.mount();
+    let out = s.env.run(&["run", "work", "--profile", "team"]);
+    expect_code(&out, 0);
+    assert!(
+        text(&out.stderr).contains("sparkwing: synced to filesystem:"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(assert_remote_equals_local(&s.env.sw_home(), &s.remote), 1);
+    let st = status_json(&s.env, "team");
+    for t in st["targets"].as_array().unwrap() {
+        assert_eq!(t["pending_entries"], 0);
+        assert_eq!(t["connectivity"], "online");
+    }
+    // A second run hits the cache locally and replicates again.
+    expect_code(&s.env.run(&["run", "work", "--profile", "team"]), 0);
+    assert_eq!(assert_remote_equals_local(&s.env.sw_home(), &s.remote), 2);
+}
+
+#[test]
+fn an_unreachable_remote_never_fails_a_run_and_the_backlog_replays() {
+    let s = sync_env("team");
+    // Not mounted: the remote directories do not exist.
+    let out = s.env.run(&[
+        "run",
+        "work",
+        "--profile",
+        "team",
+        "--sw-sync-timeout",
+        "300ms",
+    ]);
+    expect_code(&out, 0);
+    let e = text(&out.stderr);
+    assert!(
+        e.contains("not yet delivered")
+            && e.contains("offline")
+            && e.contains("sparkwing sync flush"),
+        "{e}"
+    );
+    let st = status_json(&s.env, "team");
+    let targets = st["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 3);
+    for t in targets {
+        assert_eq!(t["connectivity"], "offline", "{t}");
+        assert!(t["pending_entries"].as_u64().unwrap() > 0);
+        assert_eq!(t["last_error_class"], "transient");
+        assert!(!t["pending_by_kind"].as_array().unwrap().is_empty());
+    }
+    let text_status = text(&s.env.run(&["sync", "status"]).stdout);
+    assert!(
+        text_status.contains("offline") && text_status.contains("pending"),
+        "{text_status}"
+    );
+    // A flush while still offline gives up with exit 1 and says why.
+    let out = s
+        .env
+        .run(&["sync", "flush", "--profile", "team", "--timeout", "500ms"]);
+    expect_code(&out, 1);
+    assert!(
+        text(&out.stderr).contains("does not exist"),
+        "{}",
+        text(&out.stderr)
+    );
+    // The share comes back.
+    s.mount();
+    let out = s
+        .env
+        .run(&["sync", "flush", "--profile", "team", "--timeout", "60s"]);
+    expect_code(&out, 0);
+    assert_remote_equals_local(&s.env.sw_home(), &s.remote);
+    let st = status_json(&s.env, "team");
+    assert!(st["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t["pending_entries"] == 0 && t["connectivity"] == "online"));
+}
+
+#[test]
+fn the_daemon_replays_a_backlog_without_anyone_acting_and_drains_on_sigterm() {
+    let s = sync_env("team");
+    expect_code(
+        &s.env.run(&[
+            "run",
+            "work",
+            "--profile",
+            "team",
+            "--sw-sync-timeout",
+            "0s",
+        ]),
+        0,
+    );
+    let mut daemon = s
+        .env
+        .cmd(&["sync", "daemon", "--profile", "team"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    s.mount();
+    let home = s.env.sw_home();
+    wait_for(
+        "the daemon to replay the backlog",
+        Duration::from_secs(60),
+        || {
+            s.remote.join("state/runs").is_dir()
+                && std::panic::catch_unwind(|| assert_remote_equals_local(&home, &s.remote)).is_ok()
+        },
+    );
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    let status = daemon.wait().unwrap();
+    assert!(status.success());
+    let mut err = String::new();
+    std::io::Read::read_to_string(daemon.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(err.contains("nothing left queued"), "{err}");
+}
+
+#[test]
+fn kill_9_of_runs_and_daemons_at_random_points_loses_and_doubles_nothing() {
+    let s = sync_env("team");
+    let mut rng = 0x2545F4914F6CDD1Du64 ^ std::process::id() as u64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut kills = 0;
+    for i in 0..60 {
+        // A third of the time the remote is away, so a backlog builds.
+        if i % 3 == 2 {
+            s.unmount();
+        } else {
+            s.mount();
+        }
+        std::fs::write(s.env.dir().join("seed.txt"), format!("seed {i}")).unwrap();
+        let daemon_turn = i % 4 == 3;
+        let mut child = if daemon_turn {
+            s.env
+                .cmd(&["sync", "daemon", "--profile", "team"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        } else {
+            s.env
+                .cmd(&["run", "work", "--profile", "team"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        };
+        std::thread::sleep(Duration::from_millis(next() % 350));
+        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        let status = child.wait().unwrap();
+        if status.code().is_none() {
+            kills += 1;
+        }
+    }
+    assert!(kills >= 50, "only {kills} processes were killed mid-flight");
+    s.mount();
+    let out = s
+        .env
+        .run(&["sync", "flush", "--profile", "team", "--timeout", "120s"]);
+    expect_code(&out, 0);
+    let n = assert_remote_equals_local(&s.env.sw_home(), &s.remote);
+    assert!(n >= 30, "{n} runs checked");
+}
+
+#[test]
+fn two_profiles_on_one_host_never_deliver_to_each_others_target() {
+    let s = sync_env("alpha");
+    let beta = s.env.home.path().join("remote/beta");
+    let yaml = std::fs::read_to_string(s.env.dir().join(".sparkwing/sparkwing.yaml")).unwrap();
+    let beta_profile = format!(
+        "  beta:\n    state: {{ type: filesystem, path: {b}/state }}\n    logs: {{ type: filesystem, path: {b}/logs }}\n    cache: {{ type: filesystem, path: {b}/cache }}\n",
+        b = beta.display()
+    );
+    s.env
+        .write_project(&yaml.replacen("profiles:\n", &format!("profiles:\n{beta_profile}"), 1));
+    // Both offline: everything is queued in one outbox.
+    expect_code(
+        &s.env.run(&[
+            "run",
+            "work",
+            "--profile",
+            "alpha",
+            "--sw-sync-timeout",
+            "0s",
+        ]),
+        0,
+    );
+    expect_code(
+        &s.env.run(&[
+            "run",
+            "work",
+            "--profile",
+            "beta",
+            "--sw-sync-timeout",
+            "0s",
+        ]),
+        0,
+    );
+    s.mount();
+    for d in ["state", "logs", "cache"] {
+        std::fs::create_dir_all(beta.join(d)).unwrap();
+    }
+    expect_code(&s.env.run(&["sync", "flush", "--profile", "alpha"]), 0);
+    let alpha_runs: Vec<_> = std::fs::read_dir(s.remote.join("state/runs"))
+        .unwrap()
+        .collect();
+    assert_eq!(alpha_runs.len(), 1, "alpha holds only its own run");
+    assert!(
+        std::fs::read_dir(beta.join("state"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "nothing of beta's moved yet, nothing of alpha's went to beta"
+    );
+    let beta_pending = status_json(&s.env, "beta")["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["pending_entries"].as_u64().unwrap())
+        .sum::<u64>();
+    assert!(beta_pending > 0);
+    expect_code(&s.env.run(&["sync", "flush", "--profile", "beta"]), 0);
+    assert_eq!(
+        std::fs::read_dir(beta.join("state/runs")).unwrap().count(),
+        1
+    );
+}
+
+#[test]
+fn four_flushers_on_one_outbox_never_double_apply_or_reorder_a_stream() {
+    let s = sync_env("team");
+    for i in 0..6 {
+        std::fs::write(s.env.dir().join("seed.txt"), format!("seed {i}")).unwrap();
+        expect_code(
+            &s.env.run(&[
+                "run",
+                "work",
+                "--profile",
+                "team",
+                "--sw-sync-timeout",
+                "0s",
+            ]),
+            0,
+        );
+    }
+    s.mount();
+    let journal = s.env.home.path().join("journal.txt");
+    let flushers: Vec<_> = (0..4)
+        .map(|_| {
+            s.env
+                .cmd(&["sync", "flush", "--profile", "team"])
+                .env("SPARKWING_SYNC_JOURNAL", &journal)
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for f in flushers {
+        let out = f.wait_with_output().unwrap();
+        expect_code(&out, 0);
+    }
+    let lines = std::fs::read_to_string(&journal).unwrap();
+    let mut seen = std::collections::HashSet::new();
+    let mut last_chunk: BTreeMap<String, String> = BTreeMap::new();
+    let mut pids = std::collections::HashSet::new();
+    for line in lines.lines() {
+        let mut parts = line.splitn(3, ' ');
+        let (pid, target, key) = (
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+        );
+        pids.insert(pid.to_string());
+        let full = format!("{target} {key}");
+        // run.json is rewritten by design (one entry per summary); every
+        // other object is immutable and must be applied exactly once.
+        if !key.ends_with("/run.json") {
+            assert!(seen.insert(full.clone()), "applied twice: {full}");
+        }
+        if key.ends_with(".log") {
+            let (stream, chunk) = key.rsplit_once('/').unwrap();
+            if let Some(prev) = last_chunk.insert(stream.to_string(), chunk.to_string()) {
+                assert!(
+                    prev.as_str() < chunk,
+                    "stream {stream} replayed out of order: {prev} then {chunk}"
+                );
+            }
+        }
+    }
+    assert!(seen.len() >= 30, "{} deliveries journaled", seen.len());
+    assert_remote_equals_local(&s.env.sw_home(), &s.remote);
+}
+
+#[test]
+fn a_permanent_failure_quarantines_one_entry_while_other_streams_flow() {
+    let s = sync_env("team");
+    expect_code(
+        &s.env.run(&[
+            "run",
+            "work",
+            "--profile",
+            "team",
+            "--sw-sync-timeout",
+            "0s",
+        ]),
+        0,
+    );
+    // A local cache blob vanishes before it could be uploaded.
+    let cas = s.env.sw_home().join("cas");
+    let victim = std::fs::read_dir(&cas)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let blob = std::fs::read_dir(&victim)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::remove_file(&blob).unwrap();
+    s.mount();
+    let out = s
+        .env
+        .run(&["sync", "flush", "--profile", "team", "--timeout", "5s"]);
+    expect_code(&out, 1);
+    let e = text(&out.stderr);
+    assert!(
+        e.contains("quarantined") && e.contains("sparkwing sync retry"),
+        "{e}"
+    );
+    let st = status_json(&s.env, "team");
+    let cache = st["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["target"].as_str().unwrap().ends_with("/cache"))
+        .unwrap();
+    assert_eq!(cache["quarantined"], 1);
+    assert_eq!(cache["last_error_class"], "permanent");
+    // Everything else arrived: state and logs are complete.
+    for t in st["targets"].as_array().unwrap() {
+        if !t["target"].as_str().unwrap().ends_with("/cache") {
+            assert_eq!(t["pending_entries"], 0, "{t}");
+            assert_eq!(t["quarantined"], 0);
+        }
+    }
+    let runs: Vec<_> = std::fs::read_dir(s.remote.join("state/runs"))
+        .unwrap()
+        .collect();
+    assert_eq!(runs.len(), 1);
+}
+
+#[test]
+fn an_auth_failure_stops_its_target_and_keeps_its_entries() {
+    let s = sync_env("team");
+    s.mount();
+    let out = s
+        .env
+        .cmd(&[
+            "run",
+            "work",
+            "--profile",
+            "team",
+            "--sw-sync-timeout",
+            "1s",
+        ])
+        .env("SPARKWING_SYNC_FAULTS", "auth")
+        .output()
+        .unwrap();
+    expect_code(&out, 0);
+    assert!(
+        text(&out.stderr).contains("credentials refused"),
+        "{}",
+        text(&out.stderr)
+    );
+    let st = status_json(&s.env, "team");
+    for t in st["targets"].as_array().unwrap() {
+        assert_eq!(t["connectivity"], "auth_failed", "{t}");
+        assert!(
+            t["pending_entries"].as_u64().unwrap() > 0,
+            "entries are kept"
+        );
+        assert_eq!(t["quarantined"], 0, "an auth failure quarantines nothing");
+    }
+    assert!(
+        std::fs::read_dir(s.remote.join("state"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "nothing delivered"
+    );
+    // Fixed credentials: lift the stop and flush.
+    s.env.run(&["sync", "retry", "--profile", "team"]);
+    expect_code(&s.env.run(&["sync", "flush", "--profile", "team"]), 0);
+    assert_remote_equals_local(&s.env.sw_home(), &s.remote);
+}

@@ -43,11 +43,18 @@ pub const SQLITE_MIGRATIONS: &[Migration] = &[
 pub const SQLITE_VERSION: u32 = SQLITE_MIGRATIONS[SQLITE_MIGRATIONS.len() - 1].version;
 
 /// The migrations of `outbox.db`, oldest first. Append only.
-pub const OUTBOX_MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "0001_outbox.sql",
-    sql: include_str!("../outbox/0001_outbox.sql"),
-}];
+pub const OUTBOX_MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "0001_outbox.sql",
+        sql: include_str!("../outbox/0001_outbox.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "0002_streams.sql",
+        sql: include_str!("../outbox/0002_streams.sql"),
+    },
+];
 
 /// Brings `outbox.db` to the version this binary expects (see [`migrate_sqlite`]).
 pub fn migrate_outbox(conn: &mut Connection) -> Result<u32, SchemaError> {

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sparkwing_outbox::{Claim, ErrorClass, Outbox, OutboxError};
+use sparkwing_outbox::{Claim, ErrorClass, Outbox, OutboxError, Payload};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
@@ -127,56 +127,83 @@ impl SyncActor {
         blocking(move || ob.pending(&ids)).await
     }
 
-    /// One pass: claim ready streams, deliver them concurrently, settle.
+    /// One pass over what is ready now: keeps up to `concurrency` streams
+    /// in flight, claiming another as each one settles, until no stream is
+    /// ready. Returns what it delivered.
     pub async fn sync_once(&self) -> Result<SyncReport, OutboxError> {
-        let (ob, ids, cfg) = (Arc::clone(&self.outbox), self.ids.clone(), self.cfg);
-        let claims = blocking(move || {
-            ob.claim(
-                &ids,
-                cfg.concurrency,
-                cfg.max_entries,
-                cfg.max_bytes,
-                cfg.auth_probe,
-            )
-        })
-        .await?;
-        let mut report = SyncReport {
-            streams: claims.len() as u64,
-            ..Default::default()
-        };
-        let mut set = JoinSet::new();
-        for claim in claims {
-            let Some(target) = self.targets.get(&claim.target).cloned() else {
-                continue;
-            };
-            let max_events = cfg.max_events_per_segment;
-            set.spawn(async move {
-                let start = Instant::now();
-                let (n, err) = deliver(target.as_ref(), &claim, max_events).await;
-                (claim, n, start.elapsed(), err)
-            });
-        }
-        while let Some(joined) = set.join_next().await {
-            let (claim, n, took, err) = match joined {
-                Ok(x) => x,
-                Err(e) => std::panic::resume_unwind(e.into_panic()),
-            };
-            report.delivered += n as u64;
-            report.bytes += claim.entries[..n]
-                .iter()
-                .map(|e| e.payload.len())
-                .sum::<u64>();
-            if err.is_some() {
-                report.failures += 1;
+        // An event loop over three kinds of work, none of which waits for
+        // another: claiming streams (a blocking outbox transaction),
+        // delivering them (async, at most `concurrency` at once) and
+        // settling them (blocking). Streams are claimed ahead into a local
+        // queue; a stream stays leased until its settle commits, so no
+        // worker (this one included) can claim it twice.
+        let cfg = self.cfg;
+        let mut report = SyncReport::default();
+        let mut delivering = JoinSet::new();
+        let mut settling: JoinSet<Result<bool, OutboxError>> = JoinSet::new();
+        let mut claiming: Option<
+            tokio::task::JoinHandle<Result<(usize, Vec<Claim>), OutboxError>>,
+        > = None;
+        let mut queued: std::collections::VecDeque<Claim> = Default::default();
+        let mut ready = true;
+        loop {
+            if ready && claiming.is_none() && queued.len() < cfg.concurrency {
+                let want = 2 * cfg.concurrency - queued.len();
+                let (ob, ids) = (Arc::clone(&self.outbox), self.ids.clone());
+                claiming = Some(tokio::task::spawn_blocking(move || {
+                    ob.claim(&ids, want, cfg.max_entries, cfg.max_bytes, cfg.auth_probe)
+                        .map(|c| (want, c))
+                }));
             }
-            let ob = Arc::clone(&self.outbox);
-            blocking(move || {
-                let failure = err
-                    .as_ref()
-                    .map(|e| (e.class, e.message.as_str(), e.retry_after));
-                ob.settle(&claim, n, took, failure)
-            })
-            .await?;
+            while delivering.len() < cfg.concurrency {
+                let Some(claim) = queued.pop_front() else {
+                    break;
+                };
+                let Some(target) = self.targets.get(&claim.target).cloned() else {
+                    continue;
+                };
+                let max_events = cfg.max_events_per_segment;
+                delivering.spawn(async move {
+                    let start = Instant::now();
+                    let (n, err) = deliver(target.as_ref(), &claim, max_events).await;
+                    (claim, n, start.elapsed(), err)
+                });
+            }
+            if delivering.is_empty() && settling.is_empty() && claiming.is_none() {
+                break;
+            }
+            tokio::select! {
+                Some(joined) = delivering.join_next() => {
+                    let (claim, n, took, err) = match joined {
+                        Ok(x) => x,
+                        Err(e) => std::panic::resume_unwind(e.into_panic()),
+                    };
+                    report.delivered += n as u64;
+                    report.bytes += claim.entries[..n].iter().map(|e| e.payload.len()).sum::<u64>();
+                    if err.is_some() {
+                        report.failures += 1;
+                    }
+                    let ob = Arc::clone(&self.outbox);
+                    settling.spawn_blocking(move || {
+                        let failure = err.as_ref().map(|e| (e.class, e.message.as_str(), e.retry_after));
+                        ob.settle(&claim, n, took, failure).map(|_| err.is_none())
+                    });
+                }
+                Some(settled) = settling.join_next() => {
+                    // A stream delivered whole may have more behind its claim.
+                    if settled.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))? {
+                        ready = true;
+                    }
+                }
+                claimed = async { claiming.as_mut().expect("guarded").await }, if claiming.is_some() => {
+                    claiming = None;
+                    let (want, claims) = claimed.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+                    // Fewer than asked: nothing else is ready until something settles.
+                    ready = claims.len() >= want;
+                    report.streams += claims.len() as u64;
+                    queued.extend(claims);
+                }
+            }
         }
         Ok(report)
     }
@@ -272,13 +299,45 @@ async fn deliver(
     max_events: usize,
 ) -> (usize, Option<TargetError>) {
     let entries = &claim.entries;
+    // All payloads of the claim at once (bounded by the claim's max_bytes).
+    let bodies = match read_payloads(entries).await {
+        Ok(b) => b,
+        Err((i, err)) => {
+            let e = &entries[i];
+            let message = format!("reading the local payload of {} {}: {err}", e.op, e.subject);
+            // Entries before the unreadable one can still go out first.
+            let (n, first_err) = deliver_some(target, entries, &[], i, max_events).await;
+            return match first_err {
+                Some(e) => (n, Some(e)),
+                None => (
+                    n,
+                    Some(TargetError {
+                        class: ErrorClass::Permanent,
+                        message,
+                        retry_after: None,
+                    }),
+                ),
+            };
+        }
+    };
+    deliver_some(target, entries, &bodies, entries.len(), max_events).await
+}
+
+/// Applies entries `0..upto` using `bodies` (read on demand when empty).
+async fn deliver_some(
+    target: &dyn Target,
+    entries: &[sparkwing_outbox::Entry],
+    bodies: &[Bytes],
+    upto: usize,
+    max_events: usize,
+) -> (usize, Option<TargetError>) {
     let mut i = 0;
-    while i < entries.len() {
+    while i < upto {
         let e = &entries[i];
         // Consecutive events of one run become one segment.
         let mut n = 1;
         if e.op == "state.event" {
-            while i + n < entries.len()
+            while i + n < upto
                 && n < max_events
                 && entries[i + n].op == "state.event"
                 && entries[i + n].subject == e.subject
@@ -286,32 +345,24 @@ async fn deliver(
                 n += 1;
             }
         }
-        let payloads: Vec<_> = entries[i..i + n]
-            .iter()
-            .map(|x| x.payload.clone())
-            .collect();
-        let body = match tokio::task::spawn_blocking(move || {
-            let mut out = Vec::new();
-            for p in payloads {
-                out.extend(p.read()?);
+        let body = if bodies.is_empty() {
+            match read_payloads(&entries[i..i + n]).await {
+                Ok(b) => concat(&b),
+                Err((_, err)) => {
+                    let message =
+                        format!("reading the local payload of {} {}: {err}", e.op, e.subject);
+                    return (
+                        i,
+                        Some(TargetError {
+                            class: ErrorClass::Permanent,
+                            message,
+                            retry_after: None,
+                        }),
+                    );
+                }
             }
-            Ok::<_, std::io::Error>(out)
-        })
-        .await
-        {
-            Ok(Ok(b)) => Bytes::from(b),
-            Ok(Err(err)) => {
-                let msg = format!("reading the local payload of {} {}: {err}", e.op, e.subject);
-                return (
-                    i,
-                    Some(TargetError {
-                        class: ErrorClass::Permanent,
-                        message: msg,
-                        retry_after: None,
-                    }),
-                );
-            }
-            Err(join) => std::panic::resume_unwind(join.into_panic()),
+        } else {
+            concat(&bodies[i..i + n])
         };
         let op = match Op::from_entry(&e.op, &e.subject, e.seq, body) {
             Ok(op) => op,
@@ -323,6 +374,96 @@ async fn deliver(
         i += n;
     }
     (i, None)
+}
+
+fn concat(parts: &[Bytes]) -> Bytes {
+    if parts.len() == 1 {
+        return parts[0].clone();
+    }
+    let mut out = Vec::with_capacity(parts.iter().map(Bytes::len).sum());
+    for p in parts {
+        out.extend_from_slice(p);
+    }
+    Bytes::from(out)
+}
+
+/// Every entry's payload. Inline payloads are copied on the executor; file
+/// references are read on one blocking thread, each file opened once. On
+/// failure, the index of the first unreadable entry.
+async fn read_payloads(
+    entries: &[sparkwing_outbox::Entry],
+) -> Result<Vec<Bytes>, (usize, std::io::Error)> {
+    if entries
+        .iter()
+        .all(|e| matches!(e.payload, Payload::Inline(_)))
+    {
+        return Ok(entries
+            .iter()
+            .map(|e| match &e.payload {
+                Payload::Inline(b) => Bytes::copy_from_slice(b),
+                Payload::File { .. } => Bytes::new(),
+            })
+            .collect());
+    }
+    let payloads: Vec<Payload> = entries.iter().map(|e| e.payload.clone()).collect();
+    let joined = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut files: HashMap<std::path::PathBuf, std::fs::File> = HashMap::new();
+        let mut out = Vec::with_capacity(payloads.len());
+        let mut i = 0;
+        while i < payloads.len() {
+            match &payloads[i] {
+                Payload::Inline(b) => {
+                    out.push(Bytes::copy_from_slice(b));
+                    i += 1;
+                }
+                Payload::File { path, offset, len } => {
+                    // Consecutive ranges of one file (a log stream's chunks)
+                    // are read with one call and handed out as slices.
+                    let mut j = i + 1;
+                    let mut end = offset + len;
+                    while let Some(Payload::File {
+                        path: p2,
+                        offset: o2,
+                        len: l2,
+                    }) = payloads.get(j)
+                    {
+                        if p2 != path || *o2 != end {
+                            break;
+                        }
+                        end += l2;
+                        j += 1;
+                    }
+                    let read = (|| {
+                        if !files.contains_key(path) {
+                            files.insert(path.clone(), std::fs::File::open(path)?);
+                        }
+                        let f = files
+                            .get_mut(path)
+                            .ok_or_else(|| std::io::Error::other("file handle"))?;
+                        f.seek(SeekFrom::Start(*offset))?;
+                        let mut buf = vec![0u8; (end - offset) as usize];
+                        f.read_exact(&mut buf)?;
+                        Ok::<_, std::io::Error>(Bytes::from(buf))
+                    })();
+                    let whole = read.map_err(|e| (i, e))?;
+                    let mut at = 0usize;
+                    for p in &payloads[i..j] {
+                        let n = p.len() as usize;
+                        out.push(whole.slice(at..at + n));
+                        at += n;
+                    }
+                    i = j;
+                }
+            }
+        }
+        Ok(out)
+    })
+    .await;
+    match joined {
+        Ok(r) => r,
+        Err(join) => std::panic::resume_unwind(join.into_panic()),
+    }
 }
 
 #[cfg(test)]

@@ -18,8 +18,17 @@ use crate::target::{sha256_hex, Applied, Op, Target, TargetError};
 #[derive(Debug)]
 enum Source {
     Store(Arc<dyn ObjectStore>),
-    Directory(PathBuf, OnceCell<Arc<dyn ObjectStore>>),
+    /// The directory, the store once opened, and when the directory was
+    /// last seen to exist.
+    Directory(
+        PathBuf,
+        OnceCell<Arc<dyn ObjectStore>>,
+        std::sync::Mutex<Option<std::time::Instant>>,
+    ),
 }
+
+/// How long a directory seen to exist is trusted before looking again.
+const DIR_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Writes the layout of DESIGN.md under `prefix` of an object store.
 #[derive(Debug)]
@@ -47,7 +56,7 @@ impl ObjectStoreTarget {
         let dir = dir.into();
         ObjectStoreTarget {
             id: format!("filesystem:{}", dir.display()),
-            source: Source::Directory(dir, OnceCell::new()),
+            source: Source::Directory(dir, OnceCell::new(), std::sync::Mutex::new(None)),
             prefix: String::new(),
         }
     }
@@ -55,12 +64,21 @@ impl ObjectStoreTarget {
     async fn store(&self) -> Result<&Arc<dyn ObjectStore>, TargetError> {
         match &self.source {
             Source::Store(s) => Ok(s),
-            Source::Directory(dir, cell) => {
-                if !dir.is_dir() {
-                    return Err(TargetError::transient(format!(
-                        "directory {} does not exist (is the share mounted?); create or mount it",
-                        dir.display()
-                    )));
+            Source::Directory(dir, cell, seen) => {
+                let fresh = seen
+                    .lock()
+                    .map(|s| s.is_some_and(|t| t.elapsed() < DIR_RECHECK))
+                    .unwrap_or(false);
+                if !fresh {
+                    if !dir.is_dir() {
+                        return Err(TargetError::transient(format!(
+                            "directory {} does not exist (is the share mounted?); create or mount it",
+                            dir.display()
+                        )));
+                    }
+                    if let Ok(mut s) = seen.lock() {
+                        *s = Some(std::time::Instant::now());
+                    }
                 }
                 cell.get_or_try_init(|| async {
                     object_store::local::LocalFileSystem::new_with_prefix(dir)

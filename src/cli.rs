@@ -78,6 +78,9 @@ pub enum SyncCmd {
         /// How long to keep draining after the stop signal.
         #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration_arg)]
         drain_timeout: Duration,
+        /// Streams replayed at once.
+        #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=256))]
+        concurrency: u32,
     },
     /// Deliver everything queued for the profile; exit 0 only once nothing is left (the last step of a CI job).
     Flush {
@@ -87,6 +90,9 @@ pub enum SyncCmd {
         /// Give up (exit 1) after this long.
         #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration_arg)]
         timeout: Duration,
+        /// Streams replayed at once.
+        #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=256))]
+        concurrency: u32,
     },
     /// Re-queue quarantined writes (after fixing their cause) and lift a credentials stop.
     Retry {
@@ -545,10 +551,16 @@ fn cmd_sync(project_flag: Option<&Path>, cmd: SyncCmd) -> Result<u8> {
             crate::synccmd::status(&home, &resolved, explicit, output.format == Format::Json)
                 .map(|_| 0)
         }
-        SyncCmd::Daemon { drain_timeout, .. } => {
-            crate::synccmd::daemon(&home, &resolved, drain_timeout)
-        }
-        SyncCmd::Flush { timeout, .. } => crate::synccmd::flush(&home, &resolved, timeout),
+        SyncCmd::Daemon {
+            drain_timeout,
+            concurrency,
+            ..
+        } => crate::synccmd::daemon(&home, &resolved, drain_timeout, concurrency as usize),
+        SyncCmd::Flush {
+            timeout,
+            concurrency,
+            ..
+        } => crate::synccmd::flush(&home, &resolved, timeout, concurrency as usize),
         SyncCmd::Retry { .. } => crate::synccmd::retry(&home, &resolved, explicit).map(|_| 0),
     }
 }

@@ -238,8 +238,9 @@ pub fn run_pipeline(project: &Project, pipeline: &Pipeline, opts: RunOptions) ->
     });
     let started = Instant::now();
     let (stop_actor, stopped) = tokio::sync::oneshot::channel::<()>();
+    let signalled = Arc::new(tokio::sync::Notify::new());
     let (result, actor_task) = rt.block_on(async {
-        tokio::spawn(watch_signals(cancel_tx, groups));
+        tokio::spawn(watch_signals(cancel_tx, groups, Arc::clone(&signalled)));
         let actor_task = sync.as_ref().map(|(actor, _)| {
             let actor = Arc::clone(actor);
             tokio::spawn(async move {
@@ -286,7 +287,7 @@ pub fn run_pipeline(project: &Project, pipeline: &Pipeline, opts: RunOptions) ->
             if let Some(t) = actor_task {
                 let _ = t.await;
             }
-            finish_sync(actor, opts.sync_timeout).await;
+            finish_sync(actor, opts.sync_timeout, &signalled).await;
         });
     }
     rt.shutdown_timeout(Duration::from_millis(100));
@@ -327,7 +328,11 @@ fn print_summary(
 
 /// First SIGINT/SIGTERM: cancel (steps get SIGTERM, then SIGKILL after a
 /// grace period). Second: SIGKILL every step's process group at once.
-async fn watch_signals(cancel: watch::Sender<bool>, groups: Arc<Mutex<HashSet<i32>>>) {
+async fn watch_signals(
+    cancel: watch::Sender<bool>,
+    groups: Arc<Mutex<HashSet<i32>>>,
+    signalled: Arc<tokio::sync::Notify>,
+) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut int), Ok(mut term)) = (
         signal(SignalKind::interrupt()),
@@ -342,6 +347,8 @@ async fn watch_signals(cancel: watch::Sender<bool>, groups: Arc<Mutex<HashSet<i3
             _ = term.recv() => {}
         }
         count += 1;
+        // Whoever waits (the final sync) stops waiting on any signal.
+        signalled.notify_waiters();
         if count == 1 {
             eprintln!("sparkwing: stopping the run (signal received); send it again to kill every step at once");
             let _ = cancel.send(true);
@@ -954,9 +961,13 @@ fn pump(mut reader: std::io::PipeReader, sink: &Sink) {
 
 /// Waits up to `timeout` for the run's writes to reach the remote, then
 /// says in one line what is left and how it will be delivered.
-async fn finish_sync(actor: &SyncActor, timeout: Duration) {
+async fn finish_sync(actor: &SyncActor, timeout: Duration, signalled: &tokio::sync::Notify) {
     let deadline = Instant::now() + timeout;
-    let drained = actor.drain(deadline).await;
+    // Ctrl-C while waiting: stop waiting (everything stays queued).
+    let drained = tokio::select! {
+        r = actor.drain(deadline) => r.map(|_| ()),
+        _ = signalled.notified() => Ok(()),
+    };
     let line = match (drained, actor.pending().await) {
         (Ok(_), Ok((0, _))) => format!("sparkwing: synced to {}", actor.target_ids().join(", ")),
         (_, Ok((n, bytes))) => {

@@ -197,14 +197,15 @@ pub fn status(
 fn open_sync(
     home: &std::path::Path,
     remote: &Remote,
+    concurrency: usize,
 ) -> Result<(Arc<SyncActor>, Replicator, Store)> {
     let store = Store::open(home)?;
     let outbox = Arc::new(Outbox::open(home)?);
-    let actor = Arc::new(SyncActor::new(
-        Arc::clone(&outbox),
-        remote.targets(),
-        SyncConfig::default(),
-    ));
+    let cfg = SyncConfig {
+        concurrency,
+        ..SyncConfig::default()
+    };
+    let actor = Arc::new(SyncActor::new(Arc::clone(&outbox), remote.targets(), cfg));
     let repl = Replicator::new(
         outbox,
         home.to_path_buf(),
@@ -223,7 +224,12 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 /// `sync flush`: exits 0 only once nothing is queued for the profile.
-pub fn flush(home: &std::path::Path, resolved: &Resolved, timeout: Duration) -> Result<u8> {
+pub fn flush(
+    home: &std::path::Path,
+    resolved: &Resolved,
+    timeout: Duration,
+    concurrency: usize,
+) -> Result<u8> {
     let Some(remote) = remote_of(resolved)? else {
         eprintln!(
             "sparkwing: profile \"{}\" keeps everything local (Mode 1); nothing to flush",
@@ -231,7 +237,7 @@ pub fn flush(home: &std::path::Path, resolved: &Resolved, timeout: Duration) -> 
         );
         return Ok(0);
     };
-    let (actor, repl, store) = open_sync(home, &remote)?;
+    let (actor, repl, store) = open_sync(home, &remote, concurrency)?;
     repl.reconcile(&store)?;
     let rt = runtime()?;
     let tty = std::io::stderr().is_terminal();
@@ -279,14 +285,19 @@ pub fn flush(home: &std::path::Path, resolved: &Resolved, timeout: Duration) -> 
 
 /// `sync daemon`: replays until SIGTERM/SIGINT, then drains for up to
 /// `drain_timeout` and reports what it left.
-pub fn daemon(home: &std::path::Path, resolved: &Resolved, drain_timeout: Duration) -> Result<u8> {
+pub fn daemon(
+    home: &std::path::Path,
+    resolved: &Resolved,
+    drain_timeout: Duration,
+    concurrency: usize,
+) -> Result<u8> {
     let Some(remote) = remote_of(resolved)? else {
         bail!(
             "profile \"{}\" keeps everything local (Mode 1): there is nothing to sync. Pass --profile NAME for a profile with remote surfaces",
             resolved.name
         );
     };
-    let (actor, repl, store) = open_sync(home, &remote)?;
+    let (actor, repl, store) = open_sync(home, &remote, concurrency)?;
     repl.reconcile(&store)?;
     let rt = runtime()?;
     eprintln!(

@@ -74,6 +74,10 @@ impl SyncReport {
     }
 }
 
+/// A claim transaction running on a blocking thread: how many streams it
+/// asked for, and what it got.
+type PendingClaim = tokio::task::JoinHandle<Result<(usize, Vec<Claim>), OutboxError>>;
+
 pub struct SyncActor {
     outbox: Arc<Outbox>,
     targets: HashMap<String, Arc<dyn Target>>,
@@ -141,9 +145,7 @@ impl SyncActor {
         let mut report = SyncReport::default();
         let mut delivering = JoinSet::new();
         let mut settling: JoinSet<Result<bool, OutboxError>> = JoinSet::new();
-        let mut claiming: Option<
-            tokio::task::JoinHandle<Result<(usize, Vec<Claim>), OutboxError>>,
-        > = None;
+        let mut claiming: Option<PendingClaim> = None;
         let mut queued: std::collections::VecDeque<Claim> = Default::default();
         let mut ready = true;
         loop {

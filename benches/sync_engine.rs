@@ -76,8 +76,8 @@ fn bench_enqueue(n: usize, repeats: usize) {
         c.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))
             .unwrap();
         c.execute_batch("PRAGMA synchronous = FULL;").unwrap();
-        c.execute_batch(include_str!("../schema/outbox/0001_outbox.sql"))
-            .unwrap();
+        // The same tables and indexes as outbox.db (every migration).
+        sparkwing_schema::migrate_outbox(&mut c).unwrap();
         let start = Instant::now();
         for chunk in data.chunks(BATCH) {
             let tx = c.transaction().unwrap();

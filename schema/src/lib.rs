@@ -54,6 +54,11 @@ pub const OUTBOX_MIGRATIONS: &[Migration] = &[
         name: "0002_streams.sql",
         sql: include_str!("../outbox/0002_streams.sql"),
     },
+    Migration {
+        version: 3,
+        name: "0003_drop_ready_index.sql",
+        sql: include_str!("../outbox/0003_drop_ready_index.sql"),
+    },
 ];
 
 /// Brings `outbox.db` to the version this binary expects (see [`migrate_sqlite`]).

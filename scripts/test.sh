@@ -2,9 +2,9 @@
 # The whole test suite, from a fresh clone: `bash scripts/test.sh`.
 #
 # It provisions what the tests need and fails loudly when something is
-# missing. Today (Mode 1) that is only the Rust toolchain: the tests spawn the
-# real binary against temporary homes. Later modes add their services here
-# (a Python venv with moto for S3, a Postgres database per test).
+# missing: the Rust toolchain, and a Python venv (.venv) with moto, the
+# S3-protocol server the S3 tests start on free ports (one bucket per test).
+# Under CI=true a test that cannot find moto fails instead of skipping.
 #
 # Environment:
 #   SPARKWING_FUZZ_SECONDS=N  also run every fuzz target for N seconds
@@ -15,6 +15,14 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
 
 command -v cargo >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs" >&2; exit 1; }
+
+step "provision: moto (an S3-protocol server) in .venv"
+if [ ! -x .venv/bin/moto_server ]; then
+  command -v python3 >/dev/null || { echo "python3 not found: install Python 3 (the S3 tests run moto)" >&2; exit 1; }
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet 'moto[server]'
+fi
+export SPARKWING_TEST_MOTO="$PWD/.venv/bin/moto_server"
 
 step "format"
 cargo fmt --all -- --check

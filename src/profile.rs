@@ -490,7 +490,7 @@ impl Resolved {
             }
         }
         for (role, s) in surfaces(&self.def) {
-            if !matches!(s.kind, SurfaceType::Sqlite | SurfaceType::Filesystem) {
+            if s.kind == SurfaceType::Postgres {
                 bail!(
                     "{at}: {role}: type {} is recognized but not implemented in this build; use --sw-local-only to run locally",
                     s.kind.as_str()

@@ -40,6 +40,7 @@ fn target_for(role: &str, s: &Surface) -> Result<Option<Arc<dyn Target>>> {
             }
             Ok(Some(Arc::new(ObjectStoreTarget::filesystem(dir))))
         }
+        SurfaceType::S3 | SurfaceType::Gcs | SurfaceType::AzureBlob => Ok(Some(cloud_target(role, s)?)),
         other => bail!(
             "{role}: type {} is recognized but not implemented in this build; use --sw-local-only to run locally",
             other.as_str()
@@ -111,4 +112,128 @@ fn with_faults(t: Arc<dyn Target>) -> Arc<dyn Target> {
         _ => {}
     }
     Arc::new(f)
+}
+
+/// The S3 endpoint: the profile's `endpoint:`, else `SPARKWING_S3_ENDPOINT`.
+fn s3_endpoint(s: &Surface) -> Option<String> {
+    s.endpoint
+        .clone()
+        .or_else(|| std::env::var("SPARKWING_S3_ENDPOINT").ok())
+        .filter(|e| !e.trim().is_empty())
+}
+
+fn env_set(names: &[&str]) -> bool {
+    names
+        .iter()
+        .any(|n| std::env::var_os(n).is_some_and(|v| !v.is_empty()))
+}
+
+fn cloud_target(role: &str, s: &Surface) -> Result<Arc<dyn Target>> {
+    use sparkwing_sync::object_store::aws::AmazonS3Builder;
+    use sparkwing_sync::object_store::azure::MicrosoftAzureBuilder;
+    use sparkwing_sync::object_store::gcp::GoogleCloudStorageBuilder;
+    sparkwing_sync::object::install_crypto_provider();
+    let bucket = s.bucket.clone().unwrap_or_default();
+    let prefix = s.prefix.clone().unwrap_or_default();
+    let t = s.kind.as_str();
+    let store: Arc<dyn sparkwing_sync::object_store::ObjectStore>;
+    let id: String;
+    match s.kind {
+        SurfaceType::S3 => {
+            let endpoint = s3_endpoint(s);
+            let region = s
+                .region
+                .clone()
+                .or_else(|| std::env::var("AWS_REGION").ok())
+                .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
+                .filter(|r| !r.is_empty());
+            let Some(region) = region else {
+                bail!("{role}: type s3 needs a region: set `region:` in the profile or export AWS_REGION");
+            };
+            let creds = env_set(&["AWS_ACCESS_KEY_ID"]) && env_set(&["AWS_SECRET_ACCESS_KEY"])
+                || env_set(&[
+                    "AWS_WEB_IDENTITY_TOKEN_FILE",
+                    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+                    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                ])
+                || env_set(&["SPARKWING_S3_INSTANCE_CREDENTIALS"]);
+            if !creds {
+                bail!(
+                    "{role}: type s3 found no credentials: export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
+                     (or run with web-identity or container credentials; on an EC2 instance role set SPARKWING_S3_INSTANCE_CREDENTIALS=1)"
+                );
+            }
+            let mut b = AmazonS3Builder::from_env()
+                .with_bucket_name(&bucket)
+                .with_region(&region)
+                .with_retry(sparkwing_sync::object::client_retry());
+            let allow_http = endpoint
+                .as_deref()
+                .is_some_and(|e| e.starts_with("http://"));
+            if let Some(ep) = &endpoint {
+                b = b.with_endpoint(ep);
+            }
+            b = b.with_client_options(sparkwing_sync::object::client_options(allow_http));
+            store = Arc::new(
+                b.build()
+                    .map_err(|e| anyhow::anyhow!("{role}: type s3: {e}"))?,
+            );
+            let at = endpoint
+                .map(|e| format!("@{}", crate::profile::redact_url(&e)))
+                .unwrap_or_default();
+            id = format!("s3:{bucket}/{prefix}{at}");
+        }
+        SurfaceType::Gcs => {
+            if !env_set(&[
+                "GOOGLE_SERVICE_ACCOUNT",
+                "GOOGLE_SERVICE_ACCOUNT_PATH",
+                "GOOGLE_SERVICE_ACCOUNT_KEY",
+                "GOOGLE_APPLICATION_CREDENTIALS",
+            ]) {
+                bail!("{role}: type gcs found no credentials: export GOOGLE_APPLICATION_CREDENTIALS (a service account key file)");
+            }
+            let b = GoogleCloudStorageBuilder::from_env()
+                .with_bucket_name(&bucket)
+                .with_retry(sparkwing_sync::object::client_retry())
+                .with_client_options(sparkwing_sync::object::client_options(false));
+            store = Arc::new(
+                b.build()
+                    .map_err(|e| anyhow::anyhow!("{role}: type gcs: {e}"))?,
+            );
+            id = format!("gcs:{bucket}/{prefix}");
+        }
+        SurfaceType::AzureBlob => {
+            let account = s
+                .account
+                .clone()
+                .or_else(|| std::env::var("AZURE_STORAGE_ACCOUNT_NAME").ok())
+                .filter(|a| !a.is_empty());
+            let Some(account) = account else {
+                bail!("{role}: type azure-blob needs a storage account: set `account:` in the profile or export AZURE_STORAGE_ACCOUNT_NAME");
+            };
+            if !env_set(&[
+                "AZURE_STORAGE_ACCOUNT_KEY",
+                "AZURE_STORAGE_ACCESS_KEY",
+                "AZURE_STORAGE_SAS_KEY",
+                "AZURE_STORAGE_TOKEN",
+                "AZURE_CLIENT_SECRET",
+                "AZURE_FEDERATED_TOKEN_FILE",
+                "AZURE_STORAGE_USE_EMULATOR",
+            ]) {
+                bail!("{role}: type azure-blob found no credentials: export AZURE_STORAGE_ACCOUNT_KEY (or AZURE_STORAGE_SAS_KEY, or a service principal's AZURE_CLIENT_SECRET)");
+            }
+            let b = MicrosoftAzureBuilder::from_env()
+                .with_account(&account)
+                .with_container_name(&bucket)
+                .with_retry(sparkwing_sync::object::client_retry())
+                .with_client_options(sparkwing_sync::object::client_options(false));
+            store = Arc::new(
+                b.build()
+                    .map_err(|e| anyhow::anyhow!("{role}: type azure-blob: {e}"))?,
+            );
+            id = format!("azure-blob:{account}/{bucket}/{prefix}");
+        }
+        _ => bail!("{role}: type {t} is not an object store"),
+    }
+    Ok(Arc::new(ObjectStoreTarget::new(id, store, &prefix)))
 }

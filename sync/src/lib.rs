@@ -24,4 +24,6 @@ pub mod target;
 
 pub use actor::{SyncActor, SyncConfig, SyncReport};
 pub use object::ObjectStoreTarget;
+/// The object_store crate this one is built on (its builders configure targets).
+pub use object_store;
 pub use target::{Applied, Op, Target, TargetError};

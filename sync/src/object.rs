@@ -199,3 +199,31 @@ impl Target for ObjectStoreTarget {
         Ok(keys)
     }
 }
+
+/// Installs the TLS crypto provider (ring) once per process; the cloud
+/// backends need it before their first HTTPS request.
+pub fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// Retries inside one request are kept short: the outbox retries with its
+/// own backoff and records connectivity, which a long in-client retry would
+/// hide (object_store's default hides outages of about a second).
+pub fn client_retry() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        backoff: object_store::BackoffConfig::default(),
+        max_retries: 1,
+        retry_timeout: std::time::Duration::from_secs(5),
+    }
+}
+
+/// Timeouts for cloud requests.
+pub fn client_options(allow_http: bool) -> object_store::ClientOptions {
+    object_store::ClientOptions::new()
+        .with_allow_http(allow_http)
+        .with_connect_timeout(std::time::Duration::from_secs(5))
+        .with_timeout(std::time::Duration::from_secs(60))
+}

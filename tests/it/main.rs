@@ -7,6 +7,7 @@ mod inspect;
 mod pipelines;
 mod profiles;
 mod run;
+mod s3;
 mod signals;
 mod sync;
 mod util;

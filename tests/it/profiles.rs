@@ -183,18 +183,6 @@ fn unknown_profile_names_the_known_ones() {
 fn recognized_types_this_build_cannot_run_fail_at_run_start() {
     let cases = [
         (
-            "cache: { type: s3, bucket: b }",
-            "type s3 is recognized but not implemented in this build",
-        ),
-        (
-            "cache: { type: gcs, bucket: b }",
-            "type gcs is recognized but not implemented in this build",
-        ),
-        (
-            "logs: { type: azure-blob, bucket: b }",
-            "type azure-blob is recognized but not implemented in this build",
-        ),
-        (
             "state: { type: postgres, url: 'postgres://u:pw@db/x' }",
             "type postgres is recognized but not implemented in this build",
         ),

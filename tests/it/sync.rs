@@ -81,7 +81,7 @@ fn sha_hex(b: &[u8]) -> String {
 /// Asserts that the remote holds exactly what the local store holds for
 /// every run: each event once, the log bytes in order, every cache blob
 /// byte-identical, every manifest. Returns the number of runs checked.
-fn assert_remote_equals_local(home: &Path, remote: &Path) -> usize {
+pub fn assert_remote_equals_local(home: &Path, remote: &Path) -> usize {
     let db = rusqlite::Connection::open(home.join("state.db")).unwrap();
     let runs: Vec<String> = db
         .prepare("SELECT id FROM runs ORDER BY id")

@@ -1,0 +1,206 @@
+//! Mode 2 surfaces against a real S3-protocol server (moto): the target
+//! conformance suite, replication of whole runs, outages through a proxy,
+//! and configuration errors.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sparkwing_sync::object_store::aws::AmazonS3Builder;
+use sparkwing_sync::{ObjectStoreTarget, Target};
+
+use crate::sync::assert_remote_equals_local;
+use crate::util::*;
+
+fn s3_target(endpoint: &str, bucket: &str, prefix: &str) -> ObjectStoreTarget {
+    sparkwing_sync::object::install_crypto_provider();
+    let store = AmazonS3Builder::new()
+        .with_endpoint(endpoint)
+        .with_bucket_name(bucket)
+        .with_region("us-east-1")
+        .with_access_key_id("testing")
+        .with_secret_access_key("testing")
+        .with_allow_http(true)
+        .with_retry(sparkwing_sync::object::client_retry())
+        .build()
+        .unwrap();
+    ObjectStoreTarget::new(format!("s3:{bucket}/{prefix}"), Arc::new(store), prefix)
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Copies a bucket's objects into `dir`, keeping their keys as paths.
+fn mirror(endpoint: &str, bucket: &str, dir: &Path) {
+    let t = s3_target(endpoint, bucket, "");
+    rt().block_on(async {
+        for key in t.list("").await.unwrap() {
+            let body = t.read(&key).await.unwrap().unwrap();
+            let path = dir.join(&key);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, body).unwrap();
+        }
+    });
+}
+
+fn s3_project(env: &Env, endpoint: &str, bucket: &str) {
+    let yaml = format!(
+        "profiles:\n  shared:\n    state: {{ type: s3, bucket: {bucket}, prefix: state, endpoint: \"{endpoint}\" }}\n    logs: {{ type: s3, bucket: {bucket}, prefix: logs, endpoint: \"{endpoint}\" }}\n    cache: {{ type: s3, bucket: {bucket}, prefix: cache, endpoint: \"{endpoint}\" }}\npipelines:\n  - name: work\n    jobs:\n      talk: {{ steps: [{{ run: 'for i in 1 2 3 4 5; do echo line $i; done' }}] }}\n      build:\n        cache: {{ key: [seed.txt], outputs: [out] }}\n        steps: [{{ run: 'mkdir -p out && cat seed.txt > out/a.bin && head -c 5000 /dev/urandom > out/b.bin' }}]\n"
+    );
+    env.write_project(&yaml);
+    std::fs::write(env.dir().join("seed.txt"), "seed").unwrap();
+}
+
+fn s3_cmd(env: &Env, args: &[&str]) -> std::process::Command {
+    let mut c = env.cmd(args);
+    c.envs(S3_ENV);
+    c
+}
+
+#[test]
+fn the_s3_target_passes_the_conformance_suite() {
+    let Some(moto) = moto() else { return };
+    moto.bucket("conformance");
+    let t = s3_target(&moto.endpoint, "conformance", "team/prefix");
+    rt().block_on(sparkwing_sync::conformance::run_all(&t, "s3"));
+}
+
+#[test]
+fn a_run_replicates_to_s3_exactly_what_it_holds_locally() {
+    let Some(moto) = moto() else { return };
+    moto.bucket("replicate");
+    let env = Env::new();
+    s3_project(&env, &moto.endpoint, "replicate");
+    let out = s3_cmd(&env, &["run", "work", "--profile", "shared"])
+        .output()
+        .unwrap();
+    expect_code(&out, 0);
+    assert!(
+        text(&out.stderr).contains("sparkwing: synced to s3:replicate/state"),
+        "{}",
+        text(&out.stderr)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    mirror(&moto.endpoint, "replicate", dir.path());
+    assert_eq!(assert_remote_equals_local(&env.sw_home(), dir.path()), 1);
+}
+
+#[test]
+fn an_s3_outage_never_fails_a_run_and_the_backlog_replays_when_it_returns() {
+    let Some(moto) = moto() else { return };
+    moto.bucket("outage");
+    let proxy = Proxy::start(&moto.endpoint);
+    let env = Env::new();
+    s3_project(&env, &proxy.endpoint(), "outage");
+    proxy.set_up(false);
+    let out = s3_cmd(
+        &env,
+        &[
+            "run",
+            "work",
+            "--profile",
+            "shared",
+            "--sw-sync-timeout",
+            "1s",
+        ],
+    )
+    .output()
+    .unwrap();
+    expect_code(&out, 0);
+    assert!(
+        text(&out.stderr).contains("not yet delivered"),
+        "{}",
+        text(&out.stderr)
+    );
+    let st = {
+        let out = s3_cmd(
+            &env,
+            &["sync", "status", "--profile", "shared", "-o", "json"],
+        )
+        .output()
+        .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    for t in st["targets"].as_array().unwrap() {
+        assert_eq!(t["connectivity"], "offline", "{t}");
+        assert!(t["pending_entries"].as_u64().unwrap() > 0);
+    }
+    // The endpoint returns; a daemon replays everything without anyone acting.
+    let mut daemon = s3_cmd(&env, &["sync", "daemon", "--profile", "shared"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    proxy.set_up(true);
+    let dir = tempfile::tempdir().unwrap();
+    wait_for(
+        "the daemon to replay the backlog",
+        Duration::from_secs(90),
+        || {
+            let out = s3_cmd(
+                &env,
+                &["sync", "status", "--profile", "shared", "-o", "json"],
+            )
+            .output()
+            .unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            v["targets"]
+                .as_array()
+                .is_some_and(|ts| ts.iter().all(|t| t["pending_entries"] == 0))
+        },
+    );
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    assert!(daemon.wait().unwrap().success());
+    mirror(&moto.endpoint, "outage", dir.path());
+    assert_remote_equals_local(&env.sw_home(), dir.path());
+}
+
+#[test]
+fn missing_region_or_credentials_are_named_at_run_start() {
+    let env = Env::new();
+    s3_project(&env, "http://127.0.0.1:9", "b");
+    let out = env
+        .cmd(&["run", "work", "--profile", "shared"])
+        .env("AWS_ACCESS_KEY_ID", "x")
+        .env("AWS_SECRET_ACCESS_KEY", "y")
+        .output()
+        .unwrap();
+    expect_code(&out, 2);
+    assert!(
+        text(&out.stderr).contains("needs a region") && text(&out.stderr).contains("AWS_REGION"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = env
+        .cmd(&["run", "work", "--profile", "shared"])
+        .env("AWS_REGION", "us-east-1")
+        .output()
+        .unwrap();
+    expect_code(&out, 2);
+    let e = text(&out.stderr);
+    assert!(
+        e.contains("no credentials") && e.contains("AWS_ACCESS_KEY_ID"),
+        "{e}"
+    );
+    assert!(!env.dir().join("out").exists(), "nothing ran");
+    // GCS and Azure name their own variables.
+    env.write_project("profiles:\n  g: { cache: { type: gcs, bucket: b } }\n  a: { logs: { type: azure-blob, bucket: c } }\npipelines:\n  - name: work\n    jobs: {a: {steps: [{run: 'true'}]}}\n");
+    let out = env.run(&["run", "work", "--profile", "g"]);
+    expect_code(&out, 2);
+    assert!(
+        text(&out.stderr).contains("GOOGLE_APPLICATION_CREDENTIALS"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = env.run(&["run", "work", "--profile", "a"]);
+    expect_code(&out, 2);
+    assert!(
+        text(&out.stderr).contains("AZURE_STORAGE_ACCOUNT_NAME"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -189,6 +189,45 @@ impl Cas {
         self.root.join(&sha[..2.min(sha.len())]).join(sha)
     }
 
+    /// Stores bytes fetched from elsewhere under their SHA-256, after
+    /// checking that they hash to it (a corrupt or truncated download is an
+    /// error, never stored). A blob already present is not written again.
+    pub fn put_bytes(&self, sha: &str, bytes: &[u8]) -> Result<()> {
+        let got = hex(&Sha256::digest(bytes));
+        if got != sha {
+            bail!(
+                "blob {sha} is corrupt or truncated ({} bytes hash to {got})",
+                bytes.len()
+            );
+        }
+        let dest = self.blob_path(sha);
+        if dest.exists() {
+            return Ok(());
+        }
+        let dir = dest.parent().unwrap_or(&self.root);
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let tmp = dir.join(format!(
+            ".tmp-{}-{}",
+            std::process::id(),
+            crate::util::new_run_id()
+        ));
+        let result = (|| -> Result<()> {
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()?;
+            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o444))?;
+            fs::rename(&tmp, &dest)?;
+            Ok(())
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result.with_context(|| format!("storing blob {sha} in {}", self.root.display()))
+    }
+
     /// Stores a file's contents; returns (sha256, size). A blob already
     /// present is not written again.
     pub fn put_file(&self, src: &Path) -> Result<(String, u64)> {

@@ -103,6 +103,8 @@ struct Ctx {
     groups: Arc<Mutex<HashSet<i32>>>,
     /// Set when the profile has remote surfaces.
     repl: Option<Arc<Replicator>>,
+    /// The cache target, read on a local miss (Mode 2+).
+    remote_cache: Option<Arc<dyn sparkwing_sync::Target>>,
 }
 
 /// Runs a `state.db` call off the executor; when the run replicates, the
@@ -235,6 +237,7 @@ pub fn run_pipeline(project: &Project, pipeline: &Pipeline, opts: RunOptions) ->
         cancel: cancel_rx,
         groups: Arc::clone(&groups),
         repl: sync.as_ref().map(|(_, r)| Arc::clone(r)),
+        remote_cache: opts.remote.cache.clone(),
     });
     let started = Instant::now();
     let (stop_actor, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -624,7 +627,22 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
     // A cache hit restores the outputs and skips the steps.
     if let (Some(k), false) = (&key, ctx.no_cache) {
         let k2 = k.clone();
-        if let Some(entry) = db(ctx, move |s| s.cache_get(&k2)).await? {
+        let mut found = db(ctx, move |s| s.cache_get(&k2)).await?;
+        // A local miss may be another runner's hit.
+        if let (None, Some(target)) = (&found, &ctx.remote_cache) {
+            match crate::remote_cache::fetch(target.as_ref(), &ctx.home, k).await {
+                Ok(Some(entry)) => {
+                    let e2 = entry.clone();
+                    db(ctx, move |s| s.cache_import(&e2)).await?;
+                    found = Some(entry);
+                }
+                Ok(None) => {}
+                Err(e) => eprintln!(
+                    "sparkwing: job {name}: could not use the remote cache ({e:#}); running the job"
+                ),
+            }
+        }
+        if let Some(entry) = found {
             let dir = ctx.project_dir.clone();
             let cas_home = ctx.home.clone();
             let manifest = entry.manifest.clone();

@@ -11,6 +11,7 @@
 //! - [`cache`]: cache keys, the content-addressed store, restore.
 //! - [`logs`]: per-job log files; tail and follow.
 //! - [`remote`]: a profile's remote surfaces as sync targets.
+//! - [`remote_cache`]: cross-runner cache reads from the remote, verified.
 //! - [`replicate`]: local writes into outbox entries; crash recovery (reconcile).
 //! - [`report`]: the JSON documents of runs (CLI output and remote summaries).
 //! - [`yaml`]: YAML helpers with file:line:column errors.
@@ -23,6 +24,7 @@ pub mod logs;
 pub mod pipeline;
 pub mod profile;
 pub mod remote;
+pub mod remote_cache;
 pub mod replicate;
 pub mod report;
 pub mod store;

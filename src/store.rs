@@ -508,6 +508,22 @@ impl Store {
         })
     }
 
+    /// Records a cache entry another runner produced (fetched from the
+    /// remote). No event: the run that produced it is not a local run.
+    pub fn cache_import(&self, e: &CacheEntry) -> Result<()> {
+        self.with_tx(|tx| {
+            tx.execute(
+                "INSERT INTO cache_entries (key, job, pipeline, run_id, created_at, expires_at, manifest)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (key) DO UPDATE SET job = excluded.job, pipeline = excluded.pipeline,
+                   run_id = excluded.run_id, created_at = excluded.created_at,
+                   expires_at = excluded.expires_at, manifest = excluded.manifest",
+                params![e.key, e.job, e.pipeline, e.run_id, e.created_at, e.expires_at, e.manifest],
+            )?;
+            Ok(())
+        })
+    }
+
     /// Publishes a cache manifest (the blobs are already in the CAS).
     pub fn cache_put(&self, e: &CacheEntry) -> Result<()> {
         self.with_tx(|tx| {

@@ -204,3 +204,102 @@ fn missing_region_or_credentials_are_named_at_run_start() {
         text(&out.stderr)
     );
 }
+
+/// A second runner (another home, another checkout of the project).
+fn second_runner(endpoint: &str, bucket: &str) -> Env {
+    let env = Env::new();
+    s3_project(&env, endpoint, bucket);
+    env
+}
+
+#[test]
+fn a_second_runner_restores_what_the_first_produced_and_refuses_corrupt_blobs() {
+    let Some(moto) = moto() else { return };
+    moto.bucket("shared-cache");
+    let first = Env::new();
+    s3_project(&first, &moto.endpoint, "shared-cache");
+    expect_code(
+        &s3_cmd(&first, &["run", "work", "--profile", "shared"])
+            .output()
+            .unwrap(),
+        0,
+    );
+    let producer = first.json(&["runs", "list", "-o", "json"])[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let random = std::fs::read(first.dir().join("out/b.bin")).unwrap();
+
+    let second = second_runner(&moto.endpoint, "shared-cache");
+    let out = s3_cmd(&second, &["run", "work", "--profile", "shared"])
+        .output()
+        .unwrap();
+    expect_code(&out, 0);
+    assert!(
+        text(&out.stderr).contains(&format!("restored from run {producer}")),
+        "{}",
+        text(&out.stderr)
+    );
+    // b.bin is random bytes: equal only if restored, not recomputed.
+    assert_eq!(
+        std::fs::read(second.dir().join("out/b.bin")).unwrap(),
+        random
+    );
+    let jobs = jobs_of(&second, "latest");
+    assert_eq!(jobs["build"]["status"], "cached");
+    assert_eq!(jobs["build"]["cached_from_run"], producer.as_str());
+
+    // Someone damages a blob in the bucket: a third runner must not restore it.
+    let t = s3_target(&moto.endpoint, "shared-cache", "cache");
+    let blob = rt()
+        .block_on(t.list("cas/"))
+        .unwrap()
+        .into_iter()
+        .next()
+        .unwrap();
+    let store = AmazonS3Builder::new()
+        .with_endpoint(&moto.endpoint)
+        .with_bucket_name("shared-cache")
+        .with_region("us-east-1")
+        .with_access_key_id("testing")
+        .with_secret_access_key("testing")
+        .with_allow_http(true)
+        .build()
+        .unwrap();
+    rt().block_on(async {
+        use sparkwing_sync::object_store::ObjectStoreExt;
+        let path = sparkwing_sync::object_store::path::Path::from(format!("cache/{blob}"));
+        store
+            .put(&path, bytes::Bytes::from_static(b"truncat").into())
+            .await
+            .unwrap();
+    });
+    let third = second_runner(&moto.endpoint, "shared-cache");
+    let out = s3_cmd(&third, &["run", "work", "--profile", "shared"])
+        .output()
+        .unwrap();
+    expect_code(&out, 0);
+    let e = text(&out.stderr);
+    assert!(e.contains("corrupt or truncated"), "{e}");
+    assert_eq!(
+        jobs_of(&third, "latest")["build"]["status"],
+        "success",
+        "a corrupt remote blob is a miss"
+    );
+}
+
+#[test]
+fn coordination_features_are_refused_under_a_mode_2_profile() {
+    let env = Env::new();
+    env.write_project("profiles:\n  shared: { cache: { type: s3, bucket: b, endpoint: 'http://127.0.0.1:9' } }\npipelines:\n  - name: ship\n    jobs:\n      build: { cache: { outputs: [o], on_limit: coalesce }, steps: [{ run: 'touch o' }] }\n");
+    let out = s3_cmd(&env, &["run", "ship", "--profile", "shared"])
+        .output()
+        .unwrap();
+    expect_code(&out, 2);
+    let e = text(&out.stderr);
+    assert!(
+        e.contains("Mode 2") && e.contains("shared object storage") && e.contains("Postgres"),
+        "{e}"
+    );
+    assert!(!env.dir().join("o").exists());
+}

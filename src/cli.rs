@@ -147,7 +147,7 @@ pub enum RunsCmd {
         #[arg(long)]
         pipeline: Option<String>,
         /// Only runs with this status.
-        #[arg(long, value_parser = ["running", "success", "failed", "cancelled", "interrupted"])]
+        #[arg(long, value_parser = ["waiting", "running", "success", "failed", "cancelled", "interrupted"])]
         status: Option<String>,
         /// At most this many runs.
         #[arg(long, default_value_t = 20)]
@@ -286,6 +286,7 @@ fn cmd_run(project_flag: Option<&Path>, args: RunArgs) -> Result<u8> {
                 Remote::from_profile(&resolved.def)?
             },
             sync_timeout: args.sync_timeout,
+            max_runs: crate::gate::max_runs(profile::user_max_runs()?)?,
             workers,
             no_cache: args.no_cache,
             profile: resolved.name.clone(),

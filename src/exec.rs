@@ -43,6 +43,8 @@ pub struct RunOptions {
     pub remote: Remote,
     /// How long the run waits at exit for its writes to reach the remote.
     pub sync_timeout: Duration,
+    /// At most this many runs at once on this machine (the gate).
+    pub max_runs: usize,
     pub workers: usize,
     pub no_cache: bool,
     pub profile: String,
@@ -162,7 +164,7 @@ pub fn run_pipeline(project: &Project, pipeline: &Pipeline, opts: RunOptions) ->
     let row = RunRow {
         id: run_id.clone(),
         pipeline: pipeline.name.clone(),
-        status: "running".into(),
+        status: "waiting".into(),
         profile: opts.profile.clone(),
         project_dir: project.dir.to_string_lossy().into_owned(),
         host: util::hostname(),
@@ -191,6 +193,9 @@ pub fn run_pipeline(project: &Project, pipeline: &Pipeline, opts: RunOptions) ->
             .collect(),
     };
     store.create_run(&new)?;
+    // Wait for a slot of the host-local gate (kernel-held: a crash frees it).
+    let slot = crate::gate::acquire(&opts.home, &store, &run_id, opts.max_runs)?;
+    store.admit_run(&run_id, slot.index)?;
     // Mode 2+: open the outbox, the actor that drains it, and the replicator
     // that feeds it. Earlier runs' leftovers (a crash) are queued first.
     let sync = if opts.remote.is_local() {

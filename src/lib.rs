@@ -6,6 +6,7 @@
 //! - [`pipeline`]: `.sparkwing/sparkwing.yaml`: discovery, parsing, validation.
 //! - [`profile`]: profile files, selection, validation, redaction.
 //! - [`exec`]: runs a pipeline's job DAG: processes, timeouts, signals.
+//! - [`gate`]: the host-local cap on concurrent runs (flock slots).
 //! - [`synccmd`]: `sparkwing sync` status, daemon, flush, retry.
 //! - [`store`]: `state.db`: runs, jobs, steps, events, cache index.
 //! - [`cache`]: cache keys, the content-addressed store, restore.
@@ -20,6 +21,7 @@
 pub mod cache;
 pub mod cli;
 pub mod exec;
+pub mod gate;
 pub mod logs;
 pub mod pipeline;
 pub mod profile;

@@ -84,6 +84,25 @@ pub struct Controller {
 struct UserFile {
     #[serde(default)]
     profiles: UniqueMap<ProfileDef>,
+    /// The host-local gate: at most this many runs at once.
+    #[serde(default)]
+    max_runs: Option<u32>,
+}
+
+/// `max_runs:` from the user profile file, when set (and valid).
+pub fn user_max_runs() -> Result<Option<u32>> {
+    let (path, _) = user_file_path();
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(None);
+    };
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    let file: UserFile = yaml::parse(&path, &text).map_err(anyhow::Error::msg)?;
+    if file.max_runs == Some(0) {
+        bail!("{}: max_runs must be at least 1", path.display());
+    }
+    Ok(file.max_runs)
 }
 
 /// Where a profile definition came from.

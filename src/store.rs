@@ -48,7 +48,10 @@ impl RunRow {
     /// The status to show: a `running` run whose process on this host is
     /// gone was interrupted (killed, or the machine went down).
     pub fn shown_status(&self) -> &str {
-        if self.status == "running" && self.host == hostname() && !pid_alive(self.pid) {
+        if (self.status == "running" || self.status == "waiting")
+            && self.host == hostname()
+            && !pid_alive(self.pid)
+        {
             "interrupted"
         } else {
             &self.status
@@ -226,6 +229,26 @@ impl Store {
         })
     }
 
+    /// Live or dead, the runs on `host` waiting for a slot, oldest first:
+    /// (id, pid).
+    pub fn waiting_runs(&self, host: &str) -> Result<Vec<(String, i64)>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT id, pid FROM runs WHERE status = 'waiting' AND host = ?1 ORDER BY id",
+            )?;
+            let rows = st.query_map([host], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })
+    }
+
+    /// A waiting run got its slot.
+    pub fn admit_run(&self, run: &str, slot: usize) -> Result<()> {
+        self.with_tx(|tx| {
+            tx.execute("UPDATE runs SET status = 'running' WHERE id = ?1", [run])?;
+            event(tx, run, None, "run.admitted", json!({"slot": slot}))
+        })
+    }
+
     pub fn job_started(&self, run: &str, job: &str, cache_key: Option<&str>) -> Result<()> {
         let ts = now_ms();
         self.with_tx(|tx| {
@@ -312,7 +335,7 @@ impl Store {
     ) -> Result<Vec<RunRow>> {
         // `interrupted` is derived, not stored: filter it after reading.
         let (db_status, derived) = match status {
-            Some("interrupted") => (Some("running"), true),
+            Some("interrupted") => (None, true),
             s => (s, false),
         };
         let mut rows = self.read(|c| {

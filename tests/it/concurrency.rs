@@ -43,8 +43,8 @@ pipelines:
         assert!(jobs.values().all(|j| j["status"] == "success"));
         assert_eq!(jobs["a"]["steps"].as_array().unwrap().len(), 3);
     }
-    // Every state change left its event: 1 run start + 3 x (job start, job
-    // end) + 6 x (step start, step end) + 1 run end = 20 per run.
+    // Every state change left its event: run start, admission + 3 x (job start, job
+    // end) + 6 x (step start, step end) + run end = 21 per run.
     let db = rusqlite::Connection::open(env.sw_home().join("state.db")).unwrap();
     let per_run: Vec<i64> = db
         .prepare("SELECT COUNT(*) FROM events GROUP BY run_id")
@@ -53,7 +53,7 @@ pipelines:
         .unwrap()
         .map(Result::unwrap)
         .collect();
-    assert_eq!(per_run, vec![20; 8]);
+    assert_eq!(per_run, vec![21; 8]);
 }
 
 #[test]

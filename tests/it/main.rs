@@ -3,6 +3,7 @@
 
 mod cache;
 mod concurrency;
+mod gate;
 mod inspect;
 mod pipelines;
 mod profiles;

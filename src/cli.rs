@@ -17,9 +17,9 @@ use crate::logs::{self, LogRequest};
 use crate::pipeline::{self, Pipeline};
 use crate::profile::{self, Request};
 use crate::remote::Remote;
-use crate::report::{self, duration_of, run_json};
+use crate::report::{self, run_json};
 use crate::store::Store;
-use crate::util::{human_duration, rfc3339_ms, table};
+use crate::util::table;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -152,6 +152,9 @@ pub enum RunsCmd {
         /// At most this many runs.
         #[arg(long, default_value_t = 20)]
         limit: usize,
+        /// Merge with every runner's runs on this profile's remote.
+        #[arg(long, value_name = "NAME")]
+        profile: Option<String>,
         #[command(flatten)]
         output: OutputArg,
     },
@@ -159,6 +162,9 @@ pub enum RunsCmd {
     Show {
         /// A run ID, a unique prefix of one, or `latest`.
         run: String,
+        /// Also look on this profile's remote (runs of other runners).
+        #[arg(long, value_name = "NAME")]
+        profile: Option<String>,
         #[command(flatten)]
         output: OutputArg,
     },
@@ -175,6 +181,9 @@ pub enum RunsCmd {
         /// Keep printing new output until the run ends.
         #[arg(long, short = 'f')]
         follow: bool,
+        /// Also look on this profile's remote (runs of other runners).
+        #[arg(long, value_name = "NAME")]
+        profile: Option<String>,
     },
 }
 
@@ -250,7 +259,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
         Command::Pipeline(PipelineCmd::New { name }) => {
             cmd_pipeline_new(project_flag, &name).map(|_| 0)
         }
-        Command::Runs(cmd) => cmd_runs(cmd).map(|_| 0),
+        Command::Runs(cmd) => cmd_runs(project_flag, cmd).map(|_| 0),
         Command::Profile(args) => cmd_profile(project_flag, args).map(|_| 0),
         Command::Sync(cmd) => cmd_sync(project_flag, cmd),
     }
@@ -393,12 +402,27 @@ fn cmd_pipeline_new(project_flag: Option<&Path>, name: &str) -> Result<()> {
     Ok(())
 }
 
-fn fmt_ms(ms: Option<i64>) -> String {
-    ms.map(|m| human_duration(std::time::Duration::from_millis(m.max(0) as u64)))
-        .unwrap_or_else(|| "-".into())
+/// The remote view of `--profile NAME` for the runs commands.
+fn remote_runs(project_flag: Option<&Path>, name: &str) -> Result<crate::runsview::RemoteRuns> {
+    let project = optional_project(project_flag)?;
+    let resolved = profile::resolve(
+        project.as_ref(),
+        &Request {
+            flag: Some(name),
+            pipeline: None,
+            local_only_flag: false,
+        },
+    )?;
+    resolved.check_runnable()?;
+    let remote = Remote::from_profile(&resolved.def)?;
+    let Some(state) = remote.state.clone() else {
+        bail!("profile \"{name}\" keeps run state on this machine; `sparkwing runs` without --profile shows it");
+    };
+    crate::runsview::RemoteRuns::new(state, remote.logs.clone())
 }
 
-fn cmd_runs(cmd: RunsCmd) -> Result<()> {
+fn cmd_runs(project_flag: Option<&Path>, cmd: RunsCmd) -> Result<()> {
+    use crate::runsview;
     let home = home_dir()?;
     let store = Store::open(&home)?;
     match cmd {
@@ -406,113 +430,72 @@ fn cmd_runs(cmd: RunsCmd) -> Result<()> {
             pipeline,
             status,
             limit,
+            profile,
             output,
         } => {
-            let runs = store.list_runs(pipeline.as_deref(), status.as_deref(), limit)?;
+            let (rows, merged) = match &profile {
+                Some(name) => {
+                    let remote = remote_runs(project_flag, name)?;
+                    let (rows, warning) = runsview::merged_list(
+                        &store,
+                        &remote,
+                        pipeline.as_deref(),
+                        status.as_deref(),
+                        limit,
+                    )?;
+                    if let Some(w) = warning {
+                        eprintln!("sparkwing: warning: {w}");
+                    }
+                    (rows, true)
+                }
+                None => {
+                    let runs = store.list_runs(pipeline.as_deref(), status.as_deref(), limit)?;
+                    (runs.iter().map(run_json).collect(), false)
+                }
+            };
             if output.format == Format::Json {
-                let v: Vec<_> = runs.iter().map(run_json).collect();
-                return print_json(&json!(v));
+                return print_json(&json!(rows));
             }
-            if runs.is_empty() {
+            if rows.is_empty() {
                 writeln!(
                     out(),
-                    "no runs recorded in {} match; start one with `sparkwing run PIPELINE`",
-                    store.path().display()
+                    "no runs match; start one with `sparkwing run PIPELINE`"
                 )?;
                 return Ok(());
             }
-            let mut rows = vec![vec![
-                "RUN".into(),
-                "PIPELINE".into(),
-                "STATUS".into(),
-                "STARTED".into(),
-                "DURATION".into(),
-                "PROFILE".into(),
-            ]];
-            for r in &runs {
-                rows.push(vec![
-                    r.id.clone(),
-                    r.pipeline.clone(),
-                    r.shown_status().to_string(),
-                    rfc3339_ms(r.started_at),
-                    fmt_ms(duration_of(Some(r.started_at), r.finished_at)),
-                    r.profile.clone(),
-                ]);
-            }
-            out().write_all(table(&rows).as_bytes())?;
+            out().write_all(runsview::render_list(&rows, merged).as_bytes())?;
         }
-        RunsCmd::Show { run, output } => {
-            let r = store.find_run(&run)?;
-            let jobs = store.jobs(&r.id)?;
-            let steps = store.steps(&r.id)?;
-            let logs_dir = home.join("runs").join(&r.id);
+        RunsCmd::Show {
+            run,
+            profile,
+            output,
+        } => {
+            let doc = match &profile {
+                Some(name) => {
+                    runsview::merged_show(&store, &remote_runs(project_flag, name)?, &home, &run)?.0
+                }
+                None => report::run_document(&store, &store.find_run(&run)?, Some(&home))?,
+            };
             if output.format == Format::Json {
-                return print_json(&report::run_document(&store, &r, Some(&home))?);
+                return print_json(&doc);
             }
-            let mut s = String::new();
-            s.push_str(&format!("run       {}\npipeline  {}\nstatus    {}\nprofile   {}\nhost      {} (pid {})\nproject   {}\nstarted   {}\n",
-                r.id, r.pipeline, r.shown_status(), r.profile, r.host, r.pid, r.project_dir, rfc3339_ms(r.started_at)));
-            if let Some(f) = r.finished_at {
-                s.push_str(&format!(
-                    "finished  {} ({})\n",
-                    rfc3339_ms(f),
-                    fmt_ms(Some(f - r.started_at))
-                ));
-            }
-            if let Some(e) = &r.error {
-                s.push_str(&format!("error     {e}\n"));
-            }
-            s.push_str(&format!("logs      {}\n\n", logs_dir.display()));
-            let mut rows = vec![vec![
-                "JOB".into(),
-                "STATUS".into(),
-                "DURATION".into(),
-                "NEEDS".into(),
-                "CACHE".into(),
-            ]];
-            for j in &jobs {
-                let cache = match (&j.cached_from_run, &j.cache_key) {
-                    (Some(from), _) => format!("restored from run {from}"),
-                    (None, Some(k)) => format!("key {}", &k[..12.min(k.len())]),
-                    _ => "-".into(),
-                };
-                rows.push(vec![
-                    j.name.clone(),
-                    j.status.clone(),
-                    fmt_ms(duration_of(j.started_at, j.finished_at)),
-                    if j.needs.is_empty() {
-                        "-".into()
-                    } else {
-                        j.needs.join(",")
-                    },
-                    cache,
-                ]);
-                for st in steps.iter().filter(|st| st.job == j.name) {
-                    let exit = st
-                        .exit_code
-                        .map(|c| format!("exit {c}"))
-                        .unwrap_or_default();
-                    rows.push(vec![
-                        format!("  {}. {}", st.index + 1, st.name),
-                        st.status.clone(),
-                        fmt_ms(duration_of(st.started_at, st.finished_at)),
-                        exit,
-                        String::new(),
-                    ]);
-                }
-                if let Some(e) = &j.error {
-                    rows.push(vec![format!("  ! {e}")]);
-                }
-            }
-            s.push_str(&table(&rows));
-            out().write_all(s.as_bytes())?;
+            out().write_all(runsview::render_show(&doc).as_bytes())?;
         }
         RunsCmd::Logs {
             run,
             job,
             tail,
             follow,
+            profile,
         } => {
+            if let (Some(name), Err(_)) = (&profile, store.find_run(&run)) {
+                let remote = remote_runs(project_flag, name)?;
+                let (doc, _) = runsview::merged_show(&store, &remote, &home, &run)?;
+                if follow && doc["status"] == "running" {
+                    bail!("--follow works on this machine's runs; run {} is another runner's (its logs arrive in chunks: run the command again)", doc["id"]);
+                }
+                return runsview::remote_logs(&remote, &doc, job.as_deref(), tail);
+            }
             let r = store.find_run(&run)?;
             logs::print(
                 &store,

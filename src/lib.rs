@@ -8,6 +8,7 @@
 //! - [`exec`]: runs a pipeline's job DAG: processes, timeouts, signals.
 //! - [`gate`]: the host-local cap on concurrent runs (flock slots).
 //! - [`synccmd`]: `sparkwing sync` status, daemon, flush, retry.
+//! - [`runsview`]: `runs list/show/logs`, merged with a remote's runs.
 //! - [`store`]: `state.db`: runs, jobs, steps, events, cache index.
 //! - [`cache`]: cache keys, the content-addressed store, restore.
 //! - [`logs`]: per-job log files; tail and follow.
@@ -29,6 +30,7 @@ pub mod remote;
 pub mod remote_cache;
 pub mod replicate;
 pub mod report;
+pub mod runsview;
 pub mod store;
 pub mod synccmd;
 pub mod util;

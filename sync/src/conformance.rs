@@ -81,6 +81,12 @@ pub async fn applies_and_reads_back(t: &dyn Target, nonce: &str, stores: bool) {
             ],
             "list returns the keys under a prefix, sorted"
         );
+        let children = t.list_children("runs/").await.expect("list_children");
+        assert!(
+            children.contains(&format!("RUN{nonce}")),
+            "list_children(runs/) names the run: {children:?}"
+        );
+        assert!(children.iter().all(|c| !c.contains('/')));
         let logs = t.list(&format!("RUN{nonce}/build/")).await.expect("list");
         assert_eq!(logs, vec![format!("RUN{nonce}/build/{:010}.log", 0)]);
     }

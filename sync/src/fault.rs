@@ -118,6 +118,12 @@ impl Target for FaultTarget {
         self.check()?;
         self.inner.list(prefix).await
     }
+
+    async fn list_children(&self, prefix: &str) -> Result<Vec<String>, TargetError> {
+        self.pause().await;
+        self.check()?;
+        self.inner.list_children(prefix).await
+    }
 }
 
 /// Appends `<pid> <key>` to a file after every successful apply. Each line
@@ -162,5 +168,9 @@ impl Target for JournalTarget {
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, TargetError> {
         self.inner.list(prefix).await
+    }
+
+    async fn list_children(&self, prefix: &str) -> Result<Vec<String>, TargetError> {
+        self.inner.list_children(prefix).await
     }
 }

@@ -177,6 +177,22 @@ impl Target for ObjectStoreTarget {
         }
     }
 
+    async fn list_children(&self, prefix: &str) -> Result<Vec<String>, TargetError> {
+        let store = self.store().await?;
+        let full = self.path(prefix.trim_end_matches('/'));
+        let r = store
+            .list_with_delimiter(Some(&full))
+            .await
+            .map_err(|e| classify(&e))?;
+        let mut out: Vec<String> = r
+            .common_prefixes
+            .into_iter()
+            .filter_map(|p| p.filename().map(str::to_string))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<String>, TargetError> {
         let store = self.store().await?;
         let full = self.path(prefix.trim_end_matches('/'));

@@ -146,6 +146,25 @@ pub trait Target: Send + Sync + fmt::Debug {
 
     /// Lists the keys under `prefix` (a layout prefix such as `runs/`).
     async fn list(&self, prefix: &str) -> Result<Vec<String>, TargetError>;
+
+    /// The distinct next path segments under `prefix` (`runs/` gives the
+    /// run IDs), sorted. Backends with delimiter listing answer in one
+    /// request per page instead of listing every object.
+    async fn list_children(&self, prefix: &str) -> Result<Vec<String>, TargetError> {
+        let prefix = format!("{}/", prefix.trim_end_matches('/'));
+        let mut out: Vec<String> = self
+            .list(&prefix)
+            .await?
+            .into_iter()
+            .filter_map(|k| {
+                k.strip_prefix(&prefix)
+                    .and_then(|r| r.split('/').next())
+                    .map(str::to_string)
+            })
+            .collect();
+        out.dedup();
+        Ok(out)
+    }
 }
 
 /// The hex SHA-256 of `bytes`.

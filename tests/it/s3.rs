@@ -303,3 +303,122 @@ fn coordination_features_are_refused_under_a_mode_2_profile() {
     );
     assert!(!env.dir().join("o").exists());
 }
+
+#[test]
+fn merged_reads_show_every_runners_runs_and_degrade_to_local_when_the_remote_is_down() {
+    let Some(moto) = moto() else { return };
+    moto.bucket("merged");
+    let proxy = Proxy::start(&moto.endpoint);
+    let a = Env::new();
+    s3_project(&a, &proxy.endpoint(), "merged");
+    let b = Env::new();
+    s3_project(&b, &moto.endpoint, "merged");
+    expect_code(
+        &s3_cmd(&a, &["run", "work", "--profile", "shared"])
+            .output()
+            .unwrap(),
+        0,
+    );
+    expect_code(
+        &s3_cmd(&b, &["run", "work", "--profile", "shared"])
+            .output()
+            .unwrap(),
+        0,
+    );
+    let b_run = b.json(&["runs", "list", "-o", "json"])[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // A runs again while its remote is out of reach.
+    proxy.set_up(false);
+    expect_code(
+        &s3_cmd(
+            &a,
+            &[
+                "run",
+                "work",
+                "--profile",
+                "shared",
+                "--sw-sync-timeout",
+                "0s",
+            ],
+        )
+        .output()
+        .unwrap(),
+        0,
+    );
+    let out = s3_cmd(&a, &["runs", "list", "--profile", "shared", "-o", "json"])
+        .output()
+        .unwrap();
+    expect_code(&out, 0);
+    assert!(
+        text(&out.stderr).contains("showing this machine's runs only"),
+        "{}",
+        text(&out.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        rows.as_array().unwrap().len(),
+        2,
+        "the local view: A's two runs"
+    );
+    // Back online (before A's backlog is flushed): all three, marked.
+    proxy.set_up(true);
+    let out = s3_cmd(&a, &["runs", "list", "--profile", "shared", "-o", "json"])
+        .output()
+        .unwrap();
+    expect_code(&out, 0);
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sync: Vec<(&str, &str)> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["id"].as_str().unwrap(), r["sync"].as_str().unwrap()))
+        .collect();
+    assert_eq!(sync.len(), 3, "{sync:?}");
+    assert_eq!(
+        sync[0].1, "local only",
+        "the newest run has not been synced: {sync:?}"
+    );
+    assert!(sync.contains(&(b_run.as_str(), "remote")), "{sync:?}");
+    assert!(sync.iter().any(|(_, s)| *s == "synced"), "{sync:?}");
+    let table = text(
+        &s3_cmd(&a, &["runs", "list", "--profile", "shared"])
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    assert!(
+        table.contains("SYNC") && table.contains("local only") && table.contains("remote"),
+        "{table}"
+    );
+    // Another runner's run can be shown and its logs read.
+    let out = s3_cmd(&a, &["runs", "show", &b_run[..20], "--profile", "shared"])
+        .output()
+        .unwrap();
+    expect_code(&out, 0);
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains(&b_run) && shown.contains("talk") && shown.contains("sync      remote"),
+        "{shown}"
+    );
+    let out = s3_cmd(
+        &a,
+        &[
+            "runs",
+            "logs",
+            &b_run,
+            "--profile",
+            "shared",
+            "--job",
+            "talk",
+        ],
+    )
+    .output()
+    .unwrap();
+    expect_code(&out, 0);
+    assert_eq!(
+        text(&out.stdout),
+        "line 1\nline 2\nline 3\nline 4\nline 5\n"
+    );
+}

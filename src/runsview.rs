@@ -1,0 +1,395 @@
+//! `sparkwing runs list/show/logs`, over this machine's `state.db` and,
+//! with `--profile P` for a profile with a remote state surface, merged with
+//! the runs every runner wrote there.
+//!
+//! Remote layout used for reading: run IDs are ULIDs, so one delimiter LIST
+//! of `runs/` gives every run in time order (one request per 1,000 runs);
+//! only the page being shown has its `run.json` fetched, concurrently. Logs
+//! are the job's chunks listed in order. A remote that cannot be reached
+//! degrades to the local view with a warning, never an error.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::{json, Value};
+use sparkwing_sync::Target;
+
+use crate::report::{self, run_json};
+use crate::store::Store;
+use crate::util::{human_duration, table};
+
+/// How long a remote read may take before the view falls back to local.
+const REMOTE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Remote `run.json` fetched at once.
+const FETCH_CONCURRENCY: usize = 16;
+
+fn fmt_ms(v: &Value) -> String {
+    v.as_i64()
+        .map(|m| human_duration(Duration::from_millis(m.max(0) as u64)))
+        .unwrap_or_else(|| "-".into())
+}
+
+fn s<'a>(v: &'a Value, k: &str) -> &'a str {
+    v.get(k).and_then(Value::as_str).unwrap_or("-")
+}
+
+pub fn render_list(rows: &[Value], merged: bool) -> String {
+    let mut t = vec![vec![
+        "RUN", "PIPELINE", "STATUS", "STARTED", "DURATION", "PROFILE",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect::<Vec<_>>()];
+    if merged {
+        t[0].extend(["HOST".to_string(), "SYNC".to_string()]);
+    }
+    for r in rows {
+        let mut row = vec![
+            s(r, "id").to_string(),
+            s(r, "pipeline").to_string(),
+            s(r, "status").to_string(),
+            s(r, "started_at").to_string(),
+            fmt_ms(&r["duration_ms"]),
+            s(r, "profile").to_string(),
+        ];
+        if merged {
+            row.push(s(r, "host").to_string());
+            row.push(s(r, "sync").to_string());
+        }
+        t.push(row);
+    }
+    table(&t)
+}
+
+/// The text of `runs show`, from a run document (local or remote).
+pub fn render_show(doc: &Value) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "run       {}\npipeline  {}\nstatus    {}\nprofile   {}\nhost      {} (pid {})\nproject   {}\nstarted   {}\n",
+        s(doc, "id"),
+        s(doc, "pipeline"),
+        s(doc, "status"),
+        s(doc, "profile"),
+        s(doc, "host"),
+        doc["pid"],
+        s(doc, "project_dir"),
+        s(doc, "started_at")
+    ));
+    if doc["finished_at"].is_string() {
+        out.push_str(&format!(
+            "finished  {} ({})\n",
+            s(doc, "finished_at"),
+            fmt_ms(&doc["duration_ms"])
+        ));
+    }
+    if let Some(e) = doc["error"].as_str() {
+        out.push_str(&format!("error     {e}\n"));
+    }
+    if let Some(d) = doc["logs_dir"].as_str() {
+        out.push_str(&format!("logs      {d}\n"));
+    }
+    if let Some(sync) = doc["sync"].as_str() {
+        out.push_str(&format!("sync      {sync}\n"));
+    }
+    out.push('\n');
+    let mut rows = vec![vec!["JOB", "STATUS", "DURATION", "NEEDS", "CACHE"]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>()];
+    for j in doc["jobs"].as_array().into_iter().flatten() {
+        let cache = match (j["cached_from_run"].as_str(), j["cache_key"].as_str()) {
+            (Some(from), _) => format!("restored from run {from}"),
+            (None, Some(k)) => format!("key {}", &k[..12.min(k.len())]),
+            _ => "-".into(),
+        };
+        let needs: Vec<&str> = j["needs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        rows.push(vec![
+            s(j, "name").to_string(),
+            s(j, "status").to_string(),
+            fmt_ms(&j["duration_ms"]),
+            if needs.is_empty() {
+                "-".into()
+            } else {
+                needs.join(",")
+            },
+            cache,
+        ]);
+        for st in j["steps"].as_array().into_iter().flatten() {
+            rows.push(vec![
+                format!(
+                    "  {}. {}",
+                    st["index"].as_i64().unwrap_or(0) + 1,
+                    s(st, "name")
+                ),
+                s(st, "status").to_string(),
+                fmt_ms(&st["duration_ms"]),
+                st["exit_code"]
+                    .as_i64()
+                    .map(|c| format!("exit {c}"))
+                    .unwrap_or_default(),
+                String::new(),
+            ]);
+        }
+        if let Some(e) = j["error"].as_str() {
+            rows.push(vec![format!("  ! {e}")]);
+        }
+    }
+    out.push_str(&table(&rows));
+    out
+}
+
+/// The remote side of a merged view.
+pub struct RemoteRuns {
+    pub state: Arc<dyn Target>,
+    pub logs: Option<Arc<dyn Target>>,
+    rt: tokio::runtime::Runtime,
+}
+
+impl RemoteRuns {
+    pub fn new(state: Arc<dyn Target>, logs: Option<Arc<dyn Target>>) -> Result<Self> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        Ok(RemoteRuns { state, logs, rt })
+    }
+
+    fn block<T>(&self, f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        self.rt.block_on(async {
+            match tokio::time::timeout(REMOTE_TIMEOUT, f).await {
+                Ok(r) => r,
+                Err(_) => Err(anyhow!(
+                    "no answer within {}",
+                    human_duration(REMOTE_TIMEOUT)
+                )),
+            }
+        })
+    }
+
+    /// Every run ID on the remote, oldest first.
+    pub fn ids(&self) -> Result<Vec<String>> {
+        let t = Arc::clone(&self.state);
+        self.block(async move { t.list_children("runs").await.map_err(|e| anyhow!("{e}")) })
+    }
+
+    /// The `run.json` of some runs (absent ones are left out), fetched concurrently.
+    pub fn docs(&self, ids: &[String]) -> Result<HashMap<String, Value>> {
+        let t = Arc::clone(&self.state);
+        let ids = ids.to_vec();
+        self.block(async move {
+            let mut out = HashMap::new();
+            for chunk in ids.chunks(FETCH_CONCURRENCY) {
+                let mut set = tokio::task::JoinSet::new();
+                for id in chunk {
+                    let (t, id) = (Arc::clone(&t), id.clone());
+                    set.spawn(
+                        async move { (id.clone(), t.read(&format!("runs/{id}/run.json")).await) },
+                    );
+                }
+                while let Some(j) = set.join_next().await {
+                    let (id, r) = j.map_err(|e| anyhow!("{e}"))?;
+                    if let Some(body) = r.map_err(|e| anyhow!("{e}"))? {
+                        if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+                            out.insert(id, v);
+                        }
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// A job's log as stored remotely (its chunks in order).
+    pub fn log(&self, run: &str, job: &str) -> Result<Vec<u8>> {
+        let t = self
+            .logs
+            .clone()
+            .ok_or_else(|| anyhow!("the profile keeps logs locally"))?;
+        let (run, job) = (run.to_string(), job.to_string());
+        self.block(async move {
+            let keys = t
+                .list(&format!("{run}/{job}/"))
+                .await
+                .map_err(|e| anyhow!("{e}"))?;
+            let mut out = Vec::new();
+            for k in keys.iter().filter(|k| k.ends_with(".log")) {
+                if let Some(b) = t.read(k).await.map_err(|e| anyhow!("{e}"))? {
+                    out.extend_from_slice(&b);
+                }
+            }
+            Ok(out)
+        })
+    }
+}
+
+fn matches(doc: &Value, pipeline: Option<&str>, status: Option<&str>) -> bool {
+    pipeline.is_none_or(|p| doc["pipeline"] == p) && status.is_none_or(|st| doc["status"] == st)
+}
+
+/// The merged runs list: newest first, local rows marked by sync state.
+/// Returns the rows and a warning when the remote could not be read.
+pub fn merged_list(
+    store: &Store,
+    remote: &RemoteRuns,
+    pipeline: Option<&str>,
+    status: Option<&str>,
+    limit: usize,
+) -> Result<(Vec<Value>, Option<String>)> {
+    let target = remote.state.id().to_string();
+    let local: HashMap<String, Value> = store
+        .runs_for_target(&target)?
+        .into_iter()
+        .map(|(r, _)| (r.id.clone(), run_json(&r)))
+        .collect();
+    let (remote_ids, warning) = match remote.ids() {
+        Ok(ids) => (ids.into_iter().collect::<BTreeSet<_>>(), None),
+        Err(e) => (
+            BTreeSet::new(),
+            Some(format!(
+                "could not read {target} ({e:#}); showing this machine's runs only"
+            )),
+        ),
+    };
+    let reachable = warning.is_none();
+    let mut all: Vec<&String> = local
+        .keys()
+        .chain(remote_ids.iter())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    all.reverse();
+    let mut rows = Vec::new();
+    let mut i = 0;
+    while rows.len() < limit && i < all.len() {
+        // The next page of candidates; fetch the remote ones together.
+        let page: Vec<&String> = all[i..(i + limit.max(FETCH_CONCURRENCY)).min(all.len())].to_vec();
+        i += page.len();
+        let need: Vec<String> = page
+            .iter()
+            .filter(|id| !local.contains_key(**id))
+            .map(|id| (*id).clone())
+            .collect();
+        let docs = if need.is_empty() {
+            HashMap::new()
+        } else {
+            remote.docs(&need)?
+        };
+        for id in page {
+            let row = match local.get(id) {
+                Some(v) => {
+                    let mut v = v.clone();
+                    v["sync"] = json!(if !reachable {
+                        "unknown"
+                    } else if remote_ids.contains(id) {
+                        "synced"
+                    } else {
+                        "local only"
+                    });
+                    v
+                }
+                None => match docs.get(id) {
+                    Some(d) => {
+                        let mut v = d.clone();
+                        if let Some(m) = v.as_object_mut() {
+                            m.remove("jobs");
+                        }
+                        v["sync"] = json!("remote");
+                        v
+                    }
+                    None => continue,
+                },
+            };
+            if matches(&row, pipeline, status) && rows.len() < limit {
+                rows.push(row);
+            }
+        }
+    }
+    Ok((rows, warning))
+}
+
+/// One run's document: local when this machine has it, else the remote's.
+pub fn merged_show(
+    store: &Store,
+    remote: &RemoteRuns,
+    home: &Path,
+    id: &str,
+) -> Result<(Value, Option<String>)> {
+    if let Ok(r) = store.find_run(id) {
+        let mut doc = report::run_document(store, &r, Some(home))?;
+        doc["sync"] = json!("local");
+        return Ok((doc, None));
+    }
+    let ids = remote.ids().map_err(|e| {
+        anyhow!(
+            "run `{id}` is not on this machine and {} could not be read: {e:#}",
+            remote.state.id()
+        )
+    })?;
+    let upper = id.to_ascii_uppercase();
+    let found: Vec<&String> = ids.iter().filter(|r| r.starts_with(&upper)).collect();
+    let full = match found.as_slice() {
+        [one] => (*one).clone(),
+        [] => bail!(
+            "no run `{id}` on this machine or on {}; see `sparkwing runs list --profile ...`",
+            remote.state.id()
+        ),
+        many => bail!(
+            "run ID prefix `{id}` is ambiguous ({} matches); give more characters",
+            many.len()
+        ),
+    };
+    let docs = remote.docs(std::slice::from_ref(&full))?;
+    let mut doc = docs
+        .get(&full)
+        .cloned()
+        .ok_or_else(|| anyhow!("run {full} has no run.json on {} yet", remote.state.id()))?;
+    doc["sync"] = json!("remote");
+    Ok((doc, None))
+}
+
+/// Prints a remote run's logs (all jobs, or one), with `--tail`.
+pub fn remote_logs(
+    remote: &RemoteRuns,
+    doc: &Value,
+    job: Option<&str>,
+    tail: Option<usize>,
+) -> Result<()> {
+    let run = s(doc, "id");
+    let jobs: Vec<&str> = doc["jobs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|j| j["name"].as_str())
+        .collect();
+    let selected: Vec<&str> = match job {
+        Some(j) if jobs.contains(&j) => vec![j],
+        Some(j) => bail!("run {run} has no job `{j}`; its jobs: {}", jobs.join(", ")),
+        None => jobs.clone(),
+    };
+    let mut out = std::io::stdout().lock();
+    for j in &selected {
+        let bytes = remote.log(run, j)?;
+        let text = match tail {
+            Some(n) => {
+                let lines: Vec<&[u8]> = bytes.split_inclusive(|&b| b == b'\n').collect();
+                lines[lines.len().saturating_sub(n)..].concat()
+            }
+            None => bytes,
+        };
+        if selected.len() > 1 {
+            writeln!(out, "==> {j} <==")?;
+        }
+        out.write_all(&text)?;
+    }
+    Ok(())
+}

@@ -422,3 +422,158 @@ fn merged_reads_show_every_runners_runs_and_degrade_to_local_when_the_remote_is_
         "line 1\nline 2\nline 3\nline 4\nline 5\n"
     );
 }
+
+#[test]
+fn transient_http_faults_are_retried_and_403_stops_the_target_loudly() {
+    let Some(moto) = moto() else { return };
+    moto.bucket("faults");
+    let proxy = FaultProxy::start(&moto.endpoint);
+    let env = Env::new();
+    s3_project(&env, &proxy.endpoint(), "faults");
+    let dir = tempfile::tempdir().unwrap();
+    for fault in [
+        Fault::SlowDown503,
+        Fault::Internal500,
+        Fault::TooMany429,
+        Fault::ResetMidBody,
+    ] {
+        std::fs::write(env.dir().join("seed.txt"), format!("{fault:?}")).unwrap();
+        let before = proxy.injected.load(std::sync::atomic::Ordering::SeqCst);
+        proxy.fail_next(4, fault);
+        let out = s3_cmd(
+            &env,
+            &[
+                "run",
+                "work",
+                "--profile",
+                "shared",
+                "--sw-sync-timeout",
+                "60s",
+            ],
+        )
+        .output()
+        .unwrap();
+        expect_code(&out, 0);
+        assert!(
+            text(&out.stderr).contains("sparkwing: synced to"),
+            "{fault:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            proxy.injected.load(std::sync::atomic::Ordering::SeqCst) > before,
+            "{fault:?} was injected"
+        );
+    }
+    mirror(&moto.endpoint, "faults", dir.path());
+    assert_eq!(assert_remote_equals_local(&env.sw_home(), dir.path()), 4);
+    // 403: the target stops, says so, and keeps everything queued.
+    proxy.fail_always(Some(Fault::Forbidden403));
+    let out = s3_cmd(
+        &env,
+        &[
+            "run",
+            "work",
+            "--profile",
+            "shared",
+            "--sw-sync-timeout",
+            "3s",
+        ],
+    )
+    .output()
+    .unwrap();
+    expect_code(&out, 0);
+    assert!(
+        text(&out.stderr).contains("credentials refused"),
+        "{}",
+        text(&out.stderr)
+    );
+    let st = {
+        let out = s3_cmd(
+            &env,
+            &["sync", "status", "--profile", "shared", "-o", "json"],
+        )
+        .output()
+        .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    assert!(
+        st["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["connectivity"] == "auth_failed"
+                && t["pending_entries"].as_u64().unwrap() > 0),
+        "{st}"
+    );
+    proxy.fail_always(None);
+    s3_cmd(&env, &["sync", "retry", "--profile", "shared"])
+        .output()
+        .unwrap();
+    expect_code(
+        &s3_cmd(&env, &["sync", "flush", "--profile", "shared"])
+            .output()
+            .unwrap(),
+        0,
+    );
+}
+
+#[test]
+fn two_runners_on_the_same_uncached_key_both_compute_and_the_bucket_ends_consistent() {
+    let Some(moto) = moto() else { return };
+    moto.bucket("race");
+    let yaml = format!(
+        "profiles:\n  shared:\n    state: {{ type: s3, bucket: race, prefix: state, endpoint: \"{e}\" }}\n    logs: {{ type: s3, bucket: race, prefix: logs, endpoint: \"{e}\" }}\n    cache: {{ type: s3, bucket: race, prefix: cache, endpoint: \"{e}\" }}\npipelines:\n  - name: build\n    jobs:\n      compile:\n        cache: {{ key: [src.txt], outputs: [out] }}\n        steps: [{{ run: 'mkdir -p out && sleep 0.3 && sha256sum src.txt > out/digest && cp src.txt out/copy' }}]\n",
+        e = moto.endpoint
+    );
+    let runners: Vec<Env> = (0..2)
+        .map(|_| {
+            let env = Env::new();
+            env.write_project(&yaml);
+            std::fs::write(env.dir().join("src.txt"), "same input").unwrap();
+            env
+        })
+        .collect();
+    let children: Vec<_> = runners
+        .iter()
+        .map(|env| {
+            s3_cmd(env, &["run", "build", "--profile", "shared"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        expect_code(&c.wait_with_output().unwrap(), 0);
+    }
+    for env in &runners {
+        assert_eq!(
+            jobs_of(env, "latest")["compile"]["status"],
+            "success",
+            "both computed"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    mirror(&moto.endpoint, "race", dir.path());
+    // One manifest (last write wins); every blob it names is present and intact.
+    let keys: Vec<_> = std::fs::read_dir(dir.path().join("cache/keys"))
+        .unwrap()
+        .collect();
+    assert_eq!(keys.len(), 1);
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(keys[0].as_ref().unwrap().path()).unwrap()).unwrap();
+    for f in doc["manifest"]["files"].as_array().unwrap() {
+        let sha = f["sha256"].as_str().unwrap();
+        let blob = std::fs::read(dir.path().join("cache/cas").join(&sha[..2]).join(sha)).unwrap();
+        use sha2::Digest;
+        let got: String = sha2::Sha256::digest(&blob)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(got, sha);
+    }
+    // Both runners' runs replicated completely.
+    for env in &runners {
+        assert_remote_equals_local(&env.sw_home(), dir.path());
+    }
+}

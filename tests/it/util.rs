@@ -273,3 +273,152 @@ impl Proxy {
         format!("http://127.0.0.1:{}", self.port)
     }
 }
+
+/// What the HTTP fault proxy does to the next requests.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Fault {
+    SlowDown503,
+    Internal500,
+    TooMany429,
+    Forbidden403,
+    /// Forward the request, then cut the response in the middle of its body.
+    ResetMidBody,
+}
+
+/// An HTTP/1.1 proxy in front of the S3 server that answers the next N
+/// requests with an injected fault (every request while `always` is set).
+pub struct FaultProxy {
+    pub port: u16,
+    state: std::sync::Arc<std::sync::Mutex<(Option<Fault>, usize, bool)>>,
+    pub injected: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+fn read_request(c: &mut std::net::TcpStream) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 4096];
+    let header_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = c.read(&mut byte).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&byte[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..header_end]).to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap_or(0))
+        })
+        .unwrap_or(0);
+    while buf.len() < header_end + len {
+        let n = c.read(&mut byte).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&byte[..n]);
+    }
+    // One request per upstream connection.
+    let text = String::from_utf8_lossy(&buf[..header_end]).into_owned();
+    let mut out: Vec<u8> = text
+        .lines()
+        .filter(|l| !l.to_ascii_lowercase().starts_with("connection:") && !l.is_empty())
+        .flat_map(|l| format!("{l}\r\n").into_bytes())
+        .collect();
+    out.extend_from_slice(b"Connection: close\r\n\r\n");
+    out.extend_from_slice(&buf[header_end..]);
+    Some(out)
+}
+
+impl FaultProxy {
+    pub fn start(upstream: &str) -> FaultProxy {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = std::sync::Arc::new(std::sync::Mutex::new((None, 0usize, false)));
+        let injected = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let upstream = upstream.trim_start_matches("http://").to_string();
+        let (st, inj) = (state.clone(), injected.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut client) = conn else { continue };
+                let (st, inj, upstream) = (st.clone(), inj.clone(), upstream.clone());
+                std::thread::spawn(move || {
+                    // Keep-alive: serve requests on this connection until it closes.
+                    while let Some(req) = read_request(&mut client) {
+                        let fault = {
+                            let mut s = st.lock().unwrap();
+                            match s.0 {
+                                Some(f) if s.2 || s.1 > 0 => {
+                                    if !s.2 {
+                                        s.1 -= 1;
+                                    }
+                                    Some(f)
+                                }
+                                _ => None,
+                            }
+                        };
+                        if fault.is_some() {
+                            inj.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        let canned = |status: &str, extra: &str, body: &str| {
+                            format!("HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n{extra}\r\n{body}", body.len())
+                        };
+                        let resp = match fault {
+                            Some(Fault::SlowDown503) => canned("503 Service Unavailable", "", "<Error><Code>SlowDown</Code><Message>Reduce your request rate.</Message></Error>"),
+                            Some(Fault::Internal500) => canned("500 Internal Server Error", "", "<Error><Code>InternalError</Code><Message>We encountered an internal error.</Message></Error>"),
+                            Some(Fault::TooMany429) => canned("429 Too Many Requests", "Retry-After: 1\r\n", "<Error><Code>TooManyRequests</Code><Message>Slow down</Message></Error>"),
+                            Some(Fault::Forbidden403) => canned("403 Forbidden", "", "<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"),
+                            Some(Fault::ResetMidBody) | None => {
+                                let Ok(mut up) = std::net::TcpStream::connect(&upstream) else { return };
+                                if up.write_all(&req).is_err() {
+                                    return;
+                                }
+                                let mut resp = Vec::new();
+                                let _ = std::io::Read::read_to_end(&mut up, &mut resp);
+                                if fault == Some(Fault::ResetMidBody) {
+                                    // Headers and half the body, then the connection drops.
+                                    let cut = resp.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4).unwrap_or(0);
+                                    let keep = cut + (resp.len() - cut) / 2;
+                                    let _ = client.write_all(&resp[..keep.max(1)]);
+                                    let _ = client.shutdown(std::net::Shutdown::Both);
+                                    return;
+                                }
+                                let _ = client.write_all(&resp);
+                                // The upstream answered "Connection: close".
+                                let _ = client.shutdown(std::net::Shutdown::Both);
+                                return;
+                            }
+                        };
+                        if client.write_all(resp.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        FaultProxy {
+            port,
+            state,
+            injected,
+        }
+    }
+
+    /// The next `n` requests get `fault`.
+    pub fn fail_next(&self, n: usize, fault: Fault) {
+        *self.state.lock().unwrap() = (Some(fault), n, false);
+    }
+
+    /// Every request gets `fault` until cleared.
+    pub fn fail_always(&self, fault: Option<Fault>) {
+        *self.state.lock().unwrap() = (fault, 0, fault.is_some());
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}

@@ -11,6 +11,8 @@
 //!
 //! `cargo bench --bench sync_engine` (BENCH_ROWS, BENCH_BACKLOG to resize).
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,11 +46,6 @@ fn rows(n: usize) -> Vec<NewEntry> {
             }
         })
         .collect()
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }
 
 fn bench_enqueue(n: usize, repeats: usize) {
@@ -115,7 +112,7 @@ fn bench_enqueue(n: usize, repeats: usize) {
         }
         raw.push(start.elapsed());
     }
-    let (o, r) = (median(ours), median(raw));
+    let (o, r) = (common::median(ours), common::median(raw));
     let rate = |d: Duration| n as f64 / d.as_secs_f64();
     println!("(a) enqueue {n} rows (3/4 log-chunk refs, 1/4 events) in batches of {BATCH}, WAL + synchronous=FULL, median of {repeats}");
     println!(
@@ -164,44 +161,6 @@ fn objects_under(dir: &std::path::Path) -> Vec<(String, Bytes)> {
 fn settle_disk() {
     // SAFETY: plain syscall.
     unsafe { libc::sync() };
-}
-
-/// A backlog like an offline laptop's: 20 runs, each a state stream and
-/// five log streams of 4 KiB chunks. As the replicator does, log chunks
-/// refer to byte ranges of log files (in `logs`); events are inline.
-fn backlog_entries(backlog: usize, logs: &std::path::Path) -> Vec<NewEntry> {
-    let per_run = backlog / 20;
-    let log_file = logs.join("job.log");
-    std::fs::write(&log_file, vec![b'x'; 4096 * per_run]).unwrap();
-    let mut all = Vec::new();
-    for r in 0..20 {
-        let run = format!("RUN{r:04}");
-        for i in 0..per_run {
-            all.push(if i % 10 == 0 {
-                NewEntry {
-                    stream: format!("state/{run}"),
-                    seq: i as i64,
-                    op: "state.event".into(),
-                    subject: run.clone(),
-                    payload: Payload::Inline(format!("{{\"seq\":{i}}}\n").into_bytes()),
-                }
-            } else {
-                let job = format!("job{}", i % 5);
-                NewEntry {
-                    stream: format!("log/{run}/{job}"),
-                    seq: i as i64,
-                    op: "log.chunk".into(),
-                    subject: format!("{run}/{job}"),
-                    payload: Payload::File {
-                        path: log_file.clone(),
-                        offset: 4096 * i as u64,
-                        len: 4096,
-                    },
-                }
-            });
-        }
-    }
-    all
 }
 
 /// Where the remote directories go: the disk (what a `filesystem` target
@@ -291,20 +250,14 @@ fn bench_replay(backlog: usize, concurrency: usize, rounds: usize) {
         .build()
         .unwrap();
     let logs = tempfile::tempdir().unwrap();
-    let entries = backlog_entries(backlog, logs.path());
+    let entries = common::backlog_entries(backlog, logs.path());
     // The objects our replay writes (events coalesce into segments), put raw.
     let (_, sample, delivered) = replay_ours(&rt, &entries, concurrency, Medium::Tmpfs);
     // Shuffled (fixed seed): a sorted list would put the raw loop's workers
     // in one directory at a time, contending on it, which is not a fair
     // baseline; a shuffled one spreads them like independent uploads.
     let mut objects = objects_under(sample.path());
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    for i in (1..objects.len()).rev() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        objects.swap(i, (x % (i as u64 + 1)) as usize);
-    }
+    common::shuffle(&mut objects);
     let objects = Arc::new(objects);
     let bytes: usize = objects.iter().map(|(_, b)| b.len()).sum();
     println!("(b) replay a backlog of {delivered} entries ({} objects after event coalescing, {:.1} MiB) to a filesystem target, concurrency {concurrency}, outbox on disk, median of {rounds} alternating rounds", objects.len(), bytes as f64 / 1048576.0);
@@ -331,7 +284,7 @@ fn bench_replay(backlog: usize, concurrency: usize, rounds: usize) {
             raw.push(b.0);
             keep.push((a.1, b.1));
         }
-        let (o, r) = (median(ours), median(raw));
+        let (o, r) = (common::median(ours), common::median(raw));
         let n = objects.len() as f64;
         println!("  remote on {name}:");
         println!(

@@ -137,6 +137,8 @@ fn cloud_target(role: &str, s: &Surface) -> Result<Arc<dyn Target>> {
     let prefix = s.prefix.clone().unwrap_or_default();
     let t = s.kind.as_str();
     let store: Arc<dyn sparkwing_sync::object_store::ObjectStore>;
+    let seen = sparkwing_sync::object::RetryAfter::default();
+    let connector = || sparkwing_sync::object::RetryAfterConnector::new(seen.clone());
     let id: String;
     match s.kind {
         SurfaceType::S3 => {
@@ -173,7 +175,9 @@ fn cloud_target(role: &str, s: &Surface) -> Result<Arc<dyn Target>> {
             if let Some(ep) = &endpoint {
                 b = b.with_endpoint(ep);
             }
-            b = b.with_client_options(sparkwing_sync::object::client_options(allow_http));
+            b = b
+                .with_client_options(sparkwing_sync::object::client_options(allow_http))
+                .with_http_connector(connector());
             store = Arc::new(
                 b.build()
                     .map_err(|e| anyhow::anyhow!("{role}: type s3: {e}"))?,
@@ -193,6 +197,7 @@ fn cloud_target(role: &str, s: &Surface) -> Result<Arc<dyn Target>> {
                 bail!("{role}: type gcs found no credentials: export GOOGLE_APPLICATION_CREDENTIALS (a service account key file)");
             }
             let b = GoogleCloudStorageBuilder::from_env()
+                .with_http_connector(connector())
                 .with_bucket_name(&bucket)
                 .with_retry(sparkwing_sync::object::client_retry())
                 .with_client_options(sparkwing_sync::object::client_options(false));
@@ -223,6 +228,7 @@ fn cloud_target(role: &str, s: &Surface) -> Result<Arc<dyn Target>> {
                 bail!("{role}: type azure-blob found no credentials: export AZURE_STORAGE_ACCOUNT_KEY (or AZURE_STORAGE_SAS_KEY, or a service principal's AZURE_CLIENT_SECRET)");
             }
             let b = MicrosoftAzureBuilder::from_env()
+                .with_http_connector(connector())
                 .with_account(&account)
                 .with_container_name(&bucket)
                 .with_retry(sparkwing_sync::object::client_retry())
@@ -235,5 +241,7 @@ fn cloud_target(role: &str, s: &Surface) -> Result<Arc<dyn Target>> {
         }
         _ => bail!("{role}: type {t} is not an object store"),
     }
-    Ok(Arc::new(ObjectStoreTarget::new(id, store, &prefix)))
+    Ok(Arc::new(
+        ObjectStoreTarget::new(id, store, &prefix).with_retry_after(seen),
+    ))
 }

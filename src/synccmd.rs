@@ -81,6 +81,8 @@ fn stats_json(s: &TargetStats) -> Value {
         "pending_by_kind": s.pending_by_op.iter().map(|(op, n, b)| json!({"kind": op, "entries": n, "bytes": b})).collect::<Vec<_>>(),
         "oldest_pending_at": s.oldest_pending_at.map(rfc3339_ms),
         "oldest_pending_age_ms": s.oldest_pending_at.map(|t| (now_ms() - t).max(0)),
+        "next_attempt_at": s.next_attempt_at.map(rfc3339_ms),
+        "next_attempt_in_ms": s.next_attempt_at.map(|t| (t - now_ms()).max(0)),
         "quarantined": s.quarantined,
         "last_success_at": s.last_success_at.map(rfc3339_ms),
         "last_error": s.last_error,
@@ -108,6 +110,12 @@ fn stats_text(s: &TargetStats) -> String {
     }
     if let Some(t) = s.oldest_pending_at {
         out.push_str(&format!("  oldest         {} ago\n", ago(t)));
+    }
+    if let Some(t) = s.next_attempt_at.filter(|t| *t > now_ms()) {
+        out.push_str(&format!(
+            "  next attempt   in {}\n",
+            human_duration(Duration::from_millis((t - now_ms()) as u64))
+        ));
     }
     out.push_str(&format!("  quarantined    {}\n", s.quarantined));
     out.push_str(&format!(

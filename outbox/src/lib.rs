@@ -51,6 +51,13 @@ pub const OUTBOX_FILE: &str = "outbox.db";
 /// Payloads larger than this are stored by reference, never inline.
 pub const INLINE_LIMIT: usize = 64 * 1024;
 
+/// When the earliest stream head of a target is due: only a stream's head
+/// can be attempted, so entries queued behind it do not count.
+const HEADS_DUE: &str = "SELECT MIN(e.next_attempt_at) FROM streams s
+     JOIN entries e ON e.id = (SELECT id FROM entries h WHERE h.target = s.target AND h.stream = s.stream
+                               ORDER BY h.seq LIMIT 1)
+     WHERE s.target = ?1 AND e.quarantined = 0";
+
 /// How long a claim holds its streams unless renewed.
 pub const LEASE: Duration = Duration::from_secs(120);
 
@@ -226,6 +233,8 @@ pub struct TargetStats {
     pub pending_entries: u64,
     pub pending_bytes: u64,
     pub oldest_pending_at: Option<i64>,
+    /// When the next delivery attempt is due (Unix ms).
+    pub next_attempt_at: Option<i64>,
     pub quarantined: u64,
     pub last_success_at: Option<i64>,
     pub last_error: Option<String>,
@@ -749,11 +758,7 @@ impl Outbox {
         let mut best: Option<i64> = None;
         for t in targets {
             let due: Option<i64> = conn
-                .query_row(
-                    "SELECT MIN(next_attempt_at) FROM entries WHERE target = ?1 AND quarantined = 0",
-                    [t],
-                    |r| r.get(0),
-                )
+                .query_row(HEADS_DUE, [t], |r| r.get(0))
                 .map_err(ctx("reading the retry schedule"))?;
             best = match (best, due) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -830,6 +835,7 @@ impl Outbox {
                 )
                 .map_err(q)?;
             s.oldest_pending_at = oldest;
+            s.next_attempt_at = conn.query_row(HEADS_DUE, [&t], |r| r.get(0)).map_err(q)?;
             s.quarantined = quarantined as u64;
             let rec = conn
                 .query_row(

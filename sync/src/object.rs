@@ -36,6 +36,7 @@ pub struct ObjectStoreTarget {
     id: String,
     source: Source,
     prefix: String,
+    retry_after: Option<RetryAfter>,
 }
 
 impl ObjectStoreTarget {
@@ -46,7 +47,23 @@ impl ObjectStoreTarget {
             id: id.into(),
             source: Source::Store(store),
             prefix: prefix.trim_matches('/').to_string(),
+            retry_after: None,
         }
+    }
+
+    /// Attaches the `Retry-After` a [`RetryAfterConnector`] records to this
+    /// target's transient errors.
+    pub fn with_retry_after(mut self, seen: RetryAfter) -> Self {
+        self.retry_after = Some(seen);
+        self
+    }
+
+    fn fail(&self, e: &object_store::Error) -> TargetError {
+        let mut err = classify(e);
+        if err.class == sparkwing_outbox::ErrorClass::Transient {
+            err.retry_after = self.retry_after.as_ref().and_then(RetryAfter::take_recent);
+        }
+        err
     }
 
     /// The `filesystem` surface: the layout inside `dir`, which must exist
@@ -58,6 +75,7 @@ impl ObjectStoreTarget {
             id: format!("filesystem:{}", dir.display()),
             source: Source::Directory(dir, OnceCell::new(), std::sync::Mutex::new(None)),
             prefix: String::new(),
+            retry_after: None,
         }
     }
 
@@ -148,7 +166,7 @@ impl Target for ObjectStoreTarget {
             match store.head(&path).await {
                 Ok(_) => return Ok(Applied::AlreadyPresent),
                 Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(classify(&e)),
+                Err(e) => return Err(self.fail(&e)),
             }
             let opts = PutOptions::from(PutMode::Create);
             return match store
@@ -158,22 +176,22 @@ impl Target for ObjectStoreTarget {
                 Ok(_) => Ok(Applied::Written),
                 // Another runner stored the same bytes first.
                 Err(object_store::Error::AlreadyExists { .. }) => Ok(Applied::AlreadyPresent),
-                Err(e) => Err(classify(&e)),
+                Err(e) => Err(self.fail(&e)),
             };
         }
         store
             .put(&path, PutPayload::from(op.body().clone()))
             .await
             .map(|_| Applied::Written)
-            .map_err(|e| classify(&e))
+            .map_err(|e| self.fail(&e))
     }
 
     async fn read(&self, key: &str) -> Result<Option<Bytes>, TargetError> {
         let store = self.store().await?;
         match store.get(&self.path(key)).await {
-            Ok(r) => r.bytes().await.map(Some).map_err(|e| classify(&e)),
+            Ok(r) => r.bytes().await.map(Some).map_err(|e| self.fail(&e)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(classify(&e)),
+            Err(e) => Err(self.fail(&e)),
         }
     }
 
@@ -183,7 +201,7 @@ impl Target for ObjectStoreTarget {
         let r = store
             .list_with_delimiter(Some(&full))
             .await
-            .map_err(|e| classify(&e))?;
+            .map_err(|e| self.fail(&e))?;
         let mut out: Vec<String> = r
             .common_prefixes
             .into_iter()
@@ -205,7 +223,7 @@ impl Target for ObjectStoreTarget {
             .list(Some(&full))
             .try_collect()
             .await
-            .map_err(|e| classify(&e))?;
+            .map_err(|e| self.fail(&e))?;
         let mut keys: Vec<String> = metas
             .into_iter()
             .map(|m| m.location.to_string())
@@ -242,4 +260,80 @@ pub fn client_options(allow_http: bool) -> object_store::ClientOptions {
         .with_allow_http(allow_http)
         .with_connect_timeout(std::time::Duration::from_secs(5))
         .with_timeout(std::time::Duration::from_secs(60))
+}
+
+/// The `Retry-After` a server last sent with a 429 or 503, shared between
+/// an HTTP connector (which sees responses) and its target (which
+/// classifies the error object_store returns without the header).
+#[derive(Debug, Default, Clone)]
+pub struct RetryAfter(Arc<std::sync::Mutex<Option<(std::time::Instant, std::time::Duration)>>>);
+
+impl RetryAfter {
+    fn record(&self, d: std::time::Duration) {
+        if let Ok(mut g) = self.0.lock() {
+            *g = Some((std::time::Instant::now(), d));
+        }
+    }
+
+    /// The header of a response seen in the last few seconds, taken once.
+    pub fn take_recent(&self) -> Option<std::time::Duration> {
+        let mut g = self.0.lock().ok()?;
+        match g.take() {
+            Some((at, d)) if at.elapsed() < std::time::Duration::from_secs(30) => Some(d),
+            _ => None,
+        }
+    }
+}
+
+/// object_store's reqwest connector, watching responses for `Retry-After`.
+#[derive(Debug)]
+pub struct RetryAfterConnector {
+    seen: RetryAfter,
+}
+
+impl RetryAfterConnector {
+    pub fn new(seen: RetryAfter) -> Self {
+        RetryAfterConnector { seen }
+    }
+}
+
+#[derive(Debug)]
+struct WatchRetryAfter {
+    client: object_store::client::HttpClient,
+    seen: RetryAfter,
+}
+
+#[async_trait]
+impl object_store::client::HttpService for WatchRetryAfter {
+    async fn call(
+        &self,
+        req: object_store::client::HttpRequest,
+    ) -> Result<object_store::client::HttpResponse, object_store::client::HttpError> {
+        let resp = self.client.execute(req).await?;
+        if matches!(resp.status().as_u16(), 429 | 503) {
+            let secs = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|s| s.trim().parse::<u64>().ok());
+            if let Some(secs) = secs {
+                self.seen
+                    .record(std::time::Duration::from_secs(secs.min(3600)));
+            }
+        }
+        Ok(resp)
+    }
+}
+
+impl object_store::client::HttpConnector for RetryAfterConnector {
+    fn connect(
+        &self,
+        options: &object_store::ClientOptions,
+    ) -> object_store::Result<object_store::client::HttpClient> {
+        let client = object_store::client::ReqwestConnector::default().connect(options)?;
+        Ok(object_store::client::HttpClient::new(WatchRetryAfter {
+            client,
+            seen: self.seen.clone(),
+        }))
+    }
 }

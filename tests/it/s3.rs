@@ -577,3 +577,51 @@ fn two_runners_on_the_same_uncached_key_both_compute_and_the_bucket_ends_consist
         assert_remote_equals_local(&env.sw_home(), dir.path());
     }
 }
+
+#[test]
+fn a_429_retry_after_is_honoured_before_the_next_attempt() {
+    let Some(moto) = moto() else { return };
+    moto.bucket("retry-after");
+    let proxy = FaultProxy::start(&moto.endpoint);
+    let env = Env::new();
+    s3_project(&env, &proxy.endpoint(), "retry-after");
+    proxy.fail_always(Some(Fault::TooMany429Wait60));
+    let out = s3_cmd(
+        &env,
+        &[
+            "run",
+            "work",
+            "--profile",
+            "shared",
+            "--sw-sync-timeout",
+            "2s",
+        ],
+    )
+    .output()
+    .unwrap();
+    expect_code(&out, 0);
+    assert!(
+        text(&out.stderr).contains("not yet delivered"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = s3_cmd(
+        &env,
+        &["sync", "status", "--profile", "shared", "-o", "json"],
+    )
+    .output()
+    .unwrap();
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let waits: Vec<i64> = st["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["next_attempt_in_ms"].as_i64())
+        .collect();
+    assert!(!waits.is_empty());
+    assert!(
+        waits.iter().all(|w| *w >= 45_000),
+        "every target waits out Retry-After: 60 ({waits:?} ms): {st:#}"
+    );
+    proxy.fail_always(None);
+}

@@ -280,6 +280,8 @@ pub enum Fault {
     SlowDown503,
     Internal500,
     TooMany429,
+    /// 429 with `Retry-After: 60`.
+    TooMany429Wait60,
     Forbidden403,
     /// Forward the request, then cut the response in the middle of its body.
     ResetMidBody,
@@ -372,6 +374,7 @@ impl FaultProxy {
                             Some(Fault::SlowDown503) => canned("503 Service Unavailable", "", "<Error><Code>SlowDown</Code><Message>Reduce your request rate.</Message></Error>"),
                             Some(Fault::Internal500) => canned("500 Internal Server Error", "", "<Error><Code>InternalError</Code><Message>We encountered an internal error.</Message></Error>"),
                             Some(Fault::TooMany429) => canned("429 Too Many Requests", "Retry-After: 1\r\n", "<Error><Code>TooManyRequests</Code><Message>Slow down</Message></Error>"),
+                            Some(Fault::TooMany429Wait60) => canned("429 Too Many Requests", "Retry-After: 60\r\n", "<Error><Code>TooManyRequests</Code><Message>Slow down</Message></Error>"),
                             Some(Fault::Forbidden403) => canned("403 Forbidden", "", "<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"),
                             Some(Fault::ResetMidBody) | None => {
                                 let Ok(mut up) = std::net::TcpStream::connect(&upstream) else { return };

@@ -1,0 +1,371 @@
+//! Mode 2 against a real S3-protocol server (moto), figures side by side:
+//!
+//! (a) replaying a backlog to S3 with the `SyncActor` against a raw
+//!     concurrent `object_store` put loop of the same objects (target >= 80%);
+//! (b) re-uploading a 100 MB cache blob that is already present: bytes sent
+//!     to the server, measured by a counting proxy (target: no body bytes);
+//! (c) `sparkwing runs list --profile` over 1,000 remote runs: time and
+//!     number of requests (from moto's request log).
+//!
+//! `bash scripts/test.sh` provisions moto in .venv; then
+//! `cargo bench --bench mode2_s3` (BENCH_BACKLOG=N to resize (a)).
+
+mod common;
+
+use std::io::{BufRead, Read, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use sparkwing_outbox::Outbox;
+use sparkwing_sync::target::sha256_hex;
+use sparkwing_sync::{ObjectStoreTarget, Op, SyncActor, SyncConfig, Target};
+
+struct Moto {
+    child: std::process::Child,
+    endpoint: String,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn moto() -> Moto {
+    let bin = std::env::var_os("SPARKWING_TEST_MOTO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/moto_server"));
+    assert!(
+        bin.exists(),
+        "moto_server not found at {}: run `bash scripts/test.sh` once to provision .venv",
+        bin.display()
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("moto.log");
+    let child = Command::new(bin)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "moto did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Moto {
+        child,
+        endpoint: format!("http://127.0.0.1:{port}"),
+        log,
+        _dir: dir,
+    }
+}
+
+impl Moto {
+    fn bucket(&self, name: &str) {
+        let addr = self.endpoint.trim_start_matches("http://");
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        write!(s, "PUT /{name} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+        let mut r = String::new();
+        s.read_to_string(&mut r).unwrap();
+    }
+    /// Requests moto has logged so far.
+    fn requests(&self) -> usize {
+        let f = std::fs::File::open(&self.log).unwrap();
+        std::io::BufReader::new(f)
+            .lines()
+            .map_while(Result::ok)
+            .filter(|l| l.contains(" HTTP/1.1\""))
+            .count()
+    }
+}
+
+fn store(endpoint: &str, bucket: &str) -> Arc<dyn ObjectStore> {
+    sparkwing_sync::object::install_crypto_provider();
+    Arc::new(
+        object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(endpoint)
+            .with_bucket_name(bucket)
+            .with_region("us-east-1")
+            .with_access_key_id("testing")
+            .with_secret_access_key("testing")
+            .with_allow_http(true)
+            .with_retry(sparkwing_sync::object::client_retry())
+            .build()
+            .unwrap(),
+    )
+}
+
+/// Counts the bytes clients send upstream.
+fn counting_proxy(upstream: &str) -> (u16, Arc<AtomicU64>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let sent = Arc::new(AtomicU64::new(0));
+    let (up, counter) = (
+        upstream.trim_start_matches("http://").to_string(),
+        sent.clone(),
+    );
+    std::thread::spawn(move || {
+        for c in listener.incoming() {
+            let Ok(client) = c else { continue };
+            let Ok(server) = std::net::TcpStream::connect(&up) else {
+                continue;
+            };
+            let (mut c1, mut s1) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let (mut c2, mut s2) = (client, server);
+            let counter = counter.clone();
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n) = c1.read(&mut buf) {
+                    if n == 0 || s1.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    counter.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                let _ = s1.shutdown(std::net::Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut s2, &mut c2);
+                let _ = c2.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    (port, sent)
+}
+
+fn bench_replay(m: &Moto, rt: &tokio::runtime::Runtime, backlog: usize, concurrency: usize) {
+    m.bucket("ours");
+    m.bucket("raw");
+    let home = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let entries = common::backlog_entries(backlog, logs.path());
+    let ob = Arc::new(Outbox::open(home.path()).unwrap());
+    let target: Arc<dyn Target> = Arc::new(ObjectStoreTarget::new(
+        "s3:ours/",
+        store(&m.endpoint, "ours"),
+        "",
+    ));
+    ob.enqueue(target.id(), &entries, &[]).unwrap();
+    let actor = SyncActor::new(
+        Arc::clone(&ob),
+        vec![Arc::clone(&target)],
+        SyncConfig {
+            concurrency,
+            linger: Duration::ZERO,
+            ..Default::default()
+        },
+    );
+    let start = Instant::now();
+    let report = rt
+        .block_on(actor.drain(Instant::now() + Duration::from_secs(3600)))
+        .unwrap();
+    let ours = start.elapsed();
+    assert_eq!(
+        rt.block_on(actor.pending()).unwrap().0,
+        0,
+        "everything delivered"
+    );
+    // The same objects, read back, then put raw into another bucket.
+    let keys = rt.block_on(target.list("")).unwrap();
+    let mut objects: Vec<(String, Bytes)> = keys
+        .iter()
+        .map(|k| (k.clone(), rt.block_on(target.read(k)).unwrap().unwrap()))
+        .collect();
+    common::shuffle(&mut objects);
+    let raw_store = store(&m.endpoint, "raw");
+    let objects = Arc::new(objects);
+    let start = Instant::now();
+    rt.block_on(async {
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..concurrency {
+            let (s, o, n) = (raw_store.clone(), objects.clone(), next.clone());
+            set.spawn(async move {
+                loop {
+                    let i = n.fetch_add(1, Ordering::Relaxed);
+                    let Some((k, b)) = o.get(i) else { break };
+                    s.put(
+                        &object_store::path::Path::from(k.as_str()),
+                        PutPayload::from(b.clone()),
+                    )
+                    .await
+                    .unwrap();
+                }
+            });
+        }
+        while set.join_next().await.is_some() {}
+    });
+    let raw = start.elapsed();
+    let n = objects.len() as f64;
+    println!(
+        "(a) replay a backlog of {} entries ({} objects) to moto S3, concurrency {concurrency}",
+        report.delivered,
+        objects.len()
+    );
+    println!(
+        "    {:<42} {:>9.1}s {:>9.0} objects/s",
+        "SyncActor::drain",
+        ours.as_secs_f64(),
+        n / ours.as_secs_f64()
+    );
+    println!(
+        "    {:<42} {:>9.1}s {:>9.0} objects/s",
+        "raw object_store put loop (baseline)",
+        raw.as_secs_f64(),
+        n / raw.as_secs_f64()
+    );
+    let pct = 100.0 * raw.as_secs_f64() / ours.as_secs_f64();
+    println!(
+        "    ours / raw = {pct:.0}% of raw throughput; target >= 80%: {}",
+        if pct >= 80.0 { "met" } else { "NOT met" }
+    );
+}
+
+fn bench_blob(m: &Moto, rt: &tokio::runtime::Runtime) {
+    m.bucket("blobs");
+    let (port, sent) = counting_proxy(&m.endpoint);
+    let target = ObjectStoreTarget::new(
+        "s3:blobs/",
+        store(&format!("http://127.0.0.1:{port}"), "blobs"),
+        "cache",
+    );
+    let mut body = vec![0u8; 100 << 20];
+    let mut x = 1u64;
+    for b in body.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    let body = Bytes::from(body);
+    let op = Op::CacheBlob {
+        sha256: sha256_hex(&body),
+        body: body.clone(),
+    };
+    let before = sent.load(Ordering::Relaxed);
+    let first = rt.block_on(target.apply(&op)).unwrap();
+    let first_bytes = sent.load(Ordering::Relaxed) - before;
+    let before = sent.load(Ordering::Relaxed);
+    let start = Instant::now();
+    let second = rt.block_on(target.apply(&op)).unwrap();
+    let took = start.elapsed();
+    let second_bytes = sent.load(Ordering::Relaxed) - before;
+    println!("(b) a 100 MiB cache blob, uploaded, then uploaded again (bytes sent to the server, counted by a proxy)");
+    println!("    first upload:  {first:?}, {first_bytes} bytes sent");
+    println!(
+        "    second upload: {second:?}, {second_bytes} bytes sent in {:.1} ms (one HEAD; no body)",
+        took.as_secs_f64() * 1e3
+    );
+    println!(
+        "    target: no body bytes on the second upload: {}",
+        if second_bytes < 4096 {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
+}
+
+fn bench_list(m: &Moto, rt: &tokio::runtime::Runtime) {
+    m.bucket("runs");
+    let s = store(&m.endpoint, "runs");
+    // 1,000 runs from "other runners", written directly.
+    rt.block_on(async {
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..1000u64 {
+            let s = s.clone();
+            set.spawn(async move {
+                let id = format!("01M8F{:021}", i);
+                let doc = serde_json::json!({"id": id, "pipeline": if i % 2 == 0 { "build" } else { "test" }, "status": "success",
+                    "profile": "shared", "host": format!("ci-{}", i % 7), "pid": 1, "project_dir": "/src", "started_at": "2026-11-27T00:00:00.000Z",
+                    "finished_at": "2026-11-27T00:00:01.000Z", "duration_ms": 1000, "error": null, "jobs": []});
+                s.put(&object_store::path::Path::from(format!("state/runs/{id}/run.json")), PutPayload::from(serde_json::to_vec(&doc).unwrap())).await.unwrap();
+            });
+            if set.len() >= 16 {
+                set.join_next().await;
+            }
+        }
+        while set.join_next().await.is_some() {}
+    });
+    let home = tempfile::tempdir().unwrap();
+    let project = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(project.path().join(".sparkwing")).unwrap();
+    std::fs::write(
+        project.path().join(".sparkwing/sparkwing.yaml"),
+        format!("profiles:\n  shared:\n    state: {{ type: s3, bucket: runs, prefix: state, endpoint: \"{}\" }}\npipelines: []\n", m.endpoint),
+    )
+    .unwrap();
+    println!("(c) sparkwing runs list --profile over 1,000 remote runs (whole process; requests from moto's log)");
+    for limit in ["20", "1000"] {
+        let before = m.requests();
+        let start = Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_sparkwing"))
+            .args([
+                "runs",
+                "list",
+                "--profile",
+                "shared",
+                "--limit",
+                limit,
+                "-o",
+                "json",
+            ])
+            .current_dir(project.path())
+            .env("HOME", home.path())
+            .env_remove("SPARKWING_HOME")
+            .envs([
+                ("AWS_ACCESS_KEY_ID", "testing"),
+                ("AWS_SECRET_ACCESS_KEY", "testing"),
+                ("AWS_REGION", "us-east-1"),
+            ])
+            .output()
+            .unwrap();
+        let took = start.elapsed();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let requests = m.requests() - before;
+        println!(
+            "    --limit {limit:>4}: {:>4} runs listed in {:>7.1} ms with {requests} requests",
+            rows.as_array().unwrap().len(),
+            took.as_secs_f64() * 1e3
+        );
+    }
+    println!("    baseline (naive: list every object, GET every run.json): 1,000 runs = at least 1,001 requests whatever the page size");
+}
+
+fn main() {
+    let backlog: usize = std::env::var("BENCH_BACKLOG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let m = moto();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    bench_list(&m, &rt);
+    bench_blob(&m, &rt);
+    bench_replay(&m, &rt, backlog, 8);
+}

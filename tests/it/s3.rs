@@ -625,3 +625,24 @@ fn a_429_retry_after_is_honoured_before_the_next_attempt() {
     );
     proxy.fail_always(None);
 }
+
+#[test]
+fn the_endpoint_can_come_from_sparkwing_s3_endpoint() {
+    let Some(moto) = moto() else { return };
+    moto.bucket("envendpoint");
+    let env = Env::new();
+    env.write_project("profiles:\n  shared:\n    state: { type: s3, bucket: envendpoint, prefix: state }\n    logs: { type: s3, bucket: envendpoint, prefix: logs }\n    cache: { type: s3, bucket: envendpoint, prefix: cache }\npipelines:\n  - name: work\n    jobs:\n      talk: { steps: [{ run: 'echo via env' }] }\n");
+    let out = s3_cmd(&env, &["run", "work", "--profile", "shared"])
+        .env("SPARKWING_S3_ENDPOINT", &moto.endpoint)
+        .output()
+        .unwrap();
+    expect_code(&out, 0);
+    assert!(
+        text(&out.stderr).contains("sparkwing: synced to s3:envendpoint/state@http://127.0.0.1"),
+        "{}",
+        text(&out.stderr)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    mirror(&moto.endpoint, "envendpoint", dir.path());
+    assert_remote_equals_local(&env.sw_home(), dir.path());
+}

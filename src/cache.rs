@@ -200,6 +200,39 @@ impl Cas {
                 bytes.len()
             );
         }
+        self.install(sha, |tmp| {
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()?;
+            Ok(())
+        })
+        .with_context(|| format!("storing blob {sha} in {}", self.root.display()))
+    }
+
+    /// Stores a file's contents; returns (sha256, size). A blob already
+    /// present is not written again.
+    pub fn put_file(&self, src: &Path) -> Result<(String, u64)> {
+        let (sha, size) = sha256_file(src).with_context(|| format!("hashing {}", src.display()))?;
+        self.install(&sha, |tmp| {
+            let (got, _) = copy_hashing(src, tmp)?;
+            if got != sha {
+                bail!(
+                    "{} changed while it was being stored; run the job again",
+                    src.display()
+                );
+            }
+            Ok(())
+        })
+        .with_context(|| format!("storing {} in {}", src.display(), self.root.display()))?;
+        Ok((sha, size))
+    }
+
+    /// Writes a blob through a temporary file (`write` fills and fsyncs it),
+    /// makes it read-only and renames it into place, unless present.
+    fn install(&self, sha: &str, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
         let dest = self.blob_path(sha);
         if dest.exists() {
             return Ok(());
@@ -211,55 +244,15 @@ impl Cas {
             std::process::id(),
             crate::util::new_run_id()
         ));
-        let result = (|| -> Result<()> {
-            let mut f = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&tmp)?;
-            f.write_all(bytes)?;
-            f.sync_all()?;
+        let result = write(&tmp).and_then(|_| {
             fs::set_permissions(&tmp, fs::Permissions::from_mode(0o444))?;
             fs::rename(&tmp, &dest)?;
             Ok(())
-        })();
+        });
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
         }
-        result.with_context(|| format!("storing blob {sha} in {}", self.root.display()))
-    }
-
-    /// Stores a file's contents; returns (sha256, size). A blob already
-    /// present is not written again.
-    pub fn put_file(&self, src: &Path) -> Result<(String, u64)> {
-        let (sha, size) = sha256_file(src).with_context(|| format!("hashing {}", src.display()))?;
-        let dest = self.blob_path(&sha);
-        if dest.exists() {
-            return Ok((sha, size));
-        }
-        let dir = dest.parent().unwrap_or(&self.root);
-        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let tmp = dir.join(format!(
-            ".tmp-{}-{}",
-            std::process::id(),
-            crate::util::new_run_id()
-        ));
-        let result = (|| -> Result<()> {
-            let (got, _) = copy_hashing(src, &tmp)?;
-            if got != sha {
-                bail!(
-                    "{} changed while it was being stored; run the job again",
-                    src.display()
-                );
-            }
-            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o444))?;
-            fs::rename(&tmp, &dest)?;
-            Ok(())
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result.with_context(|| format!("storing {} in {}", src.display(), self.root.display()))?;
-        Ok((sha, size))
+        result
     }
 }
 

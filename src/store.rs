@@ -133,22 +133,8 @@ impl Store {
         let mut conn =
             Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
-        // Switching a fresh database to WAL needs an exclusive lock; with many
-        // processes starting at once it can report busy without waiting.
-        let mut tries = 0;
-        loop {
-            match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0)) {
-                Ok(_) => break,
-                Err(e) if is_busy(&e) && tries < 1000 => {
-                    tries += 1;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err(e) => {
-                    return Err(e)
-                        .with_context(|| format!("setting WAL mode on {}", path.display()))
-                }
-            }
-        }
+        sparkwing_schema::enable_wal(&conn)
+            .with_context(|| format!("setting WAL mode on {}", path.display()))?;
         conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
         match sparkwing_schema::migrate_sqlite(&mut conn) {
             Ok(_) => {}
@@ -534,31 +520,20 @@ impl Store {
     /// Records a cache entry another runner produced (fetched from the
     /// remote). No event: the run that produced it is not a local run.
     pub fn cache_import(&self, e: &CacheEntry) -> Result<()> {
-        self.with_tx(|tx| {
-            tx.execute(
-                "INSERT INTO cache_entries (key, job, pipeline, run_id, created_at, expires_at, manifest)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT (key) DO UPDATE SET job = excluded.job, pipeline = excluded.pipeline,
-                   run_id = excluded.run_id, created_at = excluded.created_at,
-                   expires_at = excluded.expires_at, manifest = excluded.manifest",
-                params![e.key, e.job, e.pipeline, e.run_id, e.created_at, e.expires_at, e.manifest],
-            )?;
-            Ok(())
-        })
+        self.with_tx(|tx| upsert_cache_entry(tx, e))
     }
 
     /// Publishes a cache manifest (the blobs are already in the CAS).
     pub fn cache_put(&self, e: &CacheEntry) -> Result<()> {
         self.with_tx(|tx| {
-            tx.execute(
-                "INSERT INTO cache_entries (key, job, pipeline, run_id, created_at, expires_at, manifest)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT (key) DO UPDATE SET job = excluded.job, pipeline = excluded.pipeline,
-                   run_id = excluded.run_id, created_at = excluded.created_at,
-                   expires_at = excluded.expires_at, manifest = excluded.manifest",
-                params![e.key, e.job, e.pipeline, e.run_id, e.created_at, e.expires_at, e.manifest],
-            )?;
-            event(tx, &e.run_id, Some(&e.job), "cache.stored", json!({"key": e.key}))
+            upsert_cache_entry(tx, e)?;
+            event(
+                tx,
+                &e.run_id,
+                Some(&e.job),
+                "cache.stored",
+                json!({"key": e.key}),
+            )
         })
     }
 }
@@ -570,6 +545,27 @@ pub struct JobEnd<'a> {
     pub cache_key: Option<&'a str>,
     pub cached_from_run: Option<&'a str>,
     pub error: Option<&'a str>,
+}
+
+/// One cache key, one manifest: the newest write wins.
+fn upsert_cache_entry(tx: &rusqlite::Transaction, e: &CacheEntry) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO cache_entries (key, job, pipeline, run_id, created_at, expires_at, manifest)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (key) DO UPDATE SET job = excluded.job, pipeline = excluded.pipeline,
+           run_id = excluded.run_id, created_at = excluded.created_at,
+           expires_at = excluded.expires_at, manifest = excluded.manifest",
+        params![
+            e.key,
+            e.job,
+            e.pipeline,
+            e.run_id,
+            e.created_at,
+            e.expires_at,
+            e.manifest
+        ],
+    )?;
+    Ok(())
 }
 
 fn event(
@@ -600,11 +596,4 @@ fn run_row(r: &rusqlite::Row) -> rusqlite::Result<RunRow> {
         finished_at: r.get(8)?,
         error: r.get(9)?,
     })
-}
-
-fn is_busy(e: &rusqlite::Error) -> bool {
-    matches!(
-        e.sqlite_error_code(),
-        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-    )
 }

@@ -303,13 +303,6 @@ fn pid_alive(pid: i64) -> bool {
     rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
-fn is_busy(e: &rusqlite::Error) -> bool {
-    matches!(
-        e.sqlite_error_code(),
-        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-    )
-}
-
 impl Outbox {
     /// Opens (creating when missing) `home/outbox.db` and migrates it.
     pub fn open(home: &Path) -> Result<Outbox> {
@@ -326,17 +319,7 @@ impl Outbox {
         // Only effective on a new file: lets a drained outbox give pages back.
         conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")
             .map_err(ctx("configuring outbox.db"))?;
-        let mut tries = 0;
-        loop {
-            match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0)) {
-                Ok(_) => break,
-                Err(e) if is_busy(&e) && tries < 1000 => {
-                    tries += 1;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err(e) => return Err(ctx("setting WAL mode on outbox.db")(e)),
-            }
-        }
+        sparkwing_schema::enable_wal(&conn).map_err(ctx("setting WAL mode on outbox.db"))?;
         // Checkpoints fsync the database; on ext4 (data=ordered) an fsync
         // also flushes every dirty page of other files, such as a remote
         // being written. Let the WAL grow during a drain (32 MiB) and

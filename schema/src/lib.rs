@@ -106,6 +106,31 @@ fn sql(what: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> SchemaError {
     move |source| SchemaError::Sql { what, source }
 }
 
+/// Switches a connection's database to WAL. A fresh database needs an
+/// exclusive lock for that, and with many processes opening it at once
+/// SQLite can report busy without waiting on the busy timeout; retry then.
+pub fn enable_wal(conn: &Connection) -> rusqlite::Result<()> {
+    let mut tries = 0;
+    loop {
+        match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0)) {
+            Ok(_) => return Ok(()),
+            Err(e)
+                if tries < 1000
+                    && matches!(
+                        e.sqlite_error_code(),
+                        Some(
+                            rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                        )
+                    ) =>
+            {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// The version recorded in `sparkwing_schema_version`, or 0 for a database
 /// that has none yet.
 pub fn sqlite_version(conn: &Connection) -> Result<u32, SchemaError> {

@@ -643,7 +643,8 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
                 }
                 Ok(None) => {}
                 Err(e) => eprintln!(
-                    "sparkwing: job {name}: could not use the remote cache ({e:#}); running the job"
+                    "sparkwing: job {name}: could not use the remote cache ({}); running the job",
+                    crate::profile::scrub_urls(&format!("{e:#}"))
                 ),
             }
         }

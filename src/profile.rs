@@ -644,6 +644,30 @@ pub fn redact_url(url: &str) -> String {
     format!("{scheme}{host}{tail}")
 }
 
+/// Masks the user information of every URL inside a free text (errors from
+/// remotes quote the URLs they used): `http://u:pw@h/x` becomes `http://***@h/x`.
+pub fn scrub_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| c == '/' || c.is_whitespace() || c == '"')
+            .unwrap_or(tail.len());
+        match tail[..end].rfind('@') {
+            Some(at) => {
+                out.push_str("***");
+                out.push_str(&tail[at..end]);
+            }
+            None => out.push_str(&tail[..end]),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The human form for `sparkwing profile`.
 pub fn render_text(r: &Resolved, home: &Path) -> String {
     let mut out = String::new();
@@ -746,6 +770,15 @@ profiles:
             assert!(e.contains(want), "{text:?}: {e}");
             assert!(e.starts_with("p.yaml"), "{e}");
         }
+    }
+
+    #[test]
+    fn urls_inside_text_are_scrubbed() {
+        assert_eq!(
+            scrub_urls("PUT http://key:secret@minio:9000/b/k failed; see https://docs.example/x"),
+            "PUT http://***@minio:9000/b/k failed; see https://docs.example/x"
+        );
+        assert_eq!(scrub_urls("no url here"), "no url here");
     }
 
     #[test]

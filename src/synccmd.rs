@@ -48,7 +48,7 @@ pub async fn blocking_reason(actor: &SyncActor) -> String {
 fn reason(stats: &[TargetStats]) -> String {
     let mut parts = Vec::new();
     for s in stats {
-        let err = s.last_error.clone().unwrap_or_default();
+        let err = crate::profile::scrub_urls(s.last_error.as_deref().unwrap_or_default());
         match s.connectivity {
             Some(Connectivity::AuthFailed) => parts.push(format!("credentials refused: {err}")),
             Some(Connectivity::Offline) => parts.push(format!(
@@ -85,7 +85,7 @@ fn stats_json(s: &TargetStats) -> Value {
         "next_attempt_in_ms": s.next_attempt_at.map(|t| (t - now_ms()).max(0)),
         "quarantined": s.quarantined,
         "last_success_at": s.last_success_at.map(rfc3339_ms),
-        "last_error": s.last_error,
+        "last_error": s.last_error.as_deref().map(crate::profile::scrub_urls),
         "last_error_class": s.last_error_class,
         "delivered_entries": s.delivered_entries,
         "delivered_bytes": s.delivered_bytes,
@@ -124,7 +124,7 @@ fn stats_text(s: &TargetStats) -> String {
             .map(|t| format!("{} ago", ago(t)))
             .unwrap_or_else(|| "never".into())
     ));
-    if let Some(e) = &s.last_error {
+    if let Some(e) = s.last_error.as_deref().map(crate::profile::scrub_urls) {
         out.push_str(&format!(
             "  last error     [{}] {e}\n",
             s.last_error_class.as_deref().unwrap_or("?")

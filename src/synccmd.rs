@@ -16,6 +16,9 @@ use crate::replicate::Replicator;
 use crate::store::Store;
 use crate::util::{human_duration, now_ms, rfc3339_ms};
 
+/// How often a running daemon re-queues what crashed runs left behind.
+const RECONCILE_EVERY: Duration = Duration::from_secs(30);
+
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
@@ -318,6 +321,21 @@ pub fn daemon(
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
+        // Runs that crash while the daemon is up leave writes that only a
+        // reconcile queues: do one every RECONCILE_EVERY.
+        let (repl, store) = (Arc::new(repl), Arc::new(store));
+        let reconciler = {
+            let (repl, store) = (Arc::clone(&repl), Arc::clone(&store));
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(RECONCILE_EVERY).await;
+                    let (r, s) = (Arc::clone(&repl), Arc::clone(&store));
+                    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || r.reconcile(&s)).await {
+                        eprintln!("sparkwing: could not re-queue leftovers of crashed runs: {e:#}");
+                    }
+                }
+            })
+        };
         let a = Arc::clone(&actor);
         let task = tokio::spawn(async move {
             a.run(async {
@@ -329,6 +347,7 @@ pub fn daemon(
             .await
         });
         let report = task.await.context("the replay task failed")??;
+        reconciler.abort();
         eprintln!(
             "sparkwing: stopping: delivered {} write(s) ({}) this session; draining for up to {}",
             report.delivered,

@@ -375,12 +375,20 @@ impl Outbox {
         f: impl FnOnce(&rusqlite::Transaction) -> rusqlite::Result<T>,
     ) -> Result<T> {
         let mut conn = self.lock();
-        conn.execute_batch(if durable {
-            "PRAGMA synchronous = FULL"
-        } else {
-            "PRAGMA synchronous = NORMAL"
-        })
-        .map_err(ctx(what))?;
+        // The pragma is per connection: set it only when it changes.
+        let want = if durable { 2 } else { 1 };
+        let now: i64 = conn
+            .prepare_cached("PRAGMA synchronous")
+            .and_then(|mut st| st.query_row([], |r| r.get(0)))
+            .map_err(ctx(what))?;
+        if now != want {
+            conn.execute_batch(if durable {
+                "PRAGMA synchronous = FULL"
+            } else {
+                "PRAGMA synchronous = NORMAL"
+            })
+            .map_err(ctx(what))?;
+        }
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(ctx(what))?;
@@ -485,8 +493,10 @@ impl Outbox {
                     break;
                 }
                 let auth_blocked: bool = tx
-                    .query_row(
+                    .prepare_cached(
                         "SELECT state = 'auth_failed' AND since > ?2 FROM targets WHERE target = ?1",
+                    )?
+                    .query_row(
                         params![target, now - auth_probe.as_millis() as i64],
                         |r| r.get(0),
                     )
@@ -497,11 +507,8 @@ impl Outbox {
                 }
                 // While credentials are being probed, one stream at a time.
                 let auth_probing: bool = tx
-                    .query_row(
-                        "SELECT state = 'auth_failed' FROM targets WHERE target = ?1",
-                        [target],
-                        |r| r.get(0),
-                    )
+                    .prepare_cached("SELECT state = 'auth_failed' FROM targets WHERE target = ?1")?
+                    .query_row([target], |r| r.get(0))
                     .optional()?
                     .unwrap_or(false);
                 let room = if auth_probing { 1 } else { max_streams - claims.len() };
@@ -545,13 +552,13 @@ impl Outbox {
                     }
                 }
                 for stream in free {
-                    tx.execute(
+                    tx.prepare_cached(
                         "INSERT INTO leases (target, stream, owner, owner_host, owner_pid, until)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                          ON CONFLICT (target, stream) DO UPDATE SET owner = excluded.owner,
                            owner_host = excluded.owner_host, owner_pid = excluded.owner_pid, until = excluded.until",
-                        params![target, stream, owner.id, owner.host, owner.pid, now + LEASE.as_millis() as i64],
-                    )?;
+                    )?
+                    .execute(params![target, stream, owner.id, owner.host, owner.pid, now + LEASE.as_millis() as i64])?;
                     let mut st = tx.prepare_cached(
                         "SELECT id, seq, op, subject, payload, payload_path, payload_offset, size, attempts,
                                 quarantined, next_attempt_at
@@ -617,10 +624,10 @@ impl Outbox {
         let until = now_ms() + LEASE.as_millis() as i64;
         self.tx("renewing leases", |tx| {
             for c in claims {
-                tx.execute(
+                tx.prepare_cached(
                     "UPDATE leases SET until = ?4 WHERE target = ?1 AND stream = ?2 AND owner = ?3",
-                    params![c.target, c.stream, self.owner.id, until],
-                )?;
+                )?
+                .execute(params![c.target, c.stream, self.owner.id, until])?;
             }
             Ok(())
         })
@@ -652,7 +659,7 @@ impl Outbox {
             if !done.is_empty() {
                 let secs = took.as_secs_f64().max(0.001);
                 let (b_rate, e_rate) = (bytes as f64 / secs, done.len() as f64 / secs);
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT INTO targets (target, state, since, last_success_at, delivered_entries, delivered_bytes,
                                           rate_bytes_per_s, rate_entries_per_s)
                      VALUES (?1, 'online', ?2, ?2, ?3, ?4, ?5, ?6)
@@ -662,8 +669,8 @@ impl Outbox {
                        delivered_entries = delivered_entries + ?3, delivered_bytes = delivered_bytes + ?4,
                        rate_bytes_per_s = COALESCE(0.7 * rate_bytes_per_s + 0.3 * ?5, ?5),
                        rate_entries_per_s = COALESCE(0.7 * rate_entries_per_s + 0.3 * ?6, ?6)",
-                    params![claim.target, now, done.len() as i64, bytes as i64, b_rate, e_rate],
-                )?;
+                )?
+                .execute(params![claim.target, now, done.len() as i64, bytes as i64, b_rate, e_rate])?;
             }
             if let (Some((class, error, retry_after)), Some(failed)) =
                 (failure, claim.entries.get(delivered))
@@ -676,43 +683,43 @@ impl Outbox {
                 let mut jitter = DecorrelatedJitter::resume(self.policy, Duration::from_millis(prev_ms as u64));
                 let delay = jitter.next().unwrap_or(self.policy.cap);
                 let wait = retry_after.map_or(delay, |r| r.max(delay));
-                tx.execute(
+                tx.prepare_cached(
                     "UPDATE entries SET attempts = attempts + 1, backoff_ms = ?2, next_attempt_at = ?3,
                        last_error = ?4, error_class = ?5, quarantined = ?6
                      WHERE id = ?1",
-                    params![
+                )?
+                .execute(params![
                         failed.id,
                         delay.as_millis() as i64,
                         now + wait.as_millis() as i64,
                         error,
                         class.as_str(),
                         class == ErrorClass::Permanent
-                    ],
-                )?;
+                    ])?;
                 let state = match class {
                     ErrorClass::Transient => "offline",
                     ErrorClass::Auth => "auth_failed",
                     // The target answered; it is reachable.
                     ErrorClass::Permanent => "online",
                 };
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT INTO targets (target, state, since, last_error, last_error_class)
                      VALUES (?1, ?2, ?3, ?4, ?5)
                      ON CONFLICT (target) DO UPDATE SET
                        since = CASE WHEN state = ?2 AND ?2 != 'auth_failed' THEN since ELSE ?3 END,
                        state = ?2, last_error = ?4, last_error_class = ?5",
-                    params![claim.target, state, now, error, class.as_str()],
-                )?;
+                )?
+                .execute(params![claim.target, state, now, error, class.as_str()])?;
             }
-            tx.execute(
+            tx.prepare_cached(
                 "DELETE FROM leases WHERE target = ?1 AND stream = ?2 AND owner = ?3",
-                params![claim.target, claim.stream, self.owner.id],
-            )?;
-            tx.execute(
+            )?
+            .execute(params![claim.target, claim.stream, self.owner.id])?;
+            tx.prepare_cached(
                 "DELETE FROM streams WHERE target = ?1 AND stream = ?2
                    AND NOT EXISTS (SELECT 1 FROM entries WHERE target = ?1 AND stream = ?2)",
-                params![claim.target, claim.stream],
-            )?;
+            )?
+            .execute(params![claim.target, claim.stream])?;
             Ok(())
         })
     }

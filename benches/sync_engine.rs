@@ -9,7 +9,8 @@
 //!     `object_store` put loop of the same objects at the same concurrency.
 //!     Target: >= 80%.
 //!
-//! `cargo bench --bench sync_engine` (BENCH_ROWS, BENCH_BACKLOG to resize).
+//! `cargo bench --bench sync_engine` (BENCH_ROWS, BENCH_BACKLOG to resize,
+//! BENCH_CONCURRENCY for the replay concurrency, default 8).
 
 mod common;
 
@@ -317,5 +318,9 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
     bench_enqueue(n, 5);
-    bench_replay(backlog, 8, 7);
+    let c: usize = std::env::var("BENCH_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
+    bench_replay(backlog, c, 7);
 }

@@ -426,10 +426,6 @@ impl Store {
         })
     }
 
-    pub fn run_status(&self, run: &str) -> Result<String> {
-        Ok(self.find_run(run)?.shown_status().to_string())
-    }
-
     /// Events of a run after `after_seq`, in order.
     pub fn events_after(&self, run: &str, after_seq: i64) -> Result<Vec<EventRow>> {
         self.read(|c| {
@@ -478,17 +474,7 @@ impl Store {
                 "SELECT key, job, pipeline, run_id, created_at, expires_at, manifest FROM cache_entries
                  WHERE run_id = ?1 ORDER BY created_at",
             )?;
-            let rows = st.query_map([run], |r| {
-                Ok(CacheEntry {
-                    key: r.get(0)?,
-                    job: r.get(1)?,
-                    pipeline: r.get(2)?,
-                    run_id: r.get(3)?,
-                    created_at: r.get(4)?,
-                    expires_at: r.get(5)?,
-                    manifest: r.get(6)?,
-                })
-            })?;
+            let rows = st.query_map([run], cache_row)?;
             rows.collect()
         })
     }
@@ -501,17 +487,7 @@ impl Store {
                 "SELECT key, job, pipeline, run_id, created_at, expires_at, manifest FROM cache_entries
                  WHERE key = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
                 params![key, now],
-                |r| {
-                    Ok(CacheEntry {
-                        key: r.get(0)?,
-                        job: r.get(1)?,
-                        pipeline: r.get(2)?,
-                        run_id: r.get(3)?,
-                        created_at: r.get(4)?,
-                        expires_at: r.get(5)?,
-                        manifest: r.get(6)?,
-                    })
-                },
+                cache_row,
             )
             .optional()
         })
@@ -581,6 +557,18 @@ fn event(
         params![run, now_ms(), kind, job, data.to_string()],
     )?;
     Ok(())
+}
+
+fn cache_row(r: &rusqlite::Row) -> rusqlite::Result<CacheEntry> {
+    Ok(CacheEntry {
+        key: r.get(0)?,
+        job: r.get(1)?,
+        pipeline: r.get(2)?,
+        run_id: r.get(3)?,
+        created_at: r.get(4)?,
+        expires_at: r.get(5)?,
+        manifest: r.get(6)?,
+    })
 }
 
 fn run_row(r: &rusqlite::Row) -> rusqlite::Result<RunRow> {

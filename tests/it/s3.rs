@@ -56,6 +56,17 @@ fn s3_project(env: &Env, endpoint: &str, bucket: &str) {
     std::fs::write(env.dir().join("seed.txt"), "seed").unwrap();
 }
 
+/// `sync status --profile shared -o json`, parsed.
+fn s3_status(env: &Env) -> serde_json::Value {
+    let out = s3_cmd(
+        env,
+        &["sync", "status", "--profile", "shared", "-o", "json"],
+    )
+    .output()
+    .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 fn s3_cmd(env: &Env, args: &[&str]) -> std::process::Command {
     let mut c = env.cmd(args);
     c.envs(S3_ENV);
@@ -117,15 +128,7 @@ fn an_s3_outage_never_fails_a_run_and_the_backlog_replays_when_it_returns() {
         "{}",
         text(&out.stderr)
     );
-    let st = {
-        let out = s3_cmd(
-            &env,
-            &["sync", "status", "--profile", "shared", "-o", "json"],
-        )
-        .output()
-        .unwrap();
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
-    };
+    let st = s3_status(&env);
     for t in st["targets"].as_array().unwrap() {
         assert_eq!(t["connectivity"], "offline", "{t}");
         assert!(t["pending_entries"].as_u64().unwrap() > 0);
@@ -487,15 +490,7 @@ fn transient_http_faults_are_retried_and_403_stops_the_target_loudly() {
         "{}",
         text(&out.stderr)
     );
-    let st = {
-        let out = s3_cmd(
-            &env,
-            &["sync", "status", "--profile", "shared", "-o", "json"],
-        )
-        .output()
-        .unwrap();
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
-    };
+    let st = s3_status(&env);
     assert!(
         st["targets"]
             .as_array()

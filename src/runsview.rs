@@ -103,7 +103,7 @@ pub fn render_show(doc: &Value) -> String {
     for j in doc["jobs"].as_array().into_iter().flatten() {
         let cache = match (j["cached_from_run"].as_str(), j["cache_key"].as_str()) {
             (Some(from), _) => format!("restored from run {from}"),
-            (None, Some(k)) => format!("key {}", &k[..12.min(k.len())]),
+            (None, Some(k)) => format!("key {}", k.chars().take(12).collect::<String>()),
             _ => "-".into(),
         };
         let needs: Vec<&str> = j["needs"]
@@ -392,4 +392,21 @@ pub fn remote_logs(
         out.write_all(&text)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hostile_remote_document_renders_without_panicking() {
+        let doc = json!({
+            "id": "R", "status": 7, "pid": null,
+            "jobs": [{"name": "ü", "cache_key": "ééééééééééééééé", "needs": "not a list",
+                      "steps": [{"index": "x", "exit_code": "y"}]}, 5, null],
+        });
+        let out = render_show(&doc);
+        assert!(out.contains("key éééééééééééé"), "{out}");
+        assert!(render_list(&[doc, json!(null)], true).contains("RUN"));
+    }
 }

@@ -34,6 +34,15 @@ pub async fn fetch(target: &dyn Target, home: &Path, key: &str) -> Result<Option
         .context("reading the remote cache manifest")?;
     let cas = Cas::new(home);
     for f in manifest.files.iter().filter(|f| f.symlink.is_none()) {
+        // Another runner's document: check a blob name before using it as a path.
+        if f.sha256.len() != 64
+            || !f
+                .sha256
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            bail!("the remote manifest names an invalid blob {:?}", f.sha256);
+        }
         if cas.blob_path(&f.sha256).exists() {
             continue;
         }
@@ -65,4 +74,43 @@ pub async fn fetch(target: &dyn Target, home: &Path, key: &str) -> Result<Option
         expires_at,
         manifest: serde_json::to_string(&manifest)?,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sparkwing_sync::ObjectStoreTarget;
+
+    #[tokio::test]
+    async fn a_hostile_remote_manifest_is_refused_not_followed() {
+        let remote = tempfile::tempdir().unwrap();
+        let home = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(remote.path().join("keys")).unwrap();
+        for (key, sha) in [
+            (
+                "k1",
+                "éééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééé",
+            ),
+            ("k2", "../../../../etc/passwd"),
+        ] {
+            let doc = serde_json::json!({"key": key, "job": "j", "pipeline": "p", "run_id": "R", "created_at": 0,
+                "expires_at": null, "manifest": {"version": 1, "files": [{"path": "o", "sha256": sha, "size": 1, "mode": 420}]}});
+            std::fs::write(
+                remote.path().join(format!("keys/{key}.json")),
+                doc.to_string(),
+            )
+            .unwrap();
+            let t = ObjectStoreTarget::filesystem(remote.path());
+            let e = fetch(&t, home.path(), key).await.unwrap_err();
+            assert!(format!("{e:#}").contains("invalid blob"), "{e:#}");
+        }
+        assert!(fetch(
+            &ObjectStoreTarget::filesystem(remote.path()),
+            home.path(),
+            "absent"
+        )
+        .await
+        .unwrap()
+        .is_none());
+    }
 }

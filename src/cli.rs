@@ -413,8 +413,7 @@ fn remote_runs(project_flag: Option<&Path>, name: &str) -> Result<crate::runsvie
             local_only_flag: false,
         },
     )?;
-    resolved.check_runnable()?;
-    let remote = Remote::from_profile(&resolved.def)?;
+    let remote = crate::synccmd::remote_of(&resolved)?.unwrap_or_default();
     let Some(state) = remote.state.clone() else {
         bail!("profile \"{name}\" keeps run state on this machine; `sparkwing runs` without --profile shows it");
     };

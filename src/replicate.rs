@@ -142,7 +142,7 @@ impl Replicator {
             return Ok(0);
         };
         let row = store.find_run(run)?;
-        let seq = store.events_after(run, 0)?.last().map_or(0, |e| e.seq);
+        let seq = store.last_event_seq(run)?;
         let name = format!("summary/{run}");
         if self.outbox.mark(t, &name)?.is_some_and(|m| m.0 >= seq) {
             return Ok(0);
@@ -291,12 +291,13 @@ impl Replicator {
     /// not in the outbox yet (after a crash, or a run that could not reach
     /// the outbox). Runs already complete on every target are skipped.
     pub fn reconcile(&self, store: &Store) -> Result<usize> {
-        let mut ids: Vec<&String> = [&self.targets.state, &self.targets.logs, &self.targets.cache]
-            .into_iter()
-            .flatten()
-            .collect();
-        ids.sort();
-        ids.dedup();
+        let ids = self.target_ids();
+        // Which runs are already complete, one query per target (not one
+        // per run: this runs at the start of every run).
+        let mut done = std::collections::HashMap::new();
+        for t in &ids {
+            done.insert(t.to_string(), self.outbox.mark_names(t, "done/")?);
+        }
         let mut seen = std::collections::HashSet::new();
         let mut total = 0;
         for t in &ids {
@@ -323,24 +324,36 @@ impl Replicator {
                     },
                     wake: self.wake.clone(),
                 };
-                total += part.reconcile_run(store, &row)?;
+                total += part.reconcile_run(store, &row, &done)?;
             }
         }
         Ok(total)
     }
 
-    fn reconcile_run(&self, store: &Store, row: &crate::store::RunRow) -> Result<usize> {
+    /// The distinct targets this replicator serves.
+    fn target_ids(&self) -> Vec<&String> {
         let mut ids: Vec<&String> = [&self.targets.state, &self.targets.logs, &self.targets.cache]
             .into_iter()
             .flatten()
             .collect();
+        ids.sort();
         ids.dedup();
+        ids
+    }
+
+    fn reconcile_run(
+        &self,
+        store: &Store,
+        row: &crate::store::RunRow,
+        done_marks: &std::collections::HashMap<String, std::collections::HashSet<String>>,
+    ) -> Result<usize> {
+        let ids = self.target_ids();
         let done = format!("done/{}", row.id);
-        let mut complete = true;
-        for t in &ids {
-            complete &= self.outbox.mark(t, &done)?.is_some();
-        }
-        if complete {
+        if ids.iter().all(|t| {
+            done_marks
+                .get(t.as_str())
+                .is_some_and(|d| d.contains(&done))
+        }) {
             return Ok(0);
         }
         let mut total = self.events(store, &row.id)?;

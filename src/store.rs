@@ -447,6 +447,14 @@ impl Store {
         })
     }
 
+    /// The sequence number of a run's latest event (0 when none).
+    pub fn last_event_seq(&self, run: &str) -> Result<i64> {
+        self.read(|c| {
+            c.prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = ?1")?
+                .query_row([run], |r| r.get(0))
+        })
+    }
+
     /// The runs that replicate anything to `target`, oldest first, with
     /// their targets.
     pub fn runs_for_target(&self, target: &str) -> Result<Vec<(RunRow, RunTargets)>> {

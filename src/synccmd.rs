@@ -146,7 +146,7 @@ fn stats_text(s: &TargetStats) -> String {
 }
 
 /// The remote targets of a resolved profile, or `None` for a local one.
-fn remote_of(resolved: &Resolved) -> Result<Option<Remote>> {
+pub(crate) fn remote_of(resolved: &Resolved) -> Result<Option<Remote>> {
     if resolved.local_only.is_some() {
         return Ok(None);
     }

@@ -130,6 +130,12 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 /// This machine's host name.
 pub fn hostname() -> String {
+    // Asked once per process: status checks call it for every row listed.
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(read_hostname).clone()
+}
+
+fn read_hostname() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: the buffer is valid for its length; gethostname NUL-terminates
     // on success when the name fits, and we stop at the first NUL either way.

@@ -471,6 +471,25 @@ impl Outbox {
             .map_err(ctx("reading a mark"))
     }
 
+    /// The names of a target's marks that start with `prefix`, in one query.
+    pub fn mark_names(
+        &self,
+        target: &str,
+        prefix: &str,
+    ) -> Result<std::collections::HashSet<String>> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare_cached(
+                "SELECT name FROM marks WHERE target = ?1 AND substr(name, 1, length(?2)) = ?2",
+            )
+            .map_err(ctx("reading marks"))?;
+        let rows = st
+            .query_map(params![target, prefix], |r| r.get(0))
+            .and_then(|rows| rows.collect())
+            .map_err(ctx("reading marks"))?;
+        Ok(rows)
+    }
+
     /// Claims up to `max_streams` ready streams of `targets`, each with up to
     /// `max_entries` consecutive ready entries from its head (stopping early
     /// once `max_bytes` of payload is reached). Streams whose head is

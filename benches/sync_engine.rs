@@ -10,7 +10,8 @@
 //!     Target: >= 80%.
 //!
 //! `cargo bench --bench sync_engine` (BENCH_ROWS, BENCH_BACKLOG to resize,
-//! BENCH_CONCURRENCY for the replay concurrency, default 8).
+//! BENCH_CONCURRENCY for the replay concurrency, default 8; BENCH_MEDIUM=disk
+//! or tmpfs to measure one remote medium only).
 
 mod common;
 
@@ -262,7 +263,11 @@ fn bench_replay(backlog: usize, concurrency: usize, rounds: usize) {
     let objects = Arc::new(objects);
     let bytes: usize = objects.iter().map(|(_, b)| b.len()).sum();
     println!("(b) replay a backlog of {delivered} entries ({} objects after event coalescing, {:.1} MiB) to a filesystem target, concurrency {concurrency}, outbox on disk, median of {rounds} alternating rounds", objects.len(), bytes as f64 / 1048576.0);
+    let only = std::env::var("BENCH_MEDIUM").unwrap_or_default();
     for (m, name) in [(Medium::Disk, "disk"), (Medium::Tmpfs, "tmpfs")] {
+        if !only.is_empty() && only != name {
+            continue;
+        }
         let (mut ours, mut raw) = (Vec::new(), Vec::new());
         // Directories are kept until the end: deleting thousands of files
         // between rounds makes ext4's inode allocator scan "recently

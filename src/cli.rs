@@ -29,7 +29,7 @@ use crate::util::table;
     long_about = "Sparkwing runs the pipelines defined in .sparkwing/sparkwing.yaml: a DAG of jobs made of \
 shell steps, with cached jobs. Every run is recorded in SPARKWING_HOME (default ~/.sparkwing): \
 state.db for runs, jobs and steps, runs/<runID>/<job>.log for output, cas/ for cached outputs.",
-    after_help = "Examples:\n  sparkwing run hello                 run the `hello` pipeline\n  sparkwing runs list                 recent runs, newest first\n  sparkwing runs logs latest --follow watch the newest run's output\n  sparkwing profile                   which profile applies and why\n\nEnvironment:\n  SPARKWING_HOME        where state.db, logs and the cache live (default ~/.sparkwing)\n  SPARKWING_PROFILES    the user profile file (default $XDG_CONFIG_HOME/sparkwing/profiles.yaml)\n  SPARKWING_LOCAL_ONLY  set to 1 to pin runs to the local layout"
+    after_help = "Examples:\n  sparkwing run hello                 run the `hello` pipeline\n  sparkwing runs list                 recent runs, newest first\n  sparkwing runs logs latest --follow watch the newest run's output\n  sparkwing profile                   which profile applies and why\n  sparkwing dashboard start           the web dashboard at http://127.0.0.1:4343/\n\nEnvironment:\n  SPARKWING_HOME        where state.db, logs and the cache live (default ~/.sparkwing)\n  SPARKWING_PROFILES    the user profile file (default $XDG_CONFIG_HOME/sparkwing/profiles.yaml)\n  SPARKWING_LOCAL_ONLY  set to 1 to pin runs to the local layout"
 )]
 pub struct Cli {
     /// The project directory (holding .sparkwing/sparkwing.yaml); found by
@@ -58,6 +58,35 @@ pub enum Command {
     /// The outbox and its replay to the profile's remote: status, daemon, flush, retry.
     #[command(subcommand)]
     Sync(SyncCmd),
+    /// The web dashboard of this machine's runs (merged with the profile's remote): start, status, stop.
+    #[command(subcommand)]
+    Dashboard(DashboardCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DashboardCmd {
+    /// Start the dashboard in the background and print its URL (does nothing if it is already running).
+    #[command(
+        after_help = "The dashboard is read-only: runs (with filters), each run's job graph, steps and cache provenance, live job logs, pipelines, and the sync backlog. It listens on loopback unless --addr says otherwise; its output goes to SPARKWING_HOME/dashboard.log.\n\nExamples:\n  sparkwing dashboard start                       http://127.0.0.1:4343/, the default profile\n  sparkwing dashboard start --profile shared      every runner's runs on the shared bucket, plus this machine's\n  sparkwing dashboard start --foreground --addr 127.0.0.1:0   attached, on a free port"
+    )]
+    Start {
+        /// Address to listen on (IP:PORT; port 0 picks a free one) [default: 127.0.0.1:4343].
+        #[arg(long, value_name = "ADDR")]
+        addr: Option<String>,
+        /// The profile whose runs to show (merged with its remote).
+        #[arg(long, value_name = "NAME")]
+        profile: Option<String>,
+        /// Stay attached (logs to the terminal; Ctrl-C stops it).
+        #[arg(long)]
+        foreground: bool,
+    },
+    /// Whether the dashboard runs, where, and for which profile (exit 0 running, 3 not running).
+    Status {
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Stop the background dashboard.
+    Stop,
 }
 
 #[derive(Subcommand, Debug)]
@@ -262,6 +291,28 @@ fn dispatch(cli: Cli) -> Result<u8> {
         Command::Runs(cmd) => cmd_runs(project_flag, cmd).map(|_| 0),
         Command::Profile(args) => cmd_profile(project_flag, args).map(|_| 0),
         Command::Sync(cmd) => cmd_sync(project_flag, cmd),
+        Command::Dashboard(cmd) => {
+            let home = home_dir()?;
+            match cmd {
+                DashboardCmd::Start {
+                    addr,
+                    profile,
+                    foreground,
+                } => crate::dashboard::start(
+                    &home,
+                    project_flag,
+                    &crate::dashboard::StartArgs {
+                        addr,
+                        profile,
+                        foreground,
+                    },
+                ),
+                DashboardCmd::Status { output } => {
+                    crate::dashboard::status(&home, output.format == Format::Json)
+                }
+                DashboardCmd::Stop => crate::dashboard::stop(&home),
+            }
+        }
     }
 }
 
@@ -436,11 +487,14 @@ fn cmd_runs(project_flag: Option<&Path>, cmd: RunsCmd) -> Result<()> {
                 Some(name) => {
                     let remote = remote_runs(project_flag, name)?;
                     let (rows, warning) = runsview::merged_list(
-                        &store,
+                        Some(&store),
                         &remote,
-                        pipeline.as_deref(),
-                        status.as_deref(),
-                        limit,
+                        &runsview::ListQuery {
+                            pipeline: pipeline.as_deref(),
+                            status: status.as_deref(),
+                            before: None,
+                            limit,
+                        },
                     )?;
                     if let Some(w) = warning {
                         eprintln!("sparkwing: warning: {w}");
@@ -471,7 +525,7 @@ fn cmd_runs(project_flag: Option<&Path>, cmd: RunsCmd) -> Result<()> {
         } => {
             let doc = match &profile {
                 Some(name) => {
-                    runsview::merged_show(&store, &remote_runs(project_flag, name)?, &home, &run)?.0
+                    runsview::merged_show(Some(&store), &remote_runs(project_flag, name)?, &home, &run)?.0
                 }
                 None => report::run_document(&store, &store.find_run(&run)?, Some(&home))?,
             };
@@ -489,7 +543,7 @@ fn cmd_runs(project_flag: Option<&Path>, cmd: RunsCmd) -> Result<()> {
         } => {
             if let (Some(name), Err(_)) = (&profile, store.find_run(&run)) {
                 let remote = remote_runs(project_flag, name)?;
-                let (doc, _) = runsview::merged_show(&store, &remote, &home, &run)?;
+                let (doc, _) = runsview::merged_show(Some(&store), &remote, &home, &run)?;
                 if follow && doc["status"] == "running" {
                     bail!("--follow works on this machine's runs; run {} is another runner's (its logs arrive in chunks: run the command again)", doc["id"]);
                 }
@@ -549,7 +603,7 @@ fn cmd_sync(project_flag: Option<&Path>, cmd: SyncCmd) -> Result<u8> {
 }
 
 /// The project when there is one (given, or found walking up), else `None`.
-fn optional_project(project_flag: Option<&Path>) -> Result<Option<pipeline::Project>> {
+pub(crate) fn optional_project(project_flag: Option<&Path>) -> Result<Option<pipeline::Project>> {
     match project_flag {
         Some(_) => Ok(Some(pipeline::load_project(project_flag)?)),
         None => {

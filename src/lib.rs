@@ -18,9 +18,12 @@
 //! - [`report`]: the JSON documents of runs (CLI output and remote summaries).
 //! - [`yaml`]: YAML helpers with file:line:column errors.
 //! - [`util`]: run IDs, clocks, durations.
+//! - [`web`]: the dashboard (routes, pages, log streaming) and its sources.
+//! - [`dashboard`]: `sparkwing dashboard start/status/stop` (the background server).
 
 pub mod cache;
 pub mod cli;
+pub mod dashboard;
 pub mod exec;
 pub mod gate;
 pub mod logs;
@@ -34,4 +37,5 @@ pub mod runsview;
 pub mod store;
 pub mod synccmd;
 pub mod util;
+pub mod web;
 pub mod yaml;

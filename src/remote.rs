@@ -29,7 +29,7 @@ fn expand_home(path: &str) -> PathBuf {
     }
 }
 
-fn target_for(role: &str, s: &Surface) -> Result<Option<Arc<dyn Target>>> {
+pub(crate) fn target_for(role: &str, s: &Surface) -> Result<Option<Arc<dyn Target>>> {
     match s.kind {
         SurfaceType::Sqlite => Ok(None),
         SurfaceType::Filesystem => {

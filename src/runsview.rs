@@ -151,7 +151,15 @@ pub fn render_show(doc: &Value) -> String {
 pub struct RemoteRuns {
     pub state: Arc<dyn Target>,
     pub logs: Option<Arc<dyn Target>>,
-    rt: tokio::runtime::Runtime,
+    rt: Rt,
+}
+
+/// The runtime remote reads block on: the CLI owns one; the dashboard lends
+/// its own (the blocking calls then run on `spawn_blocking` threads, where
+/// `Handle::block_on` is allowed).
+enum Rt {
+    Owned(tokio::runtime::Runtime),
+    Borrowed(tokio::runtime::Handle),
 }
 
 impl RemoteRuns {
@@ -161,11 +169,28 @@ impl RemoteRuns {
             .enable_all()
             .build()
             .context("starting the async runtime")?;
-        Ok(RemoteRuns { state, logs, rt })
+        Ok(RemoteRuns {
+            state,
+            logs,
+            rt: Rt::Owned(rt),
+        })
+    }
+
+    /// A view that blocks on `handle` (call it only off the async workers).
+    pub fn with_handle(
+        state: Arc<dyn Target>,
+        logs: Option<Arc<dyn Target>>,
+        handle: tokio::runtime::Handle,
+    ) -> Self {
+        RemoteRuns {
+            state,
+            logs,
+            rt: Rt::Borrowed(handle),
+        }
     }
 
     fn block<T>(&self, f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
-        self.rt.block_on(async {
+        let f = async {
             match tokio::time::timeout(REMOTE_TIMEOUT, f).await {
                 Ok(r) => r,
                 Err(_) => Err(anyhow!(
@@ -173,7 +198,11 @@ impl RemoteRuns {
                     human_duration(REMOTE_TIMEOUT)
                 )),
             }
-        })
+        };
+        match &self.rt {
+            Rt::Owned(rt) => rt.block_on(f),
+            Rt::Borrowed(h) => h.block_on(f),
+        }
     }
 
     /// Every run ID on the remote, oldest first.
@@ -236,21 +265,34 @@ fn matches(doc: &Value, pipeline: Option<&str>, status: Option<&str>) -> bool {
     pipeline.is_none_or(|p| doc["pipeline"] == p) && status.is_none_or(|st| doc["status"] == st)
 }
 
+/// Which runs a list shows: filters, and a page cursor (runs older than
+/// `before`, a run ID).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ListQuery<'a> {
+    pub pipeline: Option<&'a str>,
+    pub status: Option<&'a str>,
+    pub before: Option<&'a str>,
+    pub limit: usize,
+}
+
 /// The merged runs list: newest first, local rows marked by sync state.
 /// Returns the rows and a warning when the remote could not be read.
+/// `store` is `None` where there is no local state (a bucket-only view).
 pub fn merged_list(
-    store: &Store,
+    store: Option<&Store>,
     remote: &RemoteRuns,
-    pipeline: Option<&str>,
-    status: Option<&str>,
-    limit: usize,
+    q: &ListQuery,
 ) -> Result<(Vec<Value>, Option<String>)> {
+    let (pipeline, status, limit) = (q.pipeline, q.status, q.limit);
     let target = remote.state.id().to_string();
-    let local: HashMap<String, Value> = store
-        .runs_for_target(&target)?
-        .into_iter()
-        .map(|(r, _)| (r.id.clone(), run_json(&r)))
-        .collect();
+    let local: HashMap<String, Value> = match store {
+        Some(store) => store
+            .runs_for_target(&target)?
+            .into_iter()
+            .map(|(r, _)| (r.id.clone(), run_json(&r)))
+            .collect(),
+        None => HashMap::new(),
+    };
     let (remote_ids, warning) = match remote.ids() {
         Ok(ids) => (ids.into_iter().collect::<BTreeSet<_>>(), None),
         Err(e) => (
@@ -266,6 +308,7 @@ pub fn merged_list(
         .chain(remote_ids.iter())
         .collect::<BTreeSet<_>>()
         .into_iter()
+        .filter(|id| q.before.is_none_or(|b| id.as_str() < b))
         .collect();
     all.reverse();
     let mut rows = Vec::new();
@@ -319,12 +362,13 @@ pub fn merged_list(
 
 /// One run's document: local when this machine has it, else the remote's.
 pub fn merged_show(
-    store: &Store,
+    store: Option<&Store>,
     remote: &RemoteRuns,
     home: &Path,
     id: &str,
 ) -> Result<(Value, Option<String>)> {
-    if let Ok(r) = store.find_run(id) {
+    if let Some(Ok(r)) = store.map(|s| s.find_run(id)) {
+        let store = store.ok_or_else(|| anyhow!("no local store"))?;
         let mut doc = report::run_document(store, &r, Some(home))?;
         doc["sync"] = json!("local");
         return Ok((doc, None));

@@ -319,6 +319,17 @@ impl Store {
         status: Option<&str>,
         limit: usize,
     ) -> Result<Vec<RunRow>> {
+        self.list_runs_before(pipeline, status, None, limit)
+    }
+
+    /// Runs older than the run `before` (a page cursor), newest first.
+    pub fn list_runs_before(
+        &self,
+        pipeline: Option<&str>,
+        status: Option<&str>,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RunRow>> {
         // `interrupted` is derived, not stored: filter it after reading.
         let (db_status, derived) = match status {
             Some("interrupted") => (None, true),
@@ -329,10 +340,11 @@ impl Store {
                 "SELECT id, pipeline, status, profile, project_dir, host, pid, started_at, finished_at, error
                  FROM runs
                  WHERE (?1 IS NULL OR pipeline = ?1) AND (?2 IS NULL OR status = ?2)
+                   AND (?4 IS NULL OR id < ?4)
                  ORDER BY started_at DESC, id DESC
                  LIMIT ?3",
             )?;
-            let rows = st.query_map(params![pipeline, db_status, if derived { -1 } else { limit as i64 }], run_row)?;
+            let rows = st.query_map(params![pipeline, db_status, if derived { -1 } else { limit as i64 }, before], run_row)?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
         })?;
         if let Some(s) = status {

@@ -74,7 +74,7 @@ fn reason(stats: &[TargetStats]) -> String {
     }
 }
 
-fn stats_json(s: &TargetStats) -> Value {
+pub(crate) fn stats_json(s: &TargetStats) -> Value {
     json!({
         "target": s.target,
         "connectivity": s.connectivity.map(|c| c.as_str()).unwrap_or("unknown"),

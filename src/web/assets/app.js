@@ -1,0 +1,80 @@
+// sparkwing dashboard: progressive enhancement only. Every page works
+// without this script; with it, times show in local time, in-progress pages
+// refresh their main part in place, and job logs tail live over
+// server-sent events. The server escapes every value it sends; this script
+// only inserts HTML the server rendered.
+"use strict";
+
+function localTimes(root) {
+  for (const t of root.querySelectorAll("time[datetime]")) {
+    const d = new Date(t.getAttribute("datetime"));
+    if (!isNaN(d)) {
+      t.title = t.textContent;
+      t.textContent = d.toLocaleString();
+    }
+  }
+}
+
+function refreshLoop(main) {
+  const url = main.dataset.refresh;
+  if (!url) return;
+  let busy = false;
+  setInterval(async () => {
+    if (busy || document.hidden) return;
+    busy = true;
+    try {
+      const r = await fetch(url, { headers: { "Accept": "text/html" } });
+      if (r.ok) {
+        const html = await r.text();
+        const open = [...main.querySelectorAll("details[open]")].map((d) => d.closest("section")?.id);
+        main.innerHTML = html;
+        for (const id of open) {
+          const d = id && document.getElementById(id)?.querySelector("details");
+          if (d) d.open = true;
+        }
+        localTimes(main);
+      }
+    } catch (_) {
+      // Offline or server restarting: try again next tick.
+    } finally {
+      busy = false;
+    }
+  }, 2000);
+}
+
+function liveLog(pre) {
+  const url = pre.dataset.stream;
+  if (!url || !window.EventSource) return;
+  const state = document.getElementById("log-state");
+  const es = new EventSource(url);
+  es.addEventListener("log", (ev) => {
+    const atBottom = window.innerHeight + window.scrollY >= document.body.scrollHeight - 40;
+    const msg = JSON.parse(ev.data);
+    pre.insertAdjacentHTML("beforeend", msg.html);
+    if (atBottom) window.scrollTo(0, document.body.scrollHeight);
+  });
+  es.addEventListener("end", (ev) => {
+    es.close();
+    const msg = JSON.parse(ev.data);
+    if (state) {
+      state.textContent = "■ the job ended" + (msg.status ? ": " + msg.status : "");
+      state.className = "ended";
+    }
+  });
+  es.addEventListener("error", () => {
+    if (state && es.readyState !== EventSource.CLOSED) {
+      state.textContent = "○ reconnecting…";
+    }
+  });
+  es.addEventListener("open", () => {
+    if (state) state.textContent = "● live: new output appears here as the job writes it";
+  });
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  localTimes(document);
+  const main = document.getElementById("main");
+  if (main) refreshLoop(main);
+  const pre = document.getElementById("log");
+  if (pre) liveLog(pre);
+});

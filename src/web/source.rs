@@ -1,0 +1,467 @@
+//! Where the dashboard reads from. `sparkwing dashboard start` reads this
+//! machine's `state.db` merged with the resolved profile's remote;
+//! `sparkwing-web` reads the surfaces its `--*-spec` flags name. Every read
+//! is blocking (SQLite, or a remote read blocking on the server's runtime)
+//! and runs on `spawn_blocking`, never on the async workers.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use bytes::Bytes;
+use serde_json::{json, Value};
+use sparkwing_sync::Target;
+
+use crate::logs;
+use crate::pipeline::Project;
+use crate::profile::{Surface, SurfaceType};
+use crate::report::{self, run_json};
+use crate::runsview::{self, ListQuery, RemoteRuns};
+use crate::store::Store;
+
+/// How long a start-up reachability check of a spec may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A parsed `--state-spec`, `--logs-spec` or `--artifacts-spec`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Spec {
+    /// `sqlite:///path/state.db`: a local state database (state only).
+    Sqlite(PathBuf),
+    /// A directory (`/path` or `file:///path`), in the remote layout.
+    Dir(PathBuf),
+    /// `s3://`, `gs://` or `az://` bucket and prefix.
+    Object(Box<Surface>),
+}
+
+fn bucket_and_prefix(rest: &str) -> (String, String) {
+    let rest = rest.trim_matches('/');
+    match rest.split_once('/') {
+        Some((b, p)) => (b.to_string(), p.trim_matches('/').to_string()),
+        None => (rest.to_string(), String::new()),
+    }
+}
+
+/// Parses one spec; errors name the flag and the accepted forms.
+pub fn parse_spec(flag: &str, raw: &str) -> Result<Spec> {
+    let forms = "sqlite:///path/state.db (state only), /a/directory or file:///a/directory, s3://bucket/prefix, gs://bucket/prefix, az://container/prefix";
+    let raw = raw.trim();
+    if raw.is_empty() {
+        bail!("{flag} is empty; give one of: {forms}");
+    }
+    let object = |kind: SurfaceType, rest: &str| -> Result<Spec> {
+        let (bucket, prefix) = bucket_and_prefix(rest);
+        if bucket.is_empty() {
+            bail!("{flag} `{raw}` names no bucket; e.g. s3://my-bucket/state");
+        }
+        Ok(Spec::Object(Box::new(Surface {
+            kind,
+            path: None,
+            bucket: Some(bucket),
+            prefix: Some(prefix),
+            endpoint: None,
+            region: None,
+            account: None,
+            url: None,
+            url_source: None,
+        })))
+    };
+    let absolute = |p: &str| -> Result<PathBuf> {
+        let path = PathBuf::from(p);
+        if !path.is_absolute() {
+            bail!("{flag} `{raw}` must be an absolute path");
+        }
+        Ok(path)
+    };
+    if let Some(p) = raw.strip_prefix("sqlite://") {
+        if flag != "--state-spec" {
+            bail!("{flag} `{raw}`: a SQLite database holds run state only; give a directory or a bucket for {flag}");
+        }
+        return Ok(Spec::Sqlite(absolute(p)?));
+    }
+    if let Some(p) = raw.strip_prefix("file://") {
+        return Ok(Spec::Dir(absolute(p)?));
+    }
+    if let Some(rest) = raw.strip_prefix("s3://") {
+        return object(SurfaceType::S3, rest);
+    }
+    if let Some(rest) = raw.strip_prefix("gs://") {
+        return object(SurfaceType::Gcs, rest);
+    }
+    if let Some(rest) = raw.strip_prefix("az://") {
+        return object(SurfaceType::AzureBlob, rest);
+    }
+    if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+        bail!("{flag}: Postgres state (Mode 3) is not served by this build; give one of: {forms}");
+    }
+    if raw.contains("://") {
+        bail!(
+            "{flag} `{}`: unknown scheme; give one of: {forms}",
+            crate::profile::redact_url(raw)
+        );
+    }
+    let path = absolute(raw)?;
+    if path.extension().is_some_and(|e| e == "db") && flag == "--state-spec" {
+        return Ok(Spec::Sqlite(path));
+    }
+    Ok(Spec::Dir(path))
+}
+
+/// Where one job's log lives.
+#[derive(Clone)]
+pub enum LogLoc {
+    /// This machine's log file (it may still be growing).
+    File(PathBuf),
+    /// Another runner's chunks: `<run>/<job>/<seq>.log` on the logs target.
+    Chunks(Arc<dyn Target>, String),
+}
+
+/// What the dashboard reads from. Cheap to share (`Arc`).
+pub struct Source {
+    /// Shown in the header: which profile or which specs.
+    pub label: String,
+    /// The profile name (dashboard start), for the sync page.
+    pub profile: Option<String>,
+    store: Option<Arc<Store>>,
+    /// Where local log files are (`home/runs/<run>/<job>.log`).
+    home: Option<PathBuf>,
+    remote: Option<Arc<RemoteRuns>>,
+    logs: Option<Arc<dyn Target>>,
+    artifacts: Option<Arc<dyn Target>>,
+    /// The outbox to report on, and the target IDs of the profile.
+    sync: Option<(PathBuf, Option<Vec<String>>)>,
+    project: Option<Project>,
+}
+
+/// The local parts of a dashboard's source.
+pub struct LocalParts {
+    pub home: PathBuf,
+    pub profile: String,
+    pub remote: Option<crate::remote::Remote>,
+    pub project: Option<Project>,
+}
+
+impl Source {
+    /// `sparkwing dashboard start`: this machine's state merged with the
+    /// profile's remote (when it has one).
+    pub fn local(parts: LocalParts, handle: tokio::runtime::Handle) -> Result<Source> {
+        let store = Arc::new(Store::open(&parts.home)?);
+        let remote = parts.remote.unwrap_or_default();
+        let ids = remote.targets().iter().map(|t| t.id().to_string()).collect();
+        let label = match &remote.state {
+            Some(t) => format!("profile {} · {}", parts.profile, t.id()),
+            None => format!("profile {} · this machine", parts.profile),
+        };
+        Ok(Source {
+            label,
+            profile: Some(parts.profile),
+            store: Some(store),
+            home: Some(parts.home.clone()),
+            remote: remote.state.clone().map(|s| {
+                Arc::new(RemoteRuns::with_handle(s, remote.logs.clone(), handle))
+            }),
+            logs: remote.logs.clone(),
+            artifacts: remote.cache.clone(),
+            sync: Some((parts.home, Some(ids))),
+            project: parts.project,
+        })
+    }
+
+    /// `sparkwing-web`: the surfaces named by the specs, checked at start.
+    pub async fn from_specs(
+        state: &str,
+        logs_spec: Option<&str>,
+        artifacts: Option<&str>,
+    ) -> Result<Source> {
+        let handle = tokio::runtime::Handle::current();
+        let state_spec = parse_spec("--state-spec", state)?;
+        let mut label = vec![format!("state {}", describe(&state_spec))];
+        let (store, home, remote_state) = match &state_spec {
+            Spec::Sqlite(p) => {
+                if !p.is_file() {
+                    bail!(
+                        "--state-spec: {} does not exist; give the state.db of a SPARKWING_HOME (e.g. sqlite://$HOME/.sparkwing/state.db)",
+                        p.display()
+                    );
+                }
+                let home = p.parent().map(Path::to_path_buf).unwrap_or_default();
+                let h = home.clone();
+                let store = tokio::task::spawn_blocking(move || Store::open(&h))
+                    .await?
+                    .with_context(|| format!("--state-spec: opening {}", p.display()))?;
+                (Some(Arc::new(store)), Some(home), None)
+            }
+            other => (None, None, Some(open_target("--state-spec", other).await?)),
+        };
+        let logs = match logs_spec {
+            Some(raw) => {
+                let spec = parse_spec("--logs-spec", raw)?;
+                label.push(format!("logs {}", describe(&spec)));
+                Some(open_target("--logs-spec", &spec).await?)
+            }
+            None => None,
+        };
+        let artifacts = match artifacts {
+            Some(raw) => {
+                let spec = parse_spec("--artifacts-spec", raw)?;
+                label.push(format!("artifacts {}", describe(&spec)));
+                Some(open_target("--artifacts-spec", &spec).await?)
+            }
+            None => None,
+        };
+        Ok(Source {
+            label: label.join(" · "),
+            profile: None,
+            store,
+            home,
+            remote: remote_state
+                .map(|s| Arc::new(RemoteRuns::with_handle(s, logs.clone(), handle))),
+            logs,
+            artifacts,
+            sync: None,
+            project: None,
+        })
+    }
+
+    /// Whether the sync page applies (dashboard start only).
+    pub fn has_sync(&self) -> bool {
+        self.sync.is_some()
+    }
+
+    /// Whether the runs come (partly) from a remote.
+    pub fn merged(&self) -> bool {
+        self.remote.is_some()
+    }
+
+    /// A page of runs, newest first, and a warning when the remote could not
+    /// be read.
+    pub fn list(&self, q: &ListQuery) -> Result<(Vec<Value>, Option<String>)> {
+        match (&self.remote, &self.store) {
+            (Some(remote), store) => runsview::merged_list(store.as_deref(), remote, q),
+            (None, Some(store)) => {
+                let rows = store.list_runs_before(q.pipeline, q.status, q.before, q.limit)?;
+                Ok((
+                    rows.iter()
+                        .map(|r| {
+                            let mut v = run_json(r);
+                            v["sync"] = json!("local");
+                            v
+                        })
+                        .collect(),
+                    None,
+                ))
+            }
+            (None, None) => Ok((Vec::new(), None)),
+        }
+    }
+
+    /// One run's document (jobs, steps), local first.
+    pub fn run(&self, id: &str) -> Result<Value> {
+        if let Some(store) = &self.store {
+            if let Ok(r) = store.find_run(id) {
+                if r.id == id {
+                    let mut doc = report::run_document(store, &r, None)?;
+                    doc["sync"] = json!("local");
+                    return Ok(doc);
+                }
+            }
+        }
+        match &self.remote {
+            Some(remote) => {
+                let docs = remote.docs(&[id.to_string()])?;
+                let mut doc = docs
+                    .get(id)
+                    .cloned()
+                    .ok_or_else(|| anyhow!("no run {id} here or on {}", remote.state.id()))?;
+                doc["sync"] = json!("remote");
+                Ok(doc)
+            }
+            None => bail!("no run {id}"),
+        }
+    }
+
+    /// Where a job's log is: this machine's file when it exists, else the
+    /// remote chunks. `None` when neither is available.
+    pub fn log_loc(&self, run: &str, job: &str) -> Option<LogLoc> {
+        if let Some(home) = &self.home {
+            let p = logs::log_path(home, run, job);
+            if p.is_file() {
+                return Some(LogLoc::File(p));
+            }
+        }
+        self.logs
+            .clone()
+            .map(|t| LogLoc::Chunks(t, format!("{run}/{job}/")))
+    }
+
+    /// The chunk keys of a remote log, in order.
+    pub fn chunk_keys(&self, t: &Arc<dyn Target>, prefix: &str) -> Result<Vec<String>> {
+        let (t, prefix) = (Arc::clone(t), prefix.to_string());
+        block(async move {
+            let mut keys = t.list(&prefix).await.map_err(|e| anyhow!("{e}"))?;
+            keys.retain(|k| k.ends_with(".log"));
+            keys.sort();
+            Ok(keys)
+        })
+    }
+
+    /// One remote object.
+    pub fn read_object(&self, t: &Arc<dyn Target>, key: &str) -> Result<Option<Bytes>> {
+        let (t, key) = (Arc::clone(t), key.to_string());
+        block(async move { t.read(&key).await.map_err(|e| anyhow!("{e}")) })
+    }
+
+    /// Whether a job's log can still grow: its run is in progress and the
+    /// job has not finished. Unknown runs count as finished.
+    pub fn job_live(&self, run: &str, job: &str) -> bool {
+        let Ok(doc) = self.run(run) else {
+            return false;
+        };
+        if !matches!(doc["status"].as_str(), Some("running" | "waiting")) {
+            return false;
+        }
+        doc["jobs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|j| j["name"] == job)
+            .is_some_and(|j| matches!(j["status"].as_str(), Some("pending" | "running")))
+    }
+
+    /// The cache entry a key names: this machine's index, else the
+    /// artifacts surface's manifest.
+    pub fn cache_entry(&self, key: &str) -> Option<Value> {
+        if let Some(store) = &self.store {
+            if let Ok(Some(e)) = store.cache_get(key) {
+                return Some(json!({
+                    "key": e.key, "run_id": e.run_id, "job": e.job,
+                    "manifest": serde_json::from_str::<Value>(&e.manifest).unwrap_or(Value::Null),
+                    "from": "this machine",
+                }));
+            }
+        }
+        let t = self.artifacts.clone()?;
+        let body = self.read_object(&t, &format!("keys/{key}.json")).ok()??;
+        let mut v: Value = serde_json::from_slice(&body).ok()?;
+        v["from"] = json!(t.id());
+        Some(v)
+    }
+
+    /// Sync status per target (dashboard start only).
+    pub fn sync_stats(&self) -> Result<Option<Vec<Value>>> {
+        let Some((home, ids)) = &self.sync else {
+            return Ok(None);
+        };
+        if !home.join("outbox.db").exists() {
+            return Ok(Some(Vec::new()));
+        }
+        let stats = sparkwing_outbox::Outbox::open(home)?.stats(ids.as_deref())?;
+        Ok(Some(stats.iter().map(crate::synccmd::stats_json).collect()))
+    }
+
+    /// The project's pipelines (dashboard start in a project).
+    pub fn project_pipelines(&self) -> Vec<Value> {
+        self.project
+            .iter()
+            .flat_map(|p| p.config.pipelines.iter())
+            .map(|p| {
+                json!({
+                    "name": p.name, "description": p.description, "profile": p.profile,
+                    "jobs": p.jobs.keys().collect::<Vec<_>>(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Runs a remote read from a blocking thread on the current runtime.
+fn block<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    let h = tokio::runtime::Handle::try_current()
+        .map_err(|_| anyhow!("remote reads need the server's runtime"))?;
+    h.block_on(async {
+        tokio::time::timeout(Duration::from_secs(30), f)
+            .await
+            .map_err(|_| anyhow!("the remote did not answer within 30s"))?
+    })
+}
+
+fn describe(spec: &Spec) -> String {
+    match spec {
+        Spec::Sqlite(p) => format!("sqlite://{}", p.display()),
+        Spec::Dir(p) => p.display().to_string(),
+        Spec::Object(s) => format!(
+            "{}:{}/{}",
+            s.kind.as_str(),
+            s.bucket.as_deref().unwrap_or_default(),
+            s.prefix.as_deref().unwrap_or_default()
+        ),
+    }
+}
+
+/// A spec's target, with one read to prove it reachable and readable.
+async fn open_target(flag: &str, spec: &Spec) -> Result<Arc<dyn Target>> {
+    let t: Arc<dyn Target> = match spec {
+        Spec::Dir(p) => {
+            if !p.is_dir() {
+                bail!(
+                    "{flag}: directory {} does not exist; give the directory a `filesystem` profile surface writes to",
+                    p.display()
+                );
+            }
+            Arc::new(sparkwing_sync::ObjectStoreTarget::filesystem(p.clone()))
+        }
+        Spec::Object(s) => crate::remote::target_for(flag, s)?
+            .ok_or_else(|| anyhow!("{flag}: not an object store"))?,
+        Spec::Sqlite(_) => bail!("{flag}: a SQLite database holds run state only"),
+    };
+    let probe = tokio::time::timeout(PROBE_TIMEOUT, t.read("sparkwing-web-probe")).await;
+    match probe {
+        Ok(Ok(_)) => Ok(t),
+        Ok(Err(e)) => bail!(
+            "{flag}: {} cannot be read ({}): check the endpoint, the bucket and the credentials in the environment",
+            t.id(),
+            crate::profile::scrub_urls(&e.to_string())
+        ),
+        Err(_) => bail!(
+            "{flag}: {} did not answer within {}s; check the endpoint (SPARKWING_S3_ENDPOINT for S3) and the network",
+            t.id(),
+            PROBE_TIMEOUT.as_secs()
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse_or_name_the_flag() {
+        assert_eq!(
+            parse_spec("--state-spec", "sqlite:///h/state.db").unwrap(),
+            Spec::Sqlite("/h/state.db".into())
+        );
+        assert_eq!(
+            parse_spec("--logs-spec", "file:///srv/logs").unwrap(),
+            Spec::Dir("/srv/logs".into())
+        );
+        match parse_spec("--state-spec", "s3://b/state/").unwrap() {
+            Spec::Object(s) => {
+                assert_eq!(s.bucket.as_deref(), Some("b"));
+                assert_eq!(s.prefix.as_deref(), Some("state"));
+            }
+            other => panic!("{other:?}"),
+        }
+        for (flag, bad, want) in [
+            ("--state-spec", "", "--state-spec is empty"),
+            ("--logs-spec", "relative/dir", "--logs-spec `relative/dir` must be an absolute path"),
+            ("--logs-spec", "sqlite:///x.db", "holds run state only"),
+            ("--state-spec", "ftp://u:secret@h/x", "unknown scheme"),
+            ("--state-spec", "s3://", "names no bucket"),
+            ("--state-spec", "postgres://u:pw@h/db", "Mode 3"),
+        ] {
+            let e = parse_spec(flag, bad).unwrap_err().to_string();
+            assert!(e.contains(want), "{bad}: {e}");
+            assert!(!e.contains("secret") && !e.contains("pw@"), "{e}");
+        }
+    }
+}

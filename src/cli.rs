@@ -525,7 +525,13 @@ fn cmd_runs(project_flag: Option<&Path>, cmd: RunsCmd) -> Result<()> {
         } => {
             let doc = match &profile {
                 Some(name) => {
-                    runsview::merged_show(Some(&store), &remote_runs(project_flag, name)?, &home, &run)?.0
+                    runsview::merged_show(
+                        Some(&store),
+                        &remote_runs(project_flag, name)?,
+                        &home,
+                        &run,
+                    )?
+                    .0
                 }
                 None => report::run_document(&store, &store.find_run(&run)?, Some(&home))?,
             };

@@ -81,7 +81,10 @@ fn healthy(addr: SocketAddr) -> bool {
     buf.starts_with(b"HTTP/1.1 200")
 }
 
-fn resolve(project_flag: Option<&Path>, name: Option<&str>) -> Result<(profile::Resolved, Option<crate::pipeline::Project>)> {
+fn resolve(
+    project_flag: Option<&Path>,
+    name: Option<&str>,
+) -> Result<(profile::Resolved, Option<crate::pipeline::Project>)> {
     let project = crate::cli::optional_project(project_flag)?;
     let resolved = profile::resolve(
         project.as_ref(),
@@ -115,7 +118,10 @@ pub fn start(home: &Path, project_flag: Option<&Path>, args: &StartArgs) -> Resu
                 v["pid"], resolved.name
             );
         }
-        println!("dashboard already running at {url} (profile \"{prof}\", pid {})", v["pid"]);
+        println!(
+            "dashboard already running at {url} (profile \"{prof}\", pid {})",
+            v["pid"]
+        );
         return Ok(0);
     }
     let exe = std::env::current_exe().context("finding the sparkwing binary")?;
@@ -125,7 +131,13 @@ pub fn start(home: &Path, project_flag: Option<&Path>, args: &StartArgs) -> Resu
     if let Some(p) = project_flag {
         cmd.arg("--project").arg(p);
     }
-    cmd.args(["dashboard", "start", "--foreground", "--addr", &addr.to_string()]);
+    cmd.args([
+        "dashboard",
+        "start",
+        "--foreground",
+        "--addr",
+        &addr.to_string(),
+    ]);
     if let Some(p) = &args.profile {
         cmd.args(["--profile", p]);
     }
@@ -240,7 +252,10 @@ fn foreground(
     });
     write_atomic(&state_file(home), format!("{state:#}\n").as_bytes())
         .with_context(|| format!("writing {}", state_file(home).display()))?;
-    println!("sparkwing dashboard: {url} (profile \"{}\"); Ctrl-C to stop", resolved.name);
+    println!(
+        "sparkwing dashboard: {url} (profile \"{}\"); Ctrl-C to stop",
+        resolved.name
+    );
     let _ = std::io::stdout().flush();
     let result = rt.block_on(async move {
         let shutdown = async {
@@ -310,7 +325,10 @@ pub fn stop(home: &Path) -> Result<u8> {
     };
     let pid = v["pid"].as_i64().unwrap_or(0) as libc::pid_t;
     if pid <= 0 {
-        bail!("{} names no valid pid; delete it", state_file(home).display());
+        bail!(
+            "{} names no valid pid; delete it",
+            state_file(home).display()
+        );
     }
     // SAFETY: a plain kill(2) on the recorded pid.
     unsafe { libc::kill(pid, libc::SIGTERM) };

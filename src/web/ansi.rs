@@ -87,13 +87,11 @@ impl Style {
                 p @ 90..=97 => self.fg = Some((p - 90 + 8) as u8),
                 p @ 100..=107 => self.bg = Some((p - 100 + 8) as u8),
                 // 256-colour and truecolour forms: skip their arguments.
-                38 | 48 => {
-                    match params.get(i + 1) {
-                        Some(5) => i += 2,
-                        Some(2) => i += 4,
-                        _ => {}
-                    }
-                }
+                38 | 48 => match params.get(i + 1) {
+                    Some(5) => i += 2,
+                    Some(2) => i += 4,
+                    _ => {}
+                },
                 _ => {}
             }
             i += 1;
@@ -183,7 +181,10 @@ impl Renderer {
                 Some(b']') => {
                     let b = rest.as_bytes();
                     let mut j = 1;
-                    while j < b.len() && b[j] != 0x07 && !(b[j] == 0x1b && b.get(j + 1) == Some(&b'\\')) {
+                    while j < b.len()
+                        && b[j] != 0x07
+                        && !(b[j] == 0x1b && b.get(j + 1) == Some(&b'\\'))
+                    {
                         j += 1;
                     }
                     if j < b.len() && b[j] == 0x1b {

@@ -41,7 +41,10 @@ pub struct Page<'a> {
 impl Page<'_> {
     pub fn render(&self, main: &str) -> String {
         let mut nav = String::new();
-        let mut items = vec![("runs", "/", "Runs"), ("pipelines", "/pipelines", "Pipelines")];
+        let mut items = vec![
+            ("runs", "/", "Runs"),
+            ("pipelines", "/pipelines", "Pipelines"),
+        ];
         if self.has_sync {
             items.push(("sync", "/sync", "Sync"));
         }
@@ -77,6 +80,7 @@ impl Page<'_> {
 pub fn badge(status: &str) -> String {
     let (class, sym) = match status {
         "success" => ("ok", "✓"),
+        "cached" => ("ok", "♻"),
         "failed" => ("bad", "✗"),
         "running" => ("run", "●"),
         "waiting" | "pending" => ("wait", "○"),
@@ -92,9 +96,9 @@ pub fn badge(status: &str) -> String {
 
 pub fn duration(ms: &Value) -> String {
     match ms.as_i64() {
-        Some(m) => esc(&crate::util::human_duration(std::time::Duration::from_millis(
-            m.max(0) as u64,
-        ))),
+        Some(m) => esc(&crate::util::human_duration(
+            std::time::Duration::from_millis(m.max(0) as u64),
+        )),
         None => "–".into(),
     }
 }
@@ -105,11 +109,7 @@ fn time(v: &str) -> String {
     }
     let shown = v.replace('T', " ").trim_end_matches('Z').to_string();
     let shown = shown.split('.').next().unwrap_or_default().to_string();
-    format!(
-        "<time datetime=\"{}\">{} UTC</time>",
-        esc(v),
-        esc(&shown)
-    )
+    format!("<time datetime=\"{}\">{} UTC</time>", esc(v), esc(&shown))
 }
 
 fn sync_word(v: &str) -> String {
@@ -182,7 +182,11 @@ pub fn runs_list(
     }
     h.push_str("</datalist><label>Status <select name=\"status\"><option value=\"\">any</option>");
     for st in STATUSES {
-        let sel = if view.status == Some(st) { " selected" } else { "" };
+        let sel = if view.status == Some(st) {
+            " selected"
+        } else {
+            ""
+        };
         let _ = write!(h, "<option{sel}>{st}</option>");
     }
     h.push_str("</select></label><button type=\"submit\">Filter</button>");
@@ -202,8 +206,9 @@ pub fn runs_list(
             let id = s(r, "id");
             let _ = write!(
                 h,
-                "<tr><td><a class=\"mono\" href=\"/runs/{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td><a class=\"mono id\" href=\"/runs/{}\" title=\"{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 enc(id),
+                esc(id),
                 esc(id.get(..26).unwrap_or(id)),
                 esc(s(r, "pipeline")),
                 badge(s(r, "status")),
@@ -282,7 +287,7 @@ fn layers(jobs: &[Value]) -> Vec<(String, usize, Vec<String>)> {
 
 fn status_class(st: &str) -> &'static str {
     match st {
-        "success" => "ok",
+        "success" | "cached" => "ok",
         "failed" => "bad",
         "running" => "run",
         "cancelled" | "interrupted" => "warn",
@@ -298,7 +303,10 @@ pub fn dag_svg(jobs: &[Value]) -> String {
     const GX: usize = 56;
     const GY: usize = 14;
     let l = layers(jobs);
-    let status: HashMap<&str, &str> = jobs.iter().map(|j| (s(j, "name"), s(j, "status"))).collect();
+    let status: HashMap<&str, &str> = jobs
+        .iter()
+        .map(|j| (s(j, "name"), s(j, "status")))
+        .collect();
     let mut rows_in: HashMap<usize, usize> = HashMap::new();
     let mut pos: HashMap<String, (usize, usize)> = HashMap::new();
     for (name, d, _) in &l {
@@ -444,7 +452,11 @@ pub fn run_detail(doc: &Value, caches: &HashMap<String, Value>) -> String {
         }
         if let Some(key) = j["cache_key"].as_str() {
             if let Some(c) = caches.get(key) {
-                let files: Vec<&Value> = c["manifest"]["files"].as_array().into_iter().flatten().collect();
+                let files: Vec<&Value> = c["manifest"]["files"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .collect();
                 let total: u64 = files.iter().filter_map(|f| f["size"].as_u64()).sum();
                 let _ = write!(
                     h,
@@ -458,7 +470,9 @@ pub fn run_detail(doc: &Value, caches: &HashMap<String, Value>) -> String {
                         h,
                         "<li class=\"mono\">{} <span class=\"muted\">{}</span></li>",
                         esc(s(f, "path")),
-                        esc(&crate::synccmd::human_bytes(f["size"].as_u64().unwrap_or(0)))
+                        esc(&crate::synccmd::human_bytes(
+                            f["size"].as_u64().unwrap_or(0)
+                        ))
                     );
                 }
                 h.push_str("</ul></details>");
@@ -475,7 +489,8 @@ pub fn run_detail(doc: &Value, caches: &HashMap<String, Value>) -> String {
         if !steps.is_empty() {
             h.push_str("<table class=\"steps\"><thead><tr><th>#</th><th>Step</th><th>Status</th><th>Exit</th><th>Duration</th></tr></thead><tbody>");
             for st in steps {
-                let _ = write!(
+                let _ =
+                    write!(
                     h,
                     "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
                     st["index"].as_i64().map(|i| i.to_string()).unwrap_or_default(),
@@ -644,17 +659,47 @@ pub fn sync_page(profile: &str, stats: &[Value]) -> String {
         );
         let num = |k: &str| t[k].as_u64().unwrap_or(0);
         for (k, v) in [
-            ("Pending", format!("{} entries, {}", num("pending_entries"), esc(&crate::synccmd::human_bytes(num("pending_bytes"))))),
-            ("Oldest pending", t["oldest_pending_age_ms"].as_i64().map(|m| format!("{} ago", duration(&Value::from(m)))).unwrap_or_else(|| "–".into())),
+            (
+                "Pending",
+                format!(
+                    "{} entries, {}",
+                    num("pending_entries"),
+                    esc(&crate::synccmd::human_bytes(num("pending_bytes")))
+                ),
+            ),
+            (
+                "Oldest pending",
+                t["oldest_pending_age_ms"]
+                    .as_i64()
+                    .map(|m| format!("{} ago", duration(&Value::from(m))))
+                    .unwrap_or_else(|| "–".into()),
+            ),
             ("Last success", time(s(t, "last_success_at"))),
             ("Quarantined", num("quarantined").to_string()),
-            ("Delivered", format!("{} entries, {}", num("delivered_entries"), esc(&crate::synccmd::human_bytes(num("delivered_bytes"))))),
-            ("Drain estimate", t["drain_estimate_s"].as_f64().map(|x| format!("about {}", duration(&Value::from((x * 1000.0) as i64)))).unwrap_or_else(|| "unknown until a delivery succeeds".into())),
+            (
+                "Delivered",
+                format!(
+                    "{} entries, {}",
+                    num("delivered_entries"),
+                    esc(&crate::synccmd::human_bytes(num("delivered_bytes")))
+                ),
+            ),
+            (
+                "Drain estimate",
+                t["drain_estimate_s"]
+                    .as_f64()
+                    .map(|x| format!("about {}", duration(&Value::from((x * 1000.0) as i64))))
+                    .unwrap_or_else(|| "unknown until a delivery succeeds".into()),
+            ),
         ] {
             let _ = write!(h, "<div><dt>{k}</dt><dd>{v}</dd></div>");
         }
         h.push_str("</dl>");
-        let kinds: Vec<&Value> = t["pending_by_kind"].as_array().into_iter().flatten().collect();
+        let kinds: Vec<&Value> = t["pending_by_kind"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .collect();
         if !kinds.is_empty() {
             h.push_str("<table class=\"small\"><thead><tr><th>Kind</th><th>Entries</th><th>Bytes</th></tr></thead><tbody>");
             for k in kinds {
@@ -663,7 +708,9 @@ pub fn sync_page(profile: &str, stats: &[Value]) -> String {
                     "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
                     esc(s(k, "kind")),
                     k["entries"].as_u64().unwrap_or(0),
-                    esc(&crate::synccmd::human_bytes(k["bytes"].as_u64().unwrap_or(0)))
+                    esc(&crate::synccmd::human_bytes(
+                        k["bytes"].as_u64().unwrap_or(0)
+                    ))
                 );
             }
             h.push_str("</tbody></table>");
@@ -706,12 +753,46 @@ mod tests {
         });
         let pages = [
             run_detail(&doc, &HashMap::new()),
-            runs_list(&[doc.clone()], &ListView { pipeline: Some(x), status: Some(x), before: Some(x), limit: 1 }, true, Some(x), &[x.to_string()]),
-            pipelines(&[json!({"name": x, "description": x, "jobs": [x]})], &[doc.clone()], true),
-            sync_page(x, &[json!({"target": x, "connectivity": x, "last_error": x, "last_error_class": x, "pending_by_kind": [{"kind": x}]})]),
+            runs_list(
+                &[doc.clone()],
+                &ListView {
+                    pipeline: Some(x),
+                    status: Some(x),
+                    before: Some(x),
+                    limit: 1,
+                },
+                true,
+                Some(x),
+                &[x.to_string()],
+            ),
+            pipelines(
+                &[json!({"name": x, "description": x, "jobs": [x]})],
+                &[doc.clone()],
+                true,
+            ),
+            sync_page(
+                x,
+                &[
+                    json!({"target": x, "connectivity": x, "last_error": x, "last_error_class": x, "pending_by_kind": [{"kind": x}]}),
+                ],
+            ),
             error_page(x, x),
-            log_page(&LogView { run: x, job: x, status: x, html: "", skipped: None, stream_from: Some(x.into()) }),
-            Page { title: x, source: x, nav: "runs", has_sync: true, refresh: Some(x.into()) }.render(""),
+            log_page(&LogView {
+                run: x,
+                job: x,
+                status: x,
+                html: "",
+                skipped: None,
+                stream_from: Some(x.into()),
+            }),
+            Page {
+                title: x,
+                source: x,
+                nav: "runs",
+                has_sync: true,
+                refresh: Some(x.into()),
+            }
+            .render(""),
         ];
         for p in pages {
             assert!(!p.contains("<script>alert"), "{p}");
@@ -727,7 +808,10 @@ mod tests {
         ];
         let l = layers(&jobs);
         assert_eq!(l.iter().map(|x| x.1).collect::<Vec<_>>(), vec![0, 1, 2]);
-        let cyc = vec![json!({"name": "x", "needs": ["y"]}), json!({"name": "y", "needs": ["x"]})];
+        let cyc = vec![
+            json!({"name": "x", "needs": ["y"]}),
+            json!({"name": "y", "needs": ["x"]}),
+        ];
         assert!(dag_svg(&cyc).contains("</svg>"));
     }
 

@@ -93,7 +93,9 @@ pub async fn serve(
     let _ = done_rx.await;
     // Streams end on the stop signal; give in-flight requests a moment.
     match tokio::time::timeout(Duration::from_secs(3), server).await {
-        Ok(joined) => joined.map_err(|e| anyhow!("{e}"))?.map_err(|e| anyhow!("{e}")),
+        Ok(joined) => joined
+            .map_err(|e| anyhow!("{e}"))?
+            .map_err(|e| anyhow!("{e}")),
         Err(_) => Ok(()),
     }
 }
@@ -138,8 +140,14 @@ async fn guard(State(app): State<App>, req: Request, next: Next) -> Response {
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"),
     );
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
     res
@@ -190,14 +198,19 @@ async fn not_found(State(app): State<App>) -> Response {
 /// A run ID as recorded (a ULID): anything else is refused before it is
 /// used in a remote key or a path.
 fn valid_run_id(id: &str) -> bool {
-    id.len() == 26 && id.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
+    id.len() == 26
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
 }
 
 fn param<'a>(q: &'a HashMap<String, String>, k: &str) -> Option<&'a str> {
     q.get(k).map(String::as_str).filter(|v| !v.is_empty())
 }
 
-fn list_query(q: &HashMap<String, String>) -> Result<(Option<String>, Option<String>, Option<String>, usize), String> {
+fn list_query(
+    q: &HashMap<String, String>,
+) -> Result<(Option<String>, Option<String>, Option<String>, usize), String> {
     let status = param(q, "status").map(String::from);
     if let Some(s) = &status {
         if !html::STATUSES.contains(&s.as_str()) {
@@ -219,7 +232,12 @@ fn list_query(q: &HashMap<String, String>) -> Result<(Option<String>, Option<Str
             .ok_or_else(|| "`limit` must be a number from 1 to 500".to_string())?,
         None => PAGE,
     };
-    Ok((param(q, "pipeline").map(String::from), status, before, limit))
+    Ok((
+        param(q, "pipeline").map(String::from),
+        status,
+        before,
+        limit,
+    ))
 }
 
 async fn runs_page(State(app): State<App>, Query(q): Query<HashMap<String, String>>) -> Response {
@@ -279,7 +297,11 @@ async fn runs_page(State(app): State<App>, Query(q): Query<HashMap<String, Strin
         .any(|r| matches!(r["status"].as_str(), Some("running" | "waiting")));
     let refresh = live.then(|| {
         let mut u = format!("/?fragment=1&limit={limit}");
-        for (k, v) in [("pipeline", &pipeline), ("status", &status), ("before", &before)] {
+        for (k, v) in [
+            ("pipeline", &pipeline),
+            ("status", &status),
+            ("before", &before),
+        ] {
             if let Some(v) = v {
                 u.push_str(&format!("&{k}={}", html::enc(v)));
             }
@@ -299,14 +321,9 @@ async fn load_run(app: &App, id: &str) -> Result<Value, Response> {
         ));
     }
     let (src, id2) = (Arc::clone(&app.src), id.to_string());
-    blocking(move || src.run(&id2)).await.map_err(|e| {
-        error(
-            app,
-            StatusCode::NOT_FOUND,
-            "No such run",
-            &format!("{e:#}"),
-        )
-    })
+    blocking(move || src.run(&id2))
+        .await
+        .map_err(|e| error(app, StatusCode::NOT_FOUND, "No such run", &format!("{e:#}")))
 }
 
 async fn run_page(
@@ -372,7 +389,9 @@ fn read_more(src: &Source, loc: &LogLoc, cursor: u64, max: u64) -> Result<(Vec<u
             use std::io::{Read, Seek, SeekFrom};
             let mut f = match std::fs::File::open(p) {
                 Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), cursor)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Ok((Vec::new(), cursor))
+                }
                 Err(e) => return Err(e.into()),
             };
             f.seek(SeekFrom::Start(cursor))?;
@@ -403,7 +422,9 @@ fn read_tail(src: &Source, loc: &LogLoc) -> Result<(Vec<u8>, Option<(u64, u64)>,
             use std::io::{Read, Seek, SeekFrom};
             let mut f = match std::fs::File::open(p) {
                 Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), None, 0)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Ok((Vec::new(), None, 0))
+                }
                 Err(e) => return Err(e.into()),
             };
             let len = f.metadata()?.len();
@@ -492,7 +513,11 @@ async fn log_page(
     let main = html::log_page(&LogView {
         run: &id,
         job: &job,
-        status: if matches!(run_status, "interrupted") { run_status } else { &status },
+        status: if matches!(run_status, "interrupted") {
+            run_status
+        } else {
+            &status
+        },
         html: &rendered,
         skipped,
         stream_from: live.then_some(cursor),
@@ -506,7 +531,13 @@ async fn log_page(
 fn attachment_name(run: &str, job: &str) -> String {
     let clean: String = job
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     format!("{run}-{clean}.log")
 }
@@ -521,7 +552,10 @@ async fn log_raw(
     }
     let src = Arc::clone(&app.src);
     let (id2, job2) = (id.clone(), job.clone());
-    let loc = blocking(move || Ok(src.log_loc(&id2, &job2))).await.ok().flatten();
+    let loc = blocking(move || Ok(src.log_loc(&id2, &job2)))
+        .await
+        .ok()
+        .flatten();
     let body = match loc {
         None => Body::empty(),
         Some(LogLoc::File(p)) => match tokio::fs::File::open(&p).await {
@@ -537,7 +571,10 @@ async fn log_raw(
                         Ok(0) => None,
                         Ok(n) => {
                             buf.truncate(n);
-                            Some((Ok::<_, std::io::Error>(Bytes::from(buf)), (f, left - n as u64)))
+                            Some((
+                                Ok::<_, std::io::Error>(Bytes::from(buf)),
+                                (f, left - n as u64),
+                            ))
                         }
                         Err(e) => Some((Err(e), (f, 0))),
                     }
@@ -549,7 +586,9 @@ async fn log_raw(
         Some(LogLoc::Chunks(t, prefix)) => {
             let src = Arc::clone(&app.src);
             let (s2, t2, p2) = (Arc::clone(&src), Arc::clone(&t), prefix.clone());
-            let keys = blocking(move || s2.chunk_keys(&t2, &p2)).await.unwrap_or_default();
+            let keys = blocking(move || s2.chunk_keys(&t2, &p2))
+                .await
+                .unwrap_or_default();
             // One chunk (at most 1 MiB) in memory at a time.
             let s = futures_util::stream::unfold(0usize, move |i| {
                 let (src, t, keys) = (Arc::clone(&src), Arc::clone(&t), keys.clone());
@@ -697,7 +736,11 @@ async fn log_stream(
     }
     let src = Arc::clone(&app.src);
     let (id2, job2) = (id.clone(), job.clone());
-    let Some(loc) = blocking(move || Ok(src.log_loc(&id2, &job2))).await.ok().flatten() else {
+    let Some(loc) = blocking(move || Ok(src.log_loc(&id2, &job2)))
+        .await
+        .ok()
+        .flatten()
+    else {
         return (StatusCode::NOT_FOUND, "this job has no log here\n").into_response();
     };
     let chunked = matches!(loc, LogLoc::Chunks(..));
@@ -754,7 +797,10 @@ async fn pipelines_page(State(app): State<App>) -> Response {
     match got {
         Ok((project, recent)) => {
             let main = html::pipelines(&project, &recent, !project.is_empty());
-            html_response(StatusCode::OK, page(&app, "pipelines", "Pipelines", &main, None))
+            html_response(
+                StatusCode::OK,
+                page(&app, "pipelines", "Pipelines", &main, None),
+            )
         }
         Err(e) => error(
             &app,
@@ -765,11 +811,14 @@ async fn pipelines_page(State(app): State<App>) -> Response {
     }
 }
 
-async fn sync_page(State(app): State<App>) -> Response {
+async fn sync_page(State(app): State<App>, Query(q): Query<HashMap<String, String>>) -> Response {
     let src = Arc::clone(&app.src);
     match blocking(move || src.sync_stats()).await {
         Ok(Some(stats)) => {
             let main = html::sync_page(app.src.profile.as_deref().unwrap_or(""), &stats);
+            if q.contains_key("fragment") {
+                return html_response(StatusCode::OK, main);
+            }
             html_response(
                 StatusCode::OK,
                 page(&app, "sync", "Sync", &main, Some("/sync?fragment=1".into())),
@@ -815,7 +864,9 @@ async fn api_runs(State(app): State<App>, Query(q): Query<HashMap<String, String
     })
     .await;
     match got {
-        Ok((rows, warning)) => json_response(StatusCode::OK, &json!({ "runs": rows, "warning": warning })),
+        Ok((rows, warning)) => {
+            json_response(StatusCode::OK, &json!({ "runs": rows, "warning": warning }))
+        }
         Err(e) => json_response(
             StatusCode::SERVICE_UNAVAILABLE,
             &json!({ "error": crate::profile::scrub_urls(&format!("{e:#}")) }),

@@ -147,7 +147,11 @@ impl Source {
     pub fn local(parts: LocalParts, handle: tokio::runtime::Handle) -> Result<Source> {
         let store = Arc::new(Store::open(&parts.home)?);
         let remote = parts.remote.unwrap_or_default();
-        let ids = remote.targets().iter().map(|t| t.id().to_string()).collect();
+        let ids = remote
+            .targets()
+            .iter()
+            .map(|t| t.id().to_string())
+            .collect();
         let label = match &remote.state {
             Some(t) => format!("profile {} · {}", parts.profile, t.id()),
             None => format!("profile {} · this machine", parts.profile),
@@ -157,9 +161,10 @@ impl Source {
             profile: Some(parts.profile),
             store: Some(store),
             home: Some(parts.home.clone()),
-            remote: remote.state.clone().map(|s| {
-                Arc::new(RemoteRuns::with_handle(s, remote.logs.clone(), handle))
-            }),
+            remote: remote
+                .state
+                .clone()
+                .map(|s| Arc::new(RemoteRuns::with_handle(s, remote.logs.clone(), handle))),
             logs: remote.logs.clone(),
             artifacts: remote.cache.clone(),
             sync: Some((parts.home, Some(ids))),
@@ -453,7 +458,11 @@ mod tests {
         }
         for (flag, bad, want) in [
             ("--state-spec", "", "--state-spec is empty"),
-            ("--logs-spec", "relative/dir", "--logs-spec `relative/dir` must be an absolute path"),
+            (
+                "--logs-spec",
+                "relative/dir",
+                "--logs-spec `relative/dir` must be an absolute path",
+            ),
             ("--logs-spec", "sqlite:///x.db", "holds run state only"),
             ("--state-spec", "ftp://u:secret@h/x", "unknown scheme"),
             ("--state-spec", "s3://", "names no bucket"),

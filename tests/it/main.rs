@@ -1,8 +1,10 @@
 //! End-to-end tests: each spawns the real `sparkwing` binary with a
 //! temporary HOME and project. No mocks, no timing assertions.
 
+mod browser;
 mod cache;
 mod concurrency;
+mod dashboard;
 mod gate;
 mod inspect;
 mod pipelines;
@@ -12,3 +14,4 @@ mod s3;
 mod signals;
 mod sync;
 mod util;
+mod web;

@@ -12,107 +12,20 @@
 
 mod common;
 
-use std::io::{BufRead, Read, Write};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use common::store;
+
+use std::io::{Read, Write};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStoreExt, PutPayload};
 use sparkwing_outbox::Outbox;
 use sparkwing_sync::target::sha256_hex;
 use sparkwing_sync::{ObjectStoreTarget, Op, SyncActor, SyncConfig, Target};
 
-struct Moto {
-    child: std::process::Child,
-    endpoint: String,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn moto() -> Moto {
-    let bin = std::env::var_os("SPARKWING_TEST_MOTO")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/moto_server"));
-    assert!(
-        bin.exists(),
-        "moto_server not found at {}: run `bash scripts/test.sh` once to provision .venv",
-        bin.display()
-    );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("moto.log");
-    let child = Command::new(bin)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "moto did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Moto {
-        child,
-        endpoint: format!("http://127.0.0.1:{port}"),
-        log,
-        _dir: dir,
-    }
-}
-
-impl Moto {
-    fn bucket(&self, name: &str) {
-        let addr = self.endpoint.trim_start_matches("http://");
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        write!(s, "PUT /{name} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
-        let mut r = String::new();
-        s.read_to_string(&mut r).unwrap();
-    }
-    /// Requests moto has logged so far.
-    fn requests(&self) -> usize {
-        let f = std::fs::File::open(&self.log).unwrap();
-        std::io::BufReader::new(f)
-            .lines()
-            .map_while(Result::ok)
-            .filter(|l| l.contains(" HTTP/1.1\""))
-            .count()
-    }
-}
-
-fn store(endpoint: &str, bucket: &str) -> Arc<dyn ObjectStore> {
-    sparkwing_sync::object::install_crypto_provider();
-    Arc::new(
-        object_store::aws::AmazonS3Builder::new()
-            .with_endpoint(endpoint)
-            .with_bucket_name(bucket)
-            .with_region("us-east-1")
-            .with_access_key_id("testing")
-            .with_secret_access_key("testing")
-            .with_allow_http(true)
-            .with_retry(sparkwing_sync::object::client_retry())
-            .build()
-            .unwrap(),
-    )
-}
-
-/// Counts the bytes clients send upstream.
 fn counting_proxy(upstream: &str) -> (u16, Arc<AtomicU64>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -149,7 +62,12 @@ fn counting_proxy(upstream: &str) -> (u16, Arc<AtomicU64>) {
     (port, sent)
 }
 
-fn bench_replay(m: &Moto, rt: &tokio::runtime::Runtime, backlog: usize, concurrency: usize) {
+fn bench_replay(
+    m: &common::Moto,
+    rt: &tokio::runtime::Runtime,
+    backlog: usize,
+    concurrency: usize,
+) {
     m.bucket("ours");
     m.bucket("raw");
     let home = tempfile::tempdir().unwrap();
@@ -237,7 +155,7 @@ fn bench_replay(m: &Moto, rt: &tokio::runtime::Runtime, backlog: usize, concurre
     );
 }
 
-fn bench_blob(m: &Moto, rt: &tokio::runtime::Runtime) {
+fn bench_blob(m: &common::Moto, rt: &tokio::runtime::Runtime) {
     m.bucket("blobs");
     let (port, sent) = counting_proxy(&m.endpoint);
     let target = ObjectStoreTarget::new(
@@ -282,27 +200,11 @@ fn bench_blob(m: &Moto, rt: &tokio::runtime::Runtime) {
     );
 }
 
-fn bench_list(m: &Moto, rt: &tokio::runtime::Runtime) {
+fn bench_list(m: &common::Moto, rt: &tokio::runtime::Runtime) {
     m.bucket("runs");
     let s = store(&m.endpoint, "runs");
     // 1,000 runs from "other runners", written directly.
-    rt.block_on(async {
-        let mut set = tokio::task::JoinSet::new();
-        for i in 0..1000u64 {
-            let s = s.clone();
-            set.spawn(async move {
-                let id = format!("01M8F{:021}", i);
-                let doc = serde_json::json!({"id": id, "pipeline": if i % 2 == 0 { "build" } else { "test" }, "status": "success",
-                    "profile": "shared", "host": format!("ci-{}", i % 7), "pid": 1, "project_dir": "/src", "started_at": "2026-11-27T00:00:00.000Z",
-                    "finished_at": "2026-11-27T00:00:01.000Z", "duration_ms": 1000, "error": null, "jobs": []});
-                s.put(&object_store::path::Path::from(format!("state/runs/{id}/run.json")), PutPayload::from(serde_json::to_vec(&doc).unwrap())).await.unwrap();
-            });
-            if set.len() >= 16 {
-                set.join_next().await;
-            }
-        }
-        while set.join_next().await.is_some() {}
-    });
+    common::seed_remote_runs(rt, &s, "state", 1000);
     let home = tempfile::tempdir().unwrap();
     let project = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(project.path().join(".sparkwing")).unwrap();
@@ -359,7 +261,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
-    let m = moto();
+    let m = common::moto();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

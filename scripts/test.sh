@@ -3,8 +3,10 @@
 #
 # It provisions what the tests need and fails loudly when something is
 # missing: the Rust toolchain, and a Python venv (.venv) with moto, the
-# S3-protocol server the S3 tests start on free ports (one bucket per test).
-# Under CI=true a test that cannot find moto fails instead of skipping.
+# S3-protocol server the S3 tests start on free ports (one bucket per test),
+# and Debian's chromium + chromedriver for the dashboard's browser tests.
+# Under CI=true a test that cannot find moto or chromium fails instead of
+# skipping.
 #
 # Environment:
 #   SPARKWING_FUZZ_SECONDS=N  also run every fuzz target for N seconds
@@ -23,6 +25,18 @@ if [ ! -x .venv/bin/moto_server ]; then
   .venv/bin/pip install --quiet 'moto[server]'
 fi
 export SPARKWING_TEST_MOTO="$PWD/.venv/bin/moto_server"
+
+step "provision: chromium and chromedriver (the dashboard's browser tests)"
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  if command -v apt-get >/dev/null; then
+    sudo_=""; [ "$(id -u)" -eq 0 ] || sudo_="sudo"
+    $sudo_ apt-get install -y --no-install-recommends chromium chromium-driver >/dev/null \
+      || { $sudo_ apt-get update >/dev/null && $sudo_ apt-get install -y --no-install-recommends chromium chromium-driver >/dev/null; }
+  else
+    echo "chromium and chromedriver are missing and apt-get is not available: install them (Debian: chromium chromium-driver)" >&2
+    [ "${CI:-}" = "true" ] && exit 1
+  fi
+fi
 
 step "format"
 cargo fmt --all -- --check
@@ -48,7 +62,7 @@ cargo check --manifest-path fuzz/Cargo.toml --bins
 if [ -n "${SPARKWING_FUZZ_SECONDS:-}" ]; then
   step "fuzz for ${SPARKWING_FUZZ_SECONDS}s per target"
   command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
-  for t in pipeline_parse profile_parse duration_parse outbox_payloads; do
+  for t in pipeline_parse profile_parse duration_parse outbox_payloads log_html web_spec; do
     mkdir -p "fuzz/corpus/$t"
     (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$t" "corpus/$t" "seeds/$t" -- -max_total_time="$SPARKWING_FUZZ_SECONDS")
   done

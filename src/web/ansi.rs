@@ -193,7 +193,19 @@ impl Renderer {
                         (j + 1).min(b.len())
                     }
                 }
-                Some(_) => rest.chars().next().map(char::len_utf8).unwrap_or(0),
+                // ESC, intermediates (0x20-0x2f), one final byte: `ESC ( B`.
+                Some(_) => {
+                    let b = rest.as_bytes();
+                    let mut j = 0;
+                    while j < b.len() && (0x20..=0x2f).contains(&b[j]) {
+                        j += 1;
+                    }
+                    if j < b.len() {
+                        j + rest[j..].chars().next().map(char::len_utf8).unwrap_or(1)
+                    } else {
+                        j
+                    }
+                }
                 None => 0,
             };
             plain_start = i + 1 + consumed;
@@ -217,7 +229,7 @@ fn escape_complete(s: &[u8]) -> bool {
         None => false,
         Some(b'[') => s[2..].iter().any(|b| (0x40..=0x7e).contains(b)),
         Some(b']') => s[2..].contains(&0x07) || s[2..].windows(2).any(|w| w == b"\x1b\\"),
-        Some(_) => true,
+        Some(_) => s[1..].iter().any(|b| !(0x20..=0x2f).contains(b)),
     }
 }
 

@@ -754,7 +754,7 @@ mod tests {
         let pages = [
             run_detail(&doc, &HashMap::new()),
             runs_list(
-                &[doc.clone()],
+                std::slice::from_ref(&doc),
                 &ListView {
                     pipeline: Some(x),
                     status: Some(x),
@@ -767,7 +767,7 @@ mod tests {
             ),
             pipelines(
                 &[json!({"name": x, "description": x, "jobs": [x]})],
-                &[doc.clone()],
+                std::slice::from_ref(&doc),
                 true,
             ),
             sync_page(

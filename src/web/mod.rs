@@ -208,9 +208,15 @@ fn param<'a>(q: &'a HashMap<String, String>, k: &str) -> Option<&'a str> {
     q.get(k).map(String::as_str).filter(|v| !v.is_empty())
 }
 
-fn list_query(
-    q: &HashMap<String, String>,
-) -> Result<(Option<String>, Option<String>, Option<String>, usize), String> {
+/// A runs-list request's filters, cursor and page size, checked.
+struct Listing {
+    pipeline: Option<String>,
+    status: Option<String>,
+    before: Option<String>,
+    limit: usize,
+}
+
+fn list_query(q: &HashMap<String, String>) -> Result<Listing, String> {
     let status = param(q, "status").map(String::from);
     if let Some(s) = &status {
         if !html::STATUSES.contains(&s.as_str()) {
@@ -232,16 +238,21 @@ fn list_query(
             .ok_or_else(|| "`limit` must be a number from 1 to 500".to_string())?,
         None => PAGE,
     };
-    Ok((
-        param(q, "pipeline").map(String::from),
+    Ok(Listing {
+        pipeline: param(q, "pipeline").map(String::from),
         status,
         before,
         limit,
-    ))
+    })
 }
 
 async fn runs_page(State(app): State<App>, Query(q): Query<HashMap<String, String>>) -> Response {
-    let (pipeline, status, before, limit) = match list_query(&q) {
+    let Listing {
+        pipeline,
+        status,
+        before,
+        limit,
+    } = match list_query(&q) {
         Ok(x) => x,
         Err(e) => return error(&app, StatusCode::BAD_REQUEST, "Bad filter", &e),
     };
@@ -415,8 +426,12 @@ fn read_more(src: &Source, loc: &LogLoc, cursor: u64, max: u64) -> Result<(Vec<u
     }
 }
 
-/// The end of a log for the page: (bytes, skipped-and-total note, cursor).
-fn read_tail(src: &Source, loc: &LogLoc) -> Result<(Vec<u8>, Option<(u64, u64)>, u64)> {
+/// The end of a log for the page: its bytes, (left out, total) when the log
+/// is longer (bytes for a file, chunks for remote chunks), and the cursor
+/// after it.
+type Tailed = (Vec<u8>, Option<(u64, u64)>, u64);
+
+fn read_tail(src: &Source, loc: &LogLoc) -> Result<Tailed> {
     match loc {
         LogLoc::File(p) => {
             use std::io::{Read, Seek, SeekFrom};
@@ -849,7 +864,12 @@ fn json_response(status: StatusCode, v: &Value) -> Response {
 }
 
 async fn api_runs(State(app): State<App>, Query(q): Query<HashMap<String, String>>) -> Response {
-    let (pipeline, status, before, limit) = match list_query(&q) {
+    let Listing {
+        pipeline,
+        status,
+        before,
+        limit,
+    } = match list_query(&q) {
         Ok(x) => x,
         Err(e) => return json_response(StatusCode::BAD_REQUEST, &json!({ "error": e })),
     };

@@ -269,7 +269,7 @@ fn a_running_jobs_log_streams_live_and_ends_with_the_job() {
         &srv.addr,
         &format!("/runs/{run}/jobs/tail/log/stream?from={from}"),
     );
-    assert_eq!(es.header_is_event_stream(), true);
+    assert!(es.header_is_event_stream());
     std::fs::write(&go, "").unwrap();
     let ev = es.next().unwrap();
     assert_eq!(ev.event, "log", "{ev:?}");

@@ -26,6 +26,7 @@ use sparkwing_outbox::Outbox;
 use sparkwing_sync::target::sha256_hex;
 use sparkwing_sync::{ObjectStoreTarget, Op, SyncActor, SyncConfig, Target};
 
+/// Counts the bytes clients send upstream.
 fn counting_proxy(upstream: &str) -> (u16, Arc<AtomicU64>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();

@@ -154,8 +154,6 @@ pub fn store(endpoint: &str, bucket: &str) -> Arc<dyn ObjectStore> {
     )
 }
 
-/// Counts the bytes clients send upstream.
-
 /// Writes `n` finished runs' `run.json` under `prefix/runs/`, as other
 /// runners would have (16 PUTs at once).
 pub fn seed_remote_runs(

@@ -500,7 +500,14 @@ async fn log_page(
     .await;
     let (text, note, cursor, chunked, live) = match read {
         Ok(Some(((b, note, c), chunked, live))) => (b, note, c, chunked, live),
-        Ok(None) => (Vec::new(), None, 0, false, false),
+        Ok(None) => {
+            return error(
+                &app,
+                StatusCode::NOT_FOUND,
+                "No log here",
+                "This dashboard reads no logs surface for this run: start sparkwing-web with --logs-spec (the profile's logs prefix or directory).",
+            )
+        }
         Err(e) => {
             return error(
                 &app,

@@ -517,3 +517,34 @@ fn mode_2_the_dashboard_merges_every_runner_and_sparkwing_web_reads_the_bucket()
         }
     }
 }
+
+#[test]
+fn sparkwing_web_reads_a_shared_filesystem_remote_and_says_when_logs_are_missing() {
+    let remote = tempfile::tempdir().unwrap();
+    for d in ["state", "logs", "cache"] {
+        std::fs::create_dir(remote.path().join(d)).unwrap();
+    }
+    let r = remote.path().display();
+    let env = Env::with_pipelines(&format!(
+        "profiles:\n  team:\n    state: {{ type: filesystem, path: {r}/state }}\n    logs: {{ type: filesystem, path: {r}/logs }}\n    cache: {{ type: filesystem, path: {r}/cache }}\npipelines:\n  - name: hi\n    jobs:\n      say: {{ steps: [{{ run: 'echo shared dir' }}] }}\n"
+    ));
+    expect_code(&env.run(&["run", "hi", "--profile", "team"]), 0);
+    let run = latest_run(&env);
+    let state = format!("{r}/state");
+    let logs = format!("file://{r}/logs");
+    let srv = Server::web(&["--state-spec", &state, "--logs-spec", &logs], &[]);
+    assert!(srv.get("/").text().contains(&run));
+    assert!(srv
+        .get(&format!("/runs/{run}/jobs/say/log"))
+        .text()
+        .contains("shared dir"));
+    assert_eq!(
+        srv.get(&format!("/runs/{run}/jobs/say/log.txt")).text(),
+        "shared dir\n"
+    );
+    drop(srv);
+    let no_logs = Server::web(&["--state-spec", &state], &[]);
+    let page = no_logs.get(&format!("/runs/{run}/jobs/say/log"));
+    assert_eq!(page.status, 404);
+    assert!(page.text().contains("--logs-spec"), "{}", page.text());
+}

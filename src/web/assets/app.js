@@ -21,6 +21,9 @@ function refreshLoop(main) {
   let busy = false;
   setInterval(async () => {
     if (busy || document.hidden) return;
+    // Never replace a form the reader is typing into.
+    const a = document.activeElement;
+    if (a && main.contains(a) && a.matches("input, select, textarea")) return;
     busy = true;
     try {
       const r = await fetch(url, { headers: { "Accept": "text/html" } });

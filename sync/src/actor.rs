@@ -325,7 +325,9 @@ async fn deliver(
     deliver_some(target, entries, &bodies, entries.len(), max_events).await
 }
 
-/// Applies entries `0..upto` using `bodies` (read on demand when empty).
+/// Applies entries `0..upto` using `bodies` (read on demand when empty):
+/// the claim's ops are built first, then handed to the target in one
+/// ordered batch ([`Target::apply_all`]).
 async fn deliver_some(
     target: &dyn Target,
     entries: &[sparkwing_outbox::Entry],
@@ -333,6 +335,11 @@ async fn deliver_some(
     upto: usize,
     max_events: usize,
 ) -> (usize, Option<TargetError>) {
+    let mut ops = Vec::new();
+    // How many entries each op carries (consecutive events share one).
+    let mut counts = Vec::new();
+    // Where building stopped early, and why: entries before it still go.
+    let mut stop: Option<(usize, TargetError)> = None;
     let mut i = 0;
     while i < upto {
         let e = &entries[i];
@@ -353,29 +360,41 @@ async fn deliver_some(
                 Err((_, err)) => {
                     let message =
                         format!("reading the local payload of {} {}: {err}", e.op, e.subject);
-                    return (
+                    stop = Some((
                         i,
-                        Some(TargetError {
+                        TargetError {
                             class: ErrorClass::Permanent,
                             message,
                             retry_after: None,
-                        }),
-                    );
+                        },
+                    ));
+                    break;
                 }
             }
         } else {
             concat(&bodies[i..i + n])
         };
-        let op = match Op::from_entry(&e.op, &e.subject, e.seq, body) {
-            Ok(op) => op,
-            Err(err) => return (i, Some(err)),
-        };
-        if let Err(err) = target.apply(&op).await {
-            return (i, Some(err));
+        match Op::from_entry(&e.op, &e.subject, e.seq, body) {
+            Ok(op) => {
+                ops.push(op);
+                counts.push(n);
+            }
+            Err(err) => {
+                stop = Some((i, err));
+                break;
+            }
         }
         i += n;
     }
-    (i, None)
+    let (applied, err) = target.apply_all(&ops).await;
+    let delivered: usize = counts[..applied].iter().sum();
+    if err.is_some() {
+        return (delivered, err);
+    }
+    match stop {
+        Some((at, e)) => (at, Some(e)),
+        None => (delivered, None),
+    }
 }
 
 fn concat(parts: &[Bytes]) -> Bytes {

@@ -48,6 +48,68 @@ pub async fn run_all(target: &dyn Target, nonce: &str) {
     corrupt_blobs_are_refused(target, &format!("{nonce}z")).await;
     summaries_and_manifests_are_rewritten_whole(target, &format!("{nonce}w"), stores).await;
     absent_keys_read_as_none(target).await;
+    batches_apply_in_order_and_stop_at_the_first_failure(target, &format!("{nonce}b"), stores)
+        .await;
+}
+
+/// `apply_all`: every op lands as `apply` would land it, a batch applied
+/// twice is applied once, and a failure stops the batch exactly there.
+pub async fn batches_apply_in_order_and_stop_at_the_first_failure(
+    t: &dyn Target,
+    nonce: &str,
+    stores: bool,
+) {
+    let good = ops(nonce);
+    let (n, err) = t.apply_all(&good).await;
+    assert!(err.is_none(), "a healthy batch failed: {err:?}");
+    assert_eq!(n, good.len(), "a healthy batch applies every op");
+    let (n, err) = t.apply_all(&good).await;
+    assert!(
+        err.is_none() && n == good.len(),
+        "a batch applied twice: {err:?}"
+    );
+    if stores {
+        for op in &good {
+            assert_eq!(
+                t.read(&op.key()).await.expect("read").as_deref(),
+                Some(op.body().as_ref()),
+                "batched {} reads back",
+                op.key()
+            );
+        }
+    }
+    // A corrupt blob in the middle: what comes before lands, nothing after.
+    let before = Op::LogChunk {
+        run: format!("RUN{nonce}"),
+        job: "batch".into(),
+        seq: 1,
+        body: Bytes::from_static(b"before\n"),
+    };
+    let corrupt = Op::CacheBlob {
+        sha256: sha256_hex(format!("corrupt {nonce}").as_bytes()),
+        body: Bytes::from_static(b"other bytes"),
+    };
+    let after = Op::LogChunk {
+        run: format!("RUN{nonce}"),
+        job: "batch".into(),
+        seq: 2,
+        body: Bytes::from_static(b"after\n"),
+    };
+    let (n, err) = t
+        .apply_all(&[before.clone(), corrupt.clone(), after.clone()])
+        .await;
+    if stores {
+        assert_eq!(n, 1, "the batch stops at the corrupt blob");
+        let err = err.expect("the corrupt blob's error");
+        assert_eq!(err.class, ErrorClass::Permanent, "{err}");
+        assert!(t.read(&before.key()).await.expect("read").is_some());
+        assert_eq!(t.read(&corrupt.key()).await.expect("read"), None);
+        assert_eq!(
+            t.read(&after.key()).await.expect("read"),
+            None,
+            "nothing after the failure"
+        );
+    }
 }
 
 pub async fn applies_and_reads_back(t: &dyn Target, nonce: &str, stores: bool) {

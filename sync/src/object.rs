@@ -7,6 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::TryStreamExt;
+use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use tokio::sync::OnceCell;
@@ -22,7 +23,7 @@ enum Source {
     /// last seen to exist.
     Directory(
         PathBuf,
-        OnceCell<Arc<dyn ObjectStore>>,
+        OnceCell<(Arc<LocalFileSystem>, Arc<dyn ObjectStore>)>,
         std::sync::Mutex<Option<std::time::Instant>>,
     ),
 }
@@ -82,6 +83,15 @@ impl ObjectStoreTarget {
     async fn store(&self) -> Result<&Arc<dyn ObjectStore>, TargetError> {
         match &self.source {
             Source::Store(s) => Ok(s),
+            Source::Directory(..) => Ok(&self.local().await?.1),
+        }
+    }
+
+    /// The directory's store, opened on first use, after checking the
+    /// directory still exists (at most once per [`DIR_RECHECK`]).
+    async fn local(&self) -> Result<&(Arc<LocalFileSystem>, Arc<dyn ObjectStore>), TargetError> {
+        match &self.source {
+            Source::Store(_) => Err(TargetError::permanent("not a directory target")),
             Source::Directory(dir, cell, seen) => {
                 let fresh = seen
                     .lock()
@@ -99,8 +109,11 @@ impl ObjectStoreTarget {
                     }
                 }
                 cell.get_or_try_init(|| async {
-                    object_store::local::LocalFileSystem::new_with_prefix(dir)
-                        .map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
+                    LocalFileSystem::new_with_prefix(dir)
+                        .map(|s| {
+                            let s = Arc::new(s);
+                            (Arc::clone(&s), s as Arc<dyn ObjectStore>)
+                        })
                         .map_err(|e| classify(&e))
                 })
                 .await
@@ -115,6 +128,77 @@ impl ObjectStoreTarget {
             ObjPath::from(format!("{}/{key}", self.prefix))
         }
     }
+}
+
+/// Writes one op's object at `path` as `LocalFileSystem::put` does: the
+/// bytes go to a new `<path>#N` file, which is then renamed over `path`
+/// (atomic for readers), or, for a cache blob, hard-linked to `path` so a
+/// blob already there is never replaced.
+fn write_local(path: &std::path::Path, op: &Op) -> Result<(), TargetError> {
+    use std::io::Write;
+    let io_err = |what: &str, p: &std::path::Path, e: std::io::Error| {
+        let msg = format!("{what} {}: {e}", p.display());
+        match e.kind() {
+            std::io::ErrorKind::PermissionDenied => TargetError::auth(msg),
+            std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidFilename => {
+                TargetError::permanent(msg)
+            }
+            _ => TargetError::transient(msg),
+        }
+    };
+    let blob = matches!(op, Op::CacheBlob { .. });
+    if let Op::CacheBlob { sha256, body } = op {
+        let got = sha256_hex(body);
+        if &got != sha256 {
+            return Err(TargetError::permanent(format!(
+                "cache blob {sha256} hashes to {got} locally; refusing to upload a corrupt blob"
+            )));
+        }
+        if path.exists() {
+            return Ok(());
+        }
+    }
+    let (mut file, staged) = {
+        let mut n = 1u32;
+        loop {
+            let mut staged = path.as_os_str().to_owned();
+            staged.push(format!("#{n}"));
+            let staged = PathBuf::from(staged);
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&staged)
+            {
+                Ok(f) => break (f, staged),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => n += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    let parent = path.parent().unwrap_or(path);
+                    std::fs::create_dir_all(parent).map_err(|e| io_err("creating", parent, e))?;
+                }
+                Err(e) => return Err(io_err("creating", &staged, e)),
+            }
+        }
+    };
+    let done = file
+        .write_all(op.body())
+        .map_err(|e| io_err("writing", &staged, e))
+        .and_then(|_| {
+            if blob {
+                match std::fs::hard_link(&staged, path) {
+                    // Another writer stored the same bytes first.
+                    Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                        Err(io_err("linking", path, e))
+                    }
+                    _ => Ok(()),
+                }
+            } else {
+                std::fs::rename(&staged, path).map_err(|e| io_err("renaming to", path, e))
+            }
+        });
+    if blob || done.is_err() {
+        let _ = std::fs::remove_file(&staged);
+    }
+    done
 }
 
 /// Sorts an `object_store` error into transient, auth or permanent.
@@ -184,6 +268,55 @@ impl Target for ObjectStoreTarget {
             .await
             .map(|_| Applied::Written)
             .map_err(|e| self.fail(&e))
+    }
+
+    /// On a directory, a claim's objects are written in order from one
+    /// blocking thread, exactly as `LocalFileSystem::put` writes them (a
+    /// staged `<path>#N` file, then a rename, or a hard link for a blob that
+    /// must not be replaced), instead of one blocking-pool hop per object.
+    /// Reads still go through `LocalFileSystem`, which maps keys to paths
+    /// the same way ([`LocalFileSystem::path_to_filesystem`]).
+    async fn apply_all(&self, ops: &[Op]) -> (usize, Option<TargetError>) {
+        if matches!(self.source, Source::Store(_)) {
+            return crate::target::apply_each(self, ops).await;
+        }
+        let fs = match self.local().await {
+            Ok((fs, _)) => Arc::clone(fs),
+            Err(e) => return (0, Some(e)),
+        };
+        let mut items = Vec::with_capacity(ops.len());
+        let mut stop = None;
+        for (i, op) in ops.iter().enumerate() {
+            match fs.path_to_filesystem(&self.path(&op.key())) {
+                Ok(p) => items.push((p, op.clone())),
+                Err(e) => {
+                    stop = Some((i, classify(&e)));
+                    break;
+                }
+            }
+        }
+        let written = tokio::task::spawn_blocking(move || {
+            for (i, (path, op)) in items.iter().enumerate() {
+                if let Err(e) = write_local(path, op) {
+                    return (i, Some(e));
+                }
+            }
+            (items.len(), None)
+        })
+        .await;
+        match written {
+            Ok((n, Some(e))) => (n, Some(e)),
+            Ok((n, None)) => match stop {
+                Some((i, e)) => (i, Some(e)),
+                None => (n, None),
+            },
+            Err(e) => (
+                0,
+                Some(TargetError::transient(format!(
+                    "a write thread failed: {e}"
+                ))),
+            ),
+        }
     }
 
     async fn read(&self, key: &str) -> Result<Option<Bytes>, TargetError> {

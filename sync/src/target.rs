@@ -141,6 +141,15 @@ pub trait Target: Send + Sync + fmt::Debug {
     /// Delivers one op.
     async fn apply(&self, op: &Op) -> Result<Applied, TargetError>;
 
+    /// Delivers `ops` in order, stopping at the first failure: returns how
+    /// many were applied and that failure. Each op keeps `apply`'s contract,
+    /// and op `k` is applied only after ops `..k` succeeded. The default
+    /// applies them one by one; a backend may batch them (the `filesystem`
+    /// surface writes a claim's objects from one blocking thread).
+    async fn apply_all(&self, ops: &[Op]) -> (usize, Option<TargetError>) {
+        apply_each(self, ops).await
+    }
+
     /// Reads one object of the layout.
     async fn read(&self, key: &str) -> Result<Option<Bytes>, TargetError>;
 
@@ -165,6 +174,17 @@ pub trait Target: Send + Sync + fmt::Debug {
         out.dedup();
         Ok(out)
     }
+}
+
+/// Applies `ops` one by one with [`Target::apply`] (the default of
+/// [`Target::apply_all`]).
+pub async fn apply_each<T: Target + ?Sized>(t: &T, ops: &[Op]) -> (usize, Option<TargetError>) {
+    for (i, op) in ops.iter().enumerate() {
+        if let Err(e) = t.apply(op).await {
+            return (i, Some(e));
+        }
+    }
+    (ops.len(), None)
 }
 
 /// The hex SHA-256 of `bytes`.

@@ -89,13 +89,20 @@ pub async fn serve(
         let _ = done_tx.send(());
     };
     let server = axum::serve(listener, router).with_graceful_shutdown(signal);
-    let server = tokio::spawn(async move { server.await });
-    let _ = done_rx.await;
+    let mut server = tokio::spawn(async move { server.await });
+    let flatten = |joined: Result<std::io::Result<()>, tokio::task::JoinError>| {
+        joined
+            .map_err(|e| anyhow!("the dashboard server failed: {e}"))?
+            .map_err(|e| anyhow!("the dashboard server failed: {e}"))
+    };
+    tokio::select! {
+        // The server ended on its own (an accept error): report it.
+        joined = &mut server => return flatten(joined),
+        _ = done_rx => {}
+    }
     // Streams end on the stop signal; give in-flight requests a moment.
     match tokio::time::timeout(Duration::from_secs(3), server).await {
-        Ok(joined) => joined
-            .map_err(|e| anyhow!("{e}"))?
-            .map_err(|e| anyhow!("{e}")),
+        Ok(joined) => flatten(joined),
         Err(_) => Ok(()),
     }
 }

@@ -527,6 +527,17 @@ struct LogFile {
     shipped_at: Instant,
 }
 
+/// Aborts a background task when dropped (every way out of a job).
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(h) = &self.0 {
+            h.abort();
+        }
+    }
+}
+
 /// Job output: the log file, the terminal, and (Mode 2+) the outbox.
 struct Sink {
     log: Mutex<LogFile>,
@@ -549,6 +560,13 @@ impl Sink {
             sync_warn(repl.log(run, job, log.written));
             log.shipped = log.written;
             log.shipped_at = Instant::now();
+        }
+    }
+
+    /// Ships what is due (by size or age), if anything.
+    fn ship_due(&self) {
+        if let Ok(mut log) = self.log.lock() {
+            self.ship_locked(&mut log, false);
         }
     }
 
@@ -713,6 +731,21 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
     if !ctx.prefix {
         eprintln!("sparkwing: ▶ {name}");
     }
+    // Output that arrives and then goes quiet is still shipped within
+    // SHIP_EVERY, so other runners' dashboards tail it live.
+    let shipper = sink.ship.is_some().then(|| {
+        let sink = Arc::clone(&sink);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SHIP_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let s = Arc::clone(&sink);
+                let _ = tokio::task::spawn_blocking(move || s.ship_due()).await;
+            }
+        })
+    });
+    let _stop_shipper = AbortOnDrop(shipper);
     let deadline = job.timeout.map(|t| tokio::time::Instant::now() + t);
     let mut lingering: Vec<(i32, oneshot::Receiver<()>)> = Vec::new();
     let mut failure: Option<(JobStatus, String)> = None;

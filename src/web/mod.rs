@@ -42,6 +42,9 @@ use source::{LogLoc, Source};
 pub const TAIL_BYTES: u64 = 512 * 1024;
 /// The most bytes one live-stream event carries.
 const EVENT_BYTES: u64 = 256 * 1024;
+/// How long a remote job's stream keeps looking for late chunks after the
+/// job reads as finished.
+const REMOTE_GRACE: Duration = Duration::from_secs(5);
 /// Runs per page of the runs list.
 const PAGE: usize = 50;
 
@@ -661,6 +664,8 @@ struct Tail {
     renderer: ansi::Renderer,
     done: bool,
     last_sent: Instant,
+    /// When a remote job was first seen finished with nothing new to read.
+    quiet_since: Option<Instant>,
     stop: tokio::sync::watch::Receiver<bool>,
 }
 
@@ -720,6 +725,7 @@ async fn next_event(mut t: Tail) -> Option<(Result<Bytes, std::io::Error>, Tail)
             }
         };
         if !bytes.is_empty() {
+            t.quiet_since = None;
             t.cursor = next;
             t.last_sent = Instant::now();
             let html = t.renderer.render(&bytes);
@@ -727,7 +733,12 @@ async fn next_event(mut t: Tail) -> Option<(Result<Bytes, std::io::Error>, Tail)
             let ev = sse("log", Some(&id), &json!({ "html": html }));
             return Some((Ok(ev), t));
         }
-        if !live {
+        if !live && t.chunked && t.quiet_since.is_none_or(|q| q.elapsed() < REMOTE_GRACE) {
+            // Another runner's log and its run.json travel as separate
+            // streams: the job may read as finished before its last chunk
+            // lands. Keep looking for a little while.
+            t.quiet_since.get_or_insert_with(Instant::now);
+        } else if !live {
             t.done = true;
             let (src, run, job) = (Arc::clone(&t.src), t.run.clone(), t.job.clone());
             let status = blocking(move || src.run(&run))
@@ -799,6 +810,7 @@ async fn log_stream(
         renderer: ansi::Renderer::new(),
         done: false,
         last_sent: Instant::now(),
+        quiet_since: None,
         stop: app.stop.clone(),
     };
     let body = Body::from_stream(futures_util::stream::unfold(tail, next_event));

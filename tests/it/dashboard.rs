@@ -548,3 +548,65 @@ fn sparkwing_web_reads_a_shared_filesystem_remote_and_says_when_logs_are_missing
     assert_eq!(page.status, 404);
     assert!(page.text().contains("--logs-spec"), "{}", page.text());
 }
+
+#[test]
+fn another_runners_running_job_tails_live_from_the_shared_remote() {
+    let remote = tempfile::tempdir().unwrap();
+    for d in ["state", "logs", "cache"] {
+        std::fs::create_dir(remote.path().join(d)).unwrap();
+    }
+    let r = remote.path().display();
+    let (_g, go) = gate();
+    let yaml = format!(
+        "profiles:\n  team:\n    state: {{ type: filesystem, path: {r}/state }}\n    logs: {{ type: filesystem, path: {r}/logs }}\n    cache: {{ type: filesystem, path: {r}/cache }}\npipelines:\n  - name: live\n    jobs:\n      tail:\n        steps:\n          - run: echo first line; while [ ! -f '{}' ]; do sleep 0.05; done; echo second line\n",
+        go.display()
+    );
+    let a = Env::with_pipelines(&yaml);
+    let b = Env::with_pipelines(&yaml);
+    let mut child = a
+        .cmd(&["run", "live", "--profile", "team"])
+        .spawn()
+        .unwrap();
+    wait_for("A's run to start", Duration::from_secs(30), || {
+        a.run(&["runs", "list", "-o", "json"]).stdout.len() > 10
+    });
+    let run = latest_run(&a);
+    // B sees A's running job through the remote, with its first line, and
+    // a stream to follow (chunk cursor).
+    let srv = Server::dashboard(&b, &["--profile", "team"], &[]);
+    let page = std::cell::RefCell::new(String::new());
+    wait_for(
+        "A's first line on B's dashboard",
+        Duration::from_secs(30),
+        || {
+            *page.borrow_mut() = srv.get(&format!("/runs/{run}/jobs/tail/log")).text();
+            page.borrow().contains("first line") && page.borrow().contains("log/stream?from=c")
+        },
+    );
+    let page = page.into_inner();
+    let from = page
+        .split("log/stream?from=")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap()
+        .to_string();
+    let mut es = EventStream::open(
+        &srv.addr,
+        &format!("/runs/{run}/jobs/tail/log/stream?from={from}"),
+    );
+    std::fs::write(&go, "").unwrap();
+    let ev = es.next().unwrap();
+    assert_eq!(ev.event, "log", "{ev:?}");
+    assert!(
+        ev.data.contains("second line") && !ev.data.contains("first line"),
+        "{ev:?}"
+    );
+    assert!(
+        ev.id.as_deref().is_some_and(|i| i.starts_with('c')),
+        "{ev:?}"
+    );
+    let end = es.next().unwrap();
+    assert_eq!(end.event, "end", "{end:?}");
+    assert!(end.data.contains("success"), "{end:?}");
+    assert!(child.wait().unwrap().success());
+}

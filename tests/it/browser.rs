@@ -198,3 +198,41 @@ fn browser_reads_a_mode_2_bucket_through_sparkwing_web() {
     );
     b.screenshot("mode2-log");
 }
+
+#[test]
+fn browser_sees_a_running_run_finish_without_reloading() {
+    if !browser_available() {
+        return;
+    }
+    let gate = tempfile::tempdir().unwrap();
+    let go = gate.path().join("go");
+    let env = dashboard_env(&go);
+    let mut child = env.cmd(&["run", "live"]).spawn().unwrap();
+    wait_for("the live run", Duration::from_secs(30), || {
+        env.run(&["runs", "list", "-o", "json"]).stdout.len() > 10
+    });
+    let run = latest_run(&env);
+    let srv = Server::dashboard(&env, &[], &[]);
+    let b = Browser::start(1280, 800);
+    b.goto(&format!("{}/runs/{run}", srv.base));
+    b.wait_until(
+        "the running badge",
+        "return document.querySelector('h1 .st').textContent.includes('running')",
+    );
+    b.eval("window.__same_page = true; return true");
+    std::fs::write(&go, "").unwrap();
+    b.wait_until(
+        "the success badge",
+        "return document.querySelector('h1 .st').textContent.includes('success')",
+    );
+    assert_eq!(
+        b.eval("return document.querySelector('#job-tail .st').textContent"),
+        json!("✓ success")
+    );
+    assert_eq!(
+        b.eval("return window.__same_page === true"),
+        json!(true),
+        "no reload"
+    );
+    assert!(child.wait().unwrap().success());
+}

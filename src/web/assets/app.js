@@ -18,8 +18,11 @@ function localTimes(root) {
 function refreshLoop(main) {
   const url = main.dataset.refresh;
   if (!url) return;
+  // Run pages stop once nothing on them is running or waiting; the sync
+  // page keeps refreshing.
+  const untilDone = !url.startsWith("/sync");
   let busy = false;
-  setInterval(async () => {
+  const timer = setInterval(async () => {
     if (busy || document.hidden) return;
     // Never replace a form the reader is typing into.
     const a = document.activeElement;
@@ -36,6 +39,7 @@ function refreshLoop(main) {
           if (d) d.open = true;
         }
         localTimes(main);
+        if (untilDone && !main.querySelector(".st-run, .st-wait")) clearInterval(timer);
       }
     } catch (_) {
       // Offline or server restarting: try again next tick.

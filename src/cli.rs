@@ -67,7 +67,7 @@ pub enum Command {
 pub enum DashboardCmd {
     /// Start the dashboard in the background and print its URL (does nothing if it is already running).
     #[command(
-        after_help = "The dashboard is read-only: runs (with filters), each run's job graph, steps and cache provenance, live job logs, pipelines, and the sync backlog. It listens on loopback unless --addr says otherwise; its output goes to SPARKWING_HOME/dashboard.log.\n\nExamples:\n  sparkwing dashboard start                       http://127.0.0.1:4343/, the default profile\n  sparkwing dashboard start --profile shared      all runners' runs on its bucket, and this machine's\n  sparkwing dashboard start --foreground --addr 127.0.0.1:0\n                                                  attached, on a free port"
+        after_help = "The dashboard is read-only: runs (with filters), each run's job graph, steps and cache provenance, live job logs, pipelines, and the sync backlog. It listens on loopback unless --addr says otherwise; its output goes to SPARKWING_HOME/dashboard.log.\n\nExamples:\n  sparkwing dashboard start                       http://127.0.0.1:4343/, the default profile\n  sparkwing dashboard start --profile shared      every runner's runs, and this machine's\n  sparkwing dashboard start --foreground --addr 127.0.0.1:0\n                                                  attached, on a free port"
     )]
     Start {
         /// Address to listen on (IP:PORT; port 0 picks a free one) [default: 127.0.0.1:4343].

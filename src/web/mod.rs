@@ -618,12 +618,14 @@ async fn log_raw(
         Some(LogLoc::Chunks(t, prefix)) => {
             let src = Arc::clone(&app.src);
             let (s2, t2, p2) = (Arc::clone(&src), Arc::clone(&t), prefix.clone());
-            let keys = blocking(move || s2.chunk_keys(&t2, &p2))
-                .await
-                .unwrap_or_default();
+            let keys = Arc::new(
+                blocking(move || s2.chunk_keys(&t2, &p2))
+                    .await
+                    .unwrap_or_default(),
+            );
             // One chunk (at most 1 MiB) in memory at a time.
             let s = futures_util::stream::unfold(0usize, move |i| {
-                let (src, t, keys) = (Arc::clone(&src), Arc::clone(&t), keys.clone());
+                let (src, t, keys) = (Arc::clone(&src), Arc::clone(&t), Arc::clone(&keys));
                 async move {
                     let key = keys.get(i)?.clone();
                     let got = blocking(move || src.read_object(&t, &key)).await;

@@ -251,54 +251,86 @@ fn bench_bucket(rounds: usize) {
     println!("    requests per page: {per_page} (1 LIST + 50 GETs = 51 is the floor)");
 }
 
+/// A 50 MiB log with colour, as lines; returns its bytes.
+fn big_log() -> Vec<u8> {
+    let line = b"\x1b[32mok\x1b[0m a line of a big build log, with some colour ..\n";
+    let mut out = Vec::with_capacity((50 << 20) + line.len());
+    while out.len() < 50 << 20 {
+        out.extend_from_slice(line);
+    }
+    out
+}
+
+/// Peak RSS of `w` before and after serving `run`'s `compile` log.
+fn measure_log(what: &str, w: &Web, run: &str, size: usize) {
+    w.get("/");
+    let base = w.status_kib("VmHWM:");
+    let (_, n) = w.get(&format!("/runs/{run}/jobs/compile/log.txt"));
+    assert!(n >= size, "the download holds the whole log");
+    let after_raw = w.status_kib("VmHWM:");
+    let (_, page) = w.get(&format!("/runs/{run}/jobs/compile/log"));
+    let after_page = w.status_kib("VmHWM:");
+    println!("  {what}:");
+    println!("    peak RSS before                                  {base:>8} KiB");
+    println!(
+        "    after the raw download ({:.1} MiB sent)           {after_raw:>8} KiB (+{} KiB)",
+        n as f64 / 1048576.0,
+        after_raw - base
+    );
+    println!(
+        "    after the log page ({:>4} KiB of HTML)             {after_page:>8} KiB (+{} KiB)",
+        page / 1024,
+        after_page - base
+    );
+}
+
 fn bench_log_memory() {
+    let log = big_log();
+    println!(
+        "(c) server memory while serving a {:.1} MiB log; baseline: reading it whole needs {} KiB",
+        log.len() as f64 / 1048576.0,
+        log.len() / 1024
+    );
+    // This machine's log file (dashboard start, or a sqlite:// spec).
     let home = local_home(1);
     let run = format!("01M8F{:021}", 0);
     let dir = home.path().join("runs").join(&run);
     std::fs::create_dir_all(&dir).unwrap();
-    let line = b"\x1b[32mok\x1b[0m a line of a big build log, with some colour ..\n";
-    let mut f = std::fs::File::create(dir.join("compile.log")).unwrap();
-    let size = 50 << 20;
-    let mut written = 0;
-    while written < size {
-        f.write_all(line).unwrap();
-        written += line.len();
-    }
-    drop(f);
+    std::fs::write(dir.join("compile.log"), &log).unwrap();
     let db = home.path().join("state.db");
     let w = web(
         &["--state-spec", &format!("sqlite://{}", db.display())],
         &[],
     );
-    w.get("/");
-    let base = w.status_kib("VmHWM:");
-    let (_, n) = w.get(&format!("/runs/{run}/jobs/compile/log.txt"));
-    let after_raw = w.status_kib("VmHWM:");
-    let (_, page) = w.get(&format!("/runs/{run}/jobs/compile/log"));
-    let after_page = w.status_kib("VmHWM:");
-    println!(
-        "(c) server memory while serving a {:.1} MiB log",
-        written as f64 / 1048576.0
+    measure_log("a local log file (sqlite:// state)", &w, &run, log.len());
+    drop(w);
+    // Another runner's log on a shared remote: 1 MiB chunks.
+    let remote = tempfile::tempdir().unwrap();
+    let state = remote.path().join("state/runs").join(&run);
+    std::fs::create_dir_all(&state).unwrap();
+    let doc = serde_json::json!({"id": run, "pipeline": "build", "status": "success", "host": "ci-1",
+        "started_at": "2026-11-27T00:00:00.000Z", "duration_ms": 1000,
+        "jobs": [{"name": "compile", "status": "success", "needs": [], "steps": []}]});
+    std::fs::write(state.join("run.json"), doc.to_string()).unwrap();
+    let chunks = remote.path().join("logs").join(&run).join("compile");
+    std::fs::create_dir_all(&chunks).unwrap();
+    for (i, c) in log.chunks(1 << 20).enumerate() {
+        std::fs::write(chunks.join(format!("{i:010}.log")), c).unwrap();
+    }
+    let w = web(
+        &[
+            "--state-spec",
+            &remote.path().join("state").display().to_string(),
+            "--logs-spec",
+            &remote.path().join("logs").display().to_string(),
+        ],
+        &[],
     );
-    println!(
-        "    peak RSS before                                      {:>8} KiB",
-        base
-    );
-    println!(
-        "    peak RSS after the raw download ({:.1} MiB sent)       {:>8} KiB (+{} KiB)",
-        n as f64 / 1048576.0,
-        after_raw,
-        after_raw - base
-    );
-    println!(
-        "    peak RSS after the log page ({} KiB of HTML)         {:>8} KiB (+{} KiB)",
-        page / 1024,
-        after_page,
-        after_page - base
-    );
-    println!(
-        "    baseline: reading the log whole needs               {:>8} KiB",
-        written / 1024
+    measure_log(
+        "a remote log in 1 MiB chunks (directory specs)",
+        &w,
+        &run,
+        log.len(),
     );
 }
 

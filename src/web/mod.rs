@@ -436,10 +436,25 @@ fn read_more(src: &Source, loc: &LogLoc, cursor: u64, max: u64) -> Result<(Vec<u
     }
 }
 
-/// The end of a log for the page: its bytes, (left out, total) when the log
-/// is longer (bytes for a file, chunks for remote chunks), and the cursor
-/// after it.
-type Tailed = (Vec<u8>, Option<(u64, u64)>, u64);
+/// The end of a log for the page: its bytes, what was left out before them
+/// (said for a reader), and the cursor after them.
+type Tailed = (Vec<u8>, Option<String>, u64);
+
+/// Keeps the last [`TAIL_BYTES`] of `buf`, starting at a line boundary;
+/// returns how many bytes were dropped.
+fn keep_tail(buf: &mut Vec<u8>) -> u64 {
+    if buf.len() as u64 <= TAIL_BYTES {
+        return 0;
+    }
+    // Start after the first newline at or after the byte before the tail:
+    // a tail that begins a line is kept whole.
+    let mut cut = buf.len() - TAIL_BYTES as usize;
+    if let Some(nl) = buf[cut - 1..].iter().position(|&b| b == b'\n') {
+        cut += nl;
+    }
+    buf.drain(..cut);
+    cut as u64
+}
 
 fn read_tail(src: &Source, loc: &LogLoc) -> Result<Tailed> {
     match loc {
@@ -453,19 +468,21 @@ fn read_tail(src: &Source, loc: &LogLoc) -> Result<Tailed> {
                 Err(e) => return Err(e.into()),
             };
             let len = f.metadata()?.len();
-            let start = len.saturating_sub(TAIL_BYTES);
+            // One byte before the tail, so a tail that starts exactly on a
+            // line is kept whole.
+            let start = len.saturating_sub(TAIL_BYTES + 1);
             f.seek(SeekFrom::Start(start))?;
             let mut buf = Vec::new();
             (&mut f).take(len - start).read_to_end(&mut buf)?;
-            let mut skipped = start;
-            if start > 0 {
-                // Start at a line boundary.
-                if let Some(nl) = buf.iter().position(|&b| b == b'\n') {
-                    buf.drain(..=nl);
-                    skipped += nl as u64 + 1;
-                }
-            }
-            Ok((buf, (skipped > 0).then_some((skipped, len)), len))
+            let skipped = start + keep_tail(&mut buf);
+            let note = (skipped > 0).then(|| {
+                format!(
+                    "{} of {}",
+                    crate::synccmd::human_bytes(skipped),
+                    crate::synccmd::human_bytes(len)
+                )
+            });
+            Ok((buf, note, len))
         }
         LogLoc::Chunks(t, prefix) => {
             let keys = src.chunk_keys(t, prefix)?;
@@ -480,10 +497,17 @@ fn read_tail(src: &Source, loc: &LogLoc) -> Result<Tailed> {
                 }
             }
             parts.reverse();
-            let buf = parts.concat();
-            // Skipped bytes are unknown without reading them; chunks are at
-            // most 1 MiB each, so the note says chunks.
-            let note = (first > 0).then_some((first as u64, keys.len() as u64));
+            let mut buf = parts.concat();
+            let dropped = keep_tail(&mut buf);
+            // The size of the chunks not read is unknown without reading
+            // them, so the note counts chunks.
+            let note = (first > 0 || dropped > 0).then(|| {
+                format!(
+                    "the first {first} of {} chunks and {} of the next",
+                    keys.len(),
+                    crate::synccmd::human_bytes(dropped)
+                )
+            });
             Ok((buf, note, keys.len() as u64))
         }
     }
@@ -528,17 +552,6 @@ async fn log_page(
         }
     };
     let rendered = ansi::to_html(&text);
-    let skipped = note.map(|(a, b)| {
-        if chunked {
-            format!("{a} of {b} chunks")
-        } else {
-            format!(
-                "{} of {}",
-                crate::synccmd::human_bytes(a),
-                crate::synccmd::human_bytes(b)
-            )
-        }
-    });
     let status = j["status"].as_str().unwrap_or("").to_string();
     let run_status = doc["status"].as_str().unwrap_or("");
     let cursor = format!("{}{cursor}", if chunked { 'c' } else { 'b' });
@@ -551,7 +564,7 @@ async fn log_page(
             &status
         },
         html: &rendered,
-        skipped,
+        skipped: note,
         stream_from: live.then_some(cursor),
     });
     html_response(
@@ -960,4 +973,31 @@ async fn asset(UrlPath(name): UrlPath<String>) -> Response {
 /// The address a server bound, as the URL to open.
 pub fn url_of(addr: SocketAddr) -> String {
     format!("http://{addr}/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tail_starts_at_a_line_and_keeps_a_whole_first_line() {
+        let t = TAIL_BYTES as usize;
+        // The byte before the tail ends a line: the tail is kept whole.
+        let mut buf = vec![b'x'; 10];
+        buf.push(b'\n');
+        buf.extend(std::iter::repeat_n(b'y', t - 1));
+        buf.push(b'\n');
+        let mut b = buf.clone();
+        assert_eq!(keep_tail(&mut b), 11);
+        assert_eq!(b.len(), t);
+        // Otherwise the partial first line is dropped.
+        let mut b = buf[5..].to_vec();
+        b.insert(0, b'z');
+        let dropped = keep_tail(&mut b);
+        assert!(b.starts_with(b"y") && dropped > 0);
+        // Short logs are untouched.
+        let mut short = b"a\nb\n".to_vec();
+        assert_eq!(keep_tail(&mut short), 0);
+        assert_eq!(short, b"a\nb\n");
+    }
 }

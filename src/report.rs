@@ -19,6 +19,17 @@ pub fn duration_of(start: Option<i64>, end: Option<i64>) -> Option<i64> {
     }
 }
 
+/// The `needs` of a job in a run document (local or another runner's),
+/// skipping anything that is not a name.
+pub fn needs_of(job: &Value) -> Vec<&str> {
+    job["needs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect()
+}
+
 /// One run's row, with stable field names.
 pub fn run_json(r: &RunRow) -> Value {
     json!({

@@ -106,12 +106,7 @@ pub fn render_show(doc: &Value) -> String {
             (None, Some(k)) => format!("key {}", k.chars().take(12).collect::<String>()),
             _ => "-".into(),
         };
-        let needs: Vec<&str> = j["needs"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
+        let needs = report::needs_of(j);
         rows.push(vec![
             s(j, "name").to_string(),
             s(j, "status").to_string(),

@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 use super::ansi::escape as esc;
+use crate::runsview::ListQuery;
 
 /// Percent-encodes a path segment or query value.
 pub fn enc(s: &str) -> String {
@@ -121,15 +122,6 @@ fn sync_word(v: &str) -> String {
     format!("<span class=\"sync sync-{class}\">{}</span>", esc(v))
 }
 
-/// The filters and cursor of the runs list.
-#[derive(Debug, Default)]
-pub struct ListView<'a> {
-    pub pipeline: Option<&'a str>,
-    pub status: Option<&'a str>,
-    pub before: Option<&'a str>,
-    pub limit: usize,
-}
-
 pub const STATUSES: &[&str] = &[
     "waiting",
     "running",
@@ -139,17 +131,20 @@ pub const STATUSES: &[&str] = &[
     "interrupted",
 ];
 
-fn query(view: &ListView, before: Option<&str>) -> String {
-    let mut q = Vec::new();
-    if let Some(p) = view.pipeline {
-        q.push(format!("pipeline={}", enc(p)));
-    }
-    if let Some(s) = view.status {
-        q.push(format!("status={}", enc(s)));
-    }
-    if let Some(b) = before {
-        q.push(format!("before={}", enc(b)));
-    }
+/// The query parameters of a runs list page: its filters, and `before`.
+pub fn list_params(view: &ListQuery, before: Option<&str>) -> Vec<String> {
+    [
+        ("pipeline", view.pipeline),
+        ("status", view.status),
+        ("before", before),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.map(|v| format!("{k}={}", enc(v))))
+    .collect()
+}
+
+fn query(view: &ListQuery, before: Option<&str>) -> String {
+    let q = list_params(view, before);
     if q.is_empty() {
         String::new()
     } else {
@@ -160,8 +155,7 @@ fn query(view: &ListView, before: Option<&str>) -> String {
 /// The runs list: filters, table, paging.
 pub fn runs_list(
     rows: &[Value],
-    view: &ListView,
-    merged: bool,
+    view: &ListQuery,
     warning: Option<&str>,
     pipelines: &[String],
 ) -> String {
@@ -215,7 +209,7 @@ pub fn runs_list(
                 time(s(r, "started_at")),
                 duration(&r["duration_ms"]),
                 esc(s(r, "host")),
-                sync_word(r.get("sync").and_then(Value::as_str).unwrap_or(if merged { "unknown" } else { "local" })),
+                sync_word(r.get("sync").and_then(Value::as_str).unwrap_or("unknown")),
             );
         }
         h.push_str("</tbody></table></div>");
@@ -243,12 +237,10 @@ fn layers(jobs: &[Value]) -> Vec<(String, usize, Vec<String>)> {
     let needs: HashMap<&str, Vec<String>> = jobs
         .iter()
         .map(|j| {
-            let n = j["needs"]
-                .as_array()
+            let n = crate::report::needs_of(j)
                 .into_iter()
-                .flatten()
-                .filter_map(|x| x.as_str().map(String::from))
-                .filter(|x| names.contains(x))
+                .filter(|x| names.iter().any(|n| n == x))
+                .map(String::from)
                 .collect();
             (s(j, "name"), n)
         })
@@ -414,12 +406,7 @@ pub fn run_detail(doc: &Value, caches: &HashMap<String, Value>) -> String {
             enc(id),
             enc(name)
         );
-        let needs: Vec<&str> = j["needs"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
+        let needs = crate::report::needs_of(j);
         if !needs.is_empty() {
             let _ = write!(
                 h,
@@ -755,13 +742,12 @@ mod tests {
             run_detail(&doc, &HashMap::new()),
             runs_list(
                 std::slice::from_ref(&doc),
-                &ListView {
+                &ListQuery {
                     pipeline: Some(x),
                     status: Some(x),
                     before: Some(x),
                     limit: 1,
                 },
-                true,
                 Some(x),
                 &[x.to_string()],
             ),

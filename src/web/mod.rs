@@ -35,7 +35,7 @@ use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
 
 use crate::runsview::ListQuery;
-use html::{ListView, LogView, Page};
+use html::{LogView, Page};
 use source::{LogLoc, Source};
 
 /// How much of a log's end the log page renders.
@@ -219,11 +219,23 @@ fn param<'a>(q: &'a HashMap<String, String>, k: &str) -> Option<&'a str> {
 }
 
 /// A runs-list request's filters, cursor and page size, checked.
+#[derive(Clone)]
 struct Listing {
     pipeline: Option<String>,
     status: Option<String>,
     before: Option<String>,
     limit: usize,
+}
+
+impl Listing {
+    fn query(&self) -> ListQuery<'_> {
+        ListQuery {
+            pipeline: self.pipeline.as_deref(),
+            status: self.status.as_deref(),
+            before: self.before.as_deref(),
+            limit: self.limit,
+        }
+    }
 }
 
 fn list_query(q: &HashMap<String, String>) -> Result<Listing, String> {
@@ -257,25 +269,14 @@ fn list_query(q: &HashMap<String, String>) -> Result<Listing, String> {
 }
 
 async fn runs_page(State(app): State<App>, Query(q): Query<HashMap<String, String>>) -> Response {
-    let Listing {
-        pipeline,
-        status,
-        before,
-        limit,
-    } = match list_query(&q) {
+    let listing = match list_query(&q) {
         Ok(x) => x,
         Err(e) => return error(&app, StatusCode::BAD_REQUEST, "Bad filter", &e),
     };
     let src = Arc::clone(&app.src);
-    let (p2, s2, b2) = (pipeline.clone(), status.clone(), before.clone());
+    let l2 = listing.clone();
     let listed = blocking(move || {
-        let q = ListQuery {
-            pipeline: p2.as_deref(),
-            status: s2.as_deref(),
-            before: b2.as_deref(),
-            limit,
-        };
-        let (rows, warning) = src.list(&q)?;
+        let (rows, warning) = src.list(&l2.query())?;
         let mut names: Vec<String> = src
             .project_pipelines()
             .iter()
@@ -302,13 +303,8 @@ async fn runs_page(State(app): State<App>, Query(q): Query<HashMap<String, Strin
             )
         }
     };
-    let view = ListView {
-        pipeline: pipeline.as_deref(),
-        status: status.as_deref(),
-        before: before.as_deref(),
-        limit,
-    };
-    let main = html::runs_list(&rows, &view, app.src.merged(), warning.as_deref(), &names);
+    let view = listing.query();
+    let main = html::runs_list(&rows, &view, warning.as_deref(), &names);
     if q.contains_key("fragment") {
         return html_response(StatusCode::OK, main);
     }
@@ -317,17 +313,9 @@ async fn runs_page(State(app): State<App>, Query(q): Query<HashMap<String, Strin
         .iter()
         .any(|r| matches!(r["status"].as_str(), Some("running" | "waiting")));
     let refresh = live.then(|| {
-        let mut u = format!("/?fragment=1&limit={limit}");
-        for (k, v) in [
-            ("pipeline", &pipeline),
-            ("status", &status),
-            ("before", &before),
-        ] {
-            if let Some(v) = v {
-                u.push_str(&format!("&{k}={}", html::enc(v)));
-            }
-        }
-        u
+        let mut params = vec!["fragment=1".to_string(), format!("limit={}", view.limit)];
+        params.extend(html::list_params(&view, view.before));
+        format!("/?{}", params.join("&"))
     });
     html_response(StatusCode::OK, page(&app, "runs", "Runs", &main, refresh))
 }
@@ -521,6 +509,9 @@ async fn log_page(
         Ok(x) => x,
         Err(r) => return r,
     };
+    // Read before the tail: a job that ends in between still streams, and
+    // its stream delivers the rest and then ends.
+    let (live, _) = source::job_state(&doc, &job);
     let src = Arc::clone(&app.src);
     let (id2, job2) = (id.clone(), job.clone());
     let read = blocking(move || {
@@ -528,12 +519,11 @@ async fn log_page(
             return Ok(None);
         };
         let tail = read_tail(&src, &loc)?;
-        let live = src.job_live(&id2, &job2);
-        Ok(Some((tail, matches!(loc, LogLoc::Chunks(..)), live)))
+        Ok(Some((tail, loc.cursor_kind())))
     })
     .await;
-    let (text, note, cursor, chunked, live) = match read {
-        Ok(Some(((b, note, c), chunked, live))) => (b, note, c, chunked, live),
+    let (text, note, cursor, kind) = match read {
+        Ok(Some(((b, note, c), kind))) => (b, note, c, kind),
         Ok(None) => {
             return error(
                 &app,
@@ -554,7 +544,7 @@ async fn log_page(
     let rendered = ansi::to_html(&text);
     let status = j["status"].as_str().unwrap_or("").to_string();
     let run_status = doc["status"].as_str().unwrap_or("");
-    let cursor = format!("{}{cursor}", if chunked { 'c' } else { 'b' });
+    let cursor = format!("{kind}{cursor}");
     let main = html::log_page(&LogView {
         run: &id,
         job: &job,
@@ -675,7 +665,6 @@ struct Tail {
     run: String,
     job: String,
     cursor: u64,
-    chunked: bool,
     renderer: ansi::Renderer,
     done: bool,
     last_sent: Instant,
@@ -684,14 +673,10 @@ struct Tail {
     stop: tokio::sync::watch::Receiver<bool>,
 }
 
-fn parse_cursor(raw: &str) -> Option<(bool, u64)> {
-    let (kind, n) = raw.split_at_checked(1)?;
-    let n = n.parse().ok()?;
-    match kind {
-        "b" => Some((false, n)),
-        "c" => Some((true, n)),
-        _ => None,
-    }
+/// `b123` or `c4` into its kind letter and number.
+fn parse_cursor(raw: &str) -> Option<(char, u64)> {
+    let kind = raw.chars().next().filter(|k| matches!(k, 'b' | 'c'))?;
+    Some((kind, raw[1..].parse().ok()?))
 }
 
 fn sse(event: &str, id: Option<&str>, data: &Value) -> Bytes {
@@ -707,7 +692,8 @@ async fn next_event(mut t: Tail) -> Option<(Result<Bytes, std::io::Error>, Tail)
     if t.done {
         return None;
     }
-    let poll = if t.chunked {
+    let chunked = matches!(t.loc, LogLoc::Chunks(..));
+    let poll = if chunked {
         Duration::from_millis(1500)
     } else {
         Duration::from_millis(200)
@@ -726,12 +712,12 @@ async fn next_event(mut t: Tail) -> Option<(Result<Bytes, std::io::Error>, Tail)
         // Liveness first, then the read: output written before the job
         // ended is always delivered before the end event.
         let step = blocking(move || {
-            let live = src.job_live(&run, &job);
+            let (live, status) = src.job_state(&run, &job);
             let (bytes, next) = read_more(&src, &loc, cursor, EVENT_BYTES)?;
-            Ok((live, bytes, next))
+            Ok((live, status, bytes, next))
         })
         .await;
-        let (live, bytes, next) = match step {
+        let (live, status, bytes, next) = match step {
             Ok(x) => x,
             Err(e) => {
                 t.done = true;
@@ -744,29 +730,17 @@ async fn next_event(mut t: Tail) -> Option<(Result<Bytes, std::io::Error>, Tail)
             t.cursor = next;
             t.last_sent = Instant::now();
             let html = t.renderer.render(&bytes);
-            let id = format!("{}{}", if t.chunked { 'c' } else { 'b' }, t.cursor);
+            let id = format!("{}{}", t.loc.cursor_kind(), t.cursor);
             let ev = sse("log", Some(&id), &json!({ "html": html }));
             return Some((Ok(ev), t));
         }
-        if !live && t.chunked && t.quiet_since.is_none_or(|q| q.elapsed() < REMOTE_GRACE) {
+        if !live && chunked && t.quiet_since.is_none_or(|q| q.elapsed() < REMOTE_GRACE) {
             // Another runner's log and its run.json travel as separate
             // streams: the job may read as finished before its last chunk
             // lands. Keep looking for a little while.
             t.quiet_since.get_or_insert_with(Instant::now);
         } else if !live {
             t.done = true;
-            let (src, run, job) = (Arc::clone(&t.src), t.run.clone(), t.job.clone());
-            let status = blocking(move || src.run(&run))
-                .await
-                .ok()
-                .and_then(|d| {
-                    d["jobs"]
-                        .as_array()?
-                        .iter()
-                        .find(|j| j["name"] == job.as_str())
-                        .and_then(|j| j["status"].as_str().map(String::from))
-                })
-                .unwrap_or_default();
             return Some((Ok(sse("end", None, &json!({ "status": status }))), t));
         }
         if t.last_sent.elapsed() > Duration::from_secs(15) {
@@ -798,15 +772,13 @@ async fn log_stream(
     else {
         return (StatusCode::NOT_FOUND, "this job has no log here\n").into_response();
     };
-    let chunked = matches!(loc, LogLoc::Chunks(..));
     // A reconnecting EventSource resumes from its last event.
     let raw = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
-        .or_else(|| param(&q, "from"))
-        .unwrap_or(if chunked { "c0" } else { "b0" });
-    let cursor = match parse_cursor(raw) {
-        Some((c, n)) if c == chunked => n,
+        .or_else(|| param(&q, "from"));
+    let cursor = match raw.map_or(Some((loc.cursor_kind(), 0)), parse_cursor) {
+        Some((kind, n)) if kind == loc.cursor_kind() => n,
         _ => {
             return (
                 StatusCode::BAD_REQUEST,
@@ -821,7 +793,6 @@ async fn log_stream(
         run: id,
         job,
         cursor,
-        chunked,
         renderer: ansi::Renderer::new(),
         done: false,
         last_sent: Instant::now(),
@@ -905,25 +876,12 @@ fn json_response(status: StatusCode, v: &Value) -> Response {
 }
 
 async fn api_runs(State(app): State<App>, Query(q): Query<HashMap<String, String>>) -> Response {
-    let Listing {
-        pipeline,
-        status,
-        before,
-        limit,
-    } = match list_query(&q) {
+    let listing = match list_query(&q) {
         Ok(x) => x,
         Err(e) => return json_response(StatusCode::BAD_REQUEST, &json!({ "error": e })),
     };
     let src = Arc::clone(&app.src);
-    let got = blocking(move || {
-        src.list(&ListQuery {
-            pipeline: pipeline.as_deref(),
-            status: status.as_deref(),
-            before: before.as_deref(),
-            limit,
-        })
-    })
-    .await;
+    let got = blocking(move || src.list(&listing.query())).await;
     match got {
         Ok((rows, warning)) => {
             json_response(StatusCode::OK, &json!({ "runs": rows, "warning": warning }))

@@ -116,6 +116,17 @@ pub enum LogLoc {
     Chunks(Arc<dyn Target>, String),
 }
 
+impl LogLoc {
+    /// The letter of this log's stream cursors: `b` (a byte offset in a
+    /// file) or `c` (a count of remote chunks).
+    pub fn cursor_kind(&self) -> char {
+        match self {
+            LogLoc::File(_) => 'b',
+            LogLoc::Chunks(..) => 'c',
+        }
+    }
+}
+
 /// What the dashboard reads from. Cheap to share (`Arc`).
 pub struct Source {
     /// Shown in the header: which profile or which specs.
@@ -198,22 +209,9 @@ impl Source {
             }
             other => (None, None, Some(open_target("--state-spec", other).await?)),
         };
-        let logs = match logs_spec {
-            Some(raw) => {
-                let spec = parse_spec("--logs-spec", raw)?;
-                label.push(format!("logs {}", describe(&spec)));
-                Some(open_target("--logs-spec", &spec).await?)
-            }
-            None => None,
-        };
-        let artifacts = match artifacts {
-            Some(raw) => {
-                let spec = parse_spec("--artifacts-spec", raw)?;
-                label.push(format!("artifacts {}", describe(&spec)));
-                Some(open_target("--artifacts-spec", &spec).await?)
-            }
-            None => None,
-        };
+        let logs = optional_target("--logs-spec", "logs", logs_spec, &mut label).await?;
+        let artifacts =
+            optional_target("--artifacts-spec", "artifacts", artifacts, &mut label).await?;
         Ok(Source {
             label: label.join(" · "),
             profile: None,
@@ -316,21 +314,13 @@ impl Source {
         block(async move { t.read(&key).await.map_err(|e| anyhow!("{e}")) })
     }
 
-    /// Whether a job's log can still grow: its run is in progress and the
-    /// job has not finished. Unknown runs count as finished.
-    pub fn job_live(&self, run: &str, job: &str) -> bool {
-        let Ok(doc) = self.run(run) else {
-            return false;
-        };
-        if !matches!(doc["status"].as_str(), Some("running" | "waiting")) {
-            return false;
-        }
-        doc["jobs"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|j| j["name"] == job)
-            .is_some_and(|j| matches!(j["status"].as_str(), Some("pending" | "running")))
+    /// A job's status, and whether its log can still grow (its run is in
+    /// progress and the job has not finished). Unknown runs read as
+    /// finished, with no status.
+    pub fn job_state(&self, run: &str, job: &str) -> (bool, String) {
+        self.run(run)
+            .map(|doc| job_state(&doc, job))
+            .unwrap_or_default()
     }
 
     /// The cache entry a key names: this machine's index, else the
@@ -379,6 +369,22 @@ impl Source {
     }
 }
 
+/// [`Source::job_state`] from a run document already read.
+pub fn job_state(doc: &Value, job: &str) -> (bool, String) {
+    let status = doc["jobs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|j| j["name"] == job)
+        .and_then(|j| j["status"].as_str())
+        .unwrap_or_default();
+    let run_live = matches!(doc["status"].as_str(), Some("running" | "waiting"));
+    (
+        run_live && matches!(status, "pending" | "running"),
+        status.to_string(),
+    )
+}
+
 /// Runs a remote read from a blocking thread on the current runtime.
 fn block<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
     let h = tokio::runtime::Handle::try_current()
@@ -401,6 +407,21 @@ fn describe(spec: &Spec) -> String {
             s.prefix.as_deref().unwrap_or_default()
         ),
     }
+}
+
+/// The target of an optional spec flag, named in the header `label`.
+async fn optional_target(
+    flag: &str,
+    name: &str,
+    raw: Option<&str>,
+    label: &mut Vec<String>,
+) -> Result<Option<Arc<dyn Target>>> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let spec = parse_spec(flag, raw)?;
+    label.push(format!("{name} {}", describe(&spec)));
+    Ok(Some(open_target(flag, &spec).await?))
 }
 
 /// A spec's target, with one read to prove it reachable and readable.

@@ -1,12 +1,10 @@
 //! The dashboard in a real browser: Debian's headless Chromium driven over
 //! WebDriver by chromedriver. Screenshots land in target/screenshots/.
 
-use std::time::Duration;
-
 use serde_json::json;
 
-use crate::util::{expect_code, moto, wait_for, Env, S3_ENV};
-use crate::web::{browser_available, dashboard_env, latest_run, Browser, Server};
+use crate::util::{expect_code, moto, Env, S3_ENV};
+use crate::web::{browser_available, dashboard_env, latest_run, start_run, Browser, Server};
 
 #[test]
 fn browser_runs_list_opens_a_run_and_renders_log_markup_as_text() {
@@ -102,11 +100,7 @@ fn browser_watches_a_log_line_of_a_running_job_appear_live() {
     let gate = tempfile::tempdir().unwrap();
     let go = gate.path().join("go");
     let env = dashboard_env(&go);
-    let mut child = env.cmd(&["run", "live"]).spawn().unwrap();
-    wait_for("the live run", Duration::from_secs(30), || {
-        env.run(&["runs", "list", "-o", "json"]).stdout.len() > 10
-    });
-    let run = latest_run(&env);
+    let (mut child, run) = start_run(&env, &["run", "live"]);
     let srv = Server::dashboard(&env, &[], &[]);
     let b = Browser::start(1280, 800);
     b.goto(&format!("{}/runs/{run}/jobs/tail/log", srv.base));
@@ -207,11 +201,7 @@ fn browser_sees_a_running_run_finish_without_reloading() {
     let gate = tempfile::tempdir().unwrap();
     let go = gate.path().join("go");
     let env = dashboard_env(&go);
-    let mut child = env.cmd(&["run", "live"]).spawn().unwrap();
-    wait_for("the live run", Duration::from_secs(30), || {
-        env.run(&["runs", "list", "-o", "json"]).stdout.len() > 10
-    });
-    let run = latest_run(&env);
+    let (mut child, run) = start_run(&env, &["run", "live"]);
     let srv = Server::dashboard(&env, &[], &[]);
     let b = Browser::start(1280, 800);
     b.goto(&format!("{}/runs/{run}", srv.base));

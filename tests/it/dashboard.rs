@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use crate::util::{expect_code, moto, text, wait_for, Env, S3_ENV};
-use crate::web::{dashboard_env, latest_run, request, EventStream, Server};
+use crate::web::{
+    dashboard_env, latest_run, request, shared_remote, start_run, EventStream, Server,
+};
 
 fn gate() -> (tempfile::TempDir, std::path::PathBuf) {
     let d = tempfile::tempdir().unwrap();
@@ -241,11 +243,7 @@ fn every_page_and_route_answers_with_escaped_values_and_safe_headers() {
 fn a_running_jobs_log_streams_live_and_ends_with_the_job() {
     let (_g, go) = gate();
     let env = dashboard_env(&go);
-    let mut child = env.cmd(&["run", "live"]).spawn().unwrap();
-    wait_for("the live run to start", Duration::from_secs(30), || {
-        env.run(&["runs", "list", "-o", "json"]).stdout.len() > 10
-    });
-    let run = latest_run(&env);
+    let (mut child, run) = start_run(&env, &["run", "live"]);
     let srv = Server::dashboard(&env, &[], &[]);
     wait_for("the first line", Duration::from_secs(30), || {
         srv.get(&format!("/runs/{run}/jobs/tail/log"))
@@ -520,13 +518,10 @@ fn mode_2_the_dashboard_merges_every_runner_and_sparkwing_web_reads_the_bucket()
 
 #[test]
 fn sparkwing_web_reads_a_shared_filesystem_remote_and_says_when_logs_are_missing() {
-    let remote = tempfile::tempdir().unwrap();
-    for d in ["state", "logs", "cache"] {
-        std::fs::create_dir(remote.path().join(d)).unwrap();
-    }
+    let (remote, profiles) = shared_remote();
     let r = remote.path().display();
     let env = Env::with_pipelines(&format!(
-        "profiles:\n  team:\n    state: {{ type: filesystem, path: {r}/state }}\n    logs: {{ type: filesystem, path: {r}/logs }}\n    cache: {{ type: filesystem, path: {r}/cache }}\npipelines:\n  - name: hi\n    jobs:\n      say: {{ steps: [{{ run: 'echo shared dir' }}] }}\n"
+        "{profiles}pipelines:\n  - name: hi\n    jobs:\n      say: {{ steps: [{{ run: 'echo shared dir' }}] }}\n"
     ));
     expect_code(&env.run(&["run", "hi", "--profile", "team"]), 0);
     let run = latest_run(&env);
@@ -551,26 +546,15 @@ fn sparkwing_web_reads_a_shared_filesystem_remote_and_says_when_logs_are_missing
 
 #[test]
 fn another_runners_running_job_tails_live_from_the_shared_remote() {
-    let remote = tempfile::tempdir().unwrap();
-    for d in ["state", "logs", "cache"] {
-        std::fs::create_dir(remote.path().join(d)).unwrap();
-    }
-    let r = remote.path().display();
+    let (_remote, profiles) = shared_remote();
     let (_g, go) = gate();
     let yaml = format!(
-        "profiles:\n  team:\n    state: {{ type: filesystem, path: {r}/state }}\n    logs: {{ type: filesystem, path: {r}/logs }}\n    cache: {{ type: filesystem, path: {r}/cache }}\npipelines:\n  - name: live\n    jobs:\n      tail:\n        steps:\n          - run: echo first line; while [ ! -f '{}' ]; do sleep 0.05; done; echo second line\n",
+        "{profiles}pipelines:\n  - name: live\n    jobs:\n      tail:\n        steps:\n          - run: echo first line; while [ ! -f '{}' ]; do sleep 0.05; done; echo second line\n",
         go.display()
     );
     let a = Env::with_pipelines(&yaml);
     let b = Env::with_pipelines(&yaml);
-    let mut child = a
-        .cmd(&["run", "live", "--profile", "team"])
-        .spawn()
-        .unwrap();
-    wait_for("A's run to start", Duration::from_secs(30), || {
-        a.run(&["runs", "list", "-o", "json"]).stdout.len() > 10
-    });
-    let run = latest_run(&a);
+    let (mut child, run) = start_run(&a, &["run", "live", "--profile", "team"]);
     // B sees A's running job through the remote, with its first line, and
     // a stream to follow (chunk cursor).
     let srv = Server::dashboard(&b, &["--profile", "team"], &[]);

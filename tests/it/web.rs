@@ -308,6 +308,31 @@ pub fn dashboard_env(gate: &Path) -> Env {
     ))
 }
 
+/// Starts `args` (a run) in the background and waits until its run is
+/// recorded; returns the process and the run ID.
+pub fn start_run(env: &Env, args: &[&str]) -> (Child, String) {
+    let child = env.cmd(args).spawn().unwrap();
+    wait_for("the run to be recorded", Duration::from_secs(30), || {
+        env.run(&["runs", "list", "-o", "json"]).stdout.len() > 10
+    });
+    let run = latest_run(env);
+    (child, run)
+}
+
+/// A shared directory remote, mounted (its state, logs and cache exist),
+/// and the profiles block of a profile `team` that writes there.
+pub fn shared_remote() -> (tempfile::TempDir, String) {
+    let remote = tempfile::tempdir().unwrap();
+    for d in ["state", "logs", "cache"] {
+        std::fs::create_dir(remote.path().join(d)).unwrap();
+    }
+    let r = remote.path().display();
+    let profiles = format!(
+        "profiles:\n  team:\n    state: {{ type: filesystem, path: {r}/state }}\n    logs: {{ type: filesystem, path: {r}/logs }}\n    cache: {{ type: filesystem, path: {r}/cache }}\n"
+    );
+    (remote, profiles)
+}
+
 /// The ID of the newest run of `env`.
 pub fn latest_run(env: &Env) -> String {
     let v = env.json(&["runs", "list", "-o", "json", "--limit", "1"]);

@@ -131,11 +131,17 @@ pub const STATUSES: &[&str] = &[
     "interrupted",
 ];
 
-/// The query parameters of a runs list page: its filters, and `before`.
+/// Runs per page of the runs list unless `limit` says otherwise.
+pub const PAGE: usize = 50;
+
+/// The query parameters of a runs list page: its filters, its page size
+/// when not the default, and `before`.
 pub fn list_params(view: &ListQuery, before: Option<&str>) -> Vec<String> {
+    let limit = (view.limit != PAGE).then(|| view.limit.to_string());
     [
         ("pipeline", view.pipeline),
         ("status", view.status),
+        ("limit", limit.as_deref()),
         ("before", before),
     ]
     .into_iter()

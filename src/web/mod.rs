@@ -45,8 +45,6 @@ const EVENT_BYTES: u64 = 256 * 1024;
 /// How long a remote job's stream keeps looking for late chunks after the
 /// job reads as finished.
 const REMOTE_GRACE: Duration = Duration::from_secs(5);
-/// Runs per page of the runs list.
-const PAGE: usize = 50;
 
 #[derive(Clone)]
 struct App {
@@ -258,7 +256,7 @@ fn list_query(q: &HashMap<String, String>) -> Result<Listing, String> {
             .ok()
             .filter(|n| (1..=500).contains(n))
             .ok_or_else(|| "`limit` must be a number from 1 to 500".to_string())?,
-        None => PAGE,
+        None => html::PAGE,
     };
     Ok(Listing {
         pipeline: param(q, "pipeline").map(String::from),
@@ -313,7 +311,7 @@ async fn runs_page(State(app): State<App>, Query(q): Query<HashMap<String, Strin
         .iter()
         .any(|r| matches!(r["status"].as_str(), Some("running" | "waiting")));
     let refresh = live.then(|| {
-        let mut params = vec!["fragment=1".to_string(), format!("limit={}", view.limit)];
+        let mut params = vec!["fragment=1".to_string()];
         params.extend(html::list_params(&view, view.before));
         format!("/?{}", params.join("&"))
     });

@@ -135,6 +135,10 @@ fn every_page_and_route_answers_with_escaped_values_and_safe_headers() {
     // Paging: one per page, the next page holds the older run.
     let p1 = srv.get("/?limit=1").text();
     assert!(p1.contains(&run) && !p1.contains(&format!("/runs/{first}")));
+    assert!(
+        p1.contains(&format!("href=\"/?limit=1&before={run}\"")),
+        "the next page keeps the page size: {p1}"
+    );
     let older = srv.get(&format!("/?limit=1&before={run}")).text();
     assert!(older.contains(&format!("/runs/{first}")));
 

@@ -119,7 +119,7 @@ async fn db<T: Send + 'static>(
     tokio::task::spawn_blocking(move || {
         let out = f(&store)?;
         if let Some(r) = repl {
-            sync_warn(r.events(&store, &run));
+            sync_warn(r.events(&store, &run, false));
         }
         Ok(out)
     })
@@ -192,6 +192,11 @@ pub fn run_pipeline(project: &Project, pipeline: &Pipeline, opts: RunOptions) ->
             })
             .collect(),
     };
+    // Earlier runs on this host whose process died are recorded as
+    // interrupted (and replicate as such).
+    if let Err(e) = store.settle_dead_runs() {
+        eprintln!("sparkwing: could not record interrupted runs ({e:#}); continuing");
+    }
     store.create_run(&new)?;
     // Wait for a slot of the host-local gate (kernel-held: a crash frees it).
     let slot = crate::gate::acquire(&opts.home, &store, &run_id, opts.max_runs)?;
@@ -261,6 +266,22 @@ pub fn run_pipeline(project: &Project, pipeline: &Pipeline, opts: RunOptions) ->
         });
         let run = run_id.clone();
         replicate(&ctx, move |r, s| r.summary(s, &run)).await;
+        // Events that arrive and then go quiet are published within about
+        // a second (a segment closes once its oldest event has lingered).
+        let segmenter = ctx.repl.is_some().then(|| {
+            let ctx = Arc::clone(&ctx);
+            tokio::spawn(async move {
+                let every = Duration::from_millis(crate::replicate::SEGMENT_LINGER_MS as u64);
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let run = ctx.run_id.clone();
+                    replicate(&ctx, move |r, s| r.events(s, &run, false)).await;
+                }
+            })
+        });
+        let _stop_segmenter = AbortOnDrop(segmenter);
         (
             schedule(Arc::clone(&ctx), pipeline, opts.workers.max(1)).await,
             actor_task,
@@ -287,7 +308,7 @@ pub fn run_pipeline(project: &Project, pipeline: &Pipeline, opts: RunOptions) ->
     print_summary(&run_id, status, started.elapsed(), &results);
     if let Some((actor, repl)) = &sync {
         sync_warn(
-            repl.events(&store, &run_id)
+            repl.events(&store, &run_id, true)
                 .and_then(|_| repl.summary(&store, &run_id)),
         );
         let _ = stop_actor.send(());
@@ -542,7 +563,7 @@ impl Drop for AbortOnDrop {
 struct Sink {
     log: Mutex<LogFile>,
     prefix: Option<String>,
-    ship: Option<(Arc<Replicator>, String, String)>,
+    ship: Option<(Arc<Replicator>, Arc<Store>, String, String)>,
 }
 
 impl Sink {
@@ -550,14 +571,14 @@ impl Sink {
     /// bytes or time have gone by. Called with the log lock held, so chunks
     /// are queued in file order.
     fn ship_locked(&self, log: &mut LogFile, force: bool) {
-        let Some((repl, run, job)) = &self.ship else {
+        let Some((repl, store, run, job)) = &self.ship else {
             return;
         };
         let due = log.written - log.shipped >= SHIP_BYTES || log.shipped_at.elapsed() >= SHIP_EVERY;
         if log.written > log.shipped && (force || due) {
             // Durable before it is referenced from the outbox.
             let _ = log.file.sync_data();
-            sync_warn(repl.log(run, job, log.written));
+            sync_warn(repl.log(store, run, job, log.written));
             log.shipped = log.written;
             log.shipped_at = Instant::now();
         }
@@ -580,8 +601,12 @@ impl Sink {
     fn line(&self, line: &[u8]) {
         if let Ok(mut log) = self.log.lock() {
             // A full disk must not stop the step; the run still records it.
+            // After a failed (possibly partial) write, the file's real length
+            // is what was written: chunks must cover exactly the file.
             if log.file.write_all(line).is_ok() {
                 log.written += line.len() as u64;
+            } else if let Ok(m) = log.file.metadata() {
+                log.written = m.len();
             }
             self.ship_locked(&mut log, false);
         }
@@ -723,10 +748,14 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
             shipped_at: Instant::now(),
         }),
         prefix: ctx.prefix.then(|| format!("[{name}] ")),
-        ship: ctx
-            .repl
-            .clone()
-            .map(|r| (r, ctx.run_id.clone(), name.to_string())),
+        ship: ctx.repl.clone().map(|r| {
+            (
+                r,
+                Arc::clone(&ctx.store),
+                ctx.run_id.clone(),
+                name.to_string(),
+            )
+        }),
     });
     if !ctx.prefix {
         eprintln!("sparkwing: ▶ {name}");

@@ -1,18 +1,22 @@
 //! Replication: turns what a run writes locally into outbox entries.
 //!
 //! Every source is local and durable first (`state.db` events, job log
-//! files, CAS blobs and cache manifests); what has been enqueued from each is
-//! tracked by an outbox **mark** that moves in the same transaction as the
-//! entries. Enqueueing is therefore a pure function of local state and
-//! marks: a run calls it as it goes, and [`Replicator::reconcile`] calls the
-//! same functions after a crash to enqueue whatever the crash left out.
+//! files, CAS blobs and cache manifests). **What a remote receives is
+//! decided once, in the local store**: events are grouped into segments and
+//! log bytes into chunks by rows of `state.db` (`event_segments`,
+//! `log_chunks`), written under its write lock, so every caller — this run,
+//! another process's reconcile, a daemon, a rebuilt `outbox.db` — derives
+//! the same objects with the same bytes. The outbox then drops anything at or
+//! below a stream's high-water mark inside the enqueue transaction, so
+//! nothing delivered is queued again. ARCHITECTURE.md ("Why nothing is lost
+//! or doubled") has the argument in full.
 //!
-//! | source | stream | op | object |
-//! |---|---|---|---|
-//! | events after mark `events/<run>` | `state/<run>` | `state.event` | `runs/<run>/events/<seq>.ndjson` |
-//! | the run document | `summary/<run>` | `state.run` | `runs/<run>/run.json` |
-//! | log bytes after mark `log/<run>/<job>` | `log/<run>/<job>` | `log.chunk` | `<run>/<job>/<seq>.log` |
-//! | a cache entry's blobs, then its manifest | `cache/<key>/<run>` | `cache.blob`, `cache.manifest` | `cas/..`, `keys/<key>.json` |
+//! | source | stream | entry seq | op | object |
+//! |---|---|---|---|---|
+//! | a closed event segment | `state/<run>` | its first event seq | `state.event` | `runs/<run>/events/<first>.ndjson` |
+//! | the run document | `summary/<run>` | [`summary_version`] | `state.run` | `runs/<run>/run.json` |
+//! | a recorded log chunk | `log/<run>/<job>` | the chunk's seq | `log.chunk` | `<run>/<job>/<seq>.log` |
+//! | a cache entry's blobs, then its manifest | `cache/<key>/<run>` | position | `cache.blob`, `cache.manifest` | `cas/..`, `keys/<key>.json` |
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,8 +31,23 @@ use crate::logs::log_path;
 use crate::report;
 use crate::store::{CacheEntry, EventRow, RunTargets, Store};
 
+/// Most events in one segment object.
+pub const SEGMENT_MAX: i64 = 256;
+
+/// A run's events wait this long for company before a segment is closed
+/// (unless the run has ended): fewer, larger objects.
+pub const SEGMENT_LINGER_MS: i64 = 1000;
+
 /// Largest log chunk object.
 pub const LOG_CHUNK: u64 = 1 << 20;
+
+/// The version of a run document: it changes when the run has a new event
+/// or a new log chunk, and only grows (both counts only grow), so the
+/// outbox's high-water mark keeps an older document from being queued
+/// after a newer one.
+pub fn summary_version(last_event_seq: i64, log_chunks: i64) -> i64 {
+    (last_event_seq << 32) | (log_chunks & 0xffff_ffff)
+}
 
 /// One event as a line of a segment object.
 pub fn encode_event(e: &EventRow) -> Vec<u8> {
@@ -102,53 +121,68 @@ impl Replicator {
         }
     }
 
-    /// Enqueues the run's events after its mark.
-    pub fn events(&self, store: &Store, run: &str) -> Result<usize> {
+    /// Closes the run's event segments that are due (all of them when
+    /// `force`: the run has ended) and enqueues every closed segment the
+    /// outbox has not seen.
+    pub fn events(&self, store: &Store, run: &str, force: bool) -> Result<usize> {
         let Some(t) = &self.targets.state else {
             return Ok(0);
         };
-        let name = format!("events/{run}");
-        let after = self.outbox.mark(t, &name)?.map_or(0, |m| m.0);
-        let events = store.events_after(run, after)?;
-        let Some(last) = events.last().map(|e| e.seq) else {
-            return Ok(0);
-        };
-        let entries: Vec<NewEntry> = events
-            .iter()
-            .map(|e| NewEntry {
-                stream: format!("state/{run}"),
-                seq: e.seq,
+        store.close_segments(run, force, SEGMENT_LINGER_MS, SEGMENT_MAX)?;
+        let stream = format!("state/{run}");
+        let high = self.outbox.stream_high(t, &stream)?.unwrap_or(0);
+        let mut entries = Vec::new();
+        for (first, last) in store.segments_after(run, high)? {
+            let mut body = Vec::new();
+            for e in store.events_between(run, first, last)? {
+                body.extend(encode_event(&e));
+            }
+            entries.push(NewEntry {
+                stream: stream.clone(),
+                seq: first,
                 op: "state.event".into(),
                 subject: run.to_string(),
-                payload: Payload::Inline(encode_event(e)),
-            })
-            .collect();
-        let n = self.outbox.enqueue(
-            t,
-            &entries,
-            &[Mark {
-                name,
-                seq: last,
-                offset: 0,
-            }],
-        )?;
+                payload: Payload::Inline(body),
+            });
+        }
+        if entries.is_empty() {
+            return Ok(0);
+        }
+        let n = self.outbox.enqueue(t, &entries, &[])?;
         self.poke(n);
         Ok(n)
     }
 
-    /// Enqueues the run document (`run.json`) as of its latest event.
+    /// Enqueues the run document (`run.json`) as of now, unless the outbox
+    /// already had this version of it (see [`summary_version`]).
     pub fn summary(&self, store: &Store, run: &str) -> Result<usize> {
         let Some(t) = &self.targets.state else {
             return Ok(0);
         };
         let row = store.find_run(run)?;
         let seq = store.last_event_seq(run)?;
-        let name = format!("summary/{run}");
-        if self.outbox.mark(t, &name)?.is_some_and(|m| m.0 >= seq) {
+        let chunks = store.log_chunk_totals(run)?;
+        let version = summary_version(seq, chunks.values().map(|c| c.0).sum());
+        let stream = format!("summary/{run}");
+        if self
+            .outbox
+            .stream_high(t, &stream)?
+            .is_some_and(|h| h >= version)
+        {
             return Ok(0);
         }
         let mut doc = report::run_document(store, &row, None)?;
         doc["events_through"] = json!(seq);
+        // What the remote should hold of each job's log, so a reader can
+        // tell a missing chunk from a log that ends there.
+        if let Some(jobs) = doc["jobs"].as_array_mut() {
+            for j in jobs {
+                let name = j["name"].as_str().unwrap_or_default().to_string();
+                let (n, bytes) = chunks.get(&name).copied().unwrap_or((0, 0));
+                j["log_chunks"] = json!(n);
+                j["log_bytes"] = json!(bytes);
+            }
+        }
         let body = serde_json::to_vec(&doc)?;
         let payload = if body.len() <= INLINE_LIMIT {
             Payload::Inline(body)
@@ -158,7 +192,7 @@ impl Replicator {
                 .home
                 .join("runs")
                 .join(run)
-                .join(format!(".run.{seq}.json"));
+                .join(format!(".run.{version}.json"));
             crate::util::write_atomic(&path, &body)?;
             Payload::File {
                 path,
@@ -167,67 +201,48 @@ impl Replicator {
             }
         };
         let entry = NewEntry {
-            stream: format!("summary/{run}"),
-            seq,
+            stream,
+            seq: version,
             op: "state.run".into(),
             subject: run.to_string(),
             payload,
         };
-        let n = self.outbox.enqueue(
-            t,
-            &[entry],
-            &[Mark {
-                name,
-                seq,
-                offset: 0,
-            }],
-        )?;
+        let n = self.outbox.enqueue(t, &[entry], &[])?;
         self.poke(n);
         Ok(n)
     }
 
-    /// Enqueues a job's log bytes from its mark up to `len`, in chunks of at
-    /// most [`LOG_CHUNK`]. The bytes are already in the log file, which only
-    /// grows, so each chunk is a reference to an immutable byte range.
-    pub fn log(&self, run: &str, job: &str, len: u64) -> Result<usize> {
+    /// Records a job's log chunks up to `len` bytes of its file (in chunks
+    /// of at most [`LOG_CHUNK`]) and enqueues every recorded chunk the
+    /// outbox has not seen. The log file only grows, so each chunk is a
+    /// reference to an immutable byte range.
+    pub fn log(&self, store: &Store, run: &str, job: &str, len: u64) -> Result<usize> {
         let Some(t) = &self.targets.logs else {
             return Ok(0);
         };
-        let name = format!("log/{run}/{job}");
-        let (mut seq, mut offset) = self
-            .outbox
-            .mark(t, &name)?
-            .map_or((0, 0), |m| (m.0, m.1 as u64));
-        if len <= offset {
-            return Ok(0);
-        }
+        store.record_log_chunks(run, job, len, LOG_CHUNK)?;
+        let stream = format!("log/{run}/{job}");
+        let high = self.outbox.stream_high(t, &stream)?.unwrap_or(-1);
         let path = log_path(&self.home, run, job);
-        let mut entries = Vec::new();
-        while offset < len {
-            let n = (len - offset).min(LOG_CHUNK);
-            entries.push(NewEntry {
-                stream: name.clone(),
+        let entries: Vec<NewEntry> = store
+            .log_chunks_after(run, job, high)?
+            .into_iter()
+            .map(|(seq, offset, len)| NewEntry {
+                stream: stream.clone(),
                 seq,
                 op: "log.chunk".into(),
                 subject: format!("{run}/{job}"),
                 payload: Payload::File {
                     path: path.clone(),
                     offset,
-                    len: n,
+                    len,
                 },
-            });
-            seq += 1;
-            offset += n;
+            })
+            .collect();
+        if entries.is_empty() {
+            return Ok(0);
         }
-        let n = self.outbox.enqueue(
-            t,
-            &entries,
-            &[Mark {
-                name,
-                seq,
-                offset: offset as i64,
-            }],
-        )?;
+        let n = self.outbox.enqueue(t, &entries, &[])?;
         self.poke(n);
         Ok(n)
     }
@@ -291,6 +306,9 @@ impl Replicator {
     /// not in the outbox yet (after a crash, or a run that could not reach
     /// the outbox). Runs already complete on every target are skipped.
     pub fn reconcile(&self, store: &Store) -> Result<usize> {
+        // Runs whose process died are recorded as interrupted first, so
+        // that state change replicates like any other.
+        store.settle_dead_runs()?;
         let ids = self.target_ids();
         // Which runs are already complete, one query per target (not one
         // per run: this runs at the start of every run).
@@ -356,18 +374,21 @@ impl Replicator {
         }) {
             return Ok(0);
         }
-        let mut total = self.events(store, &row.id)?;
+        // A run that has ended writes no more events: close them all.
+        // A live run (another process) closes its own as they come due.
+        let ended = !matches!(row.shown_status(), "running" | "waiting");
+        let mut total = self.events(store, &row.id, ended)?;
         for job in store.jobs(&row.id)? {
             let len =
                 std::fs::metadata(log_path(&self.home, &row.id, &job.name)).map_or(0, |m| m.len());
-            total += self.log(&row.id, &job.name, len)?;
+            total += self.log(store, &row.id, &job.name, len)?;
         }
         for entry in store.cache_entries_of_run(&row.id)? {
             total += self.cache(&entry)?;
         }
         total += self.summary(store, &row.id)?;
         // A finished (or interrupted) run writes nothing more: remember it.
-        if row.shown_status() != "running" {
+        if ended {
             for t in &ids {
                 self.outbox.enqueue(
                     t,

@@ -467,6 +467,190 @@ impl Store {
         })
     }
 
+    /// Closes the next event segment of a run (see `event_segments` in
+    /// `schema/sqlite/0003_boundaries.sql`): every event not yet in a
+    /// segment goes into new segments of at most `max` events, under the
+    /// write lock, so concurrent callers never cover an event twice. Unless
+    /// `force`, nothing is closed while fewer than `max` events wait and the
+    /// oldest of them is younger than `linger_ms` (fewer, larger objects).
+    /// Returns how many segments were closed.
+    pub fn close_segments(
+        &self,
+        run: &str,
+        force: bool,
+        linger_ms: i64,
+        max: i64,
+    ) -> Result<usize> {
+        let now = now_ms();
+        let max = max.max(1);
+        // A cheap read first: most calls find nothing due.
+        let (_, waiting, oldest) = self.read(|c| pending_segment(c, run))?;
+        if waiting == 0 || (!force && waiting < max && oldest.is_some_and(|t| t > now - linger_ms))
+        {
+            return Ok(0);
+        }
+        self.with_tx(|tx| {
+            // Read again under the lock: another process may have closed them.
+            let (after, waiting, _) = pending_segment(tx, run)?;
+            if waiting == 0 {
+                return Ok(0);
+            }
+            let seqs: Vec<i64> = {
+                let mut st = tx.prepare_cached(
+                    "SELECT seq FROM events WHERE run_id = ?1 AND seq > ?2 ORDER BY seq",
+                )?;
+                let rows = st.query_map(params![run, after], |r| r.get(0))?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            let mut ins = tx.prepare_cached(
+                "INSERT INTO event_segments (run_id, first_seq, last_seq) VALUES (?1, ?2, ?3)",
+            )?;
+            let mut n = 0;
+            for part in seqs.chunks(max as usize) {
+                if let (Some(first), Some(last)) = (part.first(), part.last()) {
+                    ins.execute(params![run, first, last])?;
+                    n += 1;
+                }
+            }
+            Ok(n)
+        })
+    }
+
+    /// The closed event segments of a run after `after_first` (a segment's
+    /// first seq), in order: `(first_seq, last_seq)`.
+    pub fn segments_after(&self, run: &str, after_first: i64) -> Result<Vec<(i64, i64)>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT first_seq, last_seq FROM event_segments WHERE run_id = ?1 AND first_seq > ?2 ORDER BY first_seq",
+            )?;
+            let rows = st.query_map(params![run, after_first], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })
+    }
+
+    /// Events `first..=last` of a run, in order.
+    pub fn events_between(&self, run: &str, first: i64, last: i64) -> Result<Vec<EventRow>> {
+        let mut out = self.events_after(run, first - 1)?;
+        out.retain(|e| e.seq <= last);
+        Ok(out)
+    }
+
+    /// Records the log chunks of a job up to `len` bytes of its log file:
+    /// the bytes after the last recorded chunk become new chunks of at most
+    /// `max` bytes, under the write lock, so a chunk's range is decided once
+    /// whoever records it. Returns how many chunks were added.
+    pub fn record_log_chunks(&self, run: &str, job: &str, len: u64, max: u64) -> Result<usize> {
+        let max = max.max(1) as i64;
+        let len = len as i64;
+        let end = |c: &Connection| -> rusqlite::Result<(i64, i64)> {
+            c.prepare_cached(
+                "SELECT COALESCE(MAX(seq) + 1, 0), COALESCE(MAX(offset + len), 0) FROM log_chunks WHERE run_id = ?1 AND job = ?2",
+            )?
+            .query_row(params![run, job], |r| Ok((r.get(0)?, r.get(1)?)))
+        };
+        if self.read(|c| end(c))?.1 >= len {
+            return Ok(0);
+        }
+        self.with_tx(|tx| {
+            let (mut seq, mut offset) = end(tx)?;
+            let mut ins = tx.prepare_cached(
+                "INSERT INTO log_chunks (run_id, job, seq, offset, len) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            let mut n = 0;
+            while offset < len {
+                let part = (len - offset).min(max);
+                ins.execute(params![run, job, seq, offset, part])?;
+                seq += 1;
+                offset += part;
+                n += 1;
+            }
+            Ok(n)
+        })
+    }
+
+    /// The recorded log chunks of a job after chunk `after_seq`:
+    /// `(seq, offset, len)`, in order.
+    pub fn log_chunks_after(
+        &self,
+        run: &str,
+        job: &str,
+        after_seq: i64,
+    ) -> Result<Vec<(i64, u64, u64)>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT seq, offset, len FROM log_chunks WHERE run_id = ?1 AND job = ?2 AND seq > ?3 ORDER BY seq",
+            )?;
+            let rows = st.query_map(params![run, job, after_seq], |r| {
+                Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64))
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// Per job of a run: how many log chunks are recorded and the bytes
+    /// they cover.
+    pub fn log_chunk_totals(
+        &self,
+        run: &str,
+    ) -> Result<std::collections::HashMap<String, (i64, i64)>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT job, COUNT(*), COALESCE(SUM(len), 0) FROM log_chunks WHERE run_id = ?1 GROUP BY job",
+            )?;
+            let rows = st.query_map([run], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))?;
+            rows.collect()
+        })
+    }
+
+    /// Records, for every run on this host whose process is gone while it
+    /// was `waiting` or `running`, that it was interrupted: the status, its
+    /// end time, its running jobs and steps, and a `run.interrupted` event
+    /// (which replicates like any other, so every runner's view ends
+    /// `interrupted`). Returns the IDs of the runs settled.
+    pub fn settle_dead_runs(&self) -> Result<Vec<String>> {
+        let host = hostname();
+        let candidates: Vec<(String, i64)> = self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT id, pid FROM runs WHERE status IN ('running', 'waiting') AND host = ?1",
+            )?;
+            let rows = st.query_map([&host], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })?;
+        let dead: Vec<(String, i64)> = candidates
+            .into_iter()
+            .filter(|(_, pid)| !pid_alive(*pid))
+            .collect();
+        let mut settled = Vec::new();
+        for (id, pid) in dead {
+            let ts = now_ms();
+            let changed = self.with_tx(|tx| {
+                let msg = format!("interrupted: process {pid} on {host} is gone (killed, or the machine went down)");
+                let n = tx.execute(
+                    "UPDATE runs SET status = 'interrupted', finished_at = ?2, error = COALESCE(error, ?3)
+                     WHERE id = ?1 AND status IN ('running', 'waiting')",
+                    params![id, ts, msg],
+                )?;
+                if n == 0 {
+                    return Ok(false);
+                }
+                tx.execute(
+                    "UPDATE jobs SET status = 'interrupted', finished_at = ?2 WHERE run_id = ?1 AND status = 'running'",
+                    params![id, ts],
+                )?;
+                tx.execute(
+                    "UPDATE steps SET status = 'interrupted', finished_at = ?2 WHERE run_id = ?1 AND status = 'running'",
+                    params![id, ts],
+                )?;
+                event(tx, &id, None, "run.interrupted", json!({"status": "interrupted", "pid": pid, "host": host}))?;
+                Ok(true)
+            })?;
+            if changed {
+                settled.push(id);
+            }
+        }
+        Ok(settled)
+    }
+
     /// The runs that replicate anything to `target`, oldest first, with
     /// their targets.
     pub fn runs_for_target(&self, target: &str) -> Result<Vec<(RunRow, RunTargets)>> {
@@ -562,6 +746,18 @@ fn upsert_cache_entry(tx: &rusqlite::Transaction, e: &CacheEntry) -> rusqlite::R
         ],
     )?;
     Ok(())
+}
+
+/// Where a run's unsegmented events start: (last segmented seq, how many
+/// events wait, the time of the oldest).
+fn pending_segment(c: &Connection, run: &str) -> rusqlite::Result<(i64, i64, Option<i64>)> {
+    let after: i64 = c
+        .prepare_cached("SELECT COALESCE(MAX(last_seq), 0) FROM event_segments WHERE run_id = ?1")?
+        .query_row([run], |r| r.get(0))?;
+    let (n, oldest) = c
+        .prepare_cached("SELECT COUNT(*), MIN(ts) FROM events WHERE run_id = ?1 AND seq > ?2")?
+        .query_row(params![run, after], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok((after, n, oldest))
 }
 
 fn event(

@@ -406,8 +406,15 @@ impl Outbox {
     }
 
     /// Enqueues `entries` for `target` and moves `marks`, in one transaction.
-    /// Entries already queued (same target, stream and seq) are ignored.
-    /// Returns how many were new.
+    ///
+    /// Streams only move forward: an entry whose seq is at or below the
+    /// highest seq ever enqueued on its stream (its **high-water mark**,
+    /// kept after the entry is delivered and deleted) is dropped, and the
+    /// mark moves to the highest seq enqueued, inside this transaction. So
+    /// a caller that read the local store before another process enqueued
+    /// (and the actor delivered) the same entries cannot queue them again,
+    /// and an older run summary can never be queued after a newer one.
+    /// Returns how many entries were new.
     pub fn enqueue(&self, target: &str, entries: &[NewEntry], marks: &[Mark]) -> Result<usize> {
         let now = now_ms();
         self.tx_with("enqueueing into outbox.db", true, |tx| {
@@ -415,19 +422,36 @@ impl Outbox {
             let mut streams = tx.prepare_cached(
                 "INSERT OR IGNORE INTO streams (target, stream) VALUES (?1, ?2)",
             )?;
-            let mut last_stream: Option<&str> = None;
-            for e in entries {
-                if last_stream != Some(e.stream.as_str()) {
-                    streams.execute(params![target, e.stream])?;
-                    last_stream = Some(e.stream.as_str());
-                }
-            }
+            let mut high_of = tx.prepare_cached(
+                "SELECT high FROM stream_high WHERE target = ?1 AND stream = ?2",
+            )?;
+            let mut set_high = tx.prepare_cached(
+                "INSERT INTO stream_high (target, stream, high) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (target, stream) DO UPDATE SET high = MAX(high, excluded.high)",
+            )?;
             let mut st = tx.prepare_cached(
                 "INSERT OR IGNORE INTO entries
                    (target, stream, seq, op, subject, payload, payload_path, payload_offset, size, next_attempt_at, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
             )?;
+            // (stream, its high-water mark), for the run of entries on it.
+            let mut current: Option<(&str, Option<i64>)> = None;
             for e in entries {
+                if current.is_none_or(|(s, _)| s != e.stream.as_str()) {
+                    let high: Option<i64> = high_of
+                        .query_row(params![target, e.stream], |r| r.get(0))
+                        .optional()?;
+                    current = Some((e.stream.as_str(), high));
+                }
+                let Some((_, high)) = current.as_mut() else {
+                    continue;
+                };
+                if high.is_some_and(|h| e.seq <= h) {
+                    continue;
+                }
+                *high = Some(e.seq);
+                streams.execute(params![target, e.stream])?;
+                set_high.execute(params![target, e.stream, e.seq])?;
                 let (inline, path, offset) = match &e.payload {
                     Payload::Inline(b) => (Some(b.as_slice()), None, 0i64),
                     Payload::File { path, offset, .. } => {
@@ -457,6 +481,18 @@ impl Outbox {
             }
             Ok(n)
         })
+    }
+
+    /// The highest seq ever enqueued on a stream, or `None` when none was.
+    pub fn stream_high(&self, target: &str, stream: &str) -> Result<Option<i64>> {
+        self.lock()
+            .query_row(
+                "SELECT high FROM stream_high WHERE target = ?1 AND stream = ?2",
+                params![target, stream],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(ctx("reading a stream's high-water mark"))
     }
 
     /// A watermark: `(seq, offset)`, or `None` when never set.

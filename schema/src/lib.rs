@@ -37,6 +37,11 @@ pub const SQLITE_MIGRATIONS: &[Migration] = &[
         name: "0002_run_targets.sql",
         sql: include_str!("../sqlite/0002_run_targets.sql"),
     },
+    Migration {
+        version: 3,
+        name: "0003_boundaries.sql",
+        sql: include_str!("../sqlite/0003_boundaries.sql"),
+    },
 ];
 
 /// The schema version this binary expects of `state.db`.
@@ -58,6 +63,11 @@ pub const OUTBOX_MIGRATIONS: &[Migration] = &[
         version: 3,
         name: "0003_drop_ready_index.sql",
         sql: include_str!("../outbox/0003_drop_ready_index.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "0004_stream_high.sql",
+        sql: include_str!("../outbox/0004_stream_high.sql"),
     },
 ];
 

@@ -31,8 +31,6 @@ pub struct SyncConfig {
     pub max_entries: usize,
     /// Payload bytes taken from one stream per claim.
     pub max_bytes: u64,
-    /// Consecutive events merged into one segment object.
-    pub max_events_per_segment: usize,
     /// Idle re-check interval.
     pub tick: Duration,
     /// How often a target whose credentials failed is probed again.
@@ -48,7 +46,6 @@ impl Default for SyncConfig {
             concurrency: 8,
             max_entries: 256,
             max_bytes: 8 << 20,
-            max_events_per_segment: 256,
             tick: Duration::from_secs(1),
             auth_probe: Duration::from_secs(60),
             linger: Duration::from_millis(200),
@@ -164,10 +161,9 @@ impl SyncActor {
                 let Some(target) = self.targets.get(&claim.target).cloned() else {
                     continue;
                 };
-                let max_events = cfg.max_events_per_segment;
                 delivering.spawn(async move {
                     let start = Instant::now();
-                    let (n, err) = deliver(target.as_ref(), &claim, max_events).await;
+                    let (n, err) = deliver(target.as_ref(), &claim).await;
                     (claim, n, start.elapsed(), err)
                 });
             }
@@ -295,11 +291,7 @@ impl SyncActor {
 
 /// Delivers a claim's entries in order; returns how many succeeded and the
 /// error that stopped it, if any.
-async fn deliver(
-    target: &dyn Target,
-    claim: &Claim,
-    max_events: usize,
-) -> (usize, Option<TargetError>) {
+pub async fn deliver(target: &dyn Target, claim: &Claim) -> (usize, Option<TargetError>) {
     let entries = &claim.entries;
     // All payloads of the claim at once (bounded by the claim's max_bytes).
     let bodies = match read_payloads(entries).await {
@@ -308,7 +300,7 @@ async fn deliver(
             let e = &entries[i];
             let message = format!("reading the local payload of {} {}: {err}", e.op, e.subject);
             // Entries before the unreadable one can still go out first.
-            let (n, first_err) = deliver_some(target, entries, &[], i, max_events).await;
+            let (n, first_err) = deliver_some(target, entries, &[], i).await;
             return match first_err {
                 Some(e) => (n, Some(e)),
                 None => (
@@ -322,7 +314,7 @@ async fn deliver(
             };
         }
     };
-    deliver_some(target, entries, &bodies, entries.len(), max_events).await
+    deliver_some(target, entries, &bodies, entries.len()).await
 }
 
 /// Applies entries `0..upto` using `bodies` (read on demand when empty):
@@ -333,7 +325,6 @@ async fn deliver_some(
     entries: &[sparkwing_outbox::Entry],
     bodies: &[Bytes],
     upto: usize,
-    max_events: usize,
 ) -> (usize, Option<TargetError>) {
     let mut ops = Vec::new();
     // How many entries each op carries (consecutive events share one).
@@ -342,20 +333,23 @@ async fn deliver_some(
     let mut stop: Option<(usize, TargetError)> = None;
     let mut i = 0;
     while i < upto {
-        let e = &entries[i];
-        // Consecutive events of one run become one segment.
+        // Each entry is one object, whose key and bytes were fixed when it
+        // was enqueued. Only a run document is rewritten in place: of
+        // consecutive versions of one, only the newest is sent (the older
+        // ones would be overwritten at once).
         let mut n = 1;
-        if e.op == "state.event" {
+        if entries[i].op == "state.run" {
             while i + n < upto
-                && n < max_events
-                && entries[i + n].op == "state.event"
-                && entries[i + n].subject == e.subject
+                && entries[i + n].op == "state.run"
+                && entries[i + n].subject == entries[i].subject
             {
                 n += 1;
             }
         }
+        let last = i + n - 1;
+        let e = &entries[last];
         let body = if bodies.is_empty() {
-            match read_payloads(&entries[i..i + n]).await {
+            match read_payloads(&entries[last..last + 1]).await {
                 Ok(b) => concat(&b),
                 Err((_, err)) => {
                     let message =
@@ -372,7 +366,7 @@ async fn deliver_some(
                 }
             }
         } else {
-            concat(&bodies[i..i + n])
+            bodies[last].clone()
         };
         match Op::from_entry(&e.op, &e.subject, e.seq, body) {
             Ok(op) => {

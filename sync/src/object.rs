@@ -19,11 +19,11 @@ use crate::target::{sha256_hex, Applied, Op, Target, TargetError};
 #[derive(Debug)]
 enum Source {
     Store(Arc<dyn ObjectStore>),
-    /// The directory, the store once opened, and when the directory was
-    /// last seen to exist.
+    /// The directory, the store once opened (with the directory's
+    /// canonical path), and when the directory was last seen to exist.
     Directory(
         PathBuf,
-        OnceCell<(Arc<LocalFileSystem>, Arc<dyn ObjectStore>)>,
+        OnceCell<(Arc<LocalFileSystem>, Arc<dyn ObjectStore>, PathBuf)>,
         std::sync::Mutex<Option<std::time::Instant>>,
     ),
 }
@@ -89,7 +89,10 @@ impl ObjectStoreTarget {
 
     /// The directory's store, opened on first use, after checking the
     /// directory still exists (at most once per [`DIR_RECHECK`]).
-    async fn local(&self) -> Result<&(Arc<LocalFileSystem>, Arc<dyn ObjectStore>), TargetError> {
+    #[allow(clippy::type_complexity)]
+    async fn local(
+        &self,
+    ) -> Result<&(Arc<LocalFileSystem>, Arc<dyn ObjectStore>, PathBuf), TargetError> {
         match &self.source {
             Source::Store(_) => Err(TargetError::permanent("not a directory target")),
             Source::Directory(dir, cell, seen) => {
@@ -109,10 +112,14 @@ impl ObjectStoreTarget {
                     }
                 }
                 cell.get_or_try_init(|| async {
-                    LocalFileSystem::new_with_prefix(dir)
+                    let root = std::fs::canonicalize(dir).map_err(|_| root_missing(dir))?;
+                    // Leftovers of a crashed writer are removed once per
+                    // process, when the surface is first used.
+                    clean_staging(&root);
+                    LocalFileSystem::new_with_prefix(&root)
                         .map(|s| {
                             let s = Arc::new(s);
-                            (Arc::clone(&s), s as Arc<dyn ObjectStore>)
+                            (Arc::clone(&s), s as Arc<dyn ObjectStore>, root)
                         })
                         .map_err(|e| classify(&e))
                 })
@@ -130,22 +137,114 @@ impl ObjectStoreTarget {
     }
 }
 
-/// Writes one op's object at `path` as `LocalFileSystem::put` does: the
-/// bytes go to a new `<path>#N` file, which is then renamed over `path`
-/// (atomic for readers), or, for a cache blob, hard-linked to `path` so a
-/// blob already there is never replaced.
-fn write_local(path: &std::path::Path, op: &Op) -> Result<(), TargetError> {
-    use std::io::Write;
-    let io_err = |what: &str, p: &std::path::Path, e: std::io::Error| {
-        let msg = format!("{what} {}: {e}", p.display());
-        match e.kind() {
-            std::io::ErrorKind::PermissionDenied => TargetError::auth(msg),
-            std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidFilename => {
-                TargetError::permanent(msg)
-            }
-            _ => TargetError::transient(msg),
+/// The directory inside a `filesystem` surface where objects are staged
+/// before they are renamed into place. It is outside the layout's key space
+/// (no layout prefix starts with a dot), so a file left there by a crash is
+/// never listed or read as an object; [`clean_staging`] removes such files.
+pub const STAGING_DIR: &str = ".sparkwing-staging";
+
+/// Staged files older than this are leftovers whoever wrote them.
+const STAGING_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+fn io_error(what: &str, p: &std::path::Path, e: std::io::Error) -> TargetError {
+    let msg = format!("{what} {}: {e}", p.display());
+    match e.kind() {
+        std::io::ErrorKind::PermissionDenied => TargetError::auth(msg),
+        std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidFilename => {
+            TargetError::permanent(msg)
         }
+        _ => TargetError::transient(msg),
+    }
+}
+
+fn root_missing(root: &std::path::Path) -> TargetError {
+    TargetError::transient(format!(
+        "directory {} does not exist (is the share mounted?); create or mount it",
+        root.display()
+    ))
+}
+
+/// Creates the directories between `root` and `dir` one level at a time,
+/// never `root` itself: if the root has gone (an unmounted share), the first
+/// `mkdir` fails with `NotFound` and nothing is created in its place.
+fn create_below(root: &std::path::Path, dir: &std::path::Path) -> Result<(), TargetError> {
+    let rel = dir.strip_prefix(root).map_err(|_| {
+        TargetError::permanent(format!("{} is outside {}", dir.display(), root.display()))
+    })?;
+    let mut at = root.to_path_buf();
+    for part in rel.components() {
+        at.push(part);
+        match std::fs::create_dir(&at) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(root_missing(root)),
+            Err(e) => return Err(io_error("creating", &at, e)),
+        }
+    }
+    Ok(())
+}
+
+/// This process's staged-file name prefix: `<host>.<pid>.`.
+fn staging_owner() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: valid buffer of the given length.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let host = if rc == 0 {
+        String::from_utf8_lossy(&buf[..end]).replace(['.', '/'], "_")
+    } else {
+        "unknown".into()
     };
+    format!("{host}.{}.", std::process::id())
+}
+
+/// Removes staged files a crash left behind in a `filesystem` surface: this
+/// host's files whose process is gone, and anyone's older than a day (the
+/// share may be used by other machines, whose live writers are left alone).
+pub fn clean_staging(root: &std::path::Path) -> usize {
+    let dir = root.join(STAGING_DIR);
+    let Ok(rd) = std::fs::read_dir(&dir) else {
+        return 0;
+    };
+    let me = staging_owner();
+    let host = me.split('.').next().unwrap_or_default().to_string();
+    let mut removed = 0;
+    for ent in rd.flatten() {
+        let name = ent.file_name().to_string_lossy().into_owned();
+        let mut parts = name.split('.');
+        let (h, pid) = (
+            parts.next().unwrap_or_default(),
+            parts.next().and_then(|p| p.parse::<i32>().ok()),
+        );
+        let dead_here = h == host
+            && pid.is_some_and(|p| {
+                // SAFETY: signal 0 only checks existence and permission.
+                let rc = unsafe { libc::kill(p, 0) };
+                p > 0
+                    && rc != 0
+                    && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+            });
+        let old = ent
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > STAGING_MAX_AGE);
+        if (dead_here || old) && std::fs::remove_file(ent.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// Writes one op's object at `path` (inside `root`): the bytes go to a new
+/// file in [`STAGING_DIR`], which is then renamed over `path` (atomic for
+/// readers) or, for a cache blob, hard-linked to `path` so a blob already
+/// there is never replaced. `root` is never created: a missing root is an
+/// outage ("offline"), whenever it is noticed.
+fn write_local(root: &std::path::Path, path: &std::path::Path, op: &Op) -> Result<(), TargetError> {
+    use std::io::Write;
+    static STAGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let blob = matches!(op, Op::CacheBlob { .. });
     if let Op::CacheBlob { sha256, body } = op {
         let got = sha256_hex(body);
@@ -158,41 +257,37 @@ fn write_local(path: &std::path::Path, op: &Op) -> Result<(), TargetError> {
             return Ok(());
         }
     }
-    let (mut file, staged) = {
-        let mut n = 1u32;
-        loop {
-            let mut staged = path.as_os_str().to_owned();
-            staged.push(format!("#{n}"));
-            let staged = PathBuf::from(staged);
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&staged)
-            {
-                Ok(f) => break (f, staged),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => n += 1,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    let parent = path.parent().unwrap_or(path);
-                    std::fs::create_dir_all(parent).map_err(|e| io_err("creating", parent, e))?;
-                }
-                Err(e) => return Err(io_err("creating", &staged, e)),
-            }
+    let staging = root.join(STAGING_DIR);
+    let (mut file, staged) = loop {
+        let n = STAGED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let staged = staging.join(format!("{}{n}", staging_owner()));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&staged)
+        {
+            Ok(f) => break (f, staged),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_below(root, &staging)?,
+            Err(e) => return Err(io_error("creating", &staged, e)),
         }
     };
+    let parent = path.parent().unwrap_or(root);
     let done = file
         .write_all(op.body())
-        .map_err(|e| io_err("writing", &staged, e))
+        .map_err(|e| io_error("writing", &staged, e))
+        .and_then(|_| create_below(root, parent))
         .and_then(|_| {
             if blob {
                 match std::fs::hard_link(&staged, path) {
                     // Another writer stored the same bytes first.
                     Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
-                        Err(io_err("linking", path, e))
+                        Err(io_error("linking", path, e))
                     }
                     _ => Ok(()),
                 }
             } else {
-                std::fs::rename(&staged, path).map_err(|e| io_err("renaming to", path, e))
+                std::fs::rename(&staged, path).map_err(|e| io_error("renaming to", path, e))
             }
         });
     if blob || done.is_err() {
@@ -238,6 +333,13 @@ impl Target for ObjectStoreTarget {
     }
 
     async fn apply(&self, op: &Op) -> Result<Applied, TargetError> {
+        if matches!(self.source, Source::Directory(..)) {
+            // One path for directory writes: it never creates the root.
+            return match self.apply_all(std::slice::from_ref(op)).await {
+                (_, Some(e)) => Err(e),
+                _ => Ok(Applied::Written),
+            };
+        }
         let store = self.store().await?;
         let path = self.path(&op.key());
         if let Op::CacheBlob { sha256, body } = op {
@@ -280,8 +382,8 @@ impl Target for ObjectStoreTarget {
         if matches!(self.source, Source::Store(_)) {
             return crate::target::apply_each(self, ops).await;
         }
-        let fs = match self.local().await {
-            Ok((fs, _)) => Arc::clone(fs),
+        let (fs, root) = match self.local().await {
+            Ok((fs, _, root)) => (Arc::clone(fs), root.clone()),
             Err(e) => return (0, Some(e)),
         };
         let mut items = Vec::with_capacity(ops.len());
@@ -297,7 +399,7 @@ impl Target for ObjectStoreTarget {
         }
         let written = tokio::task::spawn_blocking(move || {
             for (i, (path, op)) in items.iter().enumerate() {
-                if let Err(e) = write_local(path, op) {
+                if let Err(e) = write_local(&root, path, op) {
                     return (i, Some(e));
                 }
             }

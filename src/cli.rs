@@ -123,6 +123,20 @@ pub enum SyncCmd {
         #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=256))]
         concurrency: u32,
     },
+    /// Check that the remote holds exactly what this machine holds: every event once, logs byte for byte, run.json with the local status, every cache blob by SHA-256. Exit 0 only when equal; each difference is printed.
+    #[command(
+        after_help = "Runs still running are skipped. Writes still queued are reported; run `sparkwing sync flush --profile NAME` first to compare a settled remote.\n\nExamples:\n  sparkwing sync verify --profile shared\n  sparkwing sync verify --profile shared --run 01JB4Q -o json"
+    )]
+    Verify {
+        /// The profile whose remote to check.
+        #[arg(long, value_name = "NAME")]
+        profile: Option<String>,
+        /// Only this run (full ID or unique prefix) [default: every run bound for the profile's targets].
+        #[arg(long, value_name = "ID")]
+        run: Option<String>,
+        #[command(flatten)]
+        output: OutputArg,
+    },
     /// Re-queue quarantined writes (after fixing their cause) and lift a credentials stop.
     Retry {
         /// Only this profile's targets [default: all].
@@ -576,6 +590,7 @@ fn cmd_sync(project_flag: Option<&Path>, cmd: SyncCmd) -> Result<u8> {
         SyncCmd::Status { profile, .. }
         | SyncCmd::Daemon { profile, .. }
         | SyncCmd::Flush { profile, .. }
+        | SyncCmd::Verify { profile, .. }
         | SyncCmd::Retry { profile } => profile.clone(),
     };
     let project = optional_project(project_flag)?;
@@ -604,6 +619,16 @@ fn cmd_sync(project_flag: Option<&Path>, cmd: SyncCmd) -> Result<u8> {
             concurrency,
             ..
         } => crate::synccmd::flush(&home, &resolved, timeout, concurrency as usize),
+        SyncCmd::Verify { run, output, .. } => {
+            let Some(remote) = crate::synccmd::remote_of(&resolved)? else {
+                bail!(
+                    "profile \"{}\" keeps everything local (Mode 1): there is no remote to verify. Pass --profile NAME for a profile with remote surfaces",
+                    resolved.name
+                );
+            };
+            let report = crate::verify::verify(&home, &remote, run.as_deref())?;
+            crate::verify::print(&report, output.format == Format::Json)
+        }
         SyncCmd::Retry { .. } => crate::synccmd::retry(&home, &resolved, explicit).map(|_| 0),
     }
 }

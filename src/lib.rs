@@ -37,5 +37,6 @@ pub mod runsview;
 pub mod store;
 pub mod synccmd;
 pub mod util;
+pub mod verify;
 pub mod web;
 pub mod yaml;

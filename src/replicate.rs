@@ -90,6 +90,26 @@ pub fn decode_events(body: &[u8]) -> Result<Vec<EventRow>, String> {
     Ok(out)
 }
 
+/// The run document as a remote holds it (`run.json`): the local document
+/// without local paths, with `events_through` (its last event) and, per
+/// job, the log chunks and bytes the remote should hold, so a reader can
+/// tell a missing chunk from a log that ends there.
+pub fn remote_document(store: &Store, row: &crate::store::RunRow) -> Result<Value> {
+    let seq = store.last_event_seq(&row.id)?;
+    let chunks = store.log_chunk_totals(&row.id)?;
+    let mut doc = report::run_document(store, row, None)?;
+    doc["events_through"] = json!(seq);
+    if let Some(jobs) = doc["jobs"].as_array_mut() {
+        for j in jobs {
+            let name = j["name"].as_str().unwrap_or_default().to_string();
+            let (n, bytes) = chunks.get(&name).copied().unwrap_or((0, 0));
+            j["log_chunks"] = json!(n);
+            j["log_bytes"] = json!(bytes);
+        }
+    }
+    Ok(doc)
+}
+
 /// Enqueues a run's writes for its remote targets.
 pub struct Replicator {
     outbox: Arc<Outbox>,
@@ -171,18 +191,7 @@ impl Replicator {
         {
             return Ok(0);
         }
-        let mut doc = report::run_document(store, &row, None)?;
-        doc["events_through"] = json!(seq);
-        // What the remote should hold of each job's log, so a reader can
-        // tell a missing chunk from a log that ends there.
-        if let Some(jobs) = doc["jobs"].as_array_mut() {
-            for j in jobs {
-                let name = j["name"].as_str().unwrap_or_default().to_string();
-                let (n, bytes) = chunks.get(&name).copied().unwrap_or((0, 0));
-                j["log_chunks"] = json!(n);
-                j["log_bytes"] = json!(bytes);
-            }
-        }
+        let doc = remote_document(store, &row)?;
         let body = serde_json::to_vec(&doc)?;
         let payload = if body.len() <= INLINE_LIMIT {
             Payload::Inline(body)

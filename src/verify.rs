@@ -1,0 +1,606 @@
+//! `sparkwing sync verify`: does the remote hold exactly what this machine
+//! holds? For every local run bound for the profile's targets it compares,
+//! object by object, what the remote has with what the local store says it
+//! should have, and names every difference.
+//!
+//! - **Events**: each local event once across the run's segment objects
+//!   (a seq in two segments is a discrepancy even when both copies agree),
+//!   each equal to the local row, none the local store does not have.
+//! - **Run document**: `run.json` equals the local run document, status
+//!   and `events_through` included.
+//! - **Logs**: each job's chunks are the recorded ones, present and
+//!   byte-equal to the local log file's ranges, and cover the whole file.
+//! - **Cache**: every manifest the run published is present and names the
+//!   same files, and every blob it names is present with the right SHA-256.
+//!
+//! Everything read from the remote is untrusted: it is parsed into types,
+//! and a malformed object is reported as a discrepancy, never a panic.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context, Result};
+use serde_json::{json, Value};
+use sparkwing_outbox::Outbox;
+use sparkwing_sync::target::{blob_key, sha256_hex};
+use sparkwing_sync::Target;
+
+use crate::cache::Manifest;
+use crate::logs::log_path;
+use crate::remote::Remote;
+use crate::replicate::decode_events;
+use crate::store::{RunRow, Store};
+
+/// What verification found for one run.
+#[derive(Debug, Default)]
+pub struct RunReport {
+    pub id: String,
+    /// Why the run was not compared (still running), if it was not.
+    pub skipped: Option<String>,
+    pub problems: Vec<String>,
+}
+
+/// The verdict over every run checked.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub targets: Vec<String>,
+    pub runs: Vec<RunReport>,
+    /// Writes still queued in the outbox for these targets.
+    pub pending: u64,
+}
+
+impl Report {
+    pub fn discrepancies(&self) -> usize {
+        self.runs.iter().map(|r| r.problems.len()).sum()
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({
+            "targets": self.targets,
+            "equal": self.discrepancies() == 0,
+            "discrepancies": self.discrepancies(),
+            "pending_entries": self.pending,
+            "runs": self.runs.iter().map(|r| json!({
+                "id": r.id,
+                "result": if r.skipped.is_some() { "skipped" } else if r.problems.is_empty() { "equal" } else { "differs" },
+                "skipped": r.skipped,
+                "problems": r.problems,
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// A remote read, with the error turned into text naming the object.
+async fn read(t: &Arc<dyn Target>, key: &str) -> Result<Option<bytes::Bytes>, String> {
+    t.read(key).await.map_err(|e| {
+        format!(
+            "could not read {key}: {}",
+            crate::profile::scrub_urls(&e.message)
+        )
+    })
+}
+
+/// Compares every local run bound for `remote` (or only `only`) with what
+/// the remote holds.
+pub fn verify(home: &std::path::Path, remote: &Remote, only: Option<&str>) -> Result<Report> {
+    let store = Store::open(home)?;
+    let targets: Vec<String> = remote
+        .targets()
+        .iter()
+        .map(|t| t.id().to_string())
+        .collect();
+    let mut report = Report {
+        targets: targets.clone(),
+        ..Report::default()
+    };
+    if home.join(sparkwing_outbox::OUTBOX_FILE).exists() {
+        let outbox = Outbox::open(home)?;
+        report.pending = outbox.pending(&targets)?.0;
+    }
+    // Every run bound for one of these targets, with where it replicates.
+    let mut runs: BTreeMap<String, RunRow> = BTreeMap::new();
+    let mut bound: HashMap<String, crate::store::RunTargets> = HashMap::new();
+    for t in &targets {
+        for (r, to) in store.runs_for_target(t)? {
+            bound.insert(r.id.clone(), to);
+            runs.insert(r.id.clone(), r);
+        }
+    }
+    if let Some(id) = only {
+        let r = store.find_run(id)?;
+        if !runs.contains_key(&r.id) {
+            anyhow::bail!(
+                "run {} does not replicate to {}; pass the --profile it ran with",
+                r.id,
+                targets.join(", ")
+            );
+        }
+        runs.retain(|k, _| *k == r.id);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    for (id, row) in runs {
+        let mut rr = RunReport {
+            id: id.clone(),
+            ..RunReport::default()
+        };
+        let status = row.shown_status().to_string();
+        if matches!(status.as_str(), "running" | "waiting") {
+            rr.skipped = Some(format!(
+                "still {status}; its remote copy catches up as it goes"
+            ));
+            report.runs.push(rr);
+            continue;
+        }
+        let mine = bound.get(&id).cloned().unwrap_or_default();
+        let same = |t: &Option<Arc<dyn Target>>, theirs: &Option<String>| {
+            t.as_ref()
+                .filter(|t| theirs.as_deref() == Some(t.id()))
+                .cloned()
+        };
+        if let Some(t) = same(&remote.state, &mine.state) {
+            rt.block_on(check_state(&store, &t, &row, &mut rr.problems))?;
+        }
+        if let Some(t) = same(&remote.logs, &mine.logs) {
+            rt.block_on(check_logs(home, &store, &t, &row, &mut rr.problems))?;
+        }
+        if let Some(t) = same(&remote.cache, &mine.cache) {
+            rt.block_on(check_cache(&store, &t, &row, &mut rr.problems))?;
+        }
+        report.runs.push(rr);
+    }
+    Ok(report)
+}
+
+/// The seq a segment key names (`runs/<run>/events/<seq:020>.ndjson`).
+fn segment_seq(key: &str) -> Option<i64> {
+    let name = key.rsplit('/').next()?;
+    let digits = name.strip_suffix(".ndjson")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+async fn check_state(
+    store: &Store,
+    t: &Arc<dyn Target>,
+    row: &RunRow,
+    problems: &mut Vec<String>,
+) -> Result<()> {
+    let run = &row.id;
+    let local = store.events_after(run, 0)?;
+    let prefix = format!("runs/{run}/events/");
+    let keys = t.list(&prefix).await.map_err(|e| {
+        anyhow!(
+            "listing {prefix} on {}: {}",
+            t.id(),
+            crate::profile::scrub_urls(&e.message)
+        )
+    })?;
+    // seq -> the segments it was found in, and its first decoded copy.
+    let mut seen: BTreeMap<i64, (Vec<i64>, crate::store::EventRow)> = BTreeMap::new();
+    for key in &keys {
+        let Some(first) = segment_seq(key) else {
+            problems.push(format!("unexpected object {key} (not a segment name)"));
+            continue;
+        };
+        let body = match read(t, key).await {
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                problems.push(format!("segment {first} was listed but cannot be read"));
+                continue;
+            }
+            Err(e) => {
+                problems.push(e);
+                continue;
+            }
+        };
+        let events = match decode_events(&body) {
+            Ok(ev) => ev,
+            Err(e) => {
+                problems.push(format!("segment {first} is not a list of events: {e}"));
+                continue;
+            }
+        };
+        if events.first().map(|e| e.seq) != Some(first) {
+            problems.push(format!(
+                "segment {first} starts with event {}",
+                events
+                    .first()
+                    .map_or("nothing".to_string(), |e| e.seq.to_string())
+            ));
+        }
+        for e in events {
+            if e.run != *run {
+                problems.push(format!("segment {first} holds an event of another run"));
+                continue;
+            }
+            let entry = seen.entry(e.seq).or_insert_with(|| (Vec::new(), e.clone()));
+            entry.0.push(first);
+        }
+    }
+    let local_seqs: HashMap<i64, &crate::store::EventRow> =
+        local.iter().map(|e| (e.seq, e)).collect();
+    let mut missing = Vec::new();
+    for e in &local {
+        match seen.get(&e.seq) {
+            None => missing.push(e.seq),
+            Some((segs, got)) => {
+                if segs.len() > 1 {
+                    problems.push(format!(
+                        "event {} appears {} times (segments {})",
+                        e.seq,
+                        segs.len(),
+                        segs.iter()
+                            .map(i64::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+                if got.ts != e.ts || got.kind != e.kind || got.job != e.job || got.data != e.data {
+                    problems.push(format!("event {} differs from the local one", e.seq));
+                }
+            }
+        }
+    }
+    if !missing.is_empty() {
+        problems.push(format!(
+            "{} of {} events missing on the remote: {}",
+            missing.len(),
+            local.len(),
+            ranges(&missing)
+        ));
+    }
+    let extra: Vec<i64> = seen
+        .keys()
+        .filter(|s| !local_seqs.contains_key(s))
+        .copied()
+        .collect();
+    if !extra.is_empty() {
+        problems.push(format!(
+            "{} event(s) on the remote that this machine does not have: {}",
+            extra.len(),
+            ranges(&extra)
+        ));
+    }
+    // The run document.
+    let key = format!("runs/{run}/run.json");
+    let doc: Value = match read(t, &key).await {
+        Ok(Some(b)) => match serde_json::from_slice(&b) {
+            Ok(v) => v,
+            Err(e) => {
+                problems.push(format!("run.json is not JSON: {e}"));
+                return Ok(());
+            }
+        },
+        Ok(None) => {
+            problems.push("run.json missing on the remote".into());
+            return Ok(());
+        }
+        Err(e) => {
+            problems.push(e);
+            return Ok(());
+        }
+    };
+    let want = crate::replicate::remote_document(store, row)?;
+    if doc.get("status") != want.get("status") {
+        problems.push(format!(
+            "run.json says status {}; this machine says {}",
+            crate::util::clip(
+                &doc.get("status")
+                    .map(Value::to_string)
+                    .unwrap_or_else(|| "nothing".into()),
+                40
+            ),
+            want["status"]
+        ));
+    }
+    if doc.get("events_through") != want.get("events_through") {
+        problems.push(format!(
+            "run.json is as of event {}; the last local event is {}",
+            crate::util::clip(
+                &doc.get("events_through")
+                    .map(Value::to_string)
+                    .unwrap_or_else(|| "none".into()),
+                40
+            ),
+            want["events_through"]
+        ));
+    }
+    if doc != want {
+        let differing: Vec<String> = match (doc.as_object(), want.as_object()) {
+            (Some(a), Some(b)) => b
+                .keys()
+                .chain(a.keys())
+                .filter(|k| a.get(*k) != b.get(*k))
+                .map(|k| crate::util::clip(k, 40))
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+            _ => vec!["(not an object)".into()],
+        };
+        problems.push(format!(
+            "run.json differs from the local run document in: {}",
+            differing.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+/// The chunk seq a log key names (`<run>/<job>/<seq:010>.log`).
+fn chunk_seq(key: &str) -> Option<i64> {
+    let name = key.rsplit('/').next()?;
+    let digits = name.strip_suffix(".log")?;
+    if digits.len() != 10 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+async fn check_logs(
+    home: &std::path::Path,
+    store: &Store,
+    t: &Arc<dyn Target>,
+    row: &RunRow,
+    problems: &mut Vec<String>,
+) -> Result<()> {
+    let run = &row.id;
+    for job in store.jobs(run)? {
+        let path = log_path(home, run, &job.name);
+        let local_len = std::fs::metadata(&path).map_or(0, |m| m.len());
+        let chunks = store.log_chunks_after(run, &job.name, -1)?;
+        let covered: u64 = chunks.iter().map(|c| c.2).sum();
+        if covered < local_len {
+            problems.push(format!(
+                "log of job {}: {} byte(s) at the end of the local log were never queued (run `sparkwing sync flush`)",
+                job.name,
+                local_len - covered
+            ));
+        }
+        let prefix = format!("{run}/{}/", job.name);
+        let keys = t.list(&prefix).await.map_err(|e| {
+            anyhow!(
+                "listing {prefix} on {}: {}",
+                t.id(),
+                crate::profile::scrub_urls(&e.message)
+            )
+        })?;
+        let mut present: BTreeMap<i64, String> = BTreeMap::new();
+        for k in keys {
+            match chunk_seq(&k) {
+                Some(s) => {
+                    present.insert(s, k);
+                }
+                None => problems.push(format!("log of job {}: unexpected object {k}", job.name)),
+            }
+        }
+        let total = chunks.len();
+        let file = std::fs::File::open(&path).ok();
+        for (seq, offset, len) in &chunks {
+            let Some(key) = present.remove(seq) else {
+                problems.push(format!(
+                    "log of job {}: chunk {} of {total} missing on the remote",
+                    job.name,
+                    seq + 1
+                ));
+                continue;
+            };
+            let want = match &file {
+                Some(f) => read_range(f, *offset, *len),
+                None => Err(std::io::Error::other("the local log file is gone")),
+            };
+            let want = match want {
+                Ok(b) => b,
+                Err(e) => {
+                    problems.push(format!(
+                        "log of job {}: reading {}: {e}",
+                        job.name,
+                        path.display()
+                    ));
+                    continue;
+                }
+            };
+            match read(t, &key).await {
+                Ok(Some(got)) if got.as_ref() == want.as_slice() => {}
+                Ok(Some(got)) => problems.push(format!(
+                    "log of job {}: chunk {} of {total} differs ({} bytes remote, {} local)",
+                    job.name,
+                    seq + 1,
+                    got.len(),
+                    want.len()
+                )),
+                Ok(None) => problems.push(format!(
+                    "log of job {}: chunk {} of {total} missing on the remote",
+                    job.name,
+                    seq + 1
+                )),
+                Err(e) => problems.push(e),
+            }
+        }
+        for (seq, _) in present {
+            problems.push(format!(
+                "log of job {}: chunk {} on the remote, but this machine recorded {total}",
+                job.name,
+                seq + 1
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn read_range(f: &std::fs::File, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; len as usize];
+    f.read_exact_at(&mut buf, offset)?;
+    Ok(buf)
+}
+
+async fn check_cache(
+    store: &Store,
+    t: &Arc<dyn Target>,
+    row: &RunRow,
+    problems: &mut Vec<String>,
+) -> Result<()> {
+    for entry in store.cache_entries_of_run(&row.id)? {
+        let key = format!("keys/{}.json", entry.key);
+        let short = crate::util::clip(&entry.key, 12);
+        let local: Manifest = serde_json::from_str(&entry.manifest)
+            .with_context(|| format!("reading the local manifest of cache key {short}"))?;
+        match read(t, &key).await {
+            Ok(Some(b)) => match serde_json::from_slice::<Value>(&b)
+                .ok()
+                .and_then(|v| serde_json::from_value::<Manifest>(v.get("manifest")?.clone()).ok())
+            {
+                Some(m) => {
+                    let files = |m: &Manifest| {
+                        m.files
+                            .iter()
+                            .map(|f| (f.path.clone(), f.sha256.clone(), f.mode, f.symlink.clone()))
+                            .collect::<Vec<_>>()
+                    };
+                    if files(&m) != files(&local) {
+                        problems.push(format!(
+                            "cache key {short}: the remote manifest names other files"
+                        ));
+                    }
+                }
+                None => problems.push(format!(
+                    "cache key {short}: the remote manifest is not a manifest"
+                )),
+            },
+            Ok(None) => problems.push(format!("cache key {short}: manifest missing on the remote")),
+            Err(e) => problems.push(e),
+        }
+        let mut checked = std::collections::HashSet::new();
+        for f in local.files.iter().filter(|f| f.symlink.is_none()) {
+            if !checked.insert(f.sha256.clone()) {
+                continue;
+            }
+            let short_blob = crate::util::clip(&f.sha256, 12);
+            match read(t, &blob_key(&f.sha256)).await {
+                Ok(Some(b)) => {
+                    let got = sha256_hex(&b);
+                    if got != f.sha256 {
+                        problems.push(format!(
+                            "cache key {short}: blob {short_blob} ({}) hashes to {}",
+                            f.path,
+                            crate::util::clip(&got, 12)
+                        ));
+                    }
+                }
+                Ok(None) => problems.push(format!(
+                    "cache key {short}: blob {short_blob} ({}) missing on the remote",
+                    f.path
+                )),
+                Err(e) => problems.push(e),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `1-3, 7, 9-10` from sorted numbers.
+fn ranges(v: &[i64]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < v.len() && out.len() < 20 {
+        let start = v[i];
+        let mut end = start;
+        while i + 1 < v.len() && v[i + 1] == end + 1 {
+            i += 1;
+            end = v[i];
+        }
+        out.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+        i += 1;
+    }
+    if i < v.len() {
+        out.push("…".into());
+    }
+    out.join(", ")
+}
+
+/// Prints a report; returns the exit code (0 only when everything is equal).
+pub fn print(report: &Report, as_json: bool) -> Result<u8> {
+    let mut out = std::io::stdout().lock();
+    if as_json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&report.to_json())?)?;
+    } else {
+        let checked = report.runs.iter().filter(|r| r.skipped.is_none()).count();
+        for r in &report.runs {
+            match (&r.skipped, r.problems.is_empty()) {
+                (Some(why), _) => writeln!(out, "{}  skipped: {why}", r.id)?,
+                (None, true) => writeln!(out, "{}  equal", r.id)?,
+                (None, false) => {
+                    writeln!(out, "{}  {} problem(s)", r.id, r.problems.len())?;
+                    for p in &r.problems {
+                        writeln!(out, "  - {}", crate::util::sanitize(p))?;
+                    }
+                }
+            }
+        }
+        let n = report.discrepancies();
+        if report.pending > 0 {
+            writeln!(
+                out,
+                "note: {} write(s) are still queued for {}; `sparkwing sync flush` delivers them",
+                report.pending,
+                report.targets.join(", ")
+            )?;
+        }
+        if n == 0 {
+            writeln!(
+                out,
+                "verified {checked} run(s) on {}: the remote equals this machine",
+                report.targets.join(", ")
+            )?;
+        } else {
+            writeln!(
+                out,
+                "verified {checked} run(s) on {}: {n} discrepanc{} in {} run(s)",
+                report.targets.join(", "),
+                if n == 1 { "y" } else { "ies" },
+                report
+                    .runs
+                    .iter()
+                    .filter(|r| !r.problems.is_empty())
+                    .count()
+            )?;
+        }
+    }
+    Ok(if report.discrepancies() == 0 { 0 } else { 1 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_from_a_remote_parse_without_panicking() {
+        assert_eq!(
+            segment_seq("runs/R/events/00000000000000000007.ndjson"),
+            Some(7)
+        );
+        assert_eq!(segment_seq("runs/R/events/7.ndjson"), None);
+        assert_eq!(
+            segment_seq("runs/R/events/99999999999999999999.ndjson"),
+            None
+        );
+        assert_eq!(
+            segment_seq("runs/R/events/0000000000000000000x.ndjson"),
+            None
+        );
+        assert_eq!(chunk_seq("R/j/0000000002.log"), Some(2));
+        assert_eq!(chunk_seq("R/j/0000000002.log#1"), None);
+        assert_eq!(chunk_seq(""), None);
+        assert_eq!(ranges(&[1, 2, 3, 7, 9, 10]), "1-3, 7, 9-10");
+    }
+}

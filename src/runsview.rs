@@ -233,8 +233,16 @@ impl RemoteRuns {
         })
     }
 
-    /// A job's log as stored remotely (its chunks in order).
-    pub fn log(&self, run: &str, job: &str) -> Result<Vec<u8>> {
+    /// A job's log as stored remotely: its chunks in order, checked
+    /// against `expected` (the chunk count the run document promises).
+    /// Returns the bytes, with a marker line where a chunk is missing, and
+    /// what is missing, if anything.
+    pub fn log(
+        &self,
+        run: &str,
+        job: &str,
+        expected: Option<u64>,
+    ) -> Result<(Vec<u8>, Option<String>)> {
         let t = self
             .logs
             .clone()
@@ -245,15 +253,98 @@ impl RemoteRuns {
                 .list(&format!("{run}/{job}/"))
                 .await
                 .map_err(|e| anyhow!("{e}"))?;
+            let chunks = order_chunks(keys, expected);
             let mut out = Vec::new();
-            for k in keys.iter().filter(|k| k.ends_with(".log")) {
-                if let Some(b) = t.read(k).await.map_err(|e| anyhow!("{e}"))? {
-                    out.extend_from_slice(&b);
+            for (i, k) in chunks.iter().enumerate() {
+                let got = match k {
+                    Some(k) => t.read(k).await.map_err(|e| anyhow!("{e}"))?,
+                    None => None,
+                };
+                match got {
+                    Some(b) => out.extend_from_slice(&b),
+                    None => out.extend(missing_marker(i, chunks.len())),
                 }
             }
-            Ok(out)
+            Ok((out, missing_note(&job, &chunks)))
         })
     }
+}
+
+/// The seq a log chunk key names (`<run>/<job>/<seq:010>.log`); `None` for
+/// anything else (a remote may hold any name).
+pub fn chunk_seq(key: &str) -> Option<u64> {
+    let name = key.rsplit('/').next()?;
+    let digits = name.strip_suffix(".log")?;
+    if digits.len() != 10 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Most chunks a remote log is taken to have, 64 GiB of log (10 digits of seq allow more,
+/// but a hostile key must not make a reader allocate for them).
+const MAX_CHUNKS: u64 = 1 << 16;
+
+/// A remote log's chunk keys in order of their seq, one slot per chunk from
+/// 0: `None` where a chunk is missing (a gap, or fewer chunks than the
+/// `expected` count a run document promises). Keys that are not chunk
+/// names are ignored; a seq present twice is kept once.
+pub fn order_chunks(keys: Vec<String>, expected: Option<u64>) -> Vec<Option<String>> {
+    let mut by_seq: std::collections::BTreeMap<u64, String> = std::collections::BTreeMap::new();
+    for k in keys {
+        if let Some(s) = chunk_seq(&k).filter(|s| *s < MAX_CHUNKS) {
+            by_seq.entry(s).or_insert(k);
+        }
+    }
+    let n = by_seq
+        .keys()
+        .next_back()
+        .map_or(0, |s| s + 1)
+        .max(expected.unwrap_or(0).min(MAX_CHUNKS));
+    (0..n).map(|i| by_seq.remove(&i)).collect()
+}
+
+/// What a reader says where a chunk is missing (the log is never shown as
+/// whole when it is not).
+pub fn missing_marker(i: usize, total: usize) -> Vec<u8> {
+    format!(
+        "\n[sparkwing: chunk {} of {total} of this log is missing on the remote]\n",
+        i + 1
+    )
+    .into_bytes()
+}
+
+/// `log of job X: chunk 2 of 5 missing on the remote`, or `None`.
+pub fn missing_note(job: &str, chunks: &[Option<String>]) -> Option<String> {
+    let missing: Vec<String> = chunks
+        .iter()
+        .enumerate()
+        .filter(|(_, k)| k.is_none())
+        .map(|(i, _)| (i + 1).to_string())
+        .collect();
+    match missing.len() {
+        0 => None,
+        1 => Some(format!(
+            "log of job {job}: chunk {} of {} missing on the remote",
+            missing[0],
+            chunks.len()
+        )),
+        n => Some(format!(
+            "log of job {job}: {n} of {} chunks missing on the remote ({})",
+            chunks.len(),
+            crate::util::clip(&missing.join(", "), 80)
+        )),
+    }
+}
+
+/// The chunk count a run document promises for a job's log.
+pub fn expected_chunks(doc: &Value, job: &str) -> Option<u64> {
+    doc["jobs"]
+        .as_array()?
+        .iter()
+        .find(|j| j["name"] == job)?
+        .get("log_chunks")?
+        .as_u64()
 }
 
 fn matches(doc: &Value, pipeline: Option<&str>, status: Option<&str>) -> bool {
@@ -416,8 +507,12 @@ pub fn remote_logs(
         None => jobs.clone(),
     };
     let mut out = std::io::stdout().lock();
+    let mut incomplete = Vec::new();
     for j in &selected {
-        let bytes = remote.log(run, j)?;
+        let (bytes, missing) = remote.log(run, j, expected_chunks(doc, j))?;
+        if let Some(m) = missing {
+            incomplete.push(m);
+        }
         let text = match tail {
             Some(n) => {
                 let lines: Vec<&[u8]> = bytes.split_inclusive(|&b| b == b'\n').collect();
@@ -430,12 +525,49 @@ pub fn remote_logs(
         }
         out.write_all(&text)?;
     }
+    out.flush()?;
+    for m in incomplete {
+        eprintln!(
+            "sparkwing: {}; the log above marks where (it may still be on its way: see `sparkwing sync status` on the runner that ran it)",
+            crate::util::sanitize(&m)
+        );
+    }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remote_chunks_are_ordered_deduplicated_and_gaps_named() {
+        let k = |s: u64| format!("R/j/{s:010}.log");
+        let keys = vec![
+            k(2),
+            k(0),
+            "R/j/0000000001.log#1".into(),
+            "R/j/x.log".into(),
+            k(0),
+        ];
+        let chunks = order_chunks(keys, None);
+        assert_eq!(chunks, vec![Some(k(0)), None, Some(k(2))]);
+        assert_eq!(
+            missing_note("j", &chunks).as_deref(),
+            Some("log of job j: chunk 2 of 3 missing on the remote")
+        );
+        // The run document promises 5: the last two are missing too.
+        let chunks = order_chunks(vec![k(0), k(1), k(2)], Some(5));
+        assert_eq!(chunks.len(), 5);
+        assert!(missing_note("j", &chunks).is_some_and(|m| m.contains("2 of 5 chunks")));
+        // A hostile key cannot make a reader allocate billions of slots.
+        assert!(order_chunks(vec![k(9_999_999_999)], None).is_empty());
+        assert_eq!(
+            order_chunks(vec![], Some(u64::MAX)).len() as u64,
+            MAX_CHUNKS
+        );
+        assert_eq!(chunk_seq("R/j/0000000002.log"), Some(2));
+        assert_eq!(chunk_seq(""), None);
+    }
 
     #[test]
     fn a_hostile_remote_document_renders_without_panicking() {

@@ -332,16 +332,6 @@ async fn check_state(
     Ok(())
 }
 
-/// The chunk seq a log key names (`<run>/<job>/<seq:010>.log`).
-fn chunk_seq(key: &str) -> Option<i64> {
-    let name = key.rsplit('/').next()?;
-    let digits = name.strip_suffix(".log")?;
-    if digits.len() != 10 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
-}
-
 async fn check_logs(
     home: &std::path::Path,
     store: &Store,
@@ -372,9 +362,9 @@ async fn check_logs(
         })?;
         let mut present: BTreeMap<i64, String> = BTreeMap::new();
         for k in keys {
-            match chunk_seq(&k) {
+            match crate::runsview::chunk_seq(&k) {
                 Some(s) => {
-                    present.insert(s, k);
+                    present.insert(s as i64, k);
                 }
                 None => problems.push(format!("log of job {}: unexpected object {k}", job.name)),
             }
@@ -598,9 +588,6 @@ mod tests {
             segment_seq("runs/R/events/0000000000000000000x.ndjson"),
             None
         );
-        assert_eq!(chunk_seq("R/j/0000000002.log"), Some(2));
-        assert_eq!(chunk_seq("R/j/0000000002.log#1"), None);
-        assert_eq!(chunk_seq(""), None);
         assert_eq!(ranges(&[1, 2, 3, 7, 9, 10]), "1-3, 7, 9-10");
     }
 }

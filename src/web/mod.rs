@@ -412,9 +412,8 @@ fn read_more(src: &Source, loc: &LogLoc, cursor: u64, max: u64) -> Result<(Vec<u
             let mut out = Vec::new();
             let mut c = cursor;
             while (c as usize) < keys.len() && (out.len() as u64) < max {
-                if let Some(b) = src.read_object(t, &keys[c as usize])? {
-                    out.extend_from_slice(&b);
-                }
+                let b = src.read_chunk(t, &keys[c as usize], c as usize, keys.len())?;
+                out.extend_from_slice(&b);
                 c += 1;
             }
             Ok((out, c))
@@ -477,10 +476,9 @@ fn read_tail(src: &Source, loc: &LogLoc) -> Result<Tailed> {
             let mut first = keys.len();
             while first > 0 && size < TAIL_BYTES {
                 first -= 1;
-                if let Some(b) = src.read_object(t, &keys[first])? {
-                    size += b.len() as u64;
-                    parts.push(b);
-                }
+                let b = src.read_chunk(t, &keys[first], first, keys.len())?;
+                size += b.len() as u64;
+                parts.push(b);
             }
             parts.reverse();
             let mut buf = parts.concat();
@@ -629,9 +627,10 @@ async fn log_raw(
                 let (src, t, keys) = (Arc::clone(&src), Arc::clone(&t), Arc::clone(&keys));
                 async move {
                     let key = keys.get(i)?.clone();
-                    let got = blocking(move || src.read_object(&t, &key)).await;
+                    let total = keys.len();
+                    let got = blocking(move || src.read_chunk(&t, &key, i, total)).await;
                     match got {
-                        Ok(b) => Some((Ok::<_, std::io::Error>(b.unwrap_or_default()), i + 1)),
+                        Ok(b) => Some((Ok::<_, std::io::Error>(b), i + 1)),
                         Err(e) => Some((Err(std::io::Error::other(e.to_string())), usize::MAX)),
                     }
                 }

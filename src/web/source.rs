@@ -297,15 +297,38 @@ impl Source {
             .map(|t| LogLoc::Chunks(t, format!("{run}/{job}/")))
     }
 
-    /// The chunk keys of a remote log, in order.
-    pub fn chunk_keys(&self, t: &Arc<dyn Target>, prefix: &str) -> Result<Vec<String>> {
+    /// The chunks of a remote log (`prefix` is `<run>/<job>/`), in order,
+    /// one slot per chunk: `None` where one is missing, counting what the
+    /// run document promises (see [`runsview::order_chunks`]).
+    pub fn chunk_keys(&self, t: &Arc<dyn Target>, prefix: &str) -> Result<Vec<Option<String>>> {
+        let expected = prefix
+            .trim_end_matches('/')
+            .split_once('/')
+            .and_then(|(run, job)| {
+                let doc = self.run(run).ok()?;
+                runsview::expected_chunks(&doc, job)
+            });
         let (t, prefix) = (Arc::clone(t), prefix.to_string());
         block(async move {
-            let mut keys = t.list(&prefix).await.map_err(|e| anyhow!("{e}"))?;
-            keys.retain(|k| k.ends_with(".log"));
-            keys.sort();
-            Ok(keys)
+            let keys = t.list(&prefix).await.map_err(|e| anyhow!("{e}"))?;
+            Ok(runsview::order_chunks(keys, expected))
         })
+    }
+
+    /// One chunk of a remote log: its bytes, or a marker line saying it is
+    /// missing (slot `i` of `total`).
+    pub fn read_chunk(
+        &self,
+        t: &Arc<dyn Target>,
+        key: &Option<String>,
+        i: usize,
+        total: usize,
+    ) -> Result<Bytes> {
+        let got = match key {
+            Some(k) => self.read_object(t, k)?,
+            None => None,
+        };
+        Ok(got.unwrap_or_else(|| Bytes::from(runsview::missing_marker(i, total))))
     }
 
     /// One remote object.

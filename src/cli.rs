@@ -489,6 +489,11 @@ fn cmd_runs(project_flag: Option<&Path>, cmd: RunsCmd) -> Result<()> {
     use crate::runsview;
     let home = home_dir()?;
     let store = Store::open(&home)?;
+    // Runs whose process died are recorded as interrupted (with an event
+    // that the next sync delivers), so every view agrees on their status.
+    if let Err(e) = store.settle_dead_runs() {
+        eprintln!("sparkwing: could not record interrupted runs ({e:#})");
+    }
     match cmd {
         RunsCmd::List {
             pipeline,

@@ -434,24 +434,36 @@ impl Outbox {
                    (target, stream, seq, op, subject, payload, payload_path, payload_offset, size, next_attempt_at, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
             )?;
-            // (stream, its high-water mark), for the run of entries on it.
-            let mut current: Option<(&str, Option<i64>)> = None;
-            for e in entries {
-                if current.is_none_or(|(s, _)| s != e.stream.as_str()) {
+            // The stream of the current run of entries, its high-water mark
+            // and whether any entry of the run was accepted. A run's mark
+            // (and its `streams` row) is written once, when the run ends.
+            let mut current: Option<(&str, Option<i64>, bool)> = None;
+            let mut finish = |cur: Option<(&str, Option<i64>, bool)>| -> rusqlite::Result<()> {
+                if let Some((stream, Some(high), true)) = cur {
+                    streams.execute(params![target, stream])?;
+                    set_high.execute(params![target, stream, high])?;
+                }
+                Ok(())
+            };
+            // By stream, then seq: within one call, order does not matter.
+            let mut order: Vec<&NewEntry> = entries.iter().collect();
+            order.sort_by(|a, b| (a.stream.as_str(), a.seq).cmp(&(b.stream.as_str(), b.seq)));
+            for e in order {
+                if current.is_none_or(|(s, _, _)| s != e.stream.as_str()) {
+                    finish(current.take())?;
                     let high: Option<i64> = high_of
                         .query_row(params![target, e.stream], |r| r.get(0))
                         .optional()?;
-                    current = Some((e.stream.as_str(), high));
+                    current = Some((e.stream.as_str(), high, false));
                 }
-                let Some((_, high)) = current.as_mut() else {
+                let Some((_, high, accepted)) = current.as_mut() else {
                     continue;
                 };
                 if high.is_some_and(|h| e.seq <= h) {
                     continue;
                 }
                 *high = Some(e.seq);
-                streams.execute(params![target, e.stream])?;
-                set_high.execute(params![target, e.stream, e.seq])?;
+                *accepted = true;
                 let (inline, path, offset) = match &e.payload {
                     Payload::Inline(b) => (Some(b.as_slice()), None, 0i64),
                     Payload::File { path, offset, .. } => {
@@ -471,6 +483,7 @@ impl Outbox {
                     now
                 ])?;
             }
+            finish(current.take())?;
             let mut mk = tx.prepare_cached(
                 "INSERT INTO marks (target, name, seq, offset) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (target, name) DO UPDATE SET
@@ -1052,6 +1065,45 @@ mod tests {
         );
         assert_eq!(ob.mark(T, "log/r/j").unwrap(), Some((2, 20)));
         assert_eq!(ob.pending(&all()).unwrap(), (3, 3));
+    }
+
+    /// Issue 9: a process that read the local store before another one
+    /// enqueued (and the actor delivered and deleted) the same entries must
+    /// not queue them again; nor may an older entry follow a newer one.
+    #[test]
+    fn a_delivered_entry_is_never_queued_again_and_streams_only_move_forward() {
+        let home = tempfile::tempdir().unwrap();
+        let a = Outbox::open(home.path()).unwrap();
+        let b = Outbox::open(home.path()).unwrap();
+        assert_eq!(
+            a.enqueue(T, &[entry("s", 1, "a"), entry("s", 2, "b")], &[])
+                .unwrap(),
+            2
+        );
+        let claims = a.claim(&all(), 8, 100, 1 << 20, Duration::ZERO).unwrap();
+        assert_eq!(claims[0].entries.len(), 2);
+        a.settle(&claims[0], 2, Duration::from_millis(1), None)
+            .unwrap();
+        assert_eq!(a.pending(&all()).unwrap(), (0, 0));
+        // The slow process enqueues what it read: 1 and 2 are gone for good,
+        // only 3 is new.
+        assert_eq!(
+            b.enqueue(
+                T,
+                &[entry("s", 1, "a"), entry("s", 2, "b"), entry("s", 3, "c")],
+                &[]
+            )
+            .unwrap(),
+            1
+        );
+        assert_eq!(b.stream_high(T, "s").unwrap(), Some(3));
+        // An older version after a newer one is dropped too.
+        assert_eq!(b.enqueue(T, &[entry("s", 2, "old")], &[]).unwrap(), 0);
+        let claims = b.claim(&all(), 8, 100, 1 << 20, Duration::ZERO).unwrap();
+        let seqs: Vec<i64> = claims[0].entries.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, vec![3]);
+        // Another stream is independent.
+        assert_eq!(b.enqueue(T, &[entry("t", 1, "x")], &[]).unwrap(), 1);
     }
 
     #[test]

@@ -5,7 +5,10 @@
 //! (b) re-uploading a 100 MB cache blob that is already present: bytes sent
 //!     to the server, measured by a counting proxy (target: no body bytes);
 //! (c) `sparkwing runs list --profile` over 1,000 remote runs: time and
-//!     number of requests (from moto's request log).
+//!     number of requests (from moto's request log);
+//! (d) object PUTs for one run of 5 jobs printing 10,000 lines in all, once
+//!     quickly and once spread over more than 10 s (issue 9: exactly-once
+//!     delivery must not multiply requests).
 //!
 //! `bash scripts/test.sh` provisions moto in .venv; then
 //! `cargo bench --bench mode2_s3` (BENCH_BACKLOG=N to resize (a)).
@@ -257,6 +260,59 @@ fn bench_list(m: &common::Moto, rt: &tokio::runtime::Runtime) {
     println!("    baseline (naive: list every object, GET every run.json): 1,000 runs = at least 1,001 requests whatever the page size");
 }
 
+/// (d): PUTs for a 5-job, 10,000-line run, printed quickly and slowly.
+fn bench_puts(m: &common::Moto) {
+    m.bucket("puts");
+    let project = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(project.path().join(".sparkwing")).unwrap();
+    let job = |name: &str, slow: bool| {
+        let body = if slow {
+            // 2,000 lines in 20 bursts over about 11 s.
+            "for b in $(seq 20); do seq 100 | sed \"s/^/line $b./\"; sleep 0.55; done"
+        } else {
+            "seq 2000 | sed 's/^/line /'"
+        };
+        format!("      {name}:\n        steps:\n          - run: {body:?}\n")
+    };
+    let mut yaml = format!(
+        "profiles:\n  shared:\n    state: {{ type: s3, bucket: puts, prefix: state, endpoint: \"{e}\" }}\n    logs: {{ type: s3, bucket: puts, prefix: logs, endpoint: \"{e}\" }}\n    cache: {{ type: s3, bucket: puts, prefix: cache, endpoint: \"{e}\" }}\npipelines:\n",
+        e = m.endpoint
+    );
+    for (name, slow) in [("quick", false), ("slow", true)] {
+        yaml.push_str(&format!("  - name: {name}\n    jobs:\n"));
+        for j in 0..5 {
+            yaml.push_str(&job(&format!("j{j}"), slow));
+        }
+    }
+    std::fs::write(project.path().join(".sparkwing/sparkwing.yaml"), yaml).unwrap();
+    println!("(d) object PUTs of one run: 5 jobs, 10,000 lines in all (requests from moto's log)");
+    for (name, took_at_least) in [("quick", "prints at once"), ("slow", "prints over 11 s")] {
+        let before = m.requests_of("PUT");
+        let start = Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_sparkwing"))
+            .args(["run", name, "--profile", "shared"])
+            .current_dir(project.path())
+            .env("HOME", home.path())
+            .env_remove("SPARKWING_HOME")
+            .envs([
+                ("AWS_ACCESS_KEY_ID", "testing"),
+                ("AWS_SECRET_ACCESS_KEY", "testing"),
+                ("AWS_REGION", "us-east-1"),
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        std::thread::sleep(Duration::from_millis(200));
+        let puts = m.requests_of("PUT") - before;
+        println!(
+            "    {name:<5} ({took_at_least}, {:.1} s): {puts} PUTs",
+            start.elapsed().as_secs_f64()
+        );
+    }
+    println!("    baseline (commit e0fb979, before exactly-once): 12 PUTs quick, 58 PUTs slow");
+}
+
 fn main() {
     let backlog: usize = std::env::var("BENCH_BACKLOG")
         .ok()
@@ -268,6 +324,11 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("puts") {
+        bench_puts(&m);
+        return;
+    }
+    bench_puts(&m);
     bench_list(&m, &rt);
     bench_blob(&m, &rt);
     bench_replay(&m, &rt, backlog, 8);

@@ -128,11 +128,17 @@ impl Moto {
     }
     /// Requests moto has logged so far.
     pub fn requests(&self) -> usize {
+        self.requests_of("")
+    }
+
+    /// Requests of one method (`"PUT"`; `""` for all) moto has logged so far.
+    pub fn requests_of(&self, method: &str) -> usize {
         let f = std::fs::File::open(&self.log).unwrap();
+        let want = format!("\"{method}");
         std::io::BufReader::new(f)
             .lines()
             .map_while(Result::ok)
-            .filter(|l| l.contains(" HTTP/1.1\""))
+            .filter(|l| l.contains(" HTTP/1.1\"") && l.contains(&want))
             .count()
     }
 }

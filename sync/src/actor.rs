@@ -381,8 +381,14 @@ async fn deliver_some(
         i += n;
     }
     let (applied, err) = target.apply_all(&ops).await;
-    let delivered: usize = counts[..applied].iter().sum();
+    let mut delivered: usize = counts[..applied].iter().sum();
     if err.is_some() {
+        // A run document that failed stood for several versions: the older
+        // ones are superseded by the newest, which stays queued with the
+        // failure. Settling them keeps a retry (whatever its claim's
+        // length) from sending a version older than one this attempt may
+        // already have written before its answer was lost.
+        delivered += counts.get(applied).map_or(0, |n| n - 1);
         return (delivered, err);
     }
     match stop {
@@ -557,7 +563,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn delivers_streams_in_order_and_merges_events_into_segments() {
+    async fn delivers_streams_in_order_one_object_per_entry() {
         let r = rig();
         let id = r.target.id().to_string();
         let mut entries: Vec<NewEntry> = (0..5)
@@ -570,10 +576,14 @@ mod tests {
         let rep = a.drain(far()).await.unwrap();
         assert_eq!(rep.delivered, 18);
         assert_eq!(a.pending().await.unwrap(), (0, 0));
-        let seg =
-            std::fs::read_to_string(r.remote.join("runs/R1/events/00000000000000000001.ndjson"))
-                .unwrap();
-        assert_eq!(seg.lines().count(), 10, "ten events, one object");
+        // Each entry is its own object, with exactly its bytes: the
+        // replicator decided the segment, the actor never regroups.
+        for i in 1..=10 {
+            let seg =
+                std::fs::read_to_string(r.remote.join(format!("runs/R1/events/{i:020}.ndjson")))
+                    .unwrap();
+            assert_eq!(seg, format!("{{\"seq\":{i}}}\n"));
+        }
         let journal = r.target.journal();
         let a_chunks: Vec<_> = journal
             .iter()
@@ -587,6 +597,34 @@ mod tests {
             .map(|i| std::fs::read_to_string(r.remote.join(format!("R1/a/{i:010}.log"))).unwrap())
             .collect();
         assert_eq!(text, "a0\na1\na2\na3\na4\n");
+    }
+
+    #[tokio::test]
+    async fn consecutive_run_documents_collapse_to_the_newest() {
+        let r = rig();
+        let id = r.target.id().to_string();
+        let doc = |v: i64| NewEntry {
+            stream: "summary/R1".into(),
+            seq: v,
+            op: "state.run".into(),
+            subject: "R1".into(),
+            payload: Payload::Inline(format!("{{\"v\":{v}}}").into_bytes()),
+        };
+        r.outbox
+            .enqueue(&id, &[doc(1), doc(2), doc(3)], &[])
+            .unwrap();
+        let a = actor(&r);
+        let rep = a.drain(far()).await.unwrap();
+        assert_eq!(rep.delivered, 3, "all three settled");
+        let writes: Vec<_> = r
+            .target
+            .journal()
+            .into_iter()
+            .filter(|k| k == "runs/R1/run.json")
+            .collect();
+        assert_eq!(writes.len(), 1, "one PUT for three versions");
+        let body = std::fs::read_to_string(r.remote.join("runs/R1/run.json")).unwrap();
+        assert_eq!(body, "{\"v\":3}");
     }
 
     #[tokio::test]
@@ -636,6 +674,48 @@ mod tests {
             0,
             "nothing is due before Retry-After"
         );
+    }
+
+    #[tokio::test]
+    async fn a_failed_run_document_leaves_only_its_newest_version_queued() {
+        let r = rig();
+        let id = r.target.id().to_string();
+        let doc = |v: i64| NewEntry {
+            stream: "summary/R".into(),
+            seq: v,
+            op: "state.run".into(),
+            subject: "R".into(),
+            payload: Payload::Inline(format!("{{\"v\":{v}}}").into_bytes()),
+        };
+        r.outbox
+            .enqueue(&id, &[doc(1), doc(2), doc(3)], &[])
+            .unwrap();
+        // Version 3 stands for all three; its answer may have been lost
+        // after it was written.
+        r.target.fail_next(1, ErrorClass::Transient, None);
+        let ids = [id.clone()];
+        let claim = r
+            .outbox
+            .claim(&ids, 1, 10, u64::MAX, Duration::ZERO)
+            .unwrap();
+        let (n, err) = deliver(r.target.as_ref(), &claim[0]).await;
+        assert_eq!(n, 2, "versions 1 and 2 are superseded by 3");
+        let e = err.unwrap();
+        r.outbox
+            .settle(
+                &claim[0],
+                n,
+                Duration::ZERO,
+                Some((e.class, &e.message, None)),
+            )
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // So a retry, even one entry long, never sends an older version.
+        let again = r
+            .outbox
+            .claim(&ids, 1, 1, u64::MAX, Duration::ZERO)
+            .unwrap();
+        assert_eq!(again[0].entries[0].seq, 3);
     }
 
     #[tokio::test]

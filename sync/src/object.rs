@@ -128,6 +128,48 @@ impl ObjectStoreTarget {
         }
     }
 
+    /// Writes ops to a directory surface in order from one blocking thread
+    /// (see [`write_local`]); returns what each written op did and the
+    /// failure that stopped the batch, if any.
+    async fn write_dir(&self, ops: &[Op]) -> (Vec<Applied>, Option<TargetError>) {
+        let (fs, root) = match self.local().await {
+            Ok((fs, _, root)) => (Arc::clone(fs), root.clone()),
+            Err(e) => return (Vec::new(), Some(e)),
+        };
+        let mut items = Vec::with_capacity(ops.len());
+        let mut stop = None;
+        for op in ops {
+            match fs.path_to_filesystem(&self.path(&op.key())) {
+                Ok(p) => items.push((p, op.clone())),
+                Err(e) => {
+                    stop = Some(classify(&e));
+                    break;
+                }
+            }
+        }
+        let written = tokio::task::spawn_blocking(move || {
+            let mut done = Vec::with_capacity(items.len());
+            for (path, op) in &items {
+                match write_local(&root, path, op) {
+                    Ok(a) => done.push(a),
+                    Err(e) => return (done, Some(e)),
+                }
+            }
+            (done, None)
+        })
+        .await;
+        match written {
+            Ok((done, Some(e))) => (done, Some(e)),
+            Ok((done, None)) => (done, stop),
+            Err(e) => (
+                Vec::new(),
+                Some(TargetError::transient(format!(
+                    "a write thread failed: {e}"
+                ))),
+            ),
+        }
+    }
+
     fn path(&self, key: &str) -> ObjPath {
         if self.prefix.is_empty() {
             ObjPath::from(key)
@@ -242,7 +284,11 @@ pub fn clean_staging(root: &std::path::Path) -> usize {
 /// readers) or, for a cache blob, hard-linked to `path` so a blob already
 /// there is never replaced. `root` is never created: a missing root is an
 /// outage ("offline"), whenever it is noticed.
-fn write_local(root: &std::path::Path, path: &std::path::Path, op: &Op) -> Result<(), TargetError> {
+fn write_local(
+    root: &std::path::Path,
+    path: &std::path::Path,
+    op: &Op,
+) -> Result<Applied, TargetError> {
     use std::io::Write;
     static STAGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let blob = matches!(op, Op::CacheBlob { .. });
@@ -254,7 +300,7 @@ fn write_local(root: &std::path::Path, path: &std::path::Path, op: &Op) -> Resul
             )));
         }
         if path.exists() {
-            return Ok(());
+            return Ok(Applied::AlreadyPresent);
         }
     }
     let staging = root.join(STAGING_DIR);
@@ -293,7 +339,7 @@ fn write_local(root: &std::path::Path, path: &std::path::Path, op: &Op) -> Resul
     if blob || done.is_err() {
         let _ = std::fs::remove_file(&staged);
     }
-    done
+    done.map(|_| Applied::Written)
 }
 
 /// Sorts an `object_store` error into transient, auth or permanent.
@@ -335,9 +381,12 @@ impl Target for ObjectStoreTarget {
     async fn apply(&self, op: &Op) -> Result<Applied, TargetError> {
         if matches!(self.source, Source::Directory(..)) {
             // One path for directory writes: it never creates the root.
-            return match self.apply_all(std::slice::from_ref(op)).await {
+            return match self.write_dir(std::slice::from_ref(op)).await {
                 (_, Some(e)) => Err(e),
-                _ => Ok(Applied::Written),
+                (done, None) => done
+                    .first()
+                    .copied()
+                    .ok_or_else(|| TargetError::permanent("nothing was written")),
             };
         }
         let store = self.store().await?;
@@ -382,43 +431,8 @@ impl Target for ObjectStoreTarget {
         if matches!(self.source, Source::Store(_)) {
             return crate::target::apply_each(self, ops).await;
         }
-        let (fs, root) = match self.local().await {
-            Ok((fs, _, root)) => (Arc::clone(fs), root.clone()),
-            Err(e) => return (0, Some(e)),
-        };
-        let mut items = Vec::with_capacity(ops.len());
-        let mut stop = None;
-        for (i, op) in ops.iter().enumerate() {
-            match fs.path_to_filesystem(&self.path(&op.key())) {
-                Ok(p) => items.push((p, op.clone())),
-                Err(e) => {
-                    stop = Some((i, classify(&e)));
-                    break;
-                }
-            }
-        }
-        let written = tokio::task::spawn_blocking(move || {
-            for (i, (path, op)) in items.iter().enumerate() {
-                if let Err(e) = write_local(&root, path, op) {
-                    return (i, Some(e));
-                }
-            }
-            (items.len(), None)
-        })
-        .await;
-        match written {
-            Ok((n, Some(e))) => (n, Some(e)),
-            Ok((n, None)) => match stop {
-                Some((i, e)) => (i, Some(e)),
-                None => (n, None),
-            },
-            Err(e) => (
-                0,
-                Some(TargetError::transient(format!(
-                    "a write thread failed: {e}"
-                ))),
-            ),
-        }
+        let (done, err) = self.write_dir(ops).await;
+        (done.len(), err)
     }
 
     async fn read(&self, key: &str) -> Result<Option<Bytes>, TargetError> {
@@ -570,5 +584,81 @@ impl object_store::client::HttpConnector for RetryAfterConnector {
             client,
             seen: self.seen.clone(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(n: u32) -> Op {
+        Op::LogChunk {
+            run: "R".into(),
+            job: "j".into(),
+            seq: n as i64,
+            body: Bytes::from(format!("chunk {n}\n")),
+        }
+    }
+
+    /// Issue 9: an unmounted share must never be re-created on the local
+    /// disk, not even inside the window where the directory was last seen.
+    #[tokio::test]
+    async fn a_missing_root_is_offline_at_every_write_and_never_created() {
+        let tmp = tempfile::tempdir().unwrap();
+        let share = tmp.path().join("share");
+        let t = ObjectStoreTarget::filesystem(&share);
+        let e = t.apply(&op(0)).await.unwrap_err();
+        assert_eq!(e.class, sparkwing_outbox::ErrorClass::Transient, "{e}");
+        assert!(!share.exists());
+        std::fs::create_dir(&share).unwrap();
+        assert_eq!(t.apply(&op(0)).await.unwrap(), Applied::Written);
+        // Moved away right after a successful write (the directory was
+        // seen a moment ago): both write paths refuse, and create nothing.
+        std::fs::rename(&share, tmp.path().join("away")).unwrap();
+        let e = t.apply(&op(1)).await.unwrap_err();
+        assert_eq!(e.class, sparkwing_outbox::ErrorClass::Transient, "{e}");
+        let (n, e) = t.apply_all(&[op(2), op(3)]).await;
+        assert_eq!(n, 0);
+        assert!(e.is_some_and(|e| e.message.contains("is the share mounted")));
+        assert!(!share.exists(), "the share was re-created locally");
+        std::fs::rename(tmp.path().join("away"), &share).unwrap();
+        assert_eq!(t.apply_all(&[op(1), op(2)]).await.1, None);
+        assert_eq!(t.list("R/").await.unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn staged_files_are_outside_the_key_space_and_crash_leftovers_go() {
+        let tmp = tempfile::tempdir().unwrap();
+        let share = tmp.path().join("share");
+        let staging = share.join(STAGING_DIR);
+        std::fs::create_dir_all(&staging).unwrap();
+        // A leftover of a process of this host that is gone (pid beyond
+        // pid_max), and one of a live process (this one).
+        let me = staging_owner();
+        let host = me.split('.').next().unwrap();
+        let dead = staging.join(format!("{host}.2147483646.7"));
+        let live = staging.join(format!("{me}999999"));
+        std::fs::write(&dead, b"partial").unwrap();
+        std::fs::write(&live, b"in flight").unwrap();
+        let t = ObjectStoreTarget::filesystem(&share);
+        let blob = Bytes::from_static(b"blob");
+        let ops = [
+            op(0),
+            Op::CacheBlob {
+                sha256: sha256_hex(&blob),
+                body: blob,
+            },
+        ];
+        assert_eq!(t.apply_all(&ops).await, (2, None));
+        assert!(!dead.exists(), "a dead writer's staged file is removed");
+        assert!(live.exists(), "a live writer's staged file is left alone");
+        for prefix in ["R/", "cas/", "runs/", "keys/"] {
+            for k in t.list(prefix).await.unwrap() {
+                assert!(!k.contains(STAGING_DIR) && !k.contains('#'), "{k}");
+            }
+        }
+        // Nothing staged by the writes themselves is left behind.
+        let left: Vec<_> = std::fs::read_dir(&staging).unwrap().collect();
+        assert_eq!(left.len(), 1, "only the live writer's file: {left:?}");
     }
 }

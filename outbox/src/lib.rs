@@ -174,6 +174,10 @@ pub struct Claim {
     pub target: String,
     pub stream: String,
     pub entries: Vec<Entry>,
+    /// When the lease on the stream runs out (Unix ms, wall clock, as every
+    /// process judges it). A worker must not start delivering after that:
+    /// another worker may have taken the stream and written newer data.
+    pub lease_until: i64,
 }
 
 /// How a delivery failed (DESIGN invariant 6).
@@ -679,6 +683,7 @@ impl Outbox {
                             target: target.clone(),
                             stream,
                             entries,
+                            lease_until: now + LEASE.as_millis() as i64,
                         });
                     }
                 }

@@ -292,6 +292,14 @@ impl SyncActor {
 /// Delivers a claim's entries in order; returns how many succeeded and the
 /// error that stopped it, if any.
 pub async fn deliver(target: &dyn Target, claim: &Claim) -> (usize, Option<TargetError>) {
+    // A claim whose lease has run out (or nearly: this process may have
+    // been paused, a laptop asleep) is not delivered: another worker may
+    // have taken the stream since and written a newer run document, which
+    // this older one must not overwrite. Settling it with nothing
+    // delivered releases it for a fresh claim.
+    if !lease_left(claim) {
+        return (0, None);
+    }
     let entries = &claim.entries;
     // All payloads of the claim at once (bounded by the claim's max_bytes).
     let bodies = match read_payloads(entries).await {
@@ -395,6 +403,18 @@ async fn deliver_some(
         Some((at, e)) => (at, Some(e)),
         None => (delivered, None),
     }
+}
+
+/// How long before its lease runs out a claim is no longer started.
+pub const LEASE_MARGIN: Duration = Duration::from_secs(30);
+
+/// Whether `claim` still has enough of its lease left to start delivering.
+pub fn lease_left(claim: &Claim) -> bool {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    now + (LEASE_MARGIN.as_millis() as i64) < claim.lease_until
 }
 
 fn concat(parts: &[Bytes]) -> Bytes {
@@ -625,6 +645,32 @@ mod tests {
         assert_eq!(writes.len(), 1, "one PUT for three versions");
         let body = std::fs::read_to_string(r.remote.join("runs/R1/run.json")).unwrap();
         assert_eq!(body, "{\"v\":3}");
+    }
+
+    /// A worker paused past its lease (a laptop asleep) must not write what
+    /// it claimed: another may have delivered newer versions since.
+    #[tokio::test]
+    async fn a_claim_past_its_lease_is_not_delivered_and_is_released() {
+        let r = rig();
+        let id = r.target.id().to_string();
+        r.outbox
+            .enqueue(&id, &[log("R1", "a", 0, "a0\n")], &[])
+            .unwrap();
+        let mut claims = r
+            .outbox
+            .claim(&[id.clone()], 8, 100, 1 << 20, Duration::ZERO)
+            .unwrap();
+        let mut claim = claims.remove(0);
+        claim.lease_until = 0;
+        assert_eq!(deliver(r.target.as_ref(), &claim).await, (0, None));
+        assert!(r.target.journal().is_empty(), "nothing was written");
+        r.outbox
+            .settle(&claim, 0, Duration::from_millis(1), None)
+            .unwrap();
+        // Released: a fresh claim delivers it.
+        let a = actor(&r);
+        assert_eq!(a.drain(far()).await.unwrap().delivered, 1);
+        assert_eq!(r.target.journal(), vec!["R1/a/0000000000.log".to_string()]);
     }
 
     #[tokio::test]

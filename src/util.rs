@@ -218,6 +218,29 @@ pub fn table(rows: &[Vec<String>]) -> String {
     s
 }
 
+/// At most `max` characters of `s` (on a character boundary), with `…`
+/// when cut: for values from outside the process shown in a message.
+pub fn clip(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+/// `s` with control characters (escape sequences, carriage returns) shown
+/// as `\u{..}` escapes, so text from a remote cannot drive the terminal.
+pub fn sanitize(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                c.escape_unicode().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,27 +272,4 @@ mod tests {
         assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339_ms(1_795_795_200_123), "2026-11-27T16:00:00.123Z");
     }
-}
-
-/// At most `max` characters of `s` (on a character boundary), with `…`
-/// when cut: for values from outside the process shown in a message.
-pub fn clip(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_string(),
-    }
-}
-
-/// `s` with control characters (escape sequences, carriage returns) shown
-/// as `\u{..}` escapes, so text from a remote cannot drive the terminal.
-pub fn sanitize(s: &str) -> String {
-    s.chars()
-        .flat_map(|c| {
-            if c.is_control() && c != '\n' && c != '\t' {
-                c.escape_unicode().collect::<Vec<_>>()
-            } else {
-                vec![c]
-            }
-        })
-        .collect()
 }

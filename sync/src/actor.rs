@@ -658,7 +658,7 @@ mod tests {
             .unwrap();
         let mut claims = r
             .outbox
-            .claim(&[id.clone()], 8, 100, 1 << 20, Duration::ZERO)
+            .claim(std::slice::from_ref(&id), 8, 100, 1 << 20, Duration::ZERO)
             .unwrap();
         let mut claim = claims.remove(0);
         claim.lease_until = 0;

@@ -444,17 +444,7 @@ impl Store {
             let mut st = c.prepare_cached(
                 "SELECT seq, ts, kind, job, data FROM events WHERE run_id = ?1 AND seq > ?2 ORDER BY seq",
             )?;
-            let rows = st.query_map(params![run, after_seq], |r| {
-                let data: String = r.get(4)?;
-                Ok(EventRow {
-                    run: run.to_string(),
-                    seq: r.get(0)?,
-                    ts: r.get(1)?,
-                    kind: r.get(2)?,
-                    job: r.get(3)?,
-                    data: serde_json::from_str(&data).unwrap_or(Value::Null),
-                })
-            })?;
+            let rows = st.query_map(params![run, after_seq], |r| event_row(run, r))?;
             rows.collect()
         })
     }
@@ -530,9 +520,13 @@ impl Store {
 
     /// Events `first..=last` of a run, in order.
     pub fn events_between(&self, run: &str, first: i64, last: i64) -> Result<Vec<EventRow>> {
-        let mut out = self.events_after(run, first - 1)?;
-        out.retain(|e| e.seq <= last);
-        Ok(out)
+        self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT seq, ts, kind, job, data FROM events WHERE run_id = ?1 AND seq BETWEEN ?2 AND ?3 ORDER BY seq",
+            )?;
+            let rows = st.query_map(params![run, first, last], |r| event_row(run, r))?;
+            rows.collect()
+        })
     }
 
     /// Records the log chunks of a job up to `len` bytes of its log file:
@@ -773,6 +767,18 @@ fn event(
         params![run, now_ms(), kind, job, data.to_string()],
     )?;
     Ok(())
+}
+
+fn event_row(run: &str, r: &rusqlite::Row) -> rusqlite::Result<EventRow> {
+    let data: String = r.get(4)?;
+    Ok(EventRow {
+        run: run.to_string(),
+        seq: r.get(0)?,
+        ts: r.get(1)?,
+        kind: r.get(2)?,
+        job: r.get(3)?,
+        data: serde_json::from_str(&data).unwrap_or(Value::Null),
+    })
 }
 
 fn cache_row(r: &rusqlite::Row) -> rusqlite::Result<CacheEntry> {

@@ -3,8 +3,10 @@
 
 mod browser;
 mod cache;
+mod checker;
 mod concurrency;
 mod dashboard;
+mod exactly_once;
 mod gate;
 mod inspect;
 mod pipelines;
@@ -12,6 +14,8 @@ mod profiles;
 mod run;
 mod s3;
 mod signals;
+mod sim;
 mod sync;
 mod util;
+mod verify;
 mod web;

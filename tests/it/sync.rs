@@ -6,8 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
-
+use crate::checker::{self, Scope};
 use crate::util::*;
 
 const PIPELINE: &str = r#"
@@ -71,149 +70,14 @@ impl SyncEnv {
     }
 }
 
-fn sha_hex(b: &[u8]) -> String {
-    Sha256::digest(b)
-        .iter()
-        .map(|x| format!("{x:02x}"))
-        .collect()
-}
-
 /// Asserts that the remote holds exactly what the local store holds for
-/// every run: each event once, the log bytes in order, every cache blob
-/// byte-identical, every manifest. Returns the number of runs checked.
+/// every run of this home, with the independent strict checker of
+/// `checker.rs`: each event exactly once, run.json with the local status,
+/// the log bytes in order, every cache blob byte-identical, every manifest.
+/// The remote may hold other homes' runs too (a shared bucket); see
+/// [`Scope`]. Returns the number of runs checked.
 pub fn assert_remote_equals_local(home: &Path, remote: &Path) -> usize {
-    let db = rusqlite::Connection::open(home.join("state.db")).unwrap();
-    let runs: Vec<String> = db
-        .prepare("SELECT id FROM runs ORDER BY id")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    for run in &runs {
-        // Events: the union of all segments, each seq once, equal to local.
-        let local: Vec<(i64, String)> = db
-            .prepare("SELECT seq, kind FROM events WHERE run_id = ?1 ORDER BY seq")
-            .unwrap()
-            .query_map([run], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        let mut remote_events: BTreeMap<i64, String> = BTreeMap::new();
-        let seg_dir = remote.join("state/runs").join(run).join("events");
-        let mut segs: Vec<PathBuf> = std::fs::read_dir(&seg_dir)
-            .unwrap_or_else(|_| panic!("run {run}: no events on the remote"))
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|x| x == "ndjson"))
-            .collect();
-        segs.sort();
-        for seg in segs {
-            for line in std::fs::read_to_string(&seg).unwrap().lines() {
-                let v: serde_json::Value = serde_json::from_str(line).unwrap();
-                assert_eq!(v["run"], run.as_str());
-                let seq = v["seq"].as_i64().unwrap();
-                let kind = v["kind"].as_str().unwrap().to_string();
-                if let Some(prev) = remote_events.insert(seq, kind.clone()) {
-                    assert_eq!(prev, kind, "run {run} event {seq} differs between segments");
-                }
-            }
-        }
-        let remote_list: Vec<(i64, String)> = remote_events.into_iter().collect();
-        assert_eq!(
-            remote_list, local,
-            "run {run}: remote events equal local events"
-        );
-        let summary: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(remote.join("state/runs").join(run).join("run.json")).unwrap(),
-        )
-        .unwrap();
-        assert_eq!(
-            summary["events_through"].as_i64(),
-            local.last().map(|e| e.0),
-            "run {run}: run.json is current"
-        );
-        // Logs: the chunks, in order, are the local file byte for byte.
-        let jobs: Vec<String> = db
-            .prepare("SELECT name FROM jobs WHERE run_id = ?1")
-            .unwrap()
-            .query_map([run], |r| r.get(0))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        for job in jobs {
-            let local_log = std::fs::read(home.join("runs").join(run).join(format!("{job}.log")))
-                .unwrap_or_default();
-            let dir = remote.join("logs").join(run).join(&job);
-            let mut chunks: Vec<PathBuf> = std::fs::read_dir(&dir)
-                .map(|d| {
-                    d.map(|e| e.unwrap().path())
-                        .filter(|p| p.extension().is_some_and(|x| x == "log"))
-                        .collect()
-                })
-                .unwrap_or_default();
-            chunks.sort();
-            for (i, c) in chunks.iter().enumerate() {
-                assert_eq!(
-                    c.file_name().unwrap().to_string_lossy(),
-                    format!("{i:010}.log"),
-                    "no gap in chunk numbers"
-                );
-            }
-            let remote_log: Vec<u8> = chunks
-                .iter()
-                .flat_map(|c| std::fs::read(c).unwrap())
-                .collect();
-            assert!(
-                remote_log == local_log,
-                "run {run} job {job}: remote log ({} bytes) equals local ({} bytes)",
-                remote_log.len(),
-                local_log.len()
-            );
-        }
-        // Cache: manifests and blobs, hashes verified.
-        let entries: Vec<(String, String)> = db
-            .prepare("SELECT key, manifest FROM cache_entries WHERE run_id = ?1")
-            .unwrap()
-            .query_map([run], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        for (key, manifest) in entries {
-            let doc: serde_json::Value = serde_json::from_slice(
-                &std::fs::read(remote.join("cache/keys").join(format!("{key}.json"))).unwrap(),
-            )
-            .unwrap();
-            let m: serde_json::Value = serde_json::from_str(&manifest).unwrap();
-            if doc["run_id"] == run.as_str() {
-                assert_eq!(doc["manifest"], m);
-            } else {
-                // Another runner wrote the same key last (Mode 2: last write
-                // wins): fine when it names the very same files.
-                let files = |v: &serde_json::Value| {
-                    v["files"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|f| (f["path"].clone(), f["sha256"].clone(), f["mode"].clone()))
-                        .collect::<Vec<_>>()
-                };
-                assert_eq!(
-                    files(&doc["manifest"]),
-                    files(&m),
-                    "run {run}: key {key} was rewritten with different outputs"
-                );
-            }
-            for f in m["files"].as_array().unwrap() {
-                let sha = f["sha256"].as_str().unwrap();
-                let blob =
-                    std::fs::read(remote.join("cache/cas").join(&sha[..2]).join(sha)).unwrap();
-                assert_eq!(sha_hex(&blob), sha, "remote blob is byte-identical");
-                let local_blob = std::fs::read(home.join("cas").join(&sha[..2]).join(sha)).unwrap();
-                assert!(blob == local_blob);
-            }
-        }
-    }
-    runs.len()
+    checker::check(home, &checker::dir_snapshot(remote), Scope::Shared).runs
 }
 
 fn status_json(env: &Env, profile: &str) -> serde_json::Value {
@@ -388,8 +252,17 @@ fn kill_9_of_runs_and_daemons_at_random_points_loses_and_doubles_nothing() {
         .env
         .run(&["sync", "flush", "--profile", "team", "--timeout", "120s"]);
     expect_code(&out, 0);
-    let n = assert_remote_equals_local(&s.env.sw_home(), &s.remote);
-    assert!(n >= 30, "{n} runs checked");
+    // This home is the remote's only writer: nothing may be unaccounted for,
+    // and every killed run is `interrupted` there as it is here.
+    let c = checker::check(
+        &s.env.sw_home(),
+        &checker::dir_snapshot(&s.remote),
+        Scope::Exclusive,
+    );
+    assert!(c.runs >= 30, "{} runs checked", c.runs);
+    assert!(!c.interrupted.is_empty(), "no run was interrupted: {c:?}");
+    // The product's own check agrees.
+    expect_code(&s.env.run(&["sync", "verify", "--profile", "team"]), 0);
 }
 
 #[test]

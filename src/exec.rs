@@ -203,10 +203,24 @@ pub fn run_pipeline(project: &Project, pipeline: &Pipeline, opts: RunOptions) ->
     store.admit_run(&run_id, slot.index)?;
     // Mode 2+: open the outbox, the actor that drains it, and the replicator
     // that feeds it. Earlier runs' leftovers (a crash) are queued first.
-    let sync = if opts.remote.is_local() {
+    let outbox = if opts.remote.is_local() {
         None
     } else {
-        let outbox = Arc::new(Outbox::open(&opts.home)?);
+        // The outbox is derived: a run never fails because it cannot be
+        // opened. The run's targets are recorded in state.db, so the next
+        // run, daemon or flush queues what this one wrote.
+        match Outbox::open(&opts.home) {
+            Ok(o) => Some(Arc::new(o)),
+            Err(e) => {
+                eprintln!(
+                    "sparkwing: cannot open the sync outbox ({e}); this run is kept locally and `sparkwing sync flush --profile {}` will send it",
+                    opts.profile
+                );
+                None
+            }
+        }
+    };
+    let sync = if let Some(outbox) = outbox {
         let actor = Arc::new(SyncActor::new(
             Arc::clone(&outbox),
             opts.remote.targets(),
@@ -220,6 +234,8 @@ pub fn run_pipeline(project: &Project, pipeline: &Pipeline, opts: RunOptions) ->
         ));
         sync_warn(repl.reconcile(&store));
         Some((actor, repl))
+    } else {
+        None
     };
     eprintln!(
         "sparkwing: run {run_id} · pipeline {} · profile {} · logs {}",

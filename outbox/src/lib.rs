@@ -317,6 +317,38 @@ impl Outbox {
     pub fn open_with(home: &Path, policy: DecorrelatedJitterBuilder) -> Result<Outbox> {
         std::fs::create_dir_all(home).map_err(ctx("creating SPARKWING_HOME"))?;
         let path = home.join(OUTBOX_FILE);
+        // outbox.db is derived and may be deleted by hand. Its -wal and -shm
+        // files belong to the file they were made for: with outbox.db gone
+        // they are orphans (another process may still hold the deleted file
+        // open), and a new outbox.db opened over them would read another
+        // database's pages. So a missing outbox.db takes them with it, under
+        // an exclusive lock that every opener takes (a kernel lock: a crash
+        // releases it).
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(home.join("outbox.lock"))
+            .map_err(ctx("opening outbox.lock"))?;
+        // SAFETY: flock on a descriptor this function owns.
+        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) } != 0 {
+            return Err(OutboxError {
+                what: "locking outbox.lock".into(),
+                source: Box::new(std::io::Error::last_os_error()),
+            });
+        }
+        if !path.exists() {
+            for suffix in ["-wal", "-shm"] {
+                let mut orphan = path.as_os_str().to_owned();
+                orphan.push(suffix);
+                match std::fs::remove_file(&orphan) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(ctx("removing the orphaned files of a deleted outbox.db")(e))
+                    }
+                    _ => {}
+                }
+            }
+        }
         let mut conn = Connection::open(&path).map_err(ctx("opening outbox.db"))?;
         conn.busy_timeout(Duration::from_secs(120))
             .map_err(ctx("configuring outbox.db"))?;
@@ -331,6 +363,7 @@ impl Outbox {
         conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA wal_autocheckpoint = 8192;")
             .map_err(ctx("configuring outbox.db"))?;
         sparkwing_schema::migrate_outbox(&mut conn).map_err(ctx("migrating outbox.db"))?;
+        drop(lock);
         let host = hostname();
         let pid = std::process::id() as i64;
         // Unique per Outbox value, even for several in one process.
@@ -1109,6 +1142,28 @@ mod tests {
         assert_eq!(seqs, vec![3]);
         // Another stream is independent.
         assert_eq!(b.enqueue(T, &[entry("t", 1, "x")], &[]).unwrap(), 1);
+    }
+
+    /// Issue 9: outbox.db is derived, so deleting it (and only it) while
+    /// another process holds it open must not break the next opener.
+    #[test]
+    fn a_deleted_outbox_db_opens_anew_while_another_process_holds_the_old_one() {
+        let home = tempfile::tempdir().unwrap();
+        let old = Outbox::open(home.path()).unwrap();
+        old.enqueue(T, &[entry("s", 1, "a"), entry("s", 2, "b")], &[])
+            .unwrap();
+        std::fs::remove_file(home.path().join(OUTBOX_FILE)).unwrap();
+        assert!(home.path().join("outbox.db-wal").exists());
+        let new = Outbox::open(home.path()).unwrap();
+        assert_eq!(new.pending(&all()).unwrap(), (0, 0), "a new, empty queue");
+        assert_eq!(new.enqueue(T, &[entry("s", 1, "a")], &[]).unwrap(), 1);
+        assert_eq!(new.pending(&all()).unwrap(), (1, 1));
+        // The holder of the deleted file goes on with its own queue.
+        assert_eq!(old.pending(&all()).unwrap(), (2, 2));
+        assert_eq!(old.enqueue(T, &[entry("s", 3, "c")], &[]).unwrap(), 1);
+        drop(old);
+        let again = Outbox::open(home.path()).unwrap();
+        assert_eq!(again.pending(&all()).unwrap(), (1, 1));
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::sync::Arc;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result};
 use serde_json::{json, Value};
 use sparkwing_outbox::Outbox;
 use sparkwing_sync::target::{blob_key, sha256_hex};
@@ -31,6 +31,7 @@ use crate::logs::log_path;
 use crate::remote::Remote;
 use crate::replicate::decode_events;
 use crate::store::{RunRow, Store};
+use crate::util::sanitize;
 
 /// What verification found for one run.
 #[derive(Debug, Default)]
@@ -39,6 +40,8 @@ pub struct RunReport {
     /// Why the run was not compared (still running), if it was not.
     pub skipped: Option<String>,
     pub problems: Vec<String>,
+    /// Differences that are not discrepancies (Mode 2's last write wins).
+    pub notes: Vec<String>,
 }
 
 /// The verdict over every run checked.
@@ -65,7 +68,10 @@ impl Report {
                 "id": r.id,
                 "result": if r.skipped.is_some() { "skipped" } else if r.problems.is_empty() { "equal" } else { "differs" },
                 "skipped": r.skipped,
-                "problems": r.problems,
+                // Text from a remote (object names, errors) is escaped: no
+                // control character reaches whoever prints this JSON raw.
+                "problems": r.problems.iter().map(|p| sanitize(p)).collect::<Vec<_>>(),
+                "notes": r.notes.iter().map(|p| sanitize(p)).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
         })
     }
@@ -149,7 +155,13 @@ pub fn verify(home: &std::path::Path, remote: &Remote, only: Option<&str>) -> Re
             rt.block_on(check_logs(home, &store, &t, &row, &mut rr.problems))?;
         }
         if let Some(t) = same(&remote.cache, &mine.cache) {
-            rt.block_on(check_cache(&store, &t, &row, &mut rr.problems))?;
+            rt.block_on(check_cache(
+                &store,
+                &t,
+                &row,
+                &mut rr.problems,
+                &mut rr.notes,
+            ))?;
         }
         report.runs.push(rr);
     }
@@ -175,13 +187,18 @@ async fn check_state(
     let run = &row.id;
     let local = store.events_after(run, 0)?;
     let prefix = format!("runs/{run}/events/");
-    let keys = t.list(&prefix).await.map_err(|e| {
-        anyhow!(
-            "listing {prefix} on {}: {}",
-            t.id(),
-            crate::profile::scrub_urls(&e.message)
-        )
-    })?;
+    // A listing the remote refuses (a hostile object name, an outage) is
+    // this run's problem, not the end of the whole report.
+    let keys = match t.list(&prefix).await {
+        Ok(k) => k,
+        Err(e) => {
+            problems.push(format!(
+                "could not list {prefix}: {}",
+                crate::profile::scrub_urls(&e.message)
+            ));
+            Vec::new()
+        }
+    };
     // seq -> the segments it was found in, and its first decoded copy.
     let mut seen: BTreeMap<i64, (Vec<i64>, crate::store::EventRow)> = BTreeMap::new();
     for key in &keys {
@@ -353,13 +370,16 @@ async fn check_logs(
             ));
         }
         let prefix = format!("{run}/{}/", job.name);
-        let keys = t.list(&prefix).await.map_err(|e| {
-            anyhow!(
-                "listing {prefix} on {}: {}",
-                t.id(),
-                crate::profile::scrub_urls(&e.message)
-            )
-        })?;
+        let keys = match t.list(&prefix).await {
+            Ok(k) => k,
+            Err(e) => {
+                problems.push(format!(
+                    "could not list {prefix}: {}",
+                    crate::profile::scrub_urls(&e.message)
+                ));
+                continue;
+            }
+        };
         let mut present: BTreeMap<i64, String> = BTreeMap::new();
         for k in keys {
             match crate::runsview::chunk_seq(&k) {
@@ -435,6 +455,7 @@ async fn check_cache(
     t: &Arc<dyn Target>,
     row: &RunRow,
     problems: &mut Vec<String>,
+    notes: &mut Vec<String>,
 ) -> Result<()> {
     for entry in store.cache_entries_of_run(&row.id)? {
         let key = format!("keys/{}.json", entry.key);
@@ -447,13 +468,25 @@ async fn check_cache(
                 .and_then(|v| serde_json::from_value::<Manifest>(v.get("manifest")?.clone()).ok())
             {
                 Some(m) => {
+                    let writer = serde_json::from_slice::<Value>(&b)
+                        .ok()
+                        .and_then(|v| v.get("run_id")?.as_str().map(str::to_string));
                     let files = |m: &Manifest| {
                         m.files
                             .iter()
                             .map(|f| (f.path.clone(), f.sha256.clone(), f.mode, f.symlink.clone()))
                             .collect::<Vec<_>>()
                     };
-                    if files(&m) != files(&local) {
+                    if files(&m) != files(&local)
+                        && writer.as_deref() != Some(entry.run_id.as_str())
+                    {
+                        // Mode 2: another runner computed the same key and
+                        // wrote its manifest last (last write wins).
+                        notes.push(format!(
+                            "cache key {short}: the remote holds another run's outputs ({}; last write wins)",
+                            crate::util::clip(writer.as_deref().unwrap_or("unknown run"), 40)
+                        ));
+                    } else if files(&m) != files(&local) {
                         problems.push(format!(
                             "cache key {short}: the remote manifest names other files"
                         ));
@@ -532,9 +565,12 @@ pub fn print(report: &Report, as_json: bool) -> Result<u8> {
                 (None, false) => {
                     writeln!(out, "{}  {} problem(s)", r.id, r.problems.len())?;
                     for p in &r.problems {
-                        writeln!(out, "  - {}", crate::util::sanitize(p))?;
+                        writeln!(out, "  - {}", sanitize(p))?;
                     }
                 }
+            }
+            for n in &r.notes {
+                writeln!(out, "  note: {}", sanitize(n))?;
             }
         }
         let n = report.discrepancies();
@@ -589,5 +625,24 @@ mod tests {
             None
         );
         assert_eq!(ranges(&[1, 2, 3, 7, 9, 10]), "1-3, 7, 9-10");
+    }
+
+    #[test]
+    fn remote_text_in_a_report_carries_no_control_characters() {
+        let report = Report {
+            runs: vec![RunReport {
+                id: "R".into(),
+                problems: vec!["unexpected object evil\u{1b}]0;title\u{7}\u{9b}2J".into()],
+                notes: vec!["\u{1b}[31mred".into()],
+                ..RunReport::default()
+            }],
+            ..Report::default()
+        };
+        let text = serde_json::to_string(&report.to_json()).unwrap();
+        assert!(
+            !text.contains('\u{9b}') && !text.contains("\\u001b"),
+            "{text}"
+        );
+        assert!(text.contains("\\u{1b}]0;title"), "{text}");
     }
 }

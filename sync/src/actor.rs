@@ -38,6 +38,10 @@ pub struct SyncConfig {
     /// After a wake-up, wait this long so writes arriving together go out
     /// together (fewer, larger objects: object stores bill per request).
     pub linger: Duration,
+    /// How often the lease of a stream being delivered is renewed, so a
+    /// slow delivery (a large upload, a share that hangs) keeps its stream
+    /// and no other worker takes it over and writes over it.
+    pub renew_every: Duration,
 }
 
 impl Default for SyncConfig {
@@ -49,6 +53,7 @@ impl Default for SyncConfig {
             tick: Duration::from_secs(1),
             auth_probe: Duration::from_secs(60),
             linger: Duration::from_millis(200),
+            renew_every: sparkwing_outbox::LEASE / 4,
         }
     }
 }
@@ -161,9 +166,11 @@ impl SyncActor {
                 let Some(target) = self.targets.get(&claim.target).cloned() else {
                     continue;
                 };
+                let outbox = Arc::clone(&self.outbox);
                 delivering.spawn(async move {
                     let start = Instant::now();
-                    let (n, err) = deliver(target.as_ref(), &claim).await;
+                    let (n, err) =
+                        deliver_renewing(&outbox, target.as_ref(), &claim, cfg.renew_every).await;
                     (claim, n, start.elapsed(), err)
                 });
             }
@@ -402,6 +409,41 @@ async fn deliver_some(
     match stop {
         Some((at, e)) => (at, Some(e)),
         None => (delivered, None),
+    }
+}
+
+/// [`deliver`], renewing the claim's lease every `every` until it is done.
+/// Renewal runs on the async runtime, so a delivery stuck in a blocking
+/// call (a hung share) still keeps its lease; only a process that is not
+/// running at all (stopped, asleep) lets it lapse, and then [`deliver`]'s
+/// check keeps it from writing when it wakes.
+pub async fn deliver_renewing(
+    outbox: &Arc<Outbox>,
+    target: &dyn Target,
+    claim: &Claim,
+    every: Duration,
+) -> (usize, Option<TargetError>) {
+    let lease = Claim {
+        target: claim.target.clone(),
+        stream: claim.stream.clone(),
+        entries: Vec::new(),
+        lease_until: claim.lease_until,
+    };
+    let renew = async {
+        let mut tick = tokio::time::interval(every.max(Duration::from_millis(1)));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let (ob, l) = (Arc::clone(outbox), lease.clone());
+            // A failed renewal is retried at the next tick; the lease still
+            // has most of its time left.
+            let _ = tokio::task::spawn_blocking(move || ob.renew(&[&l])).await;
+        }
+    };
+    tokio::select! {
+        r = deliver(target, claim) => r,
+        // (The renewal loop never ends by itself.)
+        _ = renew => (0, None),
     }
 }
 
@@ -671,6 +713,52 @@ mod tests {
         let a = actor(&r);
         assert_eq!(a.drain(far()).await.unwrap().delivered, 1);
         assert_eq!(r.target.journal(), vec!["R1/a/0000000000.log".to_string()]);
+    }
+
+    /// A slow delivery renews its lease, so no other worker takes the
+    /// stream over while it is still writing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_delivery_keeps_its_lease_renewed() {
+        let r = rig();
+        let id = r.target.id().to_string();
+        r.outbox
+            .enqueue(&id, &[log("R1", "a", 0, "a0\n")], &[])
+            .unwrap();
+        r.target.set_delay(Duration::from_secs(3));
+        let cfg = SyncConfig {
+            renew_every: Duration::from_millis(20),
+            ..Default::default()
+        };
+        let a = Arc::new(SyncActor::new(
+            Arc::clone(&r.outbox),
+            vec![r.target.clone() as Arc<dyn Target>],
+            cfg,
+        ));
+        let db = rusqlite::Connection::open(r.outbox.path()).unwrap();
+        let until = || -> Option<i64> {
+            db.query_row("SELECT until FROM leases", [], |row| row.get(0))
+                .ok()
+        };
+        let task = tokio::spawn({
+            let a = Arc::clone(&a);
+            async move { a.sync_once().await }
+        });
+        let first = loop {
+            if let Some(u) = until() {
+                break u;
+            }
+            assert!(!task.is_finished(), "delivered before its lease was seen");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        let renewed = loop {
+            match until() {
+                Some(u) if u > first => break true,
+                _ if task.is_finished() => break false,
+                _ => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        };
+        assert!(renewed, "the lease was never renewed during a 3 s delivery");
+        assert_eq!(task.await.unwrap().unwrap().delivered, 1);
     }
 
     #[tokio::test]

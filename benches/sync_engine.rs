@@ -253,7 +253,8 @@ fn bench_replay(backlog: usize, concurrency: usize, rounds: usize) {
         .unwrap();
     let logs = tempfile::tempdir().unwrap();
     let entries = common::backlog_entries(backlog, logs.path());
-    // The objects our replay writes (events coalesce into segments), put raw.
+    // The objects our replay writes (one per entry: event segments are
+    // decided by the replicator before they are queued), put raw.
     let (_, sample, delivered) = replay_ours(&rt, &entries, concurrency, Medium::Tmpfs);
     // Shuffled (fixed seed): a sorted list would put the raw loop's workers
     // in one directory at a time, contending on it, which is not a fair
@@ -262,7 +263,7 @@ fn bench_replay(backlog: usize, concurrency: usize, rounds: usize) {
     common::shuffle(&mut objects);
     let objects = Arc::new(objects);
     let bytes: usize = objects.iter().map(|(_, b)| b.len()).sum();
-    println!("(b) replay a backlog of {delivered} entries ({} objects after event coalescing, {:.1} MiB) to a filesystem target, concurrency {concurrency}, outbox on disk, median of {rounds} alternating rounds", objects.len(), bytes as f64 / 1048576.0);
+    println!("(b) replay a backlog of {delivered} entries ({} objects, {:.1} MiB) to a filesystem target, concurrency {concurrency}, outbox on disk, median of {rounds} alternating rounds", objects.len(), bytes as f64 / 1048576.0);
     let only = std::env::var("BENCH_MEDIUM").unwrap_or_default();
     for (m, name) in [(Medium::Disk, "disk"), (Medium::Tmpfs, "tmpfs")] {
         if !only.is_empty() && only != name {

@@ -58,6 +58,9 @@ const HEADS_DUE: &str = "SELECT MIN(e.next_attempt_at) FROM streams s
                                ORDER BY h.seq LIMIT 1)
      WHERE s.target = ?1 AND e.quarantined = 0";
 
+/// Claims made by this process, for unique lease tokens.
+static CLAIMS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// How long a claim holds its streams unless renewed.
 pub const LEASE: Duration = Duration::from_secs(120);
 
@@ -178,6 +181,10 @@ pub struct Claim {
     /// process judges it). A worker must not start delivering after that:
     /// another worker may have taken the stream and written newer data.
     pub lease_until: i64,
+    /// This claim's lease token: renewing and releasing match it, so a
+    /// stale claim of a stream can never release or extend a newer claim
+    /// of the same stream, even one taken by the same worker.
+    pub lease: String,
 }
 
 /// How a delivery failed (DESIGN invariant 6).
@@ -657,13 +664,19 @@ impl Outbox {
                     }
                 }
                 for stream in free {
+                    // A token per claim (see `Claim::lease`).
+                    let token = format!(
+                        "{}#{}",
+                        owner.id,
+                        CLAIMS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                    );
                     tx.prepare_cached(
                         "INSERT INTO leases (target, stream, owner, owner_host, owner_pid, until)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                          ON CONFLICT (target, stream) DO UPDATE SET owner = excluded.owner,
                            owner_host = excluded.owner_host, owner_pid = excluded.owner_pid, until = excluded.until",
                     )?
-                    .execute(params![target, stream, owner.id, owner.host, owner.pid, now + LEASE.as_millis() as i64])?;
+                    .execute(params![target, stream, token, owner.host, owner.pid, now + LEASE.as_millis() as i64])?;
                     let mut st = tx.prepare_cached(
                         "SELECT id, seq, op, subject, payload, payload_path, payload_offset, size, attempts,
                                 quarantined, next_attempt_at
@@ -717,6 +730,7 @@ impl Outbox {
                             stream,
                             entries,
                             lease_until: now + LEASE.as_millis() as i64,
+                            lease: token,
                         });
                     }
                 }
@@ -733,7 +747,7 @@ impl Outbox {
                 tx.prepare_cached(
                     "UPDATE leases SET until = ?4 WHERE target = ?1 AND stream = ?2 AND owner = ?3",
                 )?
-                .execute(params![c.target, c.stream, self.owner.id, until])?;
+                .execute(params![c.target, c.stream, c.lease, until])?;
             }
             Ok(())
         })
@@ -820,7 +834,7 @@ impl Outbox {
             tx.prepare_cached(
                 "DELETE FROM leases WHERE target = ?1 AND stream = ?2 AND owner = ?3",
             )?
-            .execute(params![claim.target, claim.stream, self.owner.id])?;
+            .execute(params![claim.target, claim.stream, claim.lease])?;
             tx.prepare_cached(
                 "DELETE FROM streams WHERE target = ?1 AND stream = ?2
                    AND NOT EXISTS (SELECT 1 FROM entries WHERE target = ?1 AND stream = ?2)",
@@ -1164,6 +1178,38 @@ mod tests {
         drop(old);
         let again = Outbox::open(home.path()).unwrap();
         assert_eq!(again.pending(&all()).unwrap(), (1, 1));
+    }
+
+    /// Found by the simulation: a stale claim of a stream, settled after
+    /// the same worker claimed the stream again, must not release the new
+    /// claim's lease (a third claim would then write over it).
+    #[test]
+    fn settling_a_stale_claim_leaves_a_newer_claim_of_the_stream_leased() {
+        let home = tempfile::tempdir().unwrap();
+        let ob = Outbox::open(home.path()).unwrap();
+        let other = Outbox::open(home.path()).unwrap();
+        ob.enqueue(T, &[entry("s", 1, "a")], &[]).unwrap();
+        let stale = ob.claim(&all(), 8, 10, 1 << 20, Duration::ZERO).unwrap();
+        // Its lease runs out (a stalled worker); the same worker claims again.
+        let db = Connection::open(home.path().join(OUTBOX_FILE)).unwrap();
+        db.execute("UPDATE leases SET until = 0", []).unwrap();
+        let fresh = ob.claim(&all(), 8, 10, 1 << 20, Duration::ZERO).unwrap();
+        assert_eq!(fresh.len(), 1);
+        assert_ne!(fresh[0].lease, stale[0].lease);
+        // The stale one settles with nothing delivered.
+        ob.settle(&stale[0], 0, Duration::from_millis(1), None)
+            .unwrap();
+        ob.renew(&[&stale[0]]).unwrap();
+        assert!(
+            other
+                .claim(&all(), 8, 10, 1 << 20, Duration::ZERO)
+                .unwrap()
+                .is_empty(),
+            "the fresh claim's lease still holds the stream"
+        );
+        ob.settle(&fresh[0], 1, Duration::from_millis(1), None)
+            .unwrap();
+        assert_eq!(ob.pending(&all()).unwrap(), (0, 0));
     }
 
     #[test]

@@ -428,6 +428,7 @@ pub async fn deliver_renewing(
         stream: claim.stream.clone(),
         entries: Vec::new(),
         lease_until: claim.lease_until,
+        lease: claim.lease.clone(),
     };
     let renew = async {
         let mut tick = tokio::time::interval(every.max(Duration::from_millis(1)));

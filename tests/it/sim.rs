@@ -13,7 +13,11 @@
 //! chunk boundaries with small limits, claims, deliveries and settles (each
 //! its own step, so a process can crash between claim and deliver or
 //! between deliver and settle), process crashes (the kernel noticing is
-//! simulated by ageing the dead owner's leases), a run killed with
+//! simulated by ageing the dead owner's leases), a live process stalling
+//! past the lease of a claim it has not delivered yet (a laptop asleep:
+//! the lease is aged in `outbox.db` and the claim's `lease_until` is in the
+//! past, while the process keeps the claim, so others may take the stream
+//! over before it resumes, delivers and settles it), a run killed with
 //! `kill -9` (its recorded pid made dead), a deleted `outbox.db`. The
 //! target refuses some applies and, worse, applies some and loses the
 //! answer. At the end every run finishes, one process reconciles and
@@ -29,13 +33,23 @@
 //!   the same bytes (only `run.json` is rewritten); a manifest only after
 //!   its blobs; a `run.json` never older than one written before it,
 //!   unless a process died between delivering it and settling (at-least-once
-//!   replay then starts again from the stream's head).
+//!   replay then starts again from the stream's head). A process that
+//!   stalled past its lease gets no such exception: `deliver` must refuse
+//!   its stale claim.
 //!
 //! What it cannot see: races inside one `Replicator` call (its steps are
 //! whole calls, so the outbox's high-water check in `enqueue`, which guards
 //! a caller that read the store before another process enqueued and
-//! delivered, is never the only guard here), and a live process that stalls
-//! past its lease (leases age only when their owner dies).
+//! delivered, is never the only guard here), and a lease running out in
+//! the middle of a delivery (a stall is a step of its own, between claim
+//! and deliver; one between deliver and settle would be the at-least-once
+//! replay a crash there already models). A process may claim a stream
+//! again before it has settled its stale claim of it (as `sync_once` may,
+//! claiming ahead while a stale claim is queued): `Outbox::settle` once
+//! released the lease by owner, so settling the stale claim released the
+//! newer claim's lease too and a third claim could then be overwritten by
+//! an older `run.json`; the sim found that, and leases now carry a token
+//! per claim (`Claim::lease`).
 //!
 //! - `SPARKWING_SIM_SEED=N` replays one seed and prints its schedule.
 //! - `SPARKWING_SIM_SCHEDULES=N` sets how many seeds run (default
@@ -232,6 +246,15 @@ struct Stats {
     delivery_errors: u64,
     settles: u64,
     crashes_holding_claims: u64,
+    /// Claims whose process stalled past their lease before delivering.
+    stalls: u64,
+    /// Stale claims their process resumed and delivered (settling them in
+    /// a later step).
+    stale_deliveries: u64,
+    /// ... of a run document's stream, after another claim with newer
+    /// versions of it had written since the stall: the case where writing
+    /// would put an older `run.json` over a newer one.
+    stale_summaries_overtaken: u64,
     outbox_deletions: u64,
     runs_killed: u64,
     runs_finished_early: u64,
@@ -284,6 +307,11 @@ impl SimRun {
 struct Held {
     claim: Claim,
     delivered: Option<(usize, Option<TargetError>)>,
+    /// Its process stalled past the lease before delivering it.
+    stale: bool,
+    /// Since the stall, another claim of its stream with a later entry
+    /// wrote to the target.
+    overtaken: bool,
 }
 
 /// One simulated sparkwing process: its own connections.
@@ -367,17 +395,31 @@ impl World<'_> {
         Ok(())
     }
 
-    /// A random open process, starting one when none is.
+    /// A random open process that is not stalled, starting one when none
+    /// is (while a slot is free).
     fn some_proc(&mut self) -> R<usize> {
         let open: Vec<usize> = (0..PROCS)
             .filter(|&p| self.procs[p].open.is_some())
             .collect();
-        if open.is_empty() {
-            let p = self.rng.below(PROCS);
-            self.open_proc(p)?;
-            return Ok(p);
+        let awake: Vec<usize> = open.iter().copied().filter(|&p| !self.stalled(p)).collect();
+        if !awake.is_empty() {
+            return Ok(awake[self.rng.below(awake.len())]);
         }
-        Ok(open[self.rng.below(open.len())])
+        let free: Vec<usize> = (0..PROCS)
+            .filter(|&p| self.procs[p].open.is_none())
+            .collect();
+        if free.is_empty() {
+            return Ok(open[self.rng.below(open.len())]);
+        }
+        let p = free[self.rng.below(free.len())];
+        self.open_proc(p)?;
+        Ok(p)
+    }
+
+    /// Whether process `p` holds a claim it stalled on (and has yet to
+    /// settle).
+    fn stalled(&self, p: usize) -> bool {
+        self.procs[p].held.iter().any(|h| h.stale)
     }
 
     fn open(&self, p: usize) -> R<&Open> {
@@ -405,8 +447,12 @@ impl World<'_> {
         }
         if let Some(owner) = proc.owner {
             let c = self.outbox_sql()?;
-            c.execute("UPDATE leases SET until = 0 WHERE owner = ?1", [&owner])
-                .or_fail("ageing a dead process's leases")?;
+            // Its claims' lease tokens are `<owner>#<n>`.
+            c.execute(
+                "UPDATE leases SET until = 0 WHERE substr(owner, 1, length(?1) + 1) = ?1 || '#'",
+                [&owner],
+            )
+            .or_fail("ageing a dead process's leases")?;
         }
         self.note(format!("P{p} crashes holding {held} claim(s)"));
         Ok(())
@@ -685,16 +731,9 @@ impl World<'_> {
             })
             .collect();
         if self.procs[p].owner.is_none() {
-            if let Some(c) = claims.first() {
-                let owner: String = self
-                    .outbox_sql()?
-                    .query_row(
-                        "SELECT owner FROM leases WHERE target = ?1 AND stream = ?2",
-                        params![c.target, c.stream],
-                        |r| r.get(0),
-                    )
-                    .or_fail("reading a lease")?;
-                self.procs[p].owner = Some(owner);
+            // A claim's lease token is `<owner>#<n>`.
+            if let Some((owner, _)) = claims.first().and_then(|c| c.lease.rsplit_once('#')) {
+                self.procs[p].owner = Some(owner.to_string());
             }
         }
         self.stats.claims += claims.len() as u64;
@@ -703,6 +742,8 @@ impl World<'_> {
             .extend(claims.into_iter().map(|claim| Held {
                 claim,
                 delivered: None,
+                stale: false,
+                overtaken: false,
             }));
         self.note(format!("P{p} claims {}", what.join(" ")));
         Ok(())
@@ -710,13 +751,24 @@ impl World<'_> {
 
     fn deliver(&mut self, p: usize, h: usize) -> R<()> {
         let claim = self.procs[p].held[h].claim.clone();
+        let (stale, overtaken) = {
+            let held = &self.procs[p].held[h];
+            (held.stale, held.overtaken)
+        };
+        let written_before = self.target.remote().journal.len();
         let target: &dyn Target = &*self.target;
         let (n, err) = self
             .rt
             .block_on(sparkwing_sync::actor::deliver(target, &claim));
+        let wrote = self.target.remote().journal.len() > written_before;
         self.note(format!(
-            "P{p} delivers {} ({} entries): {n} ok{}",
+            "P{p} delivers {}{} ({} entries): {n} ok{}",
             claim.stream,
+            match (stale, overtaken) {
+                (false, _) => "",
+                (true, false) => " (stale lease)",
+                (true, true) => " (stale lease, overtaken)",
+            },
             claim.entries.len(),
             err.as_ref()
                 .map(|e| format!(", then {e}"))
@@ -724,7 +776,74 @@ impl World<'_> {
         ));
         self.stats.deliveries += 1;
         self.stats.delivery_errors += u64::from(err.is_some());
+        if stale {
+            self.stats.stale_deliveries += 1;
+            if overtaken && claim.stream.starts_with("summary/") {
+                self.stats.stale_summaries_overtaken += 1;
+            }
+        } else if wrote {
+            // Stale claims of this stream have been overtaken by this one
+            // when it carries a later entry than theirs.
+            let last = claim.entries.last().map_or(i64::MIN, |e| e.seq);
+            for proc in &mut self.procs {
+                for other in &mut proc.held {
+                    if other.stale
+                        && other.delivered.is_none()
+                        && other.claim.target == claim.target
+                        && other.claim.stream == claim.stream
+                        && other.claim.entries.last().is_some_and(|e| e.seq < last)
+                    {
+                        other.overtaken = true;
+                    }
+                }
+            }
+        }
         self.procs[p].held[h].delivered = Some((n, err));
+        Ok(())
+    }
+
+    /// Process `p` stalls (a laptop asleep, a stopped process) holding the
+    /// undelivered claim `h` until its lease has run out: the lease is aged
+    /// in `outbox.db`, so another process may claim the stream, and the
+    /// claim's `lease_until` is in the past, as time passed for everyone.
+    /// The process keeps the claim and, in a later step, resumes delivering
+    /// and settling it as if nothing happened.
+    fn stall(&mut self, p: usize, h: usize) -> R<()> {
+        let until = sparkwing::util::now_ms() - 1;
+        let (target, stream, owner) = {
+            let c = &self.procs[p].held[h].claim;
+            (c.target.clone(), c.stream.clone(), c.lease.clone())
+        };
+        self.outbox_sql()?
+            .execute(
+                "UPDATE leases SET until = ?4 WHERE target = ?1 AND stream = ?2 AND owner = ?3",
+                params![target, stream, owner, until],
+            )
+            .or_fail("ageing a stalled process's lease")?;
+        let held = &mut self.procs[p].held[h];
+        held.claim.lease_until = until;
+        held.stale = true;
+        self.stats.stalls += 1;
+        self.note(format!("P{p} stalls past its lease on {stream}"));
+        // Time passes for everyone: a run document's run moves on, and an
+        // awake process enqueues its newer version.
+        let Some(r) = (0..self.runs.len()).find(|&r| {
+            stream
+                .strip_prefix("summary/")
+                .is_some_and(|run| run == self.runs[r].id)
+        }) else {
+            return Ok(());
+        };
+        if self.runs[r].live() {
+            self.advance(r)?;
+        }
+        let q = self.some_proc()?;
+        let o = self.open(q)?;
+        let n = o
+            .repl
+            .summary(&o.store, &self.runs[r].id)
+            .or_fail("summary")?;
+        self.note(format!("  P{q} summary(run {r}): {n} new"));
         Ok(())
     }
 
@@ -828,6 +947,10 @@ impl World<'_> {
             }
             57..=66 => {
                 let p = self.some_proc()?;
+                // A stalled process may claim the stream of its stale claim
+                // again before settling that one: each claim has its own
+                // lease token, so the stale settle cannot release the new
+                // claim's lease (see the module documentation).
                 self.claim(p)?;
             }
             67..=80 => {
@@ -835,16 +958,52 @@ impl World<'_> {
                 if undelivered.is_empty() {
                     return Ok(false);
                 }
-                let (p, h) = undelivered[self.rng.below(undelivered.len())];
+                // Half the time, a stalled process resuming once its
+                // stream was taken over, or else a claim taking over the
+                // stream of a stalled one, when there is one.
+                let resuming = self.held(|h| h.stale && h.overtaken && h.delivered.is_none());
+                let rivals = self.rivals();
+                let (p, h) = if !resuming.is_empty() && self.rng.chance(50) {
+                    resuming[self.rng.below(resuming.len())]
+                } else if !rivals.is_empty() && self.rng.chance(50) {
+                    rivals[self.rng.below(rivals.len())]
+                } else {
+                    undelivered[self.rng.below(undelivered.len())]
+                };
+                // A stalled process mostly sleeps on until another has
+                // taken its stream over and written newer versions.
+                let held = &self.procs[p].held[h];
+                if held.stale && !held.overtaken && self.rng.chance(80) {
+                    return Ok(false);
+                }
                 self.deliver(p, h)?;
             }
-            81..=94 => {
+            81..=91 => {
                 let delivered: Vec<(usize, usize)> = self.held(|h| h.delivered.is_some());
                 if delivered.is_empty() {
                     return Ok(false);
                 }
                 let (p, h) = delivered[self.rng.below(delivered.len())];
                 self.settle(p, h)?;
+            }
+            92..=94 => {
+                let fresh: Vec<(usize, usize)> = self.held(|h| h.delivered.is_none() && !h.stale);
+                if fresh.is_empty() {
+                    return Ok(false);
+                }
+                // Mostly a run document's claim: the stream where a stale
+                // delivery would do harm.
+                let summaries: Vec<(usize, usize)> = fresh
+                    .iter()
+                    .copied()
+                    .filter(|&(p, h)| self.procs[p].held[h].claim.stream.starts_with("summary/"))
+                    .collect();
+                let (p, h) = if !summaries.is_empty() && self.rng.chance(75) {
+                    summaries[self.rng.below(summaries.len())]
+                } else {
+                    fresh[self.rng.below(fresh.len())]
+                };
+                self.stall(p, h)?;
             }
             95..=97 => {
                 let open: Vec<usize> = (0..PROCS)
@@ -854,6 +1013,11 @@ impl World<'_> {
                     return Ok(false);
                 }
                 let p = open[self.rng.below(open.len())];
+                // A stalled process mostly lives to resume (a crash drops
+                // its stale claim before it could do harm).
+                if self.stalled(p) && self.rng.chance(75) {
+                    return Ok(false);
+                }
                 self.crash(p)?;
             }
             98 => {
@@ -882,6 +1046,23 @@ impl World<'_> {
             }
         }
         Ok(true)
+    }
+
+    /// Undelivered claims that are not stale, of a stream a stale claim
+    /// (not yet overtaken) is also of.
+    fn rivals(&self) -> Vec<(usize, usize)> {
+        let stale: BTreeSet<(&str, &str)> = self
+            .procs
+            .iter()
+            .flat_map(|proc| &proc.held)
+            .filter(|h| h.stale && !h.overtaken && h.delivered.is_none())
+            .map(|h| (h.claim.target.as_str(), h.claim.stream.as_str()))
+            .collect();
+        self.held(|h| {
+            !h.stale
+                && h.delivered.is_none()
+                && stale.contains(&(h.claim.target.as_str(), h.claim.stream.as_str()))
+        })
     }
 
     fn held(&self, f: impl Fn(&Held) -> bool) -> Vec<(usize, usize)> {

@@ -176,6 +176,25 @@ fn verify_passes_on_an_equal_remote_and_names_every_kind_of_damage() {
         "{}",
         text(&out.stderr)
     );
+    // The dashboard over the bucket alone (sparkwing-web): the raw log and
+    // the log page mark the gap too.
+    let web = crate::web::Server::web(
+        &[
+            "--state-spec",
+            &remote.join("state").display().to_string(),
+            "--logs-spec",
+            &remote.join("logs").display().to_string(),
+        ],
+        &[],
+    );
+    let marker = format!("[sparkwing: chunk 2 of {n} of this log is missing on the remote]");
+    let raw = web.get(&format!("/runs/{run}/jobs/talk/log.txt"));
+    assert_eq!(raw.status, 200);
+    assert!(text(&raw.body).contains(&marker), "{}", text(&raw.body));
+    let page = web.get(&format!("/runs/{run}/jobs/talk/log"));
+    assert_eq!(page.status, 200);
+    assert!(text(&page.body).contains(&marker), "{}", text(&page.body));
+    drop(web);
     std::fs::write(&c0, &b0).unwrap();
     std::fs::write(&c1, &b1).unwrap();
     // Whole again: the reader shows exactly the local bytes, no marker.

@@ -302,7 +302,11 @@ fn bench_puts(m: &common::Moto) {
             ])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         std::thread::sleep(Duration::from_millis(200));
         let puts = m.requests_of("PUT") - before;
         println!(

@@ -55,7 +55,7 @@ pub enum Command {
     Runs(RunsCmd),
     /// Show the profile that resolves, why, and what else was considered (secrets redacted).
     Profile(ProfileArgs),
-    /// The outbox and its replay to the profile's remote: status, daemon, flush, retry.
+    /// The outbox and its replay to the profile's remote: status, daemon, flush, verify, retry.
     #[command(subcommand)]
     Sync(SyncCmd),
     /// The web dashboard of this machine's runs (merged with the profile's remote): start, status, stop.

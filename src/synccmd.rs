@@ -1,4 +1,5 @@
-//! `sparkwing sync status | daemon | flush | retry`, and the words used to
+//! `sparkwing sync status | daemon | flush | retry` (`verify` is in
+//! `verify.rs`), and the words used to
 //! report on the outbox.
 
 use std::io::{IsTerminal, Write};

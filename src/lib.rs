@@ -14,7 +14,9 @@
 //! - [`logs`]: per-job log files; tail and follow.
 //! - [`remote`]: a profile's remote surfaces as sync targets.
 //! - [`remote_cache`]: cross-runner cache reads from the remote, verified.
-//! - [`replicate`]: local writes into outbox entries; crash recovery (reconcile).
+//! - [`replicate`]: event segments and log chunks recorded in `state.db`,
+//!   turned into outbox entries; crash recovery (reconcile).
+//! - [`verify`]: `sparkwing sync verify`, the remote compared with this machine.
 //! - [`report`]: the JSON documents of runs (CLI output and remote summaries).
 //! - [`yaml`]: YAML helpers with file:line:column errors.
 //! - [`util`]: run IDs, clocks, durations.

@@ -319,10 +319,188 @@ pub fn snapshot(cas: &Cas, project_dir: &Path, outputs: &[String]) -> Result<Man
     Ok(Manifest { version: 1, files })
 }
 
+/// Longest manifest path accepted (a manifest may come from a remote).
+const MAX_PATH: usize = 4096;
+
+/// One declared output as a matcher: a plain path (it and everything below
+/// it) or a glob (a match and everything below a matched directory, as
+/// [`snapshot`] records them).
+enum OutputRule {
+    Path(String),
+    Glob(glob::Pattern),
+}
+
+impl OutputRule {
+    fn new(o: &str) -> Result<OutputRule> {
+        let o = o.trim_start_matches("./").trim_end_matches('/');
+        if has_glob_meta(o) {
+            let o = o.strip_suffix("/**").unwrap_or(o);
+            Ok(OutputRule::Glob(
+                glob::Pattern::new(o).with_context(|| format!("invalid glob `{o}`"))?,
+            ))
+        } else {
+            Ok(OutputRule::Path(o.to_string()))
+        }
+    }
+
+    fn covers(&self, path: &str) -> bool {
+        let opts = glob::MatchOptions {
+            require_literal_separator: true,
+            ..glob::MatchOptions::new()
+        };
+        // The path itself or one of its ancestors is the output.
+        let mut prefixes = path
+            .match_indices('/')
+            .map(|(i, _)| &path[..i])
+            .chain(std::iter::once(path));
+        match self {
+            OutputRule::Path(o) => prefixes.any(|p| p == o),
+            OutputRule::Glob(g) => prefixes.any(|p| g.matches_with(p, opts)),
+        }
+    }
+}
+
+/// Whether `path` is a relative, normalized path: no empty, `.` or `..`
+/// component, no NUL, not too long.
+fn normalized(path: &str) -> bool {
+    !path.is_empty()
+        && path.len() <= MAX_PATH
+        && !path.contains('\0')
+        && path
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
+/// The path a relative symlink at `link` (a normalized project path) points
+/// to, resolved lexically; `None` when it leaves the project or is absolute.
+fn link_target(link: &str, target: &str) -> Option<String> {
+    if target.is_empty() || target.starts_with('/') || target.contains('\0') {
+        return None;
+    }
+    let mut parts: Vec<&str> = link.split('/').collect();
+    parts.pop();
+    for c in target.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            c => parts.push(c),
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join("/"))
+}
+
+/// Checks a manifest before anything is written (DESIGN invariant 10: a
+/// manifest may have been planted in a shared bucket). Every path must be
+/// relative, normalized and covered by the job's declared `outputs`; a
+/// symlink must be relative and point inside those outputs; no entry may
+/// lie below a symlink entry; every blob name must be a SHA-256.
+pub fn check_manifest(manifest: &Manifest, outputs: &[String]) -> Result<()> {
+    let rules = outputs
+        .iter()
+        .map(|o| OutputRule::new(o))
+        .collect::<Result<Vec<_>>>()?;
+    let covered = |p: &str| rules.iter().any(|r| r.covers(p));
+    let shown = |p: &str| crate::util::sanitize(&crate::util::clip(p, 200));
+    let links: Vec<&str> = manifest
+        .files
+        .iter()
+        .filter(|f| f.symlink.is_some())
+        .map(|f| f.path.as_str())
+        .collect();
+    for f in &manifest.files {
+        if !normalized(&f.path) {
+            bail!(
+                "the manifest names a path that is not a plain relative path: {:?}",
+                shown(&f.path)
+            );
+        }
+        if !covered(&f.path) {
+            bail!(
+                "the manifest names {}, which is not among the job's outputs ({})",
+                shown(&f.path),
+                outputs.join(", ")
+            );
+        }
+        if let Some(l) = links.iter().find(|l| {
+            f.path.len() > l.len() && f.path.starts_with(*l) && f.path.as_bytes()[l.len()] == b'/'
+        }) {
+            bail!(
+                "the manifest puts {} below its symlink {}",
+                shown(&f.path),
+                shown(l)
+            );
+        }
+        match &f.symlink {
+            Some(t) => {
+                if !link_target(&f.path, t).is_some_and(|p| covered(&p)) {
+                    bail!(
+                        "the manifest's symlink {} points outside the job's outputs ({})",
+                        shown(&f.path),
+                        shown(t)
+                    );
+                }
+            }
+            None => {
+                if f.sha256.len() != 64
+                    || !f
+                        .sha256
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                {
+                    bail!(
+                        "the manifest names an invalid blob {:?} for {}",
+                        shown(&f.sha256),
+                        shown(&f.path)
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Refuses to write below a symlink: every existing component of `rel`'s
+/// parent directories inside `project_dir` must be a real directory.
+fn no_symlink_between(project_dir: &Path, rel: &str) -> Result<()> {
+    let mut at = project_dir.to_path_buf();
+    let mut parts: Vec<&str> = rel.split('/').collect();
+    parts.pop();
+    for c in parts {
+        at.push(c);
+        match fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => {
+                bail!(
+                    "{} is a symlink; a restore never writes through one",
+                    at.display()
+                )
+            }
+            Ok(m) if !m.is_dir() => bail!("{} is in the way (not a directory)", at.display()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", at.display())),
+        }
+    }
+    Ok(())
+}
+
 /// Restores a manifest's files under `project_dir`, byte-identical and with
-/// their modes. Verifies every blob first; on any missing or corrupt blob it
-/// returns an error and leaves the project untouched.
-pub fn restore(cas: &Cas, project_dir: &Path, manifest: &Manifest) -> Result<usize> {
+/// their permission bits (never setuid, setgid or sticky). The manifest is
+/// checked first against the job's declared `outputs` ([`check_manifest`])
+/// and every blob is verified; on any failure it returns an error and
+/// leaves the project untouched. Nothing is written through a symlink, and
+/// only output paths are ever replaced.
+pub fn restore(
+    cas: &Cas,
+    project_dir: &Path,
+    manifest: &Manifest,
+    outputs: &[String],
+) -> Result<usize> {
+    check_manifest(manifest, outputs)?;
+    for f in &manifest.files {
+        no_symlink_between(project_dir, &f.path)?;
+    }
     let mut staged: Vec<(PathBuf, PathBuf)> = Vec::new();
     let cleanup = |staged: &[(PathBuf, PathBuf)]| {
         for (tmp, _) in staged {
@@ -330,13 +508,6 @@ pub fn restore(cas: &Cas, project_dir: &Path, manifest: &Manifest) -> Result<usi
         }
     };
     for (i, f) in manifest.files.iter().enumerate() {
-        if Path::new(&f.path).is_absolute() || f.path.split('/').any(|c| c == "..") {
-            cleanup(&staged);
-            bail!(
-                "cache manifest names a path outside the project: {}",
-                f.path
-            );
-        }
         let dest = project_dir.join(&f.path);
         let dir = dest.parent().unwrap_or(project_dir).to_path_buf();
         if let Err(e) = fs::create_dir_all(&dir) {
@@ -357,7 +528,9 @@ pub fn restore(cas: &Cas, project_dir: &Path, manifest: &Manifest) -> Result<usi
                             f.sha256
                         );
                     }
-                    fs::set_permissions(&tmp, fs::Permissions::from_mode(f.mode))?;
+                    // Permission bits only: a manifest never makes a
+                    // setuid, setgid or sticky file.
+                    fs::set_permissions(&tmp, fs::Permissions::from_mode(f.mode & 0o777))?;
                     Ok(())
                 })
             }
@@ -372,6 +545,8 @@ pub fn restore(cas: &Cas, project_dir: &Path, manifest: &Manifest) -> Result<usi
     for (tmp, dest) in &staged {
         if let Ok(m) = fs::symlink_metadata(dest) {
             if m.is_dir() {
+                // `dest` is an output path (checked above): replacing it
+                // whole is what restoring that output means.
                 fs::remove_dir_all(dest)
                     .with_context(|| format!("replacing {}", dest.display()))?;
             }
@@ -405,7 +580,7 @@ mod tests {
             .sum();
         assert_eq!(blobs, 2, "identical contents are stored once");
         fs::remove_dir_all(p.join("out")).unwrap();
-        assert_eq!(restore(&cas, p, &m).unwrap(), 4);
+        assert_eq!(restore(&cas, p, &m, &["out".into()]).unwrap(), 4);
         assert_eq!(fs::read(p.join("out/a.bin")).unwrap(), [0u8, 1, 2, 255]);
         assert_eq!(
             fs::metadata(p.join("out/sub/run.sh"))
@@ -434,7 +609,7 @@ mod tests {
         fs::set_permissions(&blob, fs::Permissions::from_mode(0o644)).unwrap();
         fs::write(&blob, "bbX").unwrap();
         fs::remove_file(p.join("a")).unwrap();
-        let e = restore(&cas, p, &m).unwrap_err();
+        let e = restore(&cas, p, &m, &["a".into(), "b".into()]).unwrap_err();
         assert!(format!("{e:#}").contains("corrupt"), "{e:#}");
         assert!(!p.join("a").exists(), "nothing restored when a blob is bad");
         assert!(fs::read_dir(p).unwrap().all(|e| !e
@@ -442,6 +617,120 @@ mod tests {
             .file_name()
             .to_string_lossy()
             .starts_with(".sparkwing")));
+    }
+
+    /// Issue 10: a manifest planted in a shared bucket chooses what every
+    /// runner restores. Each hostile shape is refused before anything is
+    /// written, and the project is left as it was.
+    #[test]
+    fn a_hostile_manifest_restores_nothing_outside_the_declared_outputs() {
+        let home = tempfile::tempdir().unwrap();
+        let proj = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let p = proj.path();
+        let cas = Cas::new(home.path());
+        fs::create_dir_all(p.join("src")).unwrap();
+        fs::write(p.join("src/main.c"), "int main;").unwrap();
+        fs::create_dir_all(p.join(".sparkwing")).unwrap();
+        fs::write(p.join(".sparkwing/sparkwing.yaml"), "pipelines: []").unwrap();
+        fs::write(p.join("payload"), "echo pwned").unwrap();
+        let sha = cas.put_file(&p.join("payload")).unwrap().0;
+        let file = |path: &str, mode: u32| FileEntry {
+            path: path.into(),
+            sha256: sha.clone(),
+            size: 10,
+            mode,
+            symlink: None,
+        };
+        let link = |path: &str, to: &str| FileEntry {
+            path: path.into(),
+            sha256: String::new(),
+            size: 0,
+            mode: 0o777,
+            symlink: Some(to.into()),
+        };
+        let outputs: Vec<String> = vec!["out".into(), "dist/*.js".into()];
+        let cases: Vec<(&str, Vec<FileEntry>)> = vec![
+            (
+                "the project's pipeline file",
+                vec![file(".sparkwing/sparkwing.yaml", 0o644)],
+            ),
+            ("a git hook", vec![file(".git/hooks/pre-commit", 0o755)]),
+            ("a project directory", vec![file("src", 0o644)]),
+            ("an absolute path", vec![file("/tmp/x", 0o644)]),
+            ("a parent escape", vec![file("out/../../x", 0o644)]),
+            ("a dot component", vec![file("out/./x", 0o644)]),
+            ("an empty component", vec![file("out//x", 0o644)]),
+            ("a glob overreach", vec![file("dist/sub/a.js", 0o644)]),
+            ("an absolute symlink", vec![link("out/l", "/etc")]),
+            (
+                "a symlink out of the outputs",
+                vec![link("out/l", "../src")],
+            ),
+            (
+                "a symlink out of the project",
+                vec![link("out/l", "../../..")],
+            ),
+            (
+                "a file below a symlink",
+                vec![link("out/l", "sub"), file("out/l/x", 0o644)],
+            ),
+            (
+                "a bad blob name",
+                vec![FileEntry {
+                    sha256: "../../etc/passwd".into(),
+                    ..file("out/x", 0o644)
+                }],
+            ),
+        ];
+        for (what, files) in cases {
+            let m = Manifest { version: 1, files };
+            let e = restore(&cas, p, &m, &outputs).unwrap_err();
+            assert!(
+                !p.join("out").exists() && !p.join(".git").exists(),
+                "{what}: {e:#}"
+            );
+            assert_eq!(
+                fs::read_to_string(p.join("src/main.c")).unwrap(),
+                "int main;",
+                "{what}"
+            );
+            assert_eq!(
+                fs::read_to_string(p.join(".sparkwing/sparkwing.yaml")).unwrap(),
+                "pipelines: []",
+                "{what}"
+            );
+        }
+        // A symlink left in the project by an earlier restore (or anyone)
+        // is never written through.
+        symlink(outside.path(), p.join("out")).unwrap();
+        let m = Manifest {
+            version: 1,
+            files: vec![file("out/pwned", 0o644)],
+        };
+        let e = restore(&cas, p, &m, &outputs).unwrap_err();
+        assert!(format!("{e:#}").contains("symlink"), "{e:#}");
+        assert!(!outside.path().join("pwned").exists());
+        fs::remove_file(p.join("out")).unwrap();
+        // What is allowed: files and links inside the outputs, with the
+        // setuid, setgid and sticky bits dropped.
+        let m = Manifest {
+            version: 1,
+            files: vec![
+                file("out/tool", 0o6755),
+                file("dist/app.js", 0o1644),
+                link("out/alias", "tool"),
+                link("out/app", "../dist/app.js"),
+            ],
+        };
+        assert_eq!(restore(&cas, p, &m, &outputs).unwrap(), 4);
+        let mode = |q: &str| fs::metadata(p.join(q)).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode("out/tool"), 0o755);
+        assert_eq!(mode("dist/app.js"), 0o644);
+        assert_eq!(
+            fs::read_link(p.join("out/app")).unwrap(),
+            Path::new("../dist/app.js")
+        );
     }
 
     #[test]

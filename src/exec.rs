@@ -694,7 +694,12 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
         let mut found = db(ctx, move |s| s.cache_get(&k2)).await?;
         // A local miss may be another runner's hit.
         if let (None, Some(target)) = (&found, &ctx.remote_cache) {
-            match crate::remote_cache::fetch(target.as_ref(), &ctx.home, k).await {
+            let outputs = job
+                .cache
+                .as_ref()
+                .map(|c| c.outputs.clone())
+                .unwrap_or_default();
+            match crate::remote_cache::fetch(target.as_ref(), &ctx.home, k, &outputs).await {
                 Ok(Some(entry)) => {
                     let e2 = entry.clone();
                     db(ctx, move |s| s.cache_import(&e2)).await?;
@@ -711,10 +716,15 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
             let dir = ctx.project_dir.clone();
             let cas_home = ctx.home.clone();
             let manifest = entry.manifest.clone();
+            let outputs = job
+                .cache
+                .as_ref()
+                .map(|c| c.outputs.clone())
+                .unwrap_or_default();
             let restored = tokio::task::spawn_blocking(move || -> Result<usize> {
                 let m: Manifest =
                     serde_json::from_str(&manifest).context("reading the cache manifest")?;
-                cache::restore(&Cas::new(&cas_home), &dir, &m)
+                cache::restore(&Cas::new(&cas_home), &dir, &m, &outputs)
             })
             .await?;
             match restored {

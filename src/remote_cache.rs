@@ -16,8 +16,15 @@ use crate::store::CacheEntry;
 use crate::util::now_ms;
 
 /// Fetches the remote entry for `key` into the local CAS. `Ok(None)` when
-/// the remote has no live entry.
-pub async fn fetch(target: &dyn Target, home: &Path, key: &str) -> Result<Option<CacheEntry>> {
+/// the remote has no live entry. The manifest must stay inside the job's
+/// declared `outputs` ([`crate::cache::check_manifest`]) before any blob is
+/// downloaded: anyone who can write the bucket can plant one.
+pub async fn fetch(
+    target: &dyn Target,
+    home: &Path,
+    key: &str,
+    outputs: &[String],
+) -> Result<Option<CacheEntry>> {
     let Some(body) = target
         .read(&format!("keys/{key}.json"))
         .await
@@ -32,6 +39,8 @@ pub async fn fetch(target: &dyn Target, home: &Path, key: &str) -> Result<Option
     }
     let manifest: Manifest = serde_json::from_value(doc["manifest"].clone())
         .context("reading the remote cache manifest")?;
+    crate::cache::check_manifest(&manifest, outputs)
+        .context("refusing the remote cache manifest")?;
     let cas = Cas::new(home);
     for f in manifest.files.iter().filter(|f| f.symlink.is_none()) {
         // Another runner's document: check a blob name before using it as a path.
@@ -101,13 +110,16 @@ mod tests {
             )
             .unwrap();
             let t = ObjectStoreTarget::filesystem(remote.path());
-            let e = fetch(&t, home.path(), key).await.unwrap_err();
+            let e = fetch(&t, home.path(), key, &["o".into()])
+                .await
+                .unwrap_err();
             assert!(format!("{e:#}").contains("invalid blob"), "{e:#}");
         }
         assert!(fetch(
             &ObjectStoreTarget::filesystem(remote.path()),
             home.path(),
-            "absent"
+            "absent",
+            &[]
         )
         .await
         .unwrap()

@@ -10,6 +10,7 @@ mod exactly_once;
 mod gate;
 mod inspect;
 mod pipelines;
+mod poison;
 mod profiles;
 mod run;
 mod s3;

@@ -644,24 +644,21 @@ pub fn redact_url(url: &str) -> String {
     format!("{scheme}{host}{tail}")
 }
 
-/// Masks the user information of every URL inside a free text (errors from
-/// remotes quote the URLs they used): `http://u:pw@h/x` becomes `http://***@h/x`.
+/// Masks the user information and the query string of every URL inside a
+/// free text (errors from remotes quote the URLs they used):
+/// `http://u:pw@h/x?token=t` becomes `http://***@h/x?***`.
 pub fn scrub_urls(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(i) = rest.find("://") {
         let (head, tail) = rest.split_at(i + 3);
         out.push_str(head);
+        // A URL in a text ends at whitespace, a quote or a bracket.
         let end = tail
-            .find(|c: char| c == '/' || c.is_whitespace() || c == '"')
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | ')' | ']'))
             .unwrap_or(tail.len());
-        match tail[..end].rfind('@') {
-            Some(at) => {
-                out.push_str("***");
-                out.push_str(&tail[at..end]);
-            }
-            None => out.push_str(&tail[..end]),
-        }
+        let redacted = redact_url(&format!("x://{}", &tail[..end]));
+        out.push_str(redacted.strip_prefix("x://").unwrap_or(&redacted));
         rest = &tail[end..];
     }
     out.push_str(rest);
@@ -779,6 +776,12 @@ profiles:
             "PUT http://***@minio:9000/b/k failed; see https://docs.example/x"
         );
         assert_eq!(scrub_urls("no url here"), "no url here");
+        // Query strings carry tokens (presigned URLs, SAS tokens).
+        assert_eq!(
+            scrub_urls("GET http://u:p@h:9/b/k?token=QSECRET&x=1 (503) then \"https://h/?sig=S2\""),
+            "GET http://***@h:9/b/k?*** (503) then \"https://h/?***\""
+        );
+        assert_eq!(scrub_urls("http://h?token=T"), "http://h?***");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use sparkwing_sync::Target;
 
 use crate::report::{self, run_json};
 use crate::store::Store;
-use crate::util::{human_duration, table};
+use crate::util::{cell, human_duration, table};
 
 /// How long a remote read may take before the view falls back to local.
 const REMOTE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -67,33 +67,36 @@ pub fn render_list(rows: &[Value], merged: bool) -> String {
 
 /// The text of `runs show`, from a run document (local or remote).
 pub fn render_show(doc: &Value) -> String {
+    // The document may be another runner's: every value is shown through
+    // `cell` (no control characters, cut when long).
+    let c = |k: &str| cell(s(doc, k));
     let mut out = String::new();
     out.push_str(&format!(
         "run       {}\npipeline  {}\nstatus    {}\nprofile   {}\nhost      {} (pid {})\nproject   {}\nstarted   {}\n",
-        s(doc, "id"),
-        s(doc, "pipeline"),
-        s(doc, "status"),
-        s(doc, "profile"),
-        s(doc, "host"),
-        doc["pid"],
-        s(doc, "project_dir"),
-        s(doc, "started_at")
+        c("id"),
+        c("pipeline"),
+        c("status"),
+        c("profile"),
+        c("host"),
+        cell(&doc["pid"].to_string()),
+        c("project_dir"),
+        c("started_at")
     ));
     if doc["finished_at"].is_string() {
         out.push_str(&format!(
             "finished  {} ({})\n",
-            s(doc, "finished_at"),
+            c("finished_at"),
             fmt_ms(&doc["duration_ms"])
         ));
     }
     if let Some(e) = doc["error"].as_str() {
-        out.push_str(&format!("error     {e}\n"));
+        out.push_str(&format!("error     {}\n", cell(e)));
     }
     if let Some(d) = doc["logs_dir"].as_str() {
-        out.push_str(&format!("logs      {d}\n"));
+        out.push_str(&format!("logs      {}\n", cell(d)));
     }
     if let Some(sync) = doc["sync"].as_str() {
-        out.push_str(&format!("sync      {sync}\n"));
+        out.push_str(&format!("sync      {}\n", cell(sync)));
     }
     out.push('\n');
     let mut rows = vec![vec!["JOB", "STATUS", "DURATION", "NEEDS", "CACHE"]
@@ -521,7 +524,7 @@ pub fn remote_logs(
             None => bytes,
         };
         if selected.len() > 1 {
-            writeln!(out, "==> {j} <==")?;
+            writeln!(out, "==> {} <==", cell(j))?;
         }
         out.write_all(&text)?;
     }
@@ -578,6 +581,11 @@ mod tests {
         });
         let out = render_show(&doc);
         assert!(out.contains("key éééééééééééé"), "{out}");
+        // Escape sequences in any field never reach the terminal.
+        let evil = json!({"id": "R\u{1b}]0;t\u{7}", "status": "\u{1b}[2J", "error": "a\rb",
+            "pipeline": "p".repeat(70_000), "jobs": [{"name": "\u{9b}x", "error": "\u{1b}[31m"}]});
+        let out = render_show(&evil);
+        assert!(!out.chars().any(|c| c.is_control() && c != '\n'), "{out:?}");
         assert!(render_list(&[doc, json!(null)], true).contains("RUN"));
     }
 }

@@ -185,9 +185,26 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     result
 }
 
+/// Longest cell of a text table, in characters.
+const MAX_CELL: usize = 200;
+
+/// One value for a line of text output (a table cell, a `runs show`
+/// field): control characters escaped, newlines included, and cut with `…`
+/// past [`MAX_CELL`] characters. Values may come from a remote.
+pub fn cell(s: &str) -> String {
+    escape_controls(&clip(s, MAX_CELL), &[])
+}
+
 /// Left-aligned columns for text tables. A row of one cell is a note: it
-/// is printed as it is and does not widen the columns.
+/// is printed as it is and does not widen the columns. Cells may come from
+/// a remote: control characters (escape sequences, newlines) are shown
+/// escaped and long cells are cut with `…`.
 pub fn table(rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| cell(c)).collect())
+        .collect();
+    let rows = &rows;
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
         .map(|c| {
@@ -230,9 +247,15 @@ pub fn clip(s: &str, max: usize) -> String {
 /// `s` with control characters (escape sequences, carriage returns) shown
 /// as `\u{..}` escapes, so text from a remote cannot drive the terminal.
 pub fn sanitize(s: &str) -> String {
+    escape_controls(s, &['\n', '\t'])
+}
+
+/// `s` with every control character but those in `keep` shown as a
+/// `\u{..}` escape.
+fn escape_controls(s: &str, keep: &[char]) -> String {
     s.chars()
         .flat_map(|c| {
-            if c.is_control() && c != '\n' && c != '\t' {
+            if c.is_control() && !keep.contains(&c) {
                 c.escape_unicode().collect::<Vec<_>>()
             } else {
                 vec![c]
@@ -244,6 +267,22 @@ pub fn sanitize(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn table_cells_from_a_remote_cannot_drive_the_terminal_or_panic() {
+        let long = "p".repeat(70_000);
+        let out = table(&[
+            vec!["RUN".into(), "PIPELINE".into(), "STATUS".into()],
+            vec![
+                "R".into(),
+                long,
+                "\u{1b}]0;title\u{7}\u{1b}[2J\u{9b}x\nfake row".into(),
+            ],
+        ]);
+        assert!(!out.chars().any(|c| c.is_control() && c != '\n'), "{out:?}");
+        assert_eq!(out.lines().count(), 2, "{out}");
+        assert!(out.contains(&format!("{}…", "p".repeat(MAX_CELL))));
+    }
 
     #[test]
     fn durations_parse_and_reject() {

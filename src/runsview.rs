@@ -226,9 +226,14 @@ impl RemoteRuns {
                 while let Some(j) = set.join_next().await {
                     let (id, r) = j.map_err(|e| anyhow!("{e}"))?;
                     if let Some(body) = r.map_err(|e| anyhow!("{e}"))? {
-                        if let Ok(v) = serde_json::from_slice::<Value>(&body) {
-                            out.insert(id, v);
-                        }
+                        // Another runner's document: only an object is a
+                        // run; anything else lists as unreadable, alone.
+                        let v = match serde_json::from_slice::<Value>(&body) {
+                            Ok(v) if v.is_object() => v,
+                            _ => json!({"id": id, "status": "unreadable",
+                                        "error": "its run.json is not a JSON object"}),
+                        };
+                        out.insert(id, v);
                     }
                 }
             }

@@ -123,13 +123,13 @@ pub struct NewRun<'a> {
 impl Store {
     /// Opens (creating when missing) `home/state.db` and migrates it.
     pub fn open(home: &Path) -> Result<Store> {
-        std::fs::create_dir_all(home).with_context(|| {
+        let path = home.join("state.db");
+        crate::util::private_db_file(home, &path).with_context(|| {
             format!(
-                "creating SPARKWING_HOME {}; check its permissions or set SPARKWING_HOME",
+                "creating SPARKWING_HOME {} (and state.db in it); check its permissions or set SPARKWING_HOME",
                 home.display()
             )
         })?;
-        let path = home.join("state.db");
         let mut conn =
             Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
         conn.busy_timeout(BUSY_TIMEOUT)?;

@@ -174,7 +174,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}-{}", std::process::id(), now_ms()));
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
+        // Private to the user, like everything in SPARKWING_HOME.
+        let mut f = std::os::unix::fs::OpenOptionsExt::mode(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true),
+            0o600,
+        )
+        .open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)
@@ -183,6 +191,24 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Creates `dir` (and missing parents) readable by the user only (0700),
+/// and a database file at `file` in it, empty and 0600, when missing: SQLite
+/// gives its `-wal` and `-shm` files the database's mode.
+pub fn private_db_file(dir: &Path, file: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(file)
+        .map(drop)
 }
 
 /// Longest cell of a text table, in characters.
@@ -267,6 +293,26 @@ fn escape_controls(s: &str, keep: &[char]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn state_db_and_written_files_are_private_to_the_user() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let home = tmp.path().join("home");
+        let store = crate::store::Store::open(&home).unwrap();
+        drop(store);
+        write_atomic(&home.join("dashboard.json"), b"{}").unwrap();
+        let mode = |p: &str| {
+            std::fs::metadata(home.join(p))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode(""), 0o700);
+        assert_eq!(mode("state.db"), 0o600);
+        assert_eq!(mode("dashboard.json"), 0o600);
+    }
 
     #[test]
     fn table_cells_from_a_remote_cannot_drive_the_terminal_or_panic() {

@@ -322,7 +322,9 @@ impl Outbox {
 
     /// [`Outbox::open`] with an explicit retry policy (tests use short ones).
     pub fn open_with(home: &Path, policy: DecorrelatedJitterBuilder) -> Result<Outbox> {
-        std::fs::create_dir_all(home).map_err(ctx("creating SPARKWING_HOME"))?;
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(home)
+            .map_err(ctx("creating SPARKWING_HOME"))?;
         let path = home.join(OUTBOX_FILE);
         // outbox.db is derived and may be deleted by hand. Its -wal and -shm
         // files belong to the file they were made for: with outbox.db gone
@@ -356,6 +358,16 @@ impl Outbox {
                 }
             }
         }
+        // Private to the user (its -wal and -shm take its mode).
+        std::os::unix::fs::OpenOptionsExt::mode(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false),
+            0o600,
+        )
+        .open(&path)
+        .map_err(ctx("creating outbox.db"))?;
         let mut conn = Connection::open(&path).map_err(ctx("opening outbox.db"))?;
         conn.busy_timeout(Duration::from_secs(120))
             .map_err(ctx("configuring outbox.db"))?;
@@ -1210,6 +1222,19 @@ mod tests {
         ob.settle(&fresh[0], 1, Duration::from_millis(1), None)
             .unwrap();
         assert_eq!(ob.pending(&all()).unwrap(), (0, 0));
+    }
+
+    #[test]
+    fn a_new_outbox_is_private_to_the_user() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let home = tmp.path().join("home");
+        let ob = Outbox::open(&home).unwrap();
+        ob.enqueue(T, &[entry("s", 1, "a")], &[]).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&home), 0o700);
+        assert_eq!(mode(&home.join(OUTBOX_FILE)), 0o600);
+        assert_eq!(mode(&home.join("outbox.db-wal")), 0o600);
     }
 
     #[test]

@@ -690,15 +690,15 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
 
     // A cache hit restores the outputs and skips the steps.
     if let (Some(k), false) = (&key, ctx.no_cache) {
+        let outputs = job
+            .cache
+            .as_ref()
+            .map(|c| c.outputs.clone())
+            .unwrap_or_default();
         let k2 = k.clone();
         let mut found = db(ctx, move |s| s.cache_get(&k2)).await?;
         // A local miss may be another runner's hit.
         if let (None, Some(target)) = (&found, &ctx.remote_cache) {
-            let outputs = job
-                .cache
-                .as_ref()
-                .map(|c| c.outputs.clone())
-                .unwrap_or_default();
             match crate::remote_cache::fetch(target.as_ref(), &ctx.home, k, &outputs).await {
                 Ok(Some(entry)) => {
                     let e2 = entry.clone();
@@ -716,11 +716,6 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
             let dir = ctx.project_dir.clone();
             let cas_home = ctx.home.clone();
             let manifest = entry.manifest.clone();
-            let outputs = job
-                .cache
-                .as_ref()
-                .map(|c| c.outputs.clone())
-                .unwrap_or_default();
             let restored = tokio::task::spawn_blocking(move || -> Result<usize> {
                 let m: Manifest =
                     serde_json::from_str(&manifest).context("reading the cache manifest")?;

@@ -281,9 +281,14 @@ impl RemoteRuns {
 /// The seq a log chunk key names (`<run>/<job>/<seq:010>.log`); `None` for
 /// anything else (a remote may hold any name).
 pub fn chunk_seq(key: &str) -> Option<u64> {
-    let name = key.rsplit('/').next()?;
-    let digits = name.strip_suffix(".log")?;
-    if digits.len() != 10 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    fixed_seq(key, ".log", 10)
+}
+
+/// The number a layout key's last segment names: exactly `width` digits
+/// then `suffix`; `None` for anything else.
+pub fn fixed_seq(key: &str, suffix: &str, width: usize) -> Option<u64> {
+    let digits = key.rsplit('/').next()?.strip_suffix(suffix)?;
+    if digits.len() != width || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     digits.parse().ok()

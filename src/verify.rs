@@ -170,12 +170,7 @@ pub fn verify(home: &std::path::Path, remote: &Remote, only: Option<&str>) -> Re
 
 /// The seq a segment key names (`runs/<run>/events/<seq:020>.ndjson`).
 fn segment_seq(key: &str) -> Option<i64> {
-    let name = key.rsplit('/').next()?;
-    let digits = name.strip_suffix(".ndjson")?;
-    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
+    crate::runsview::fixed_seq(key, ".ndjson", 20).and_then(|s| i64::try_from(s).ok())
 }
 
 async fn check_state(
@@ -305,27 +300,27 @@ async fn check_state(
         }
     };
     let want = crate::replicate::remote_document(store, row)?;
+    // A field of the remote document as shown in a message (it may hold
+    // anything: cut short).
+    let shown = |k: &str, absent: &str| {
+        crate::util::clip(
+            &doc.get(k)
+                .map(Value::to_string)
+                .unwrap_or_else(|| absent.into()),
+            40,
+        )
+    };
     if doc.get("status") != want.get("status") {
         problems.push(format!(
             "run.json says status {}; this machine says {}",
-            crate::util::clip(
-                &doc.get("status")
-                    .map(Value::to_string)
-                    .unwrap_or_else(|| "nothing".into()),
-                40
-            ),
+            shown("status", "nothing"),
             want["status"]
         ));
     }
     if doc.get("events_through") != want.get("events_through") {
         problems.push(format!(
             "run.json is as of event {}; the last local event is {}",
-            crate::util::clip(
-                &doc.get("events_through")
-                    .map(Value::to_string)
-                    .unwrap_or_else(|| "none".into()),
-                40
-            ),
+            shown("events_through", "none"),
             want["events_through"]
         ));
     }

@@ -403,7 +403,9 @@ pub fn check_manifest(manifest: &Manifest, outputs: &[String]) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let covered = |p: &str| rules.iter().any(|r| r.covers(p));
     let shown = |p: &str| crate::util::sanitize(&crate::util::clip(p, 200));
-    let links: Vec<&str> = manifest
+    // A set, and each path's ancestors looked up in it: a hostile manifest
+    // of many files and many links stays linear.
+    let links: std::collections::HashSet<&str> = manifest
         .files
         .iter()
         .filter(|f| f.symlink.is_some())
@@ -423,9 +425,12 @@ pub fn check_manifest(manifest: &Manifest, outputs: &[String]) -> Result<()> {
                 outputs.join(", ")
             );
         }
-        if let Some(l) = links.iter().find(|l| {
-            f.path.len() > l.len() && f.path.starts_with(*l) && f.path.as_bytes()[l.len()] == b'/'
-        }) {
+        if let Some(l) = f
+            .path
+            .match_indices('/')
+            .map(|(i, _)| &f.path[..i])
+            .find(|a| links.contains(a))
+        {
             bail!(
                 "the manifest puts {} below its symlink {}",
                 shown(&f.path),

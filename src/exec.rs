@@ -107,6 +107,7 @@ struct Ctx {
     repl: Option<Arc<Replicator>>,
     /// The cache target, read on a local miss (Mode 2+).
     remote_cache: Option<Arc<dyn sparkwing_sync::Target>>,
+    signing: Option<Arc<crate::signing::SigningKey>>,
 }
 
 /// Runs a `state.db` call off the executor; when the run replicates, the
@@ -226,12 +227,15 @@ pub fn run_pipeline(project: &Project, pipeline: &Pipeline, opts: RunOptions) ->
             opts.remote.targets(),
             SyncConfig::default(),
         ));
-        let repl = Arc::new(Replicator::new(
-            outbox,
-            opts.home.clone(),
-            new.targets.clone(),
-            Some(actor.waker()),
-        ));
+        let repl = Arc::new(
+            Replicator::new(
+                outbox,
+                opts.home.clone(),
+                new.targets.clone(),
+                Some(actor.waker()),
+            )
+            .with_signing(opts.remote.signing.clone()),
+        );
         sync_warn(repl.reconcile(&store));
         Some((actor, repl))
     } else {
@@ -264,6 +268,7 @@ pub fn run_pipeline(project: &Project, pipeline: &Pipeline, opts: RunOptions) ->
         groups: Arc::clone(&groups),
         repl: sync.as_ref().map(|(_, r)| Arc::clone(r)),
         remote_cache: opts.remote.cache.clone(),
+        signing: opts.remote.signing.clone(),
     });
     let started = Instant::now();
     let (stop_actor, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -699,7 +704,9 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
         let mut found = db(ctx, move |s| s.cache_get(&k2)).await?;
         // A local miss may be another runner's hit.
         if let (None, Some(target)) = (&found, &ctx.remote_cache) {
-            match crate::remote_cache::fetch(target.as_ref(), &ctx.home, k, &outputs).await {
+            let signing = ctx.signing.as_deref();
+            match crate::remote_cache::fetch(target.as_ref(), &ctx.home, k, &outputs, signing).await
+            {
                 Ok(Some(entry)) => {
                     let e2 = entry.clone();
                     db(ctx, move |s| s.cache_import(&e2)).await?;

@@ -13,7 +13,9 @@
 //! - [`cache`]: cache keys, the content-addressed store, restore.
 //! - [`logs`]: per-job log files; tail and follow.
 //! - [`remote`]: a profile's remote surfaces as sync targets.
+//! - [`remote_doc`]: remote run documents parsed into types and bounded.
 //! - [`remote_cache`]: cross-runner cache reads from the remote, verified.
+//! - [`signing`]: HMAC-SHA256 signatures on cache manifests (optional).
 //! - [`replicate`]: event segments and log chunks recorded in `state.db`,
 //!   turned into outbox entries; crash recovery (reconcile).
 //! - [`verify`]: `sparkwing sync verify`, the remote compared with this machine.
@@ -33,9 +35,11 @@ pub mod pipeline;
 pub mod profile;
 pub mod remote;
 pub mod remote_cache;
+pub mod remote_doc;
 pub mod replicate;
 pub mod report;
 pub mod runsview;
+pub mod signing;
 pub mod store;
 pub mod synccmd;
 pub mod util;

@@ -46,6 +46,9 @@ pub struct Surface {
     pub account: Option<String>,
     pub url: Option<String>,
     pub url_source: Option<String>,
+    /// `env:VAR`: sign cache manifests with the key in VAR and accept only
+    /// manifests signed with it (cache surfaces only; see `signing`).
+    pub signing_key_source: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -264,6 +267,14 @@ fn validate_surface(at: &str, role: &str, s: &Surface) -> Result<()> {
         ("url", &s.url),
         ("url_source", &s.url_source),
     ];
+    if s.signing_key_source.is_some() && (role != "cache" || matches!(s.kind, Sqlite | Postgres)) {
+        bail!("{at}: `signing_key_source` applies to a remote cache surface only (cache: with type filesystem, s3, gcs or azure-blob)");
+    }
+    if let Some(src) = &s.signing_key_source {
+        env_var_of(src).ok_or_else(|| {
+            anyhow!("{at}: signing_key_source `{src}` is not understood; write `signing_key_source: env:VAR`")
+        })?;
+    }
     for (key, value) in given {
         if value.is_some() && !allowed.contains(&key) {
             let hint = if allowed.is_empty() {
@@ -507,6 +518,9 @@ impl Resolved {
                     bail!("{at}: {role}.url_source env:{var} is unset; export {var} or use url:");
                 }
             }
+            if let Some(src) = &s.signing_key_source {
+                crate::signing::SigningKey::from_source(src, &format!("{at}: {role}"))?;
+            }
         }
         for (role, s) in surfaces(&self.def) {
             if s.kind == SurfaceType::Postgres {
@@ -611,11 +625,16 @@ fn surfaces_json(def: &ProfileDef, home: &Path) -> Value {
                 if let Some(u) = &s.url {
                     m.insert("url".into(), json!(redact_url(u)));
                 }
-                if let Some(src) = &s.url_source {
-                    m.insert("url_source".into(), json!(src));
-                    let set = env_var_of(src)
-                        .is_some_and(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()));
-                    m.insert("url_source_set".into(), json!(set));
+                for (k, src) in [
+                    ("url_source", &s.url_source),
+                    ("signing_key_source", &s.signing_key_source),
+                ] {
+                    if let Some(src) = src {
+                        m.insert(k.into(), json!(src));
+                        let set = env_var_of(src)
+                            .is_some_and(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()));
+                        m.insert(format!("{k}_set"), json!(set));
+                    }
                 }
                 Value::Object(m)
             }

@@ -9,6 +9,7 @@ use sparkwing_sync::fault::{FaultTarget, JournalTarget};
 use sparkwing_sync::{ObjectStoreTarget, Target};
 
 use crate::profile::{ProfileDef, Surface, SurfaceType};
+use crate::signing::SigningKey;
 use crate::store::RunTargets;
 
 /// The targets of a profile's surfaces; `None` where a surface is local.
@@ -17,6 +18,9 @@ pub struct Remote {
     pub state: Option<Arc<dyn Target>>,
     pub logs: Option<Arc<dyn Target>>,
     pub cache: Option<Arc<dyn Target>>,
+    /// The key cache manifests are signed and checked with
+    /// (`cache.signing_key_source`); `None` leaves them unsigned.
+    pub signing: Option<Arc<SigningKey>>,
 }
 
 fn expand_home(path: &str) -> PathBuf {
@@ -62,6 +66,14 @@ impl Remote {
             state: one("state", &def.state)?,
             logs: one("logs", &def.logs)?,
             cache: one("cache", &def.cache)?,
+            signing: match def
+                .cache
+                .as_ref()
+                .and_then(|c| c.signing_key_source.as_deref())
+            {
+                Some(src) => Some(Arc::new(SigningKey::from_source(src, "cache")?)),
+                None => None,
+            },
         })
     }
 

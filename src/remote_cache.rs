@@ -7,58 +7,130 @@
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
-use serde_json::Value;
-use sparkwing_sync::target::blob_key;
+use serde::Deserialize;
+use sparkwing_sync::target::{blob_key, read_limits};
 use sparkwing_sync::Target;
 
 use crate::cache::{Cas, Manifest};
+use crate::profile::scrub_urls;
+use crate::remote_doc::{Bounded, MAX_NAME};
+use crate::signing::SigningKey;
 use crate::store::CacheEntry;
 use crate::util::now_ms;
 
+/// Most files one remote manifest may name.
+pub const MAX_FILES: usize = 1_000_000;
+
+/// A remote cache manifest document (`keys/<key>.json`), parsed into types.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RemoteEntry {
+    pub key: String,
+    pub job: String,
+    pub pipeline: String,
+    pub run_id: String,
+    pub created_at: Option<i64>,
+    pub expires_at: Option<i64>,
+    pub manifest: Manifest,
+}
+
+#[derive(Deserialize)]
+struct Doc {
+    key: Bounded<MAX_NAME>,
+    job: Bounded<MAX_NAME>,
+    pipeline: Bounded<MAX_NAME>,
+    run_id: Bounded<MAX_NAME>,
+    #[serde(default)]
+    created_at: Option<i64>,
+    #[serde(default)]
+    expires_at: Option<i64>,
+    manifest: Manifest,
+}
+
+/// Parses the manifest document published for `key`: a JSON object with
+/// typed, bounded fields, naming that same key. Signatures are checked by
+/// [`verify_signature`] on the raw document, before this.
+pub fn parse_entry(key: &str, body: &[u8]) -> Result<RemoteEntry> {
+    let d: Doc = serde_json::from_slice(body)
+        .context("the remote cache manifest is not a manifest document")?;
+    if d.key.0 != key {
+        bail!(
+            "the remote cache manifest for key {} names another key",
+            crate::util::clip(key, 12)
+        );
+    }
+    if d.manifest.files.len() > MAX_FILES {
+        bail!(
+            "the remote cache manifest names {} files, more than the {MAX_FILES} accepted",
+            d.manifest.files.len()
+        );
+    }
+    Ok(RemoteEntry {
+        key: d.key.0,
+        job: d.job.0,
+        pipeline: d.pipeline.0,
+        run_id: d.run_id.0,
+        created_at: d.created_at,
+        expires_at: d.expires_at,
+        manifest: d.manifest,
+    })
+}
+
+/// With a signing key, the raw document must carry a valid signature.
+pub fn verify_signature(key: &str, body: &[u8], signing: &SigningKey) -> Result<()> {
+    let short = crate::util::clip(key, 12);
+    let doc: serde_json::Value = serde_json::from_slice(body)
+        .with_context(|| format!("the remote cache manifest for key {short} is not JSON"))?;
+    let map = doc
+        .as_object()
+        .ok_or_else(|| anyhow!("the remote cache manifest for key {short} is not a JSON object"))?;
+    signing.verify(map).map_err(|why| {
+        anyhow!(
+            "the remote cache manifest for key {short} is refused: {why} (cache.signing_key_source {}); anyone who can write the bucket could have put it there",
+            signing.source
+        )
+    })
+}
+
 /// Fetches the remote entry for `key` into the local CAS. `Ok(None)` when
-/// the remote has no live entry. The manifest must stay inside the job's
-/// declared `outputs` ([`crate::cache::check_manifest`]) before any blob is
-/// downloaded: anyone who can write the bucket can plant one.
+/// the remote has no live entry. With `signing`, the manifest must be signed
+/// with that key ([`crate::signing`]). The manifest must stay inside the
+/// job's declared `outputs` ([`crate::cache::check_manifest`]) before any
+/// blob is downloaded: anyone who can write the bucket can plant one. Every
+/// blob is read bounded by the size the manifest gives it and verified by
+/// SHA-256 ([`Cas::put_bytes`]).
 pub async fn fetch(
     target: &dyn Target,
     home: &Path,
     key: &str,
     outputs: &[String],
+    signing: Option<&SigningKey>,
 ) -> Result<Option<CacheEntry>> {
     let Some(body) = target
-        .read(&format!("keys/{key}.json"))
+        .read(&format!("keys/{key}.json"), read_limits::MANIFEST)
         .await
-        .map_err(|e| anyhow!("{e}"))?
+        .map_err(|e| anyhow!("{}", scrub_urls(&e.message)))?
     else {
         return Ok(None);
     };
-    let doc: Value = serde_json::from_slice(&body).context("reading the remote cache manifest")?;
-    let expires_at = doc["expires_at"].as_i64();
-    if expires_at.is_some_and(|t| t <= now_ms()) {
+    if let Some(signing) = signing {
+        verify_signature(key, &body, signing)?;
+    }
+    let entry = parse_entry(key, &body)?;
+    if entry.expires_at.is_some_and(|t| t <= now_ms()) {
         return Ok(None);
     }
-    let manifest: Manifest = serde_json::from_value(doc["manifest"].clone())
-        .context("reading the remote cache manifest")?;
+    let manifest = entry.manifest;
     crate::cache::check_manifest(&manifest, outputs)
         .context("refusing the remote cache manifest")?;
     let cas = Cas::new(home);
     for f in manifest.files.iter().filter(|f| f.symlink.is_none()) {
-        // Another runner's document: check a blob name before using it as a path.
-        if f.sha256.len() != 64
-            || !f
-                .sha256
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
-            bail!("the remote manifest names an invalid blob {:?}", f.sha256);
-        }
         if cas.blob_path(&f.sha256).exists() {
             continue;
         }
         let Some(bytes) = target
-            .read(&blob_key(&f.sha256))
+            .read(&blob_key(&f.sha256), f.size)
             .await
-            .map_err(|e| anyhow!("{e}"))?
+            .map_err(|e| anyhow!("{}", scrub_urls(&e.message)))?
         else {
             bail!(
                 "the remote manifest names blob {}, which the remote does not have",
@@ -68,19 +140,13 @@ pub async fn fetch(
         let (home, sha) = (home.to_path_buf(), f.sha256.clone());
         tokio::task::spawn_blocking(move || Cas::new(&home).put_bytes(&sha, &bytes)).await??;
     }
-    let field = |k: &str| {
-        doc[k]
-            .as_str()
-            .map(str::to_string)
-            .ok_or_else(|| anyhow!("remote cache manifest lacks `{k}`"))
-    };
     Ok(Some(CacheEntry {
         key: key.to_string(),
-        job: field("job")?,
-        pipeline: field("pipeline")?,
-        run_id: field("run_id")?,
-        created_at: doc["created_at"].as_i64().unwrap_or_else(now_ms),
-        expires_at,
+        job: entry.job,
+        pipeline: entry.pipeline,
+        run_id: entry.run_id,
+        created_at: entry.created_at.unwrap_or_else(now_ms),
+        expires_at: entry.expires_at,
         manifest: serde_json::to_string(&manifest)?,
     }))
 }
@@ -110,7 +176,7 @@ mod tests {
             )
             .unwrap();
             let t = ObjectStoreTarget::filesystem(remote.path());
-            let e = fetch(&t, home.path(), key, &["o".into()])
+            let e = fetch(&t, home.path(), key, &["o".into()], None)
                 .await
                 .unwrap_err();
             assert!(format!("{e:#}").contains("invalid blob"), "{e:#}");
@@ -119,7 +185,8 @@ mod tests {
             &ObjectStoreTarget::filesystem(remote.path()),
             home.path(),
             "absent",
-            &[]
+            &[],
+            None
         )
         .await
         .unwrap()

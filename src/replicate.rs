@@ -29,6 +29,7 @@ use tokio::sync::Notify;
 use crate::cache::{Cas, Manifest};
 use crate::logs::log_path;
 use crate::report;
+use crate::signing::SigningKey;
 use crate::store::{CacheEntry, EventRow, RunTargets, Store};
 
 /// Most events in one segment object.
@@ -116,6 +117,7 @@ pub struct Replicator {
     home: PathBuf,
     targets: RunTargets,
     wake: Option<Arc<Notify>>,
+    signing: Option<Arc<SigningKey>>,
 }
 
 impl Replicator {
@@ -130,7 +132,14 @@ impl Replicator {
             home,
             targets,
             wake,
+            signing: None,
         }
+    }
+
+    /// Signs the cache manifests this replicator publishes with `key`.
+    pub fn with_signing(mut self, key: Option<Arc<SigningKey>>) -> Self {
+        self.signing = key;
+        self
     }
 
     fn poke(&self, n: usize) {
@@ -287,10 +296,13 @@ impl Replicator {
                 },
             });
         }
-        let doc = json!({
+        let mut doc = json!({
             "key": entry.key, "job": entry.job, "pipeline": entry.pipeline, "run_id": entry.run_id,
             "created_at": entry.created_at, "expires_at": entry.expires_at, "manifest": manifest,
         });
+        if let (Some(key), Some(map)) = (&self.signing, doc.as_object_mut()) {
+            key.sign(map);
+        }
         entries.push(NewEntry {
             stream: name.clone(),
             seq: entries.len() as i64,
@@ -350,6 +362,7 @@ impl Replicator {
                         cache: same(&self.targets.cache, &targets.cache),
                     },
                     wake: self.wake.clone(),
+                    signing: self.signing.clone(),
                 };
                 total += part.reconcile_run(store, &row, &done)?;
             }

@@ -16,8 +16,11 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
+use sparkwing_sync::target::read_limits;
 use sparkwing_sync::Target;
 
+use crate::profile::scrub_urls;
+use crate::remote_doc;
 use crate::report::{self, run_json};
 use crate::store::Store;
 use crate::util::{cell, human_duration, table};
@@ -209,7 +212,10 @@ impl RemoteRuns {
         self.block(async move { t.list_children("runs").await.map_err(|e| anyhow!("{e}")) })
     }
 
-    /// The `run.json` of some runs (absent ones are left out), fetched concurrently.
+    /// The `run.json` of some runs (absent ones are left out), fetched
+    /// concurrently and parsed into types ([`crate::remote_doc`]). A run
+    /// whose document cannot be read or used is one `unreadable` row with
+    /// the reason; it never fails the others.
     pub fn docs(&self, ids: &[String]) -> Result<HashMap<String, Value>> {
         let t = Arc::clone(&self.state);
         let ids = ids.to_vec();
@@ -218,23 +224,28 @@ impl RemoteRuns {
             for chunk in ids.chunks(FETCH_CONCURRENCY) {
                 let mut set = tokio::task::JoinSet::new();
                 for id in chunk {
+                    if !remote_doc::is_run_id(id) {
+                        out.insert(id.clone(), remote_doc::unreadable(id, "not a run ID"));
+                        continue;
+                    }
                     let (t, id) = (Arc::clone(&t), id.clone());
-                    set.spawn(
-                        async move { (id.clone(), t.read(&format!("runs/{id}/run.json")).await) },
-                    );
+                    set.spawn(async move {
+                        let key = format!("runs/{id}/run.json");
+                        (id, t.read(&key, read_limits::RUN_DOCUMENT).await)
+                    });
                 }
                 while let Some(j) = set.join_next().await {
                     let (id, r) = j.map_err(|e| anyhow!("{e}"))?;
-                    if let Some(body) = r.map_err(|e| anyhow!("{e}"))? {
-                        // Another runner's document: only an object is a
-                        // run; anything else lists as unreadable, alone.
-                        let v = match serde_json::from_slice::<Value>(&body) {
-                            Ok(v) if v.is_object() => v,
-                            _ => json!({"id": id, "status": "unreadable",
-                                        "error": "its run.json is not a JSON object"}),
-                        };
-                        out.insert(id, v);
-                    }
+                    let doc = match r {
+                        Ok(None) => continue,
+                        Ok(Some(body)) => remote_doc::parse_run(&id, &body)
+                            .unwrap_or_else(|why| remote_doc::unreadable(&id, &why)),
+                        Err(e) => remote_doc::unreadable(
+                            &id,
+                            &format!("could not read its run.json: {}", scrub_urls(&e.message)),
+                        ),
+                    };
+                    out.insert(id, doc);
                 }
             }
             Ok(out)
@@ -265,7 +276,10 @@ impl RemoteRuns {
             let mut out = Vec::new();
             for (i, k) in chunks.iter().enumerate() {
                 let got = match k {
-                    Some(k) => t.read(k).await.map_err(|e| anyhow!("{e}"))?,
+                    Some(k) => t
+                        .read(k, read_limits::LOG_CHUNK)
+                        .await
+                        .map_err(|e| anyhow!("{}", scrub_urls(&e.message)))?,
                     None => None,
                 };
                 match got {

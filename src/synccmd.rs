@@ -223,7 +223,8 @@ fn open_sync(
         home.to_path_buf(),
         remote.run_targets(),
         Some(actor.waker()),
-    );
+    )
+    .with_signing(remote.signing.clone());
     Ok((actor, repl, store))
 }
 

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 use sparkwing_outbox::Outbox;
-use sparkwing_sync::target::{blob_key, sha256_hex};
+use sparkwing_sync::target::{blob_key, read_limits, sha256_hex};
 use sparkwing_sync::Target;
 
 use crate::cache::Manifest;
@@ -78,8 +78,8 @@ impl Report {
 }
 
 /// A remote read, with the error turned into text naming the object.
-async fn read(t: &Arc<dyn Target>, key: &str) -> Result<Option<bytes::Bytes>, String> {
-    t.read(key).await.map_err(|e| {
+async fn read(t: &Arc<dyn Target>, key: &str, max: u64) -> Result<Option<bytes::Bytes>, String> {
+    t.read(key, max).await.map_err(|e| {
         format!(
             "could not read {key}: {}",
             crate::profile::scrub_urls(&e.message)
@@ -201,7 +201,7 @@ async fn check_state(
             problems.push(format!("unexpected object {key} (not a segment name)"));
             continue;
         };
-        let body = match read(t, key).await {
+        let body = match read(t, key, read_limits::EVENT_SEGMENT).await {
             Ok(Some(b)) => b,
             Ok(None) => {
                 problems.push(format!("segment {first} was listed but cannot be read"));
@@ -282,7 +282,7 @@ async fn check_state(
     }
     // The run document.
     let key = format!("runs/{run}/run.json");
-    let doc: Value = match read(t, &key).await {
+    let doc: Value = match read(t, &key, read_limits::RUN_DOCUMENT).await {
         Ok(Some(b)) => match serde_json::from_slice(&b) {
             Ok(v) => v,
             Err(e) => {
@@ -410,7 +410,7 @@ async fn check_logs(
                     continue;
                 }
             };
-            match read(t, &key).await {
+            match read(t, &key, read_limits::LOG_CHUNK).await {
                 Ok(Some(got)) if got.as_ref() == want.as_slice() => {}
                 Ok(Some(got)) => problems.push(format!(
                     "log of job {}: chunk {} of {total} differs ({} bytes remote, {} local)",
@@ -457,7 +457,7 @@ async fn check_cache(
         let short = crate::util::clip(&entry.key, 12);
         let local: Manifest = serde_json::from_str(&entry.manifest)
             .with_context(|| format!("reading the local manifest of cache key {short}"))?;
-        match read(t, &key).await {
+        match read(t, &key, read_limits::MANIFEST).await {
             Ok(Some(b)) => match serde_json::from_slice::<Value>(&b)
                 .ok()
                 .and_then(|v| serde_json::from_value::<Manifest>(v.get("manifest")?.clone()).ok())
@@ -500,7 +500,7 @@ async fn check_cache(
                 continue;
             }
             let short_blob = crate::util::clip(&f.sha256, 12);
-            match read(t, &blob_key(&f.sha256)).await {
+            match read(t, &blob_key(&f.sha256), f.size).await {
                 Ok(Some(b)) => {
                     let got = sha256_hex(&b);
                     if got != f.sha256 {

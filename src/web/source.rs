@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
 use serde_json::{json, Value};
+use sparkwing_sync::target::read_limits;
 use sparkwing_sync::Target;
 
 use crate::logs;
@@ -64,6 +65,7 @@ pub fn parse_spec(flag: &str, raw: &str) -> Result<Spec> {
             account: None,
             url: None,
             url_source: None,
+            signing_key_source: None,
         })))
     };
     let absolute = |p: &str| -> Result<PathBuf> {
@@ -325,16 +327,20 @@ impl Source {
         total: usize,
     ) -> Result<Bytes> {
         let got = match key {
-            Some(k) => self.read_object(t, k)?,
+            Some(k) => self.read_object(t, k, read_limits::LOG_CHUNK)?,
             None => None,
         };
         Ok(got.unwrap_or_else(|| Bytes::from(runsview::missing_marker(i, total))))
     }
 
-    /// One remote object.
-    pub fn read_object(&self, t: &Arc<dyn Target>, key: &str) -> Result<Option<Bytes>> {
+    /// One remote object of at most `max` bytes.
+    pub fn read_object(&self, t: &Arc<dyn Target>, key: &str, max: u64) -> Result<Option<Bytes>> {
         let (t, key) = (Arc::clone(t), key.to_string());
-        block(async move { t.read(&key).await.map_err(|e| anyhow!("{e}")) })
+        block(async move {
+            t.read(&key, max)
+                .await
+                .map_err(|e| anyhow!("{}", crate::profile::scrub_urls(&e.message)))
+        })
     }
 
     /// A job's status, and whether its log can still grow (its run is in
@@ -359,10 +365,15 @@ impl Source {
             }
         }
         let t = self.artifacts.clone()?;
-        let body = self.read_object(&t, &format!("keys/{key}.json")).ok()??;
-        let mut v: Value = serde_json::from_slice(&body).ok()?;
-        v["from"] = json!(t.id());
-        Some(v)
+        let body = self
+            .read_object(&t, &format!("keys/{key}.json"), read_limits::MANIFEST)
+            .ok()??;
+        // Another runner's document: shown only as far as it parses.
+        let e = crate::remote_cache::parse_entry(key, &body).ok()?;
+        Some(json!({
+            "key": e.key, "run_id": e.run_id, "job": e.job, "manifest": e.manifest,
+            "from": crate::profile::scrub_urls(t.id()),
+        }))
     }
 
     /// Sync status per target (dashboard start only).
@@ -463,7 +474,7 @@ async fn open_target(flag: &str, spec: &Spec) -> Result<Arc<dyn Target>> {
             .ok_or_else(|| anyhow!("{flag}: not an object store"))?,
         Spec::Sqlite(_) => bail!("{flag}: a SQLite database holds run state only"),
     };
-    let probe = tokio::time::timeout(PROBE_TIMEOUT, t.read("sparkwing-web-probe")).await;
+    let probe = tokio::time::timeout(PROBE_TIMEOUT, t.read("sparkwing-web-probe", 1)).await;
     match probe {
         Ok(Ok(_)) => Ok(t),
         Ok(Err(e)) => bail!(

@@ -48,6 +48,7 @@ pub async fn run_all(target: &dyn Target, nonce: &str) {
     corrupt_blobs_are_refused(target, &format!("{nonce}z")).await;
     summaries_and_manifests_are_rewritten_whole(target, &format!("{nonce}w"), stores).await;
     absent_keys_read_as_none(target).await;
+    reads_are_bounded(target, &format!("{nonce}r"), stores).await;
     batches_apply_in_order_and_stop_at_the_first_failure(target, &format!("{nonce}b"), stores)
         .await;
 }
@@ -71,7 +72,7 @@ pub async fn batches_apply_in_order_and_stop_at_the_first_failure(
     if stores {
         for op in &good {
             assert_eq!(
-                t.read(&op.key()).await.expect("read").as_deref(),
+                t.read(&op.key(), u64::MAX).await.expect("read").as_deref(),
                 Some(op.body().as_ref()),
                 "batched {} reads back",
                 op.key()
@@ -102,10 +103,14 @@ pub async fn batches_apply_in_order_and_stop_at_the_first_failure(
         assert_eq!(n, 1, "the batch stops at the corrupt blob");
         let err = err.expect("the corrupt blob's error");
         assert_eq!(err.class, ErrorClass::Permanent, "{err}");
-        assert!(t.read(&before.key()).await.expect("read").is_some());
-        assert_eq!(t.read(&corrupt.key()).await.expect("read"), None);
+        assert!(t
+            .read(&before.key(), u64::MAX)
+            .await
+            .expect("read")
+            .is_some());
+        assert_eq!(t.read(&corrupt.key(), u64::MAX).await.expect("read"), None);
         assert_eq!(
-            t.read(&after.key()).await.expect("read"),
+            t.read(&after.key(), u64::MAX).await.expect("read"),
             None,
             "nothing after the failure"
         );
@@ -123,7 +128,7 @@ pub async fn applies_and_reads_back(t: &dyn Target, nonce: &str, stores: bool) {
             continue;
         }
         let got = t
-            .read(&op.key())
+            .read(&op.key(), u64::MAX)
             .await
             .unwrap_or_else(|e| panic!("read {}: {e}", op.key()));
         assert_eq!(
@@ -162,7 +167,7 @@ pub async fn applying_twice_is_applying_once(t: &dyn Target, nonce: &str, stores
             .expect("second apply of the same op must succeed");
         if stores {
             assert_eq!(
-                t.read(&op.key()).await.expect("read").as_ref(),
+                t.read(&op.key(), u64::MAX).await.expect("read").as_ref(),
                 Some(op.body())
             );
         }
@@ -205,7 +210,7 @@ pub async fn corrupt_blobs_are_refused(t: &dyn Target, nonce: &str) {
         Err(e) => {
             assert_eq!(e.class, ErrorClass::Permanent, "corrupt blob: {e}");
             assert_eq!(
-                t.read(&op.key()).await.expect("read"),
+                t.read(&op.key(), u64::MAX).await.expect("read"),
                 None,
                 "nothing stored"
             );
@@ -239,22 +244,54 @@ pub async fn summaries_and_manifests_are_rewritten_whole(
     }
     if stores {
         assert_eq!(
-            t.read(&format!("runs/{run}/run.json"))
+            t.read(&format!("runs/{run}/run.json"), u64::MAX)
                 .await
                 .unwrap()
                 .unwrap(),
             Bytes::from_static(b"{\"v\":2}")
         );
         assert_eq!(
-            t.read(&format!("keys/{key}.json")).await.unwrap().unwrap(),
+            t.read(&format!("keys/{key}.json"), u64::MAX)
+                .await
+                .unwrap()
+                .unwrap(),
             Bytes::from_static(b"{\"v\":2}")
         );
     }
 }
 
+/// `read(key, max)`: an object of exactly `max` bytes reads whole; one
+/// byte more is a permanent error that names the object, never a partial
+/// or an unbounded read.
+pub async fn reads_are_bounded(t: &dyn Target, nonce: &str, stores: bool) {
+    let op = &ops(nonce)[1];
+    t.apply(op).await.expect("apply the summary");
+    if !stores {
+        return;
+    }
+    let n = op.body().len() as u64;
+    assert_eq!(
+        t.read(&op.key(), n)
+            .await
+            .expect("read at the bound")
+            .as_ref(),
+        Some(op.body()),
+        "an object of exactly `max` bytes reads whole"
+    );
+    let e = t
+        .read(&op.key(), n - 1)
+        .await
+        .expect_err("an object over the bound must be refused");
+    assert_eq!(e.class, ErrorClass::Permanent, "{e:?}");
+    assert!(
+        e.message.contains(&op.key()) && e.message.contains(&n.to_string()),
+        "{e:?}"
+    );
+}
+
 pub async fn absent_keys_read_as_none(t: &dyn Target) {
     assert_eq!(
-        t.read("runs/NOPE/run.json").await.expect("read absent"),
+        t.read("runs/NOPE/run.json", 1).await.expect("read absent"),
         None
     );
     assert!(t.list("runs/NOPE/").await.expect("list absent").is_empty());

@@ -107,10 +107,10 @@ impl Target for FaultTarget {
         Ok(r)
     }
 
-    async fn read(&self, key: &str) -> Result<Option<Bytes>, TargetError> {
+    async fn read(&self, key: &str, max: u64) -> Result<Option<Bytes>, TargetError> {
         self.pause().await;
         self.check()?;
-        self.inner.read(key).await
+        self.inner.read(key, max).await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, TargetError> {
@@ -162,8 +162,8 @@ impl Target for JournalTarget {
         Ok(r)
     }
 
-    async fn read(&self, key: &str) -> Result<Option<Bytes>, TargetError> {
-        self.inner.read(key).await
+    async fn read(&self, key: &str, max: u64) -> Result<Option<Bytes>, TargetError> {
+        self.inner.read(key, max).await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, TargetError> {

@@ -19,7 +19,7 @@ impl Target for NoneTarget {
         Ok(Applied::Discarded)
     }
 
-    async fn read(&self, _key: &str) -> Result<Option<Bytes>, TargetError> {
+    async fn read(&self, _key: &str, _max: u64) -> Result<Option<Bytes>, TargetError> {
         Ok(None)
     }
 

@@ -435,9 +435,10 @@ impl Target for ObjectStoreTarget {
         (done.len(), err)
     }
 
-    async fn read(&self, key: &str) -> Result<Option<Bytes>, TargetError> {
+    async fn read(&self, key: &str, max: u64) -> Result<Option<Bytes>, TargetError> {
         let store = self.store().await?;
         match store.get(&self.path(key)).await {
+            Ok(r) if r.meta.size > max => Err(crate::target::too_large(key, r.meta.size, max)),
             Ok(r) => r.bytes().await.map(Some).map_err(|e| self.fail(&e)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(self.fail(&e)),

@@ -74,6 +74,27 @@ pub enum Applied {
     Discarded,
 }
 
+/// The most bytes a reader accepts for each kind of object. Objects are
+/// written by other machines, possibly hostile ones; each bound is far above
+/// what sparkwing itself writes.
+pub mod read_limits {
+    /// A run document (`runs/<run>/run.json`).
+    pub const RUN_DOCUMENT: u64 = 4 << 20;
+    /// An event segment (`runs/<run>/events/<seq>.ndjson`).
+    pub const EVENT_SEGMENT: u64 = 16 << 20;
+    /// A log chunk (`<run>/<job>/<seq>.log`); sparkwing writes at most 1 MiB.
+    pub const LOG_CHUNK: u64 = 2 << 20;
+    /// A cache manifest (`keys/<key>.json`).
+    pub const MANIFEST: u64 = 64 << 20;
+}
+
+/// The error for an object over a reader's bound.
+pub fn too_large(key: &str, size: u64, max: u64) -> TargetError {
+    TargetError::permanent(format!(
+        "object {key} is {size} bytes, more than the {max} bytes accepted for it; it was not read (written by another tool, or damaged)"
+    ))
+}
+
 /// A classified delivery failure.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetError {
@@ -150,8 +171,11 @@ pub trait Target: Send + Sync + fmt::Debug {
         apply_each(self, ops).await
     }
 
-    /// Reads one object of the layout.
-    async fn read(&self, key: &str) -> Result<Option<Bytes>, TargetError>;
+    /// Reads one object of the layout, at most `max` bytes of it: an object
+    /// larger than `max` is a permanent error naming its size, and is never
+    /// read into memory (remote objects are outside input; see
+    /// [`read_limits`] for the bound of each kind).
+    async fn read(&self, key: &str, max: u64) -> Result<Option<Bytes>, TargetError>;
 
     /// Lists the keys under `prefix` (a layout prefix such as `runs/`).
     async fn list(&self, prefix: &str) -> Result<Vec<String>, TargetError>;

@@ -68,3 +68,159 @@ fn a_planted_manifest_is_a_miss_and_writes_nothing_outside_the_outputs() {
         "seed"
     );
 }
+
+/// Issue 10, requirement 2: with `signing_key_source`, runners sign the
+/// manifests they publish and restore only manifests signed with the key.
+#[test]
+fn a_signed_cache_restores_only_manifests_signed_with_the_key() {
+    const KEY: &str = "a shared secret of 32 bytes, ok!";
+    let a = Env::new();
+    let remote = a.home.path().join("remote");
+    for s in ["state", "logs", "cache"] {
+        std::fs::create_dir_all(remote.join(s)).unwrap();
+    }
+    let yaml = |signed: bool| {
+        format!(
+            "profiles:\n  team:\n    state: {{ type: filesystem, path: {r}/state }}\n    logs: {{ type: filesystem, path: {r}/logs }}\n    cache: {{ type: filesystem, path: {r}/cache{s} }}\npipelines:\n  - name: build\n    jobs:\n      b:\n        cache: {{ key: [seed.txt], outputs: [out] }}\n        steps:\n          - run: mkdir -p out && cat seed.txt > out/artifact && echo built\n",
+            r = remote.display(),
+            s = if signed { ", signing_key_source: 'env:SW_CACHE_KEY'" } else { "" }
+        )
+    };
+    let runner = |signed: bool| {
+        let e = Env::new();
+        e.write_project(&yaml(signed));
+        std::fs::write(e.dir().join("seed.txt"), "seed").unwrap();
+        e
+    };
+    let run = |e: &Env, key: Option<&str>| {
+        let mut c = e.cmd(&["run", "build", "--profile", "team"]);
+        c.env_remove("SW_CACHE_KEY");
+        if let Some(k) = key {
+            c.env("SW_CACHE_KEY", k);
+        }
+        let out = c.output().unwrap();
+        let mut f = e.cmd(&["sync", "flush", "--profile", "team"]);
+        if let Some(k) = key {
+            f.env("SW_CACHE_KEY", k);
+        }
+        expect_code(&f.output().unwrap(), 0);
+        out
+    };
+    let manifest_path = || {
+        let keys: Vec<_> = std::fs::read_dir(remote.join("cache/keys"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(keys.len(), 1, "{keys:?}");
+        keys[0].clone()
+    };
+
+    // A key that is missing or too short stops the run before it starts.
+    a.write_project(&yaml(true));
+    std::fs::write(a.dir().join("seed.txt"), "seed").unwrap();
+    let out = a
+        .cmd(&["run", "build", "--profile", "team"])
+        .env_remove("SW_CACHE_KEY")
+        .output()
+        .unwrap();
+    expect_code(&out, 2);
+    assert!(
+        text(&out.stderr).contains("signing_key_source env:SW_CACHE_KEY is unset"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = a
+        .cmd(&["run", "build", "--profile", "team"])
+        .env("SW_CACHE_KEY", "short")
+        .output()
+        .unwrap();
+    expect_code(&out, 2);
+    assert!(
+        text(&out.stderr).contains("at least 16"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Runner A publishes a signed manifest; runner B with the key hits it.
+    expect_code(&run(&a, Some(KEY)), 0);
+    let signed_doc = std::fs::read(manifest_path()).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&signed_doc).unwrap();
+    assert!(
+        v["signature"].as_str().unwrap().starts_with("hmac-sha256:"),
+        "{v}"
+    );
+    assert!(
+        !text(&signed_doc).contains(KEY),
+        "the key itself is never written"
+    );
+    let b = runner(true);
+    let out = run(&b, Some(KEY));
+    expect_code(&out, 0);
+    assert!(
+        !text(&out.stdout).contains("built"),
+        "a signed hit restores, the job does not run"
+    );
+    assert_eq!(
+        std::fs::read(b.dir().join("out/artifact")).unwrap(),
+        b"seed"
+    );
+
+    // An attacker without the key points the manifest at a blob of its own
+    // (inside the outputs, so only the signature can catch it).
+    let evil = b"evil".to_vec();
+    let sha = {
+        use sha2::Digest;
+        sha2::Sha256::digest(&evil)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let blob = remote.join(format!("cache/cas/{}/{sha}", &sha[..2]));
+    std::fs::create_dir_all(blob.parent().unwrap()).unwrap();
+    std::fs::write(&blob, &evil).unwrap();
+    let mut forged = v.clone();
+    forged["manifest"]["files"][0]["sha256"] = sha.clone().into();
+    forged["manifest"]["files"][0]["size"] = 4.into();
+    std::fs::write(manifest_path(), forged.to_string()).unwrap();
+    let c = runner(true);
+    let out = run(&c, Some(KEY));
+    expect_code(&out, 0);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("could not use the remote cache") && err.contains("signature does not match"),
+        "{err}"
+    );
+    assert!(text(&out.stdout).contains("built"), "the job ran instead");
+    assert_eq!(
+        std::fs::read(c.dir().join("out/artifact")).unwrap(),
+        b"seed"
+    );
+
+    // Unsigned (as a runner without the key writes it): refused by signers,
+    // still accepted by a profile without a key (behaviour unchanged).
+    let mut unsigned = forged.clone();
+    unsigned.as_object_mut().unwrap().remove("signature");
+    std::fs::write(manifest_path(), unsigned.to_string()).unwrap();
+    let d = runner(true);
+    let out = run(&d, Some(KEY));
+    let err = text(&out.stderr);
+    assert!(err.contains("it is not signed"), "{err}");
+    assert_eq!(
+        std::fs::read(d.dir().join("out/artifact")).unwrap(),
+        b"seed"
+    );
+    std::fs::write(manifest_path(), unsigned.to_string()).unwrap();
+    let e = runner(false);
+    let out = run(&e, None);
+    expect_code(&out, 0);
+    assert!(
+        !text(&out.stdout).contains("built"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(
+        std::fs::read(e.dir().join("out/artifact")).unwrap(),
+        b"evil",
+        "without a key the bucket is trusted, as documented"
+    );
+}

@@ -40,7 +40,7 @@ fn mirror(endpoint: &str, bucket: &str, dir: &Path) {
     let t = s3_target(endpoint, bucket, "");
     rt().block_on(async {
         for key in t.list("").await.unwrap() {
-            let body = t.read(&key).await.unwrap().unwrap();
+            let body = t.read(&key, u64::MAX).await.unwrap().unwrap();
             let path = dir.join(&key);
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(path, body).unwrap();

@@ -214,13 +214,17 @@ impl Target for SimTarget {
         })
     }
 
-    fn read<'s, 'k, 'f>(&'s self, key: &'k str) -> BoxFut<'f, Result<Option<Bytes>, TargetError>>
+    fn read<'s, 'k, 'f>(
+        &'s self,
+        key: &'k str,
+        max: u64,
+    ) -> BoxFut<'f, Result<Option<Bytes>, TargetError>>
     where
         's: 'f,
         'k: 'f,
         Self: 'f,
     {
-        self.inner.read(key)
+        self.inner.read(key, max)
     }
 
     fn list<'s, 'k, 'f>(&'s self, prefix: &'k str) -> BoxFut<'f, Result<Vec<String>, TargetError>>

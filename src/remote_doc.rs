@@ -1,0 +1,325 @@
+//! Documents read from a remote, parsed into types and bounded before use.
+//!
+//! A remote is written by other machines, possibly hostile ones (DESIGN.md,
+//! invariant 10). A run document (`runs/<id>/run.json`) is parsed into
+//! [`RunDoc`]: every field has a type, every string a length bound, every
+//! list a count bound. What the rest of the program sees is the typed
+//! document serialized back, so a field this module does not know, or a
+//! value of the wrong type, never reaches a page or a terminal. A document
+//! that does not parse becomes one `unreadable` run ([`unreadable`]) that
+//! lists beside the others; nothing here panics on any input (the fuzz
+//! target `remote_run_doc` checks).
+//!
+//! Cache manifests are parsed the same way by [`crate::remote_cache`].
+
+use serde::de::{self, Deserializer};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+/// Longest name (run ID, pipeline, job, step, host, status, cache key).
+pub const MAX_NAME: usize = 4 << 10;
+/// Longest free text (an error message, a path).
+pub const MAX_TEXT: usize = 64 << 10;
+/// Most jobs in one run, steps in one job, needs of one job.
+pub const MAX_ITEMS: usize = 10_000;
+
+/// A string of at most `N` bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Bounded<const N: usize>(pub String);
+
+impl<'de, const N: usize> Deserialize<'de> for Bounded<N> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.len() > N {
+            return Err(de::Error::custom(format!(
+                "a string of {} bytes, over the limit of {N}",
+                s.len()
+            )));
+        }
+        Ok(Bounded(s))
+    }
+}
+
+/// A list of at most [`MAX_ITEMS`] values.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct List<T>(pub Vec<T>);
+
+impl<T> Default for List<T> {
+    fn default() -> Self {
+        List(Vec::new())
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for List<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> de::Visitor<'de> for V<T> {
+            type Value = List<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                write!(f, "a list of at most {MAX_ITEMS} items")
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<List<T>, A::Error> {
+                let mut out = Vec::new();
+                while let Some(v) = seq.next_element()? {
+                    if out.len() == MAX_ITEMS {
+                        return Err(de::Error::custom(format!(
+                            "a list of more than {MAX_ITEMS} items"
+                        )));
+                    }
+                    out.push(v);
+                }
+                Ok(List(out))
+            }
+        }
+        d.deserialize_seq(V(std::marker::PhantomData))
+    }
+}
+
+type Name = Bounded<MAX_NAME>;
+type Text = Bounded<MAX_TEXT>;
+
+/// A remote run document, as [`crate::replicate::remote_document`] writes it.
+/// Fields sparkwing has always written are required; later additions are
+/// optional so older runners' documents still read.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct RunDoc {
+    pub id: Name,
+    pub pipeline: Name,
+    pub status: Status,
+    #[serde(default)]
+    pub profile: Option<Name>,
+    #[serde(default)]
+    pub host: Option<Name>,
+    #[serde(default)]
+    pub pid: Option<i64>,
+    #[serde(default)]
+    pub project_dir: Option<Text>,
+    pub started_at: Name,
+    #[serde(default)]
+    pub finished_at: Option<Name>,
+    #[serde(default)]
+    pub duration_ms: Option<i64>,
+    #[serde(default)]
+    pub error: Option<Text>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events_through: Option<i64>,
+    #[serde(default)]
+    pub jobs: List<JobDoc>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct JobDoc {
+    pub name: Name,
+    #[serde(default)]
+    pub needs: List<Name>,
+    pub status: Status,
+    #[serde(default)]
+    pub started_at: Option<i64>,
+    #[serde(default)]
+    pub finished_at: Option<i64>,
+    #[serde(default)]
+    pub duration_ms: Option<i64>,
+    #[serde(default)]
+    pub cache_key: Option<Name>,
+    #[serde(default)]
+    pub cached_from_run: Option<Name>,
+    #[serde(default)]
+    pub error: Option<Text>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_chunks: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_bytes: Option<u64>,
+    #[serde(default)]
+    pub steps: List<StepDoc>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct StepDoc {
+    #[serde(default)]
+    pub job: Option<Name>,
+    pub index: i64,
+    pub name: Text,
+    pub status: Status,
+    #[serde(default)]
+    pub exit_code: Option<i64>,
+    #[serde(default)]
+    pub started_at: Option<i64>,
+    #[serde(default)]
+    pub finished_at: Option<i64>,
+    #[serde(default)]
+    pub duration_ms: Option<i64>,
+}
+
+/// A status word: 1 to 32 of `a-z`, `0-9`, `_`, `-` (so a newer runner's
+/// status still reads, and nothing else does).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Status(pub String);
+
+impl<'de> Deserialize<'de> for Status {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let ok = (1..=32).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        if !ok {
+            return Err(de::Error::custom(
+                "a status must be 1-32 characters of a-z, 0-9, _ and -",
+            ));
+        }
+        Ok(Status(s))
+    }
+}
+
+/// Whether `id` can name a run: 1 to 64 of `A-Z`, `a-z`, `0-9`, `-`, `_`.
+/// (Sparkwing's IDs are 26-character ULIDs; anything a run directory may
+/// be named by another tool is checked before it is used in a key.)
+pub fn is_run_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Parses the `run.json` of run `id` (the name of its directory on the
+/// remote). The document must name that same run. Returns the typed
+/// document as JSON, holding only the fields known here.
+pub fn parse_run(id: &str, body: &[u8]) -> Result<Value, String> {
+    let doc: RunDoc = serde_json::from_slice(body).map_err(|e| {
+        let what = match e.classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => "is not JSON",
+            _ => "is not a run document",
+        };
+        format!("its run.json {what}: {e}")
+    })?;
+    if doc.id.0 != id {
+        return Err(format!(
+            "its run.json names another run ({})",
+            crate::util::clip(&doc.id.0, 64)
+        ));
+    }
+    serde_json::to_value(&doc).map_err(|e| format!("its run.json: {e}"))
+}
+
+/// The row shown for a remote run whose document could not be used.
+pub fn unreadable(id: &str, why: &str) -> Value {
+    json!({"id": crate::util::clip(id, 64), "pipeline": "?", "status": "unreadable",
+           "error": crate::util::clip(why, 500), "jobs": []})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn good(id: &str) -> Value {
+        json!({"id": id, "pipeline": "p", "status": "success", "profile": "shared", "host": "h",
+               "pid": 1, "project_dir": "/x", "started_at": "2026-11-29T00:00:00.000Z",
+               "finished_at": null, "duration_ms": 5, "error": null, "events_through": 3,
+               "jobs": [{"name": "build", "needs": [], "status": "success", "started_at": 1,
+                         "finished_at": 2, "duration_ms": 1, "cache_key": null,
+                         "cached_from_run": null, "error": null, "log_chunks": 1, "log_bytes": 4,
+                         "steps": [{"job": "build", "index": 0, "name": "echo", "status": "success",
+                                    "exit_code": 0, "started_at": 1, "finished_at": 2,
+                                    "duration_ms": 1}]}]})
+    }
+
+    #[test]
+    fn our_own_documents_read_back_unchanged() {
+        let v = good("R1");
+        let back = parse_run("R1", v.to_string().as_bytes()).unwrap();
+        assert_eq!(back, v);
+    }
+
+    #[test]
+    fn unknown_fields_are_dropped_and_hostile_ones_refused() {
+        let mut v = good("R1");
+        v["evil"] = json!("\u{1b}]52;c;AAAA\u{7}");
+        let back = parse_run("R1", v.to_string().as_bytes()).unwrap();
+        assert!(back.get("evil").is_none());
+
+        let long = "x".repeat(MAX_NAME + 1);
+        let many: Vec<Value> = (0..=MAX_ITEMS).map(|i| json!(format!("j{i}"))).collect();
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (b"[1,2,3]".to_vec(), "not a run document"),
+            (b"5".to_vec(), "not a run document"),
+            (b"\"str\"".to_vec(), "not a run document"),
+            (b"{".to_vec(), "not JSON"),
+            (b"\xff\xfe".to_vec(), "not JSON"),
+            (
+                json!({"id": "R1"}).to_string().into_bytes(),
+                "missing field",
+            ),
+            (
+                {
+                    let mut d = good("R1");
+                    d["pipeline"] = json!(long);
+                    d.to_string().into_bytes()
+                },
+                "over the limit",
+            ),
+            (
+                {
+                    let mut d = good("R1");
+                    d["jobs"][0]["name"] = json!(long);
+                    d.to_string().into_bytes()
+                },
+                "over the limit",
+            ),
+            (
+                {
+                    let mut d = good("R1");
+                    d["jobs"][0]["needs"] = json!(many);
+                    d.to_string().into_bytes()
+                },
+                "more than 10000",
+            ),
+            (
+                {
+                    let mut d = good("R1");
+                    d["pid"] = json!("1");
+                    d.to_string().into_bytes()
+                },
+                "invalid type",
+            ),
+            (
+                {
+                    let mut d = good("R1");
+                    d["jobs"] = json!({"a": 1});
+                    d.to_string().into_bytes()
+                },
+                "invalid type",
+            ),
+            (
+                {
+                    let mut d = good("R1");
+                    d["status"] = json!("<b>ok</b>");
+                    d.to_string().into_bytes()
+                },
+                "a status must be",
+            ),
+            (
+                {
+                    let mut d = good("R1");
+                    d["jobs"][0]["log_chunks"] = json!(-1);
+                    d.to_string().into_bytes()
+                },
+                "invalid value",
+            ),
+            (good("R2").to_string().into_bytes(), "names another run"),
+        ];
+        for (body, want) in cases {
+            let e = parse_run("R1", &body).unwrap_err();
+            assert!(e.contains(want), "{want:?} not in {e:?}");
+        }
+    }
+
+    #[test]
+    fn run_ids_are_checked_before_use_in_a_key() {
+        assert!(is_run_id("01KB4ZJ0Q1V6Y5N3G7T0M8D2XS"));
+        for bad in ["", "..", "a/b", "a b", "\u{1b}[2J", &"A".repeat(65), "é"] {
+            assert!(!is_run_id(bad), "{bad:?}");
+        }
+    }
+}

@@ -62,7 +62,7 @@ cargo check --manifest-path fuzz/Cargo.toml --bins
 if [ -n "${SPARKWING_FUZZ_SECONDS:-}" ]; then
   step "fuzz for ${SPARKWING_FUZZ_SECONDS}s per target"
   command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
-  for t in pipeline_parse profile_parse duration_parse outbox_payloads log_html web_spec; do
+  for t in pipeline_parse profile_parse duration_parse outbox_payloads log_html web_spec remote_run_doc remote_manifest; do
     mkdir -p "fuzz/corpus/$t"
     (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$t" "corpus/$t" "seeds/$t" -- -max_total_time="$SPARKWING_FUZZ_SECONDS")
   done

@@ -281,7 +281,9 @@ pub fn main() -> ExitCode {
             }) {
                 return ExitCode::SUCCESS;
             }
-            let msg = format!("{e:#}");
+            // Errors can quote a remote's text and a profile's URLs: no
+            // control character and no credential reaches the terminal.
+            let msg = crate::util::sanitize(&crate::profile::scrub_urls(&format!("{e:#}")));
             if msg.starts_with("sparkwing: ") {
                 eprintln!("{msg}");
             } else {

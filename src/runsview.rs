@@ -410,9 +410,9 @@ pub fn merged_list(
         Ok(ids) => (ids.into_iter().collect::<BTreeSet<_>>(), None),
         Err(e) => (
             BTreeSet::new(),
-            Some(format!(
+            Some(crate::util::sanitize(&scrub_urls(&format!(
                 "could not read {target} ({e:#}); showing this machine's runs only"
-            )),
+            )))),
         ),
     };
     let reachable = warning.is_none();
@@ -522,6 +522,12 @@ pub fn remote_logs(
     tail: Option<usize>,
 ) -> Result<()> {
     let run = s(doc, "id");
+    if doc["status"] == "unreadable" {
+        bail!(
+            "run {run} on the remote is unreadable ({}); there is no log to show",
+            s(doc, "error")
+        );
+    }
     let jobs: Vec<&str> = doc["jobs"]
         .as_array()
         .into_iter()

@@ -4,7 +4,10 @@
 //! never trusted. The renderer keeps its state across calls so a colour that
 //! spans two chunks of a live tail stays on.
 
-/// Appends `s` to `out` with `& < > " '` escaped.
+/// Appends `s` to `out` with `& < > " '` escaped, and every control
+/// character but newline, carriage return and tab shown as a visible
+/// `\u{..}` escape (as the CLI shows them): nothing from a remote reaches a
+/// page raw.
 pub fn escape_into(out: &mut String, s: &str) {
     for c in s.chars() {
         match c {
@@ -13,6 +16,8 @@ pub fn escape_into(out: &mut String, s: &str) {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
+            '\n' | '\r' | '\t' => out.push(c),
+            c if c.is_control() => out.extend(c.escape_unicode()),
             c => out.push(c),
         }
     }

@@ -1,7 +1,7 @@
 //! [`ObjectStoreTarget`]: the remote layout on any `object_store` backend,
 //! and the `filesystem` surface (a shared or network-mounted directory).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -446,6 +446,11 @@ impl Target for ObjectStoreTarget {
     }
 
     async fn list_children(&self, prefix: &str) -> Result<Vec<String>, TargetError> {
+        if let Source::Directory(..) = &self.source {
+            let root = self.local().await?.2.clone();
+            let rel = prefix.trim_end_matches('/').to_string();
+            return blocking(move || list_dir(&root, &rel, false)).await;
+        }
         let store = self.store().await?;
         let full = self.path(prefix.trim_end_matches('/'));
         let r = store
@@ -462,6 +467,11 @@ impl Target for ObjectStoreTarget {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, TargetError> {
+        if let Source::Directory(..) = &self.source {
+            let root = self.local().await?.2.clone();
+            let rel = prefix.trim_end_matches('/').to_string();
+            return blocking(move || list_dir(&root, &rel, true)).await;
+        }
         let store = self.store().await?;
         let full = self.path(prefix.trim_end_matches('/'));
         let strip = if self.prefix.is_empty() {
@@ -482,6 +492,82 @@ impl Target for ObjectStoreTarget {
         keys.sort();
         Ok(keys)
     }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, TargetError> + Send + 'static,
+) -> Result<T, TargetError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| TargetError::transient(format!("a listing thread failed: {e}")))?
+}
+
+/// Lists the `filesystem` surface with `std::fs`, sorted: the names below
+/// `rel` (`all`: every object key below it, recursively; else the distinct
+/// next segments). A name that could not be a key — not UTF-8, a control
+/// character, `#` (an unfinished write), the staging directory — is
+/// skipped, so one hostile name never fails the listing (object_store's own
+/// walk stops at the first such entry).
+fn list_dir(root: &Path, rel: &str, all: bool) -> Result<Vec<String>, TargetError> {
+    let usable = |n: &str| {
+        !n.is_empty() && n != STAGING_DIR && !n.contains('#') && !n.chars().any(char::is_control)
+    };
+    let read = |dir: &Path| -> Result<Vec<(String, bool)>, TargetError> {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(TargetError::transient(format!(
+                    "listing {}: {e}",
+                    dir.display()
+                )))
+            }
+        };
+        let mut out = Vec::new();
+        for e in entries.flatten() {
+            let Ok(name) = e.file_name().into_string() else {
+                continue;
+            };
+            if usable(&name) {
+                out.push((name, e.file_type().is_ok_and(|t| t.is_dir())));
+            }
+        }
+        Ok(out)
+    };
+    let base = if rel.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(rel)
+    };
+    let key = |sub: &str| {
+        if rel.is_empty() {
+            sub.to_string()
+        } else {
+            format!("{rel}/{sub}")
+        }
+    };
+    let mut out = Vec::new();
+    if !all {
+        out = read(&base)?.into_iter().map(|(n, _)| n).collect();
+    } else {
+        let mut stack = vec![String::new()];
+        while let Some(sub) = stack.pop() {
+            for (name, is_dir) in read(&base.join(&sub))? {
+                let path = if sub.is_empty() {
+                    name
+                } else {
+                    format!("{sub}/{name}")
+                };
+                if is_dir {
+                    stack.push(path);
+                } else {
+                    out.push(key(&path));
+                }
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// Installs the TLS crypto provider (ring) once per process; the cloud

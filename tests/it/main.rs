@@ -8,6 +8,7 @@ mod concurrency;
 mod dashboard;
 mod exactly_once;
 mod gate;
+mod hostile;
 mod inspect;
 mod pipelines;
 mod poison;

@@ -107,7 +107,12 @@ fn bench_replay(
     let keys = rt.block_on(target.list("")).unwrap();
     let mut objects: Vec<(String, Bytes)> = keys
         .iter()
-        .map(|k| (k.clone(), rt.block_on(target.read(k, u64::MAX)).unwrap().unwrap()))
+        .map(|k| {
+            (
+                k.clone(),
+                rt.block_on(target.read(k, u64::MAX)).unwrap().unwrap(),
+            )
+        })
         .collect();
     common::shuffle(&mut objects);
     let raw_store = store(&m.endpoint, "raw");

@@ -283,11 +283,11 @@ pub fn main() -> ExitCode {
             }
             // Errors can quote a remote's text and a profile's URLs: no
             // control character and no credential reaches the terminal.
-            let msg = crate::util::sanitize(&crate::profile::scrub_urls(&format!("{e:#}")));
+            let msg = crate::util::sanitize(&crate::profile::scrub(&format!("{e:#}")));
             if msg.starts_with("sparkwing: ") {
-                eprintln!("{msg}");
+                crate::say!("{msg}");
             } else {
-                eprintln!("sparkwing: {msg}");
+                crate::say!("sparkwing: {msg}");
             }
             ExitCode::from(2)
         }
@@ -494,7 +494,7 @@ fn cmd_runs(project_flag: Option<&Path>, cmd: RunsCmd) -> Result<()> {
     // Runs whose process died are recorded as interrupted (with an event
     // that the next sync delivers), so every view agrees on their status.
     if let Err(e) = store.settle_dead_runs() {
-        eprintln!("sparkwing: could not record interrupted runs ({e:#})");
+        crate::say!("sparkwing: could not record interrupted runs ({e:#})");
     }
     match cmd {
         RunsCmd::List {
@@ -518,7 +518,7 @@ fn cmd_runs(project_flag: Option<&Path>, cmd: RunsCmd) -> Result<()> {
                         },
                     )?;
                     if let Some(w) = warning {
-                        eprintln!("sparkwing: warning: {w}");
+                        crate::say!("sparkwing: warning: {w}");
                     }
                     (rows, true)
                 }

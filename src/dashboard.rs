@@ -229,7 +229,7 @@ fn foreground(
     })?;
     let bound = listener.local_addr()?;
     if !bound.ip().is_loopback() {
-        eprintln!("sparkwing: warning: listening on {bound}, reachable from other machines; the dashboard is read-only and has no login");
+        crate::say!("sparkwing: warning: listening on {bound}, reachable from other machines; the dashboard is read-only and has no login");
     }
     let src = Source::local(
         LocalParts {

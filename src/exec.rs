@@ -149,7 +149,7 @@ fn sync_warn<T>(r: Result<T>) {
     static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if let Err(e) = r {
         if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
-            eprintln!("sparkwing: could not queue this run's writes for sync ({e:#}); they are safe locally and `sparkwing sync flush` will queue them");
+            crate::say!("sparkwing: could not queue this run's writes for sync ({e:#}); they are safe locally and `sparkwing sync flush` will queue them");
         }
     }
 }
@@ -196,7 +196,7 @@ pub fn run_pipeline(project: &Project, pipeline: &Pipeline, opts: RunOptions) ->
     // Earlier runs on this host whose process died are recorded as
     // interrupted (and replicate as such).
     if let Err(e) = store.settle_dead_runs() {
-        eprintln!("sparkwing: could not record interrupted runs ({e:#}); continuing");
+        crate::say!("sparkwing: could not record interrupted runs ({e:#}); continuing");
     }
     store.create_run(&new)?;
     // Wait for a slot of the host-local gate (kernel-held: a crash frees it).
@@ -213,7 +213,7 @@ pub fn run_pipeline(project: &Project, pipeline: &Pipeline, opts: RunOptions) ->
         match Outbox::open(&opts.home) {
             Ok(o) => Some(Arc::new(o)),
             Err(e) => {
-                eprintln!(
+                crate::say!(
                     "sparkwing: cannot open the sync outbox ({e}); this run is kept locally and `sparkwing sync flush --profile {}` will send it",
                     opts.profile
                 );
@@ -241,7 +241,7 @@ pub fn run_pipeline(project: &Project, pipeline: &Pipeline, opts: RunOptions) ->
     } else {
         None
     };
-    eprintln!(
+    crate::say!(
         "sparkwing: run {run_id} · pipeline {} · profile {} · logs {}",
         pipeline.name,
         opts.profile,
@@ -400,7 +400,7 @@ async fn watch_signals(
         // Whoever waits (the final sync) stops waiting on any signal.
         signalled.notify_waiters();
         if count == 1 {
-            eprintln!("sparkwing: stopping the run (signal received); send it again to kill every step at once");
+            crate::say!("sparkwing: stopping the run (signal received); send it again to kill every step at once");
             let _ = cancel.send(true);
         } else {
             if let Ok(g) = groups.lock() {
@@ -662,7 +662,7 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
                 Ok(k) => Some(k),
                 Err(e) => {
                     let why = format!("computing the cache key: {e:#}");
-                    eprintln!("sparkwing: job {name}: {why}");
+                    crate::say!("sparkwing: job {name}: {why}");
                     let (run, jn, k) = (run.clone(), jname.clone(), why.clone());
                     db(ctx, move |s| {
                         s.job_finished(
@@ -713,9 +713,9 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
                     found = Some(entry);
                 }
                 Ok(None) => {}
-                Err(e) => eprintln!(
+                Err(e) => crate::say!(
                     "sparkwing: job {name}: could not use the remote cache ({}); running the job",
-                    crate::profile::scrub_urls(&format!("{e:#}"))
+                    crate::profile::scrub(&format!("{e:#}"))
                 ),
             }
         }
@@ -732,7 +732,7 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
             match restored {
                 Ok(n) => {
                     let note = format!("restored from run {}", entry.run_id);
-                    eprintln!("sparkwing: job {name}: cache hit, {n} file(s) {note}");
+                    crate::say!("sparkwing: job {name}: cache hit, {n} file(s) {note}");
                     let (run, jn, from) = (run.clone(), jname.clone(), entry.run_id.clone());
                     db(ctx, move |s| {
                         s.job_finished(
@@ -754,7 +754,7 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
                         cache_note: note,
                     });
                 }
-                Err(e) => eprintln!(
+                Err(e) => crate::say!(
                     "sparkwing: job {name}: cache entry unusable ({e:#}); running the job"
                 ),
             }
@@ -786,7 +786,7 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
         }),
     });
     if !ctx.prefix {
-        eprintln!("sparkwing: ▶ {name}");
+        crate::say!("sparkwing: ▶ {name}");
     }
     // Output that arrives and then goes quiet is still shipped within
     // SHIP_EVERY, so other runners' dashboards tail it live.
@@ -932,7 +932,7 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
     let (status, error) = match failure {
         None => (JobStatus::Success, None),
         Some((s, why)) => {
-            eprintln!("sparkwing: job {name} {}: {why}", s.as_str());
+            crate::say!("sparkwing: job {name} {}: {why}", s.as_str());
             (s, Some(why))
         }
     };
@@ -1095,5 +1095,5 @@ async fn finish_sync(actor: &SyncActor, timeout: Duration, signalled: &tokio::sy
         }
         (_, Err(e)) => format!("sparkwing: could not read the outbox: {e}"),
     };
-    eprintln!("{line}");
+    crate::say!("{line}");
 }

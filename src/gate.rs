@@ -83,7 +83,7 @@ pub fn acquire(home: &Path, store: &Store, run: &str, limit: usize) -> Result<Sl
             for i in 0..limit {
                 if let Some(file) = try_lock(&dir.join(format!("slot-{i}.lock")))? {
                     if said.is_some() {
-                        eprintln!(
+                        crate::say!(
                             "sparkwing: run slot {} free after {}; starting",
                             i + 1,
                             human_duration(start.elapsed())
@@ -97,7 +97,7 @@ pub fn acquire(home: &Path, store: &Store, run: &str, limit: usize) -> Result<Sl
             }
         }
         if said != Some(position) || last_note.elapsed() > Duration::from_secs(30) {
-            eprintln!(
+            crate::say!(
                 "sparkwing: waiting for a run slot: all {limit} in use on this machine, {position} run(s) ahead in line \
                  (waited {}); SPARKWING_MAX_RUNS sets the limit",
                 human_duration(start.elapsed())

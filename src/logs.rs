@@ -161,7 +161,7 @@ pub fn print(store: &Store, home: &Path, run: &RunRow, req: &LogRequest) -> Resu
         out.flush()?;
         if over {
             if status == "interrupted" {
-                eprintln!(
+                crate::say!(
                     "sparkwing: run {} was interrupted (its process is gone); its log ends here",
                     run.id
                 );

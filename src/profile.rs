@@ -643,46 +643,7 @@ fn surfaces_json(def: &ProfileDef, home: &Path) -> Value {
     json!({"state": one("state", &def.state), "cache": one("cache", &def.cache), "logs": one("logs", &def.logs)})
 }
 
-/// A URL with its user information and query string masked:
-/// `postgres://u:pw@db/x?sslmode=require` becomes `postgres://***@db/x?***`.
-pub fn redact_url(url: &str) -> String {
-    let (scheme, rest) = match url.find("://") {
-        Some(i) => (&url[..i + 3], &url[i + 3..]),
-        None => return "[redacted]".into(),
-    };
-    let auth_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(auth_end);
-    let host = match authority.rfind('@') {
-        Some(i) => format!("***@{}", &authority[i + 1..]),
-        None => authority.to_string(),
-    };
-    let tail = match tail.find(['?', '#']) {
-        Some(i) => format!("{}?***", &tail[..i]),
-        None => tail.to_string(),
-    };
-    format!("{scheme}{host}{tail}")
-}
-
-/// Masks the user information and the query string of every URL inside a
-/// free text (errors from remotes quote the URLs they used):
-/// `http://u:pw@h/x?token=t` becomes `http://***@h/x?***`.
-pub fn scrub_urls(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(i) = rest.find("://") {
-        let (head, tail) = rest.split_at(i + 3);
-        out.push_str(head);
-        // A URL in a text ends at whitespace, a quote or a bracket.
-        let end = tail
-            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | ')' | ']'))
-            .unwrap_or(tail.len());
-        let redacted = redact_url(&format!("x://{}", &tail[..end]));
-        out.push_str(redacted.strip_prefix("x://").unwrap_or(&redacted));
-        rest = &tail[end..];
-    }
-    out.push_str(rest);
-    out
-}
+pub use sparkwing_sync::redact::{redact_url, scrub};
 
 /// The human form for `sparkwing profile`.
 pub fn render_text(r: &Resolved, home: &Path) -> String {
@@ -786,33 +747,5 @@ profiles:
             assert!(e.contains(want), "{text:?}: {e}");
             assert!(e.starts_with("p.yaml"), "{e}");
         }
-    }
-
-    #[test]
-    fn urls_inside_text_are_scrubbed() {
-        assert_eq!(
-            scrub_urls("PUT http://key:secret@minio:9000/b/k failed; see https://docs.example/x"),
-            "PUT http://***@minio:9000/b/k failed; see https://docs.example/x"
-        );
-        assert_eq!(scrub_urls("no url here"), "no url here");
-        // Query strings carry tokens (presigned URLs, SAS tokens).
-        assert_eq!(
-            scrub_urls("GET http://u:p@h:9/b/k?token=QSECRET&x=1 (503) then \"https://h/?sig=S2\""),
-            "GET http://***@h:9/b/k?*** (503) then \"https://h/?***\""
-        );
-        assert_eq!(scrub_urls("http://h?token=T"), "http://h?***");
-    }
-
-    #[test]
-    fn urls_are_redacted() {
-        assert_eq!(
-            redact_url("postgres://user:pw@db.example:5432/sw?sslmode=require&password=x"),
-            "postgres://***@db.example:5432/sw?***"
-        );
-        assert_eq!(
-            redact_url("https://api.example.dev/v1"),
-            "https://api.example.dev/v1"
-        );
-        assert_eq!(redact_url("garbage secret"), "[redacted]");
     }
 }

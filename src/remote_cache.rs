@@ -12,7 +12,7 @@ use sparkwing_sync::target::{blob_key, read_limits};
 use sparkwing_sync::Target;
 
 use crate::cache::{Cas, Manifest};
-use crate::profile::scrub_urls;
+use crate::profile::scrub;
 use crate::remote_doc::{Bounded, MAX_NAME};
 use crate::signing::SigningKey;
 use crate::store::CacheEntry;
@@ -108,7 +108,7 @@ pub async fn fetch(
     let Some(body) = target
         .read(&format!("keys/{key}.json"), read_limits::MANIFEST)
         .await
-        .map_err(|e| anyhow!("{}", scrub_urls(&e.message)))?
+        .map_err(|e| anyhow!("{}", scrub(&e.message)))?
     else {
         return Ok(None);
     };
@@ -130,7 +130,7 @@ pub async fn fetch(
         let Some(bytes) = target
             .read(&blob_key(&f.sha256), f.size)
             .await
-            .map_err(|e| anyhow!("{}", scrub_urls(&e.message)))?
+            .map_err(|e| anyhow!("{}", scrub(&e.message)))?
         else {
             bail!(
                 "the remote manifest names blob {}, which the remote does not have",

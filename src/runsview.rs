@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use sparkwing_sync::target::read_limits;
 use sparkwing_sync::Target;
 
-use crate::profile::scrub_urls;
+use crate::profile::scrub;
 use crate::remote_doc;
 use crate::report::{self, run_json};
 use crate::store::Store;
@@ -242,7 +242,7 @@ impl RemoteRuns {
                             .unwrap_or_else(|why| remote_doc::unreadable(&id, &why)),
                         Err(e) => remote_doc::unreadable(
                             &id,
-                            &format!("could not read its run.json: {}", scrub_urls(&e.message)),
+                            &format!("could not read its run.json: {}", scrub(&e.message)),
                         ),
                     };
                     out.insert(id, doc);
@@ -279,7 +279,7 @@ impl RemoteRuns {
                     Some(k) => t
                         .read(k, read_limits::LOG_CHUNK)
                         .await
-                        .map_err(|e| anyhow!("{}", scrub_urls(&e.message)))?,
+                        .map_err(|e| anyhow!("{}", scrub(&e.message)))?,
                     None => None,
                 };
                 match got {
@@ -410,7 +410,7 @@ pub fn merged_list(
         Ok(ids) => (ids.into_iter().collect::<BTreeSet<_>>(), None),
         Err(e) => (
             BTreeSet::new(),
-            Some(crate::util::sanitize(&scrub_urls(&format!(
+            Some(crate::util::sanitize(&scrub(&format!(
                 "could not read {target} ({e:#}); showing this machine's runs only"
             )))),
         ),
@@ -560,7 +560,7 @@ pub fn remote_logs(
     }
     out.flush()?;
     for m in incomplete {
-        eprintln!(
+        crate::say!(
             "sparkwing: {}; the log above marks where (it may still be on its way: see `sparkwing sync status` on the runner that ran it)",
             crate::util::sanitize(&m)
         );

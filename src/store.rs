@@ -249,19 +249,21 @@ impl Store {
     /// Records a job's end. Steps that never started take `rest_status`.
     pub fn job_finished(&self, run: &str, job: &str, end: &JobEnd) -> Result<()> {
         let ts = now_ms();
+        // Stored errors are shown and replicated later: redacted once, here.
+        let error = end.error.map(crate::profile::scrub);
         self.with_tx(|tx| {
             tx.execute(
                 "UPDATE jobs SET status = ?3, finished_at = ?4, started_at = COALESCE(started_at, ?4),
                         cache_key = COALESCE(?5, cache_key), cached_from_run = ?6, error = ?7
                  WHERE run_id = ?1 AND name = ?2",
-                params![run, job, end.status, ts, end.cache_key, end.cached_from_run, end.error],
+                params![run, job, end.status, ts, end.cache_key, end.cached_from_run, error],
             )?;
             tx.execute(
                 "UPDATE steps SET status = ?3 WHERE run_id = ?1 AND job = ?2 AND status = 'pending'",
                 params![run, job, end.rest_status],
             )?;
             event(tx, run, Some(job), "job.finished", json!({
-                "status": end.status, "cached_from_run": end.cached_from_run, "error": end.error,
+                "status": end.status, "cached_from_run": end.cached_from_run, "error": error,
             }))
         })
     }
@@ -297,6 +299,7 @@ impl Store {
 
     pub fn run_finished(&self, run: &str, status: &str, error: Option<&str>) -> Result<()> {
         let ts = now_ms();
+        let error = error.map(crate::profile::scrub);
         self.with_tx(|tx| {
             tx.execute(
                 "UPDATE runs SET status = ?2, finished_at = ?3, error = ?4 WHERE id = ?1",

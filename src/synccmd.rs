@@ -52,7 +52,7 @@ pub async fn blocking_reason(actor: &SyncActor) -> String {
 fn reason(stats: &[TargetStats]) -> String {
     let mut parts = Vec::new();
     for s in stats {
-        let err = crate::profile::scrub_urls(s.last_error.as_deref().unwrap_or_default());
+        let err = crate::profile::scrub(s.last_error.as_deref().unwrap_or_default());
         match s.connectivity {
             Some(Connectivity::AuthFailed) => parts.push(format!("credentials refused: {err}")),
             Some(Connectivity::Offline) => parts.push(format!(
@@ -89,7 +89,7 @@ pub(crate) fn stats_json(s: &TargetStats) -> Value {
         "next_attempt_in_ms": s.next_attempt_at.map(|t| (t - now_ms()).max(0)),
         "quarantined": s.quarantined,
         "last_success_at": s.last_success_at.map(rfc3339_ms),
-        "last_error": s.last_error.as_deref().map(crate::profile::scrub_urls),
+        "last_error": s.last_error.as_deref().map(crate::profile::scrub),
         "last_error_class": s.last_error_class,
         "delivered_entries": s.delivered_entries,
         "delivered_bytes": s.delivered_bytes,
@@ -128,7 +128,7 @@ fn stats_text(s: &TargetStats) -> String {
             .map(|t| format!("{} ago", ago(t)))
             .unwrap_or_else(|| "never".into())
     ));
-    if let Some(e) = s.last_error.as_deref().map(crate::profile::scrub_urls) {
+    if let Some(e) = s.last_error.as_deref().map(crate::profile::scrub) {
         out.push_str(&format!(
             "  last error     [{}] {e}\n",
             s.last_error_class.as_deref().unwrap_or("?")
@@ -244,7 +244,7 @@ pub fn flush(
     concurrency: usize,
 ) -> Result<u8> {
     let Some(remote) = remote_of(resolved)? else {
-        eprintln!(
+        crate::say!(
             "sparkwing: profile \"{}\" keeps everything local (Mode 1); nothing to flush",
             resolved.name
         );
@@ -264,7 +264,7 @@ pub fn flush(
                 return anyhow::Ok((n, bytes));
             }
             if tty {
-                eprintln!(
+                crate::say!(
                     "sparkwing: flushing: {n} write(s) ({}) left{}",
                     human_bytes(bytes),
                     blocking_reason(&actor).await
@@ -279,14 +279,14 @@ pub fn flush(
         .map(|s| s.quarantined)
         .sum();
     if left.0 == 0 && quarantined == 0 {
-        eprintln!(
+        crate::say!(
             "sparkwing: flushed: nothing queued for {}",
             actor.target_ids().join(", ")
         );
         return Ok(0);
     }
     let why = rt.block_on(blocking_reason(&actor));
-    eprintln!(
+    crate::say!(
         "sparkwing: flush gave up after {}: {} write(s) ({}) and {quarantined} quarantined still queued for {}{why}",
         human_duration(timeout),
         left.0,
@@ -313,7 +313,7 @@ pub fn daemon(
     let (actor, repl, store) = open_sync(home, &remote, concurrency)?;
     repl.reconcile(&store)?;
     let rt = runtime()?;
-    eprintln!(
+    crate::say!(
         "sparkwing: sync daemon for profile \"{}\" replaying to {} (outbox {}); stop with Ctrl-C or SIGTERM",
         resolved.name,
         actor.target_ids().join(", "),
@@ -333,7 +333,7 @@ pub fn daemon(
                     tokio::time::sleep(RECONCILE_EVERY).await;
                     let (r, s) = (Arc::clone(&repl), Arc::clone(&store));
                     if let Ok(Err(e)) = tokio::task::spawn_blocking(move || r.reconcile(&s)).await {
-                        eprintln!("sparkwing: could not re-queue leftovers of crashed runs: {e:#}");
+                        crate::say!("sparkwing: could not re-queue leftovers of crashed runs: {e:#}");
                     }
                 }
             })
@@ -350,7 +350,7 @@ pub fn daemon(
         });
         let report = task.await.context("the replay task failed")??;
         reconciler.abort();
-        eprintln!(
+        crate::say!(
             "sparkwing: stopping: delivered {} write(s) ({}) this session; draining for up to {}",
             report.delivered,
             human_bytes(report.bytes),
@@ -359,9 +359,9 @@ pub fn daemon(
         actor.drain(Instant::now() + drain_timeout).await?;
         let (n, bytes) = actor.pending().await?;
         if n == 0 {
-            eprintln!("sparkwing: sync daemon stopped; nothing left queued");
+            crate::say!("sparkwing: sync daemon stopped; nothing left queued");
         } else {
-            eprintln!(
+            crate::say!(
                 "sparkwing: sync daemon stopped with {n} write(s) ({}) still queued{}; they go out with the next daemon, run or flush",
                 human_bytes(bytes),
                 blocking_reason(&actor).await
@@ -386,6 +386,6 @@ pub fn retry(home: &std::path::Path, resolved: &Resolved, explicit: bool) -> Res
         (None, true) => {}
         (None, false) => n = outbox.retry(None)?,
     }
-    eprintln!("sparkwing: re-queued {n} quarantined write(s); they go out with the next daemon, run or flush");
+    crate::say!("sparkwing: re-queued {n} quarantined write(s); they go out with the next daemon, run or flush");
     Ok(())
 }

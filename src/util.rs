@@ -272,6 +272,22 @@ pub fn clip(s: &str, max: usize) -> String {
 
 /// `s` with control characters (escape sequences, carriage returns) shown
 /// as `\u{..}` escapes, so text from a remote cannot drive the terminal.
+/// A line for the terminal: secrets masked ([`crate::profile::scrub`]) and
+/// control characters escaped ([`sanitize`]).
+pub fn clean(s: &str) -> String {
+    sanitize(&crate::profile::scrub(s))
+}
+
+/// `eprintln!` through [`clean`]: every diagnostic sparkwing prints about a
+/// run, the sync engine or the dashboard goes through it, so a URL's
+/// credentials or a remote's escape sequences never reach the terminal.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {
+        eprintln!("{}", $crate::util::clean(&format!($($arg)*)))
+    };
+}
+
 pub fn sanitize(s: &str) -> String {
     escape_controls(s, &['\n', '\t'])
 }

@@ -82,7 +82,7 @@ async fn read(t: &Arc<dyn Target>, key: &str, max: u64) -> Result<Option<bytes::
     t.read(key, max).await.map_err(|e| {
         format!(
             "could not read {key}: {}",
-            crate::profile::scrub_urls(&e.message)
+            crate::profile::scrub(&e.message)
         )
     })
 }
@@ -189,7 +189,7 @@ async fn check_state(
         Err(e) => {
             problems.push(format!(
                 "could not list {prefix}: {}",
-                crate::profile::scrub_urls(&e.message)
+                crate::profile::scrub(&e.message)
             ));
             Vec::new()
         }
@@ -370,7 +370,7 @@ async fn check_logs(
             Err(e) => {
                 problems.push(format!(
                     "could not list {prefix}: {}",
-                    crate::profile::scrub_urls(&e.message)
+                    crate::profile::scrub(&e.message)
                 ));
                 continue;
             }

@@ -71,7 +71,10 @@ fn main() -> ExitCode {
     match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("sparkwing-web: {e:#}");
+            eprintln!(
+                "sparkwing-web: {}",
+                sparkwing::util::clean(&format!("{e:#}"))
+            );
             ExitCode::from(2)
         }
     }

@@ -383,7 +383,7 @@ pub fn run_detail(doc: &Value, caches: &HashMap<String, Value>) -> String {
         let _ = write!(
             h,
             "<p class=\"err-box\">{}</p>",
-            esc(&crate::profile::scrub_urls(e))
+            esc(&crate::profile::scrub(e))
         );
     }
     let jobs: Vec<Value> = doc["jobs"]
@@ -475,7 +475,7 @@ pub fn run_detail(doc: &Value, caches: &HashMap<String, Value>) -> String {
             let _ = write!(
                 h,
                 "<p class=\"err-box\">{}</p>",
-                esc(&crate::profile::scrub_urls(e))
+                esc(&crate::profile::scrub(e))
             );
         }
         let steps: Vec<&Value> = j["steps"].as_array().into_iter().flatten().collect();
@@ -726,7 +726,7 @@ pub fn error_page(title: &str, detail: &str) -> String {
     format!(
         "<h1>{}</h1><p class=\"err-box\">{}</p><p><a href=\"/\">Back to the runs</a></p>",
         esc(title),
-        esc(&crate::profile::scrub_urls(detail))
+        esc(&crate::profile::scrub(detail))
     )
 }
 

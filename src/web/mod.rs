@@ -885,7 +885,7 @@ async fn api_runs(State(app): State<App>, Query(q): Query<HashMap<String, String
         }
         Err(e) => json_response(
             StatusCode::SERVICE_UNAVAILABLE,
-            &json!({ "error": crate::profile::scrub_urls(&format!("{e:#}")) }),
+            &json!({ "error": crate::profile::scrub(&format!("{e:#}")) }),
         ),
     }
 }
@@ -899,7 +899,7 @@ async fn api_run(State(app): State<App>, UrlPath(id): UrlPath<String>) -> Respon
         Ok(doc) => json_response(StatusCode::OK, &doc),
         Err(e) => json_response(
             StatusCode::NOT_FOUND,
-            &json!({ "error": crate::profile::scrub_urls(&format!("{e:#}")) }),
+            &json!({ "error": crate::profile::scrub(&format!("{e:#}")) }),
         ),
     }
 }

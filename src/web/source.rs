@@ -339,7 +339,7 @@ impl Source {
         block(async move {
             t.read(&key, max)
                 .await
-                .map_err(|e| anyhow!("{}", crate::profile::scrub_urls(&e.message)))
+                .map_err(|e| anyhow!("{}", crate::profile::scrub(&e.message)))
         })
     }
 
@@ -372,7 +372,7 @@ impl Source {
         let e = crate::remote_cache::parse_entry(key, &body).ok()?;
         Some(json!({
             "key": e.key, "run_id": e.run_id, "job": e.job, "manifest": e.manifest,
-            "from": crate::profile::scrub_urls(t.id()),
+            "from": crate::profile::scrub(t.id()),
         }))
     }
 
@@ -480,7 +480,7 @@ async fn open_target(flag: &str, spec: &Spec) -> Result<Arc<dyn Target>> {
         Ok(Err(e)) => bail!(
             "{flag}: {} cannot be read ({}): check the endpoint, the bucket and the credentials in the environment",
             t.id(),
-            crate::profile::scrub_urls(&e.to_string())
+            crate::profile::scrub(&e.to_string())
         ),
         Err(_) => bail!(
             "{flag}: {} did not answer within {}s; check the endpoint (SPARKWING_S3_ENDPOINT for S3) and the network",

@@ -190,7 +190,10 @@ impl SyncActor {
                     }
                     let ob = Arc::clone(&self.outbox);
                     settling.spawn_blocking(move || {
-                        let failure = err.as_ref().map(|e| (e.class, e.message.as_str(), e.retry_after));
+                        // Whatever a target said is stored in outbox.db and
+                        // shown later: one redaction before it is kept.
+                        let message = err.as_ref().map(|e| crate::redact::scrub(&e.message));
+                        let failure = err.as_ref().zip(message.as_deref()).map(|(e, m)| (e.class, m, e.retry_after));
                         ob.settle(&claim, n, took, failure).map(|_| err.is_none())
                     });
                 }

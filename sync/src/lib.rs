@@ -10,6 +10,8 @@
 //!   for), [`TargetError`] and the remote object layout.
 //! - [`object`]: [`ObjectStoreTarget`] over any `Arc<dyn ObjectStore>`, and
 //!   the `filesystem` surface built on it.
+//! - [`redact`]: masks URL credentials, query strings and secret pairs in
+//!   any text (every stored error and message passes through it).
 //! - [`none`]: the Mode 1 target: accepts and drops.
 //! - [`fault`]: a wrapper target that injects failures, delay and outages.
 //! - [`actor`]: [`SyncActor`]: claims, delivers, settles; `sync_once`.
@@ -20,6 +22,7 @@ pub mod conformance;
 pub mod fault;
 pub mod none;
 pub mod object;
+pub mod redact;
 pub mod target;
 
 pub use actor::{SyncActor, SyncConfig, SyncReport};

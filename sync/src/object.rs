@@ -345,7 +345,8 @@ fn write_local(
 /// Sorts an `object_store` error into transient, auth or permanent.
 pub fn classify(e: &object_store::Error) -> TargetError {
     use object_store::Error as E;
-    let msg = e.to_string();
+    // Client errors quote the URLs they used: credentials never go further.
+    let msg = crate::redact::scrub(&e.to_string());
     match e {
         E::PermissionDenied { .. } | E::Unauthenticated { .. } => TargetError::auth(msg),
         E::InvalidPath { .. }

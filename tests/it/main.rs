@@ -15,6 +15,7 @@ mod poison;
 mod profiles;
 mod run;
 mod s3;
+mod secrets;
 mod signals;
 mod sim;
 mod sync;

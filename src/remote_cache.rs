@@ -192,4 +192,40 @@ mod tests {
         .unwrap()
         .is_none());
     }
+
+    #[test]
+    fn hostile_manifest_documents_are_refused_with_a_reason() {
+        let good = serde_json::json!({"key": "k", "job": "j", "pipeline": "p", "run_id": "R",
+            "created_at": 0, "expires_at": null,
+            "manifest": {"version": 1, "files": [{"path": "o", "sha256": "a".repeat(64), "size": 1, "mode": 420}]}});
+        assert!(parse_entry("k", good.to_string().as_bytes()).is_ok());
+        let long = "x".repeat(crate::remote_doc::MAX_NAME + 1);
+        let with = |k: &str, v: serde_json::Value| {
+            let mut d = good.clone();
+            d[k] = v;
+            d.to_string().into_bytes()
+        };
+        for (body, want) in [
+            (b"[1]".to_vec(), "not a manifest document"),
+            (b"5".to_vec(), "not a manifest document"),
+            (b"{".to_vec(), "not a manifest document"),
+            (with("key", "other".into()), "names another key"),
+            (with("job", long.clone().into()), "not a manifest document"),
+            (with("run_id", 5.into()), "not a manifest document"),
+            (
+                with("manifest", serde_json::json!({"version": 1, "files": {}})),
+                "not a manifest document",
+            ),
+            (
+                with(
+                    "manifest",
+                    serde_json::json!({"version": 1, "files": [{"path": 1}]}),
+                ),
+                "not a manifest document",
+            ),
+        ] {
+            let e = format!("{:#}", parse_entry("k", &body).unwrap_err());
+            assert!(e.contains(want), "{want:?} not in {e:?}");
+        }
+    }
 }

@@ -92,7 +92,8 @@ struct UserFile {
 /// `max_runs:` from the user profile file, when set (and valid).
 pub fn user_max_runs() -> Result<Option<u32>> {
     let (path, _) = user_file_path();
-    let Ok(text) = std::fs::read_to_string(&path) else {
+    // An unreadable file is reported by profile resolution, with its origin.
+    let Ok(text) = yaml::read_file(&path) else {
         return Ok(None);
     };
     if text.trim().is_empty() {
@@ -168,19 +169,54 @@ pub struct Resolved {
     pub user_file: PathBuf,
 }
 
+/// Which variable the user's profile file path was made from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserFileFrom {
+    /// `$SPARKWING_PROFILES`, set: the file must exist.
+    Profiles,
+    /// The default under `$XDG_CONFIG_HOME`.
+    XdgConfigHome,
+    /// The default under `$HOME/.config`.
+    Home,
+}
+
+impl UserFileFrom {
+    /// How an error names the origin: `from $SPARKWING_PROFILES`.
+    fn describe(self) -> &'static str {
+        match self {
+            UserFileFrom::Profiles => "from $SPARKWING_PROFILES",
+            UserFileFrom::XdgConfigHome => "the default under $XDG_CONFIG_HOME",
+            UserFileFrom::Home => "the default under $HOME/.config",
+        }
+    }
+
+    fn fix(self) -> &'static str {
+        match self {
+            UserFileFrom::Profiles => "fix the path or unset SPARKWING_PROFILES",
+            _ => "fix the file or move it aside",
+        }
+    }
+}
+
 /// The path of the user's profile file: `$SPARKWING_PROFILES`, else
 /// `$XDG_CONFIG_HOME/sparkwing/profiles.yaml`, else `~/.config/sparkwing/profiles.yaml`.
-pub fn user_file_path() -> (PathBuf, bool) {
+pub fn user_file_path() -> (PathBuf, UserFileFrom) {
     if let Some(p) = std::env::var_os("SPARKWING_PROFILES").filter(|v| !v.is_empty()) {
-        return (PathBuf::from(p), true);
+        return (PathBuf::from(p), UserFileFrom::Profiles);
     }
     if let Some(x) = std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
-        return (PathBuf::from(x).join("sparkwing/profiles.yaml"), false);
+        return (
+            PathBuf::from(x).join("sparkwing/profiles.yaml"),
+            UserFileFrom::XdgConfigHome,
+        );
     }
     let home = std::env::var_os("HOME")
         .map(PathBuf::from)
         .unwrap_or_default();
-    (home.join(".config/sparkwing/profiles.yaml"), false)
+    (
+        home.join(".config/sparkwing/profiles.yaml"),
+        UserFileFrom::Home,
+    )
 }
 
 /// Parses and validates a user profile file's text.
@@ -197,13 +233,17 @@ pub fn parse_user_file(path: &Path, text: &str) -> Result<UniqueMap<ProfileDef>>
 }
 
 fn load_user_file() -> Result<(PathBuf, Option<UniqueMap<ProfileDef>>)> {
-    let (path, explicit) = user_file_path();
-    match std::fs::read_to_string(&path) {
+    let (path, from) = user_file_path();
+    match yaml::read_file(&path) {
         Ok(text) => Ok((path.clone(), Some(parse_user_file(&path, &text)?))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok((path, None)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && from != UserFileFrom::Profiles => {
+            Ok((path, None))
+        }
         Err(e) => Err(anyhow!(
-            "reading profile file {} (from $SPARKWING_PROFILES): {e}; fix the path or unset SPARKWING_PROFILES",
-            path.display()
+            "reading profile file {} ({}): {e}; {}",
+            path.display(),
+            from.describe(),
+            from.fix()
         )),
     }
 }

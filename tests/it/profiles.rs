@@ -146,6 +146,8 @@ fn every_profile_error_is_clear_and_stops_before_running() {
         ("profiles:\n  p: {}\n", &["the profile is empty"]),
         ("profiles:\n  p: { state: { type: sqlite } }\n  p: { state: { type: sqlite } }\n", &["duplicate key `p`"]),
         ("profiles: [\n", &["profiles.yaml:"]),
+        // Hostile documents are refused before they are loaded.
+        (&format!("profiles: {}", "{a: ".repeat(50_000)), &["profiles.yaml:1:", "nesting deeper than 64 levels"]),
     ];
     for (yaml, wants) in cases {
         let env = Env::with_pipelines(HELLO);
@@ -294,4 +296,71 @@ fn coordination_features_are_refused_in_mode_1_before_running() {
         "{e}"
     );
     assert!(!env.dir().join("built").exists());
+}
+
+/// Issue 10: a profile file that cannot be read is named with the variable
+/// its path really came from; `$SPARKWING_PROFILES` only when it is set.
+#[test]
+fn an_unreadable_profile_file_names_where_its_path_came_from() {
+    let env = Env::with_pipelines(HELLO);
+    let binary = b"\x7fELF\x02\x01\x01\x00\xff\xfe profiles: {}";
+    let default = env.write_user_profiles("");
+    std::fs::write(&default, binary).unwrap();
+    let xdg = env.home.path().join("xdg");
+    std::fs::create_dir_all(xdg.join("sparkwing")).unwrap();
+    std::fs::write(xdg.join("sparkwing/profiles.yaml"), binary).unwrap();
+    let explicit = env.home.path().join("team.yaml");
+    std::fs::write(&explicit, binary).unwrap();
+
+    // (XDG_CONFIG_HOME, SPARKWING_PROFILES), the file read, how it is named.
+    let xdg_file = xdg.join("sparkwing/profiles.yaml");
+    let cases = [
+        (None, None, &default, "(the default under $HOME/.config)"),
+        (
+            Some(&xdg),
+            None,
+            &xdg_file,
+            "(the default under $XDG_CONFIG_HOME)",
+        ),
+        (
+            Some(&xdg),
+            Some(&explicit),
+            &explicit,
+            "(from $SPARKWING_PROFILES)",
+        ),
+    ];
+    for (xdg_var, profiles_var, path, origin) in cases {
+        let mut cmd = env.cmd(&["run", "hello"]);
+        if let Some(v) = xdg_var {
+            cmd.env("XDG_CONFIG_HOME", v);
+        }
+        if let Some(v) = profiles_var {
+            cmd.env("SPARKWING_PROFILES", v);
+        }
+        let out = cmd.output().unwrap();
+        expect_code(&out, 2);
+        let e = text(&out.stderr);
+        assert!(
+            e.contains(&format!(
+                "reading profile file {} {origin}: the file is not UTF-8 text",
+                path.display()
+            )),
+            "{origin}: {e}"
+        );
+        assert_eq!(
+            e.contains("SPARKWING_PROFILES"),
+            profiles_var.is_some(),
+            "{origin}: {e}"
+        );
+    }
+
+    // Over the size limit: refused without reading it all.
+    std::fs::write(&default, vec![b'#'; 2 << 20]).unwrap();
+    let out = env.run(&["run", "hello"]);
+    expect_code(&out, 2);
+    let e = text(&out.stderr);
+    assert!(
+        e.contains("larger than the 1 MiB limit") && e.contains("$HOME/.config"),
+        "{e}"
+    );
 }

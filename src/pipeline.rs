@@ -190,8 +190,7 @@ pub fn load_project(explicit: Option<&Path>) -> Result<Project> {
         }
     };
     let file = dir.join(PROJECT_FILE);
-    let text =
-        std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+    let text = yaml::read_file(&file).with_context(|| format!("reading {}", file.display()))?;
     let config = parse_project(&file, &text)?;
     Ok(Project { dir, file, config })
 }
@@ -442,7 +441,7 @@ pub fn add_pipeline(dir: &Path, name: &str) -> Result<PathBuf> {
         bail!("--name `{name}`: use letters, digits, `-`, `_` and `.`, not starting with `.`");
     }
     let file = dir.join(PROJECT_FILE);
-    let old = match std::fs::read_to_string(&file) {
+    let old = match yaml::read_file(&file) {
         Ok(t) => Some(t),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),

@@ -15,6 +15,8 @@ use serde_json::{json, Value};
 use crate::pipeline::Project;
 use crate::yaml::{self, UniqueMap};
 
+pub mod names;
+
 /// The built-in profile's name.
 pub const BUILTIN: &str = "laptop";
 
@@ -95,7 +97,8 @@ struct UserFile {
 /// `max_runs:` from the user profile file, when set (and valid).
 pub fn user_max_runs() -> Result<Option<u32>> {
     let (path, _) = user_file_path();
-    let Ok(text) = std::fs::read_to_string(&path) else {
+    // An unreadable file is reported by profile resolution, with its origin.
+    let Ok(text) = yaml::read_file(&path) else {
         return Ok(None);
     };
     if text.trim().is_empty() {
@@ -171,19 +174,54 @@ pub struct Resolved {
     pub user_file: PathBuf,
 }
 
+/// Which variable the user's profile file path was made from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserFileFrom {
+    /// `$SPARKWING_PROFILES`, set: the file must exist.
+    Profiles,
+    /// The default under `$XDG_CONFIG_HOME`.
+    XdgConfigHome,
+    /// The default under `$HOME/.config`.
+    Home,
+}
+
+impl UserFileFrom {
+    /// How an error names the origin: `from $SPARKWING_PROFILES`.
+    fn describe(self) -> &'static str {
+        match self {
+            UserFileFrom::Profiles => "from $SPARKWING_PROFILES",
+            UserFileFrom::XdgConfigHome => "the default under $XDG_CONFIG_HOME",
+            UserFileFrom::Home => "the default under $HOME/.config",
+        }
+    }
+
+    fn fix(self) -> &'static str {
+        match self {
+            UserFileFrom::Profiles => "fix the path or unset SPARKWING_PROFILES",
+            _ => "fix the file or move it aside",
+        }
+    }
+}
+
 /// The path of the user's profile file: `$SPARKWING_PROFILES`, else
 /// `$XDG_CONFIG_HOME/sparkwing/profiles.yaml`, else `~/.config/sparkwing/profiles.yaml`.
-pub fn user_file_path() -> (PathBuf, bool) {
+pub fn user_file_path() -> (PathBuf, UserFileFrom) {
     if let Some(p) = std::env::var_os("SPARKWING_PROFILES").filter(|v| !v.is_empty()) {
-        return (PathBuf::from(p), true);
+        return (PathBuf::from(p), UserFileFrom::Profiles);
     }
     if let Some(x) = std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
-        return (PathBuf::from(x).join("sparkwing/profiles.yaml"), false);
+        return (
+            PathBuf::from(x).join("sparkwing/profiles.yaml"),
+            UserFileFrom::XdgConfigHome,
+        );
     }
     let home = std::env::var_os("HOME")
         .map(PathBuf::from)
         .unwrap_or_default();
-    (home.join(".config/sparkwing/profiles.yaml"), false)
+    (
+        home.join(".config/sparkwing/profiles.yaml"),
+        UserFileFrom::Home,
+    )
 }
 
 /// Parses and validates a user profile file's text.
@@ -200,13 +238,17 @@ pub fn parse_user_file(path: &Path, text: &str) -> Result<UniqueMap<ProfileDef>>
 }
 
 fn load_user_file() -> Result<(PathBuf, Option<UniqueMap<ProfileDef>>)> {
-    let (path, explicit) = user_file_path();
-    match std::fs::read_to_string(&path) {
+    let (path, from) = user_file_path();
+    match yaml::read_file(&path) {
         Ok(text) => Ok((path.clone(), Some(parse_user_file(&path, &text)?))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok((path, None)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && from != UserFileFrom::Profiles => {
+            Ok((path, None))
+        }
         Err(e) => Err(anyhow!(
-            "reading profile file {} (from $SPARKWING_PROFILES): {e}; fix the path or unset SPARKWING_PROFILES",
-            path.display()
+            "reading profile file {} ({}): {e}; {}",
+            path.display(),
+            from.describe(),
+            from.fix()
         )),
     }
 }
@@ -230,7 +272,7 @@ pub fn validate(file: &Path, name: &str, def: &ProfileDef) -> Result<()> {
         bail!("{at}: the profile is empty; give it state:, cache: and logs: surfaces, or a controller: block");
     }
     for (role, s) in surfaces(def) {
-        validate_surface(&format!("{at}: {role}"), role, s)?;
+        validate_surface(&at, role, s)?;
     }
     Ok(())
 }
@@ -246,8 +288,10 @@ fn surfaces(def: &ProfileDef) -> Vec<(&'static str, &Surface)> {
     .collect()
 }
 
-fn validate_surface(at: &str, role: &str, s: &Surface) -> Result<()> {
+/// `at` names the file and the profile; errors add the surface and field.
+fn validate_surface(profile_at: &str, role: &str, s: &Surface) -> Result<()> {
     use SurfaceType::*;
+    let at = &format!("{profile_at}: {role}");
     let t = s.kind.as_str();
     let allowed: &[&str] = match s.kind {
         Sqlite => &[],
@@ -316,7 +360,41 @@ fn validate_surface(at: &str, role: &str, s: &Surface) -> Result<()> {
         },
         _ => {}
     }
+    if let Some(bucket) = &s.bucket {
+        names::check_bucket(s.kind, bucket).map_err(|why| {
+            anyhow!(
+                "{profile_at}: {role}.bucket \"{}\" {why}; fix `bucket:`",
+                crate::util::cell(bucket)
+            )
+        })?;
+    }
+    if let Some(endpoint) = &s.endpoint {
+        names::check_endpoint(endpoint).map_err(|why| {
+            anyhow!(
+                "{profile_at}: {role}.endpoint {} is not an http(s) URL with a host: {why}; fix `endpoint:` (e.g. https://s3.example.com or http://127.0.0.1:9000)",
+                shown_endpoint(endpoint)
+            )
+        })?;
+    }
+    if let Some(prefix) = &s.prefix {
+        names::check_prefix(prefix).map_err(|why| {
+            anyhow!(
+                "{profile_at}: {role}.prefix \"{}\" is not a valid prefix: {why}; fix `prefix:`",
+                crate::util::cell(prefix)
+            )
+        })?;
+    }
     Ok(())
+}
+
+/// An endpoint as an error may show it: quoted and redacted, or not at all
+/// when it has no scheme (then it cannot be told where a secret would be).
+pub fn shown_endpoint(raw: &str) -> String {
+    if raw.contains("://") {
+        format!("\"{}\"", crate::util::cell(&redact_url(raw)))
+    } else {
+        "(value not shown)".into()
+    }
 }
 
 fn env_var_of(src: &str) -> Option<&str> {
@@ -708,11 +786,11 @@ profiles:
   a:
     state: { type: sqlite }
     cache: { type: filesystem, path: /mnt/team/cache }
-    logs: { type: s3, bucket: b, prefix: logs, endpoint: "http://127.0.0.1:9000", region: us-east-1 }
+    logs: { type: s3, bucket: team-logs, prefix: logs, endpoint: "http://127.0.0.1:9000", region: us-east-1 }
   b:
     state: { type: postgres, url_source: "env:SPARKWING_PG_URL" }
-    cache: { type: gcs, bucket: b }
-    logs: { type: azure-blob, bucket: c, account: acct }
+    cache: { type: gcs, bucket: team_cache.example.com }
+    logs: { type: azure-blob, bucket: logs, account: acct }
   c:
     state: { type: postgres, url: "postgres://u:secret@db/x" }
   d:
@@ -741,11 +819,19 @@ profiles:
             ("profiles:\n  a:\n    controller: { url: 'https://x' }\n", "missing field `token`"),
             ("profiles:\n  a: {}\n", "empty"),
             ("profiles:\n  a: {state: {type: sqlite}}\n  a: {state: {type: sqlite}}\n", "duplicate key `a`"),
+            ("profiles:\n  shared:\n    cache: { type: s3, bucket: '../../x' }\n", "p.yaml: profile \"shared\": cache.bucket \"../../x\" is not a valid S3 bucket name: `/` is not allowed; S3 bucket names are 3-63"),
+            ("profiles:\n  a:\n    logs: { type: gcs, bucket: 'a..b' }\n", "logs.bucket \"a..b\" is not a valid GCS bucket name"),
+            ("profiles:\n  a:\n    state: { type: azure-blob, bucket: 'runs--x' }\n", "state.bucket \"runs--x\" is not a valid Azure container name: it has two hyphens"),
+            ("profiles:\n  a:\n    cache: { type: s3, bucket: \"x\\e]0;t\\a\" }\n", "cache.bucket \"x\\u{1b}]0;t\\u{7}\" is not"),
+            ("profiles:\n  a:\n    cache: { type: s3, bucket: bkt, endpoint: '::::' }\n", "cache.endpoint (value not shown) is not an http(s) URL with a host: it does not start with http:// or https://; fix `endpoint:`"),
+            ("profiles:\n  a:\n    cache: { type: s3, bucket: bkt, endpoint: 'http://u:pw@minio:99999/?token=T0K' }\n", "cache.endpoint \"http://***@minio:99999/?***\" is not an http(s) URL with a host: it is not a URL (invalid port number)"),
+            ("profiles:\n  a:\n    logs: { type: s3, bucket: bkt, prefix: 'team/../../x' }\n", "logs.prefix \"team/../../x\" is not a valid prefix: it has a `.` or `..` part"),
         ];
         for (text, want) in cases {
             let e = parse(text).unwrap_err();
             assert!(e.contains(want), "{text:?}: {e}");
             assert!(e.starts_with("p.yaml"), "{e}");
+            assert!(!e.contains("pw@") && !e.contains("T0K"), "{e}");
         }
     }
 }

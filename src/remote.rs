@@ -126,12 +126,26 @@ fn with_faults(t: Arc<dyn Target>) -> Arc<dyn Target> {
     Arc::new(f)
 }
 
-/// The S3 endpoint: the profile's `endpoint:`, else `SPARKWING_S3_ENDPOINT`.
-fn s3_endpoint(s: &Surface) -> Option<String> {
-    s.endpoint
-        .clone()
-        .or_else(|| std::env::var("SPARKWING_S3_ENDPOINT").ok())
+/// The S3 endpoint: the profile's `endpoint:` (checked when the profile
+/// loaded), else `SPARKWING_S3_ENDPOINT`, checked here and named when it is
+/// not an http(s) URL.
+fn s3_endpoint(role: &str, s: &Surface) -> Result<Option<String>> {
+    if let Some(e) = s.endpoint.clone().filter(|e| !e.trim().is_empty()) {
+        return Ok(Some(e));
+    }
+    let Some(e) = std::env::var("SPARKWING_S3_ENDPOINT")
+        .ok()
         .filter(|e| !e.trim().is_empty())
+    else {
+        return Ok(None);
+    };
+    crate::profile::names::check_endpoint(&e).map_err(|why| {
+        anyhow::anyhow!(
+            "{role}: SPARKWING_S3_ENDPOINT {} is not an http(s) URL with a host: {why}; fix or unset SPARKWING_S3_ENDPOINT (e.g. http://127.0.0.1:9000)",
+            crate::profile::shown_endpoint(&e)
+        )
+    })?;
+    Ok(Some(e))
 }
 
 fn env_set(names: &[&str]) -> bool {
@@ -154,7 +168,7 @@ fn cloud_target(role: &str, s: &Surface) -> Result<Arc<dyn Target>> {
     let id: String;
     match s.kind {
         SurfaceType::S3 => {
-            let endpoint = s3_endpoint(s);
+            let endpoint = s3_endpoint(role, s)?;
             let region = s
                 .region
                 .clone()

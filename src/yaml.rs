@@ -1,6 +1,7 @@
 //! YAML helpers shared by the pipeline and profile parsers: error messages
 //! that name the file, line and column; maps that reject duplicate keys;
-//! scalars that accept `1` and `true` where a string is meant.
+//! scalars that accept `1` and `true` where a string is meant; and the
+//! limits a document must meet before it is loaded (`limits`).
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -10,9 +11,14 @@ use indexmap::IndexMap;
 use serde::de::{self, DeserializeOwned, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
+mod limits;
+pub use limits::{read_file, MAX_ALIAS_NODES, MAX_DEPTH, MAX_FILE_BYTES};
+
 /// Parses `text` (the contents of `path`) into `T`, turning any error into
-/// `path:line:column: message`.
+/// `path:line:column: message`. A text over a limit (size, nesting depth,
+/// alias expansion) is rejected before it is loaded.
 pub fn parse<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, String> {
+    limits::check(path, text)?;
     serde_norway::from_str(text).map_err(|e| locate(path, &e))
 }
 

@@ -55,6 +55,11 @@ pub fn parse_spec(flag: &str, raw: &str) -> Result<Spec> {
         if bucket.is_empty() {
             bail!("{flag} `{raw}` names no bucket; e.g. s3://my-bucket/state");
         }
+        let shown = crate::util::cell(&crate::profile::redact_url(raw));
+        crate::profile::names::check_bucket(kind, &bucket)
+            .map_err(|why| anyhow!("{flag} `{shown}`: the bucket {why}"))?;
+        crate::profile::names::check_prefix(&prefix)
+            .map_err(|why| anyhow!("{flag} `{shown}`: the prefix is not valid: {why}"))?;
         Ok(Spec::Object(Box::new(Surface {
             kind,
             path: None,
@@ -504,9 +509,9 @@ mod tests {
             parse_spec("--logs-spec", "file:///srv/logs").unwrap(),
             Spec::Dir("/srv/logs".into())
         );
-        match parse_spec("--state-spec", "s3://b/state/").unwrap() {
+        match parse_spec("--state-spec", "s3://bkt/state/").unwrap() {
             Spec::Object(s) => {
-                assert_eq!(s.bucket.as_deref(), Some("b"));
+                assert_eq!(s.bucket.as_deref(), Some("bkt"));
                 assert_eq!(s.prefix.as_deref(), Some("state"));
             }
             other => panic!("{other:?}"),
@@ -522,6 +527,31 @@ mod tests {
             ("--state-spec", "ftp://u:secret@h/x", "unknown scheme"),
             ("--state-spec", "s3://", "names no bucket"),
             ("--state-spec", "postgres://u:pw@h/db", "Mode 3"),
+            (
+                "--state-spec",
+                "s3://../../x",
+                "--state-spec `s3://../../x`: the bucket is not a valid S3 bucket name: it is 2 characters long",
+            ),
+            (
+                "--logs-spec",
+                "gs://Team/logs",
+                "--logs-spec `gs://Team/logs`: the bucket is not a valid GCS bucket name: it has uppercase",
+            ),
+            (
+                "--artifacts-spec",
+                "az://a--b/cache",
+                "--artifacts-spec `az://a--b/cache`: the bucket is not a valid Azure container name",
+            ),
+            (
+                "--state-spec",
+                "s3://u:secret@bkt/x",
+                "--state-spec `s3://***@bkt/x`: the bucket is not a valid S3 bucket name",
+            ),
+            (
+                "--logs-spec",
+                "s3://bkt/team/../x",
+                "--logs-spec `s3://bkt/team/../x`: the prefix is not valid: it has a `.` or `..` part",
+            ),
         ] {
             let e = parse_spec(flag, bad).unwrap_err().to_string();
             assert!(e.contains(want), "{bad}: {e}");

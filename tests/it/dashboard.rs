@@ -389,8 +389,17 @@ fn sparkwing_web_serves_a_mode_1_state_db_and_names_bad_specs() {
             "--logs-spec `sqlite:///x.db`",
         ),
         (
-            vec!["--state-spec", "s3://b/state"],
+            vec!["--state-spec", "s3://bkt/state"],
             "--state-spec: type s3 needs a region",
+        ),
+        // Issue 10: a spec's bucket is checked before anything is tried.
+        (
+            vec!["--state-spec", "/tmp", "--logs-spec", "s3://../../x"],
+            "--logs-spec `s3://../../x`: the bucket is not a valid S3 bucket name",
+        ),
+        (
+            vec!["--state-spec", "az://Runs/state"],
+            "--state-spec `az://Runs/state`: the bucket is not a valid Azure container name",
         ),
     ] {
         let out = web(&args, &[]);
@@ -406,13 +415,13 @@ fn sparkwing_web_serves_a_mode_1_state_db_and_names_bad_specs() {
     envs.push(("SPARKWING_S3_ENDPOINT", "http://127.0.0.1:9"));
     envs.push(("AWS_SECRET_ACCESS_KEY", "hunter2secret"));
     let out = web(
-        &["--state-spec", "/tmp", "--logs-spec", "s3://b/logs"],
+        &["--state-spec", "/tmp", "--logs-spec", "s3://bkt/logs"],
         &envs,
     );
     expect_code(&out, 2);
     let err = text(&out.stderr);
     assert!(
-        err.contains("--logs-spec: s3:b/logs") && err.contains("cannot be read"),
+        err.contains("--logs-spec: s3:bkt/logs") && err.contains("cannot be read"),
         "{err}"
     );
     assert!(!err.contains("hunter2secret"));

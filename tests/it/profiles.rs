@@ -13,7 +13,7 @@ fn profile_json(env: &Env, args: &[&str]) -> serde_json::Value {
 #[test]
 fn builtin_laptop_applies_without_configuration_and_environment_never_selects() {
     let env = Env::with_pipelines(HELLO);
-    env.write_user_profiles("profiles:\n  shared:\n    cache: { type: s3, bucket: b }\n");
+    env.write_user_profiles("profiles:\n  shared:\n    cache: { type: s3, bucket: bkt }\n");
     let v = profile_json(&env, &[]);
     assert_eq!(v["name"], "laptop");
     assert_eq!(v["source"], "builtin");
@@ -139,13 +139,23 @@ fn every_profile_error_is_clear_and_stops_before_running() {
         ("profiles:\n  p:\n    state: { type: postgres, url_source: 'vault:x' }\n", &["write `url_source: env:VAR`"]),
         ("profiles:\n  p:\n    state: { type: postgres, url: 'mysql://x' }\n", &["postgres://"]),
         ("profiles:\n  p:\n    cache: { type: sqlite }\n", &["holds run state only"]),
-        ("profiles:\n  p:\n    state: { type: s3, bucket: b, path: /x }\n", &["`path` does not apply to type s3"]),
+        ("profiles:\n  p:\n    state: { type: s3, bucket: bkt, path: /x }\n", &["`path` does not apply to type s3"]),
         ("profiles:\n  p:\n    controller: { url: 'https://c' }\n", &["missing field `token`"]),
         ("profiles:\n  p:\n    controller: { url: 'c.example', token: t }\n", &["https://"]),
         ("profiles:\n  p:\n    controller: { url: 'https://c', token: t }\n    state: { type: sqlite }\n", &["remove state:"]),
         ("profiles:\n  p: {}\n", &["the profile is empty"]),
         ("profiles:\n  p: { state: { type: sqlite } }\n  p: { state: { type: sqlite } }\n", &["duplicate key `p`"]),
         ("profiles: [\n", &["profiles.yaml:"]),
+        // Issue 10: names and endpoints are checked when the profile loads,
+        // not retried against the remote forever.
+        ("profiles:\n  p:\n    cache: { type: s3, bucket: '../../x' }\n", &["profiles.yaml: profile \"p\": cache.bucket \"../../x\" is not a valid S3 bucket name", "fix `bucket:`"]),
+        ("profiles:\n  p:\n    logs: { type: gcs, bucket: Team_Logs }\n", &["logs.bucket \"Team_Logs\" is not a valid GCS bucket name: it has uppercase letters"]),
+        ("profiles:\n  p:\n    logs: { type: azure-blob, bucket: 'my--logs', account: a }\n", &["logs.bucket \"my--logs\" is not a valid Azure container name"]),
+        ("profiles:\n  p:\n    cache: { type: s3, bucket: bkt, endpoint: '::::' }\n", &["profile \"p\": cache.endpoint", "is not an http(s) URL with a host", "fix `endpoint:`"]),
+        ("profiles:\n  p:\n    cache: { type: s3, bucket: bkt, endpoint: 'http://key:s3cr3t@minio:9000x' }\n", &["cache.endpoint \"http://***@minio:9000x\" is not an http(s) URL"]),
+        ("profiles:\n  p:\n    state: { type: s3, bucket: bkt, prefix: '../state' }\n", &["state.prefix \"../state\" is not a valid prefix"]),
+        // Hostile documents are refused before they are loaded.
+        (&format!("profiles: {}", "{a: ".repeat(50_000)), &["profiles.yaml:1:", "nesting deeper than 64 levels"]),
     ];
     for (yaml, wants) in cases {
         let env = Env::with_pipelines(HELLO);
@@ -159,6 +169,7 @@ fn every_profile_error_is_clear_and_stops_before_running() {
                 "profile file {yaml:?}: stderr lacks {w:?}: {e}"
             );
         }
+        assert!(!e.contains("s3cr3t"), "{e}");
         assert!(
             !env.sw_home().join("state.db").exists(),
             "nothing ran for {yaml:?}"
@@ -239,7 +250,7 @@ fn an_unset_url_source_variable_is_named() {
 fn secrets_are_redacted_in_profile_output() {
     let env = Env::with_pipelines(HELLO);
     env.write_user_profiles(
-        "profiles:\n  db:\n    state: { type: postgres, url: 'postgres://admin:hunter2@db.example:5432/sw?sslmode=require&password=hunter3' }\n    cache: { type: s3, bucket: b, endpoint: 'http://key:s3cr3t@minio:9000' }\n  ctl:\n    controller: { url: 'https://api.example.dev', token: swu_topsecret }\n",
+        "profiles:\n  db:\n    state: { type: postgres, url: 'postgres://admin:hunter2@db.example:5432/sw?sslmode=require&password=hunter3' }\n    cache: { type: s3, bucket: bkt, endpoint: 'http://key:s3cr3t@minio:9000' }\n  ctl:\n    controller: { url: 'https://api.example.dev', token: swu_topsecret }\n",
     );
     for name in ["db", "ctl"] {
         for fmt in ["text", "json"] {
@@ -264,7 +275,7 @@ fn secrets_are_redacted_in_profile_output() {
 #[test]
 fn local_only_reports_what_it_overrides() {
     let env = Env::with_pipelines(HELLO);
-    env.write_user_profiles("profiles:\n  shared: { cache: { type: s3, bucket: b } }\n");
+    env.write_user_profiles("profiles:\n  shared: { cache: { type: s3, bucket: bkt } }\n");
     let v = profile_json(&env, &["--profile", "shared", "--sw-local-only"]);
     assert_eq!(v["name"], "laptop");
     assert_eq!(v["local_only"], "--sw-local-only");
@@ -294,4 +305,116 @@ fn coordination_features_are_refused_in_mode_1_before_running() {
         "{e}"
     );
     assert!(!env.dir().join("built").exists());
+}
+
+/// Issue 10: a profile file that cannot be read is named with the variable
+/// its path really came from; `$SPARKWING_PROFILES` only when it is set.
+#[test]
+fn an_unreadable_profile_file_names_where_its_path_came_from() {
+    let env = Env::with_pipelines(HELLO);
+    let binary = b"\x7fELF\x02\x01\x01\x00\xff\xfe profiles: {}";
+    let default = env.write_user_profiles("");
+    std::fs::write(&default, binary).unwrap();
+    let xdg = env.home.path().join("xdg");
+    std::fs::create_dir_all(xdg.join("sparkwing")).unwrap();
+    std::fs::write(xdg.join("sparkwing/profiles.yaml"), binary).unwrap();
+    let explicit = env.home.path().join("team.yaml");
+    std::fs::write(&explicit, binary).unwrap();
+
+    // (XDG_CONFIG_HOME, SPARKWING_PROFILES), the file read, how it is named.
+    let xdg_file = xdg.join("sparkwing/profiles.yaml");
+    let cases = [
+        (None, None, &default, "(the default under $HOME/.config)"),
+        (
+            Some(&xdg),
+            None,
+            &xdg_file,
+            "(the default under $XDG_CONFIG_HOME)",
+        ),
+        (
+            Some(&xdg),
+            Some(&explicit),
+            &explicit,
+            "(from $SPARKWING_PROFILES)",
+        ),
+    ];
+    for (xdg_var, profiles_var, path, origin) in cases {
+        let mut cmd = env.cmd(&["run", "hello"]);
+        if let Some(v) = xdg_var {
+            cmd.env("XDG_CONFIG_HOME", v);
+        }
+        if let Some(v) = profiles_var {
+            cmd.env("SPARKWING_PROFILES", v);
+        }
+        let out = cmd.output().unwrap();
+        expect_code(&out, 2);
+        let e = text(&out.stderr);
+        assert!(
+            e.contains(&format!(
+                "reading profile file {} {origin}: the file is not UTF-8 text",
+                path.display()
+            )),
+            "{origin}: {e}"
+        );
+        assert_eq!(
+            e.contains("SPARKWING_PROFILES"),
+            profiles_var.is_some(),
+            "{origin}: {e}"
+        );
+    }
+
+    // Over the size limit: refused without reading it all.
+    std::fs::write(&default, vec![b'#'; 2 << 20]).unwrap();
+    let out = env.run(&["run", "hello"]);
+    expect_code(&out, 2);
+    let e = text(&out.stderr);
+    assert!(
+        e.contains("larger than the 1 MiB limit") && e.contains("$HOME/.config"),
+        "{e}"
+    );
+}
+
+/// Issue 10: the project's own `profiles:` are checked the same way, and
+/// the error names the project file.
+#[test]
+fn project_profiles_with_a_bad_bucket_name_the_project_file() {
+    let env = Env::with_pipelines(&format!(
+        "profiles:\n  shared: {{ cache: {{ type: s3, bucket: 'My_Bucket' }} }}\n{}",
+        HELLO
+    ));
+    let out = env.run(&["run", "hello", "--profile", "shared"]);
+    expect_code(&out, 2);
+    let e = text(&out.stderr);
+    assert!(
+        e.contains("sparkwing.yaml: profile \"shared\": cache.bucket \"My_Bucket\" is not a valid S3 bucket name"),
+        "{e}"
+    );
+    assert!(!env.sw_home().join("state.db").exists(), "nothing ran");
+}
+
+/// Issue 10: `SPARKWING_S3_ENDPOINT` is checked too, and named, without
+/// showing its credentials.
+#[test]
+fn a_bad_s3_endpoint_variable_is_named() {
+    let env = Env::with_pipelines(HELLO);
+    env.write_user_profiles(
+        "profiles:\n  shared: { cache: { type: s3, bucket: bkt, region: us-east-1 } }\n",
+    );
+    for bad in ["::::", "http://key:s3cr3t@minio:99999"] {
+        let out = env
+            .cmd(&["run", "hello", "--profile", "shared"])
+            .env("AWS_ACCESS_KEY_ID", "x")
+            .env("AWS_SECRET_ACCESS_KEY", "y")
+            .env("SPARKWING_S3_ENDPOINT", bad)
+            .output()
+            .unwrap();
+        expect_code(&out, 2);
+        let e = text(&out.stderr);
+        assert!(
+            e.contains("SPARKWING_S3_ENDPOINT") && e.contains("is not an http(s) URL with a host"),
+            "{bad}: {e}"
+        );
+        assert!(!e.contains("s3cr3t"), "{e}");
+        assert!(!text(&out.stdout).contains("hi"), "nothing ran");
+    }
 }

@@ -165,7 +165,7 @@ fn an_s3_outage_never_fails_a_run_and_the_backlog_replays_when_it_returns() {
 #[test]
 fn missing_region_or_credentials_are_named_at_run_start() {
     let env = Env::new();
-    s3_project(&env, "http://127.0.0.1:9", "b");
+    s3_project(&env, "http://127.0.0.1:9", "bkt");
     let out = env
         .cmd(&["run", "work", "--profile", "shared"])
         .env("AWS_ACCESS_KEY_ID", "x")
@@ -191,7 +191,7 @@ fn missing_region_or_credentials_are_named_at_run_start() {
     );
     assert!(!env.dir().join("out").exists(), "nothing ran");
     // GCS and Azure name their own variables.
-    env.write_project("profiles:\n  g: { cache: { type: gcs, bucket: b } }\n  a: { logs: { type: azure-blob, bucket: c } }\npipelines:\n  - name: work\n    jobs: {a: {steps: [{run: 'true'}]}}\n");
+    env.write_project("profiles:\n  g: { cache: { type: gcs, bucket: bkt } }\n  a: { logs: { type: azure-blob, bucket: ctr } }\npipelines:\n  - name: work\n    jobs: {a: {steps: [{run: 'true'}]}}\n");
     let out = env.run(&["run", "work", "--profile", "g"]);
     expect_code(&out, 2);
     assert!(
@@ -294,7 +294,7 @@ fn a_second_runner_restores_what_the_first_produced_and_refuses_corrupt_blobs() 
 #[test]
 fn coordination_features_are_refused_under_a_mode_2_profile() {
     let env = Env::new();
-    env.write_project("profiles:\n  shared: { cache: { type: s3, bucket: b, endpoint: 'http://127.0.0.1:9' } }\npipelines:\n  - name: ship\n    jobs:\n      build: { cache: { outputs: [o], on_limit: coalesce }, steps: [{ run: 'touch o' }] }\n");
+    env.write_project("profiles:\n  shared: { cache: { type: s3, bucket: bkt, endpoint: 'http://127.0.0.1:9' } }\npipelines:\n  - name: ship\n    jobs:\n      build: { cache: { outputs: [o], on_limit: coalesce }, steps: [{ run: 'touch o' }] }\n");
     let out = s3_cmd(&env, &["run", "ship", "--profile", "shared"])
         .output()
         .unwrap();

@@ -127,10 +127,18 @@ pub async fn fetch(
         if cas.blob_path(&f.sha256).exists() {
             continue;
         }
-        let Some(bytes) = target
-            .read(&blob_key(&f.sha256), f.size)
-            .await
-            .map_err(|e| anyhow!("{}", scrub(&e.message)))?
+        // Read no more than the manifest says the blob holds: a larger
+        // object is not this blob (a permanent failure to read it is the
+        // same verdict as a hash mismatch).
+        let got = target.read(&blob_key(&f.sha256), f.size).await;
+        let Some(bytes) = got.map_err(|e| match e.class {
+            sparkwing_outbox::ErrorClass::Permanent => anyhow!(
+                "blob {} is corrupt or truncated on the remote: {}",
+                f.sha256,
+                scrub(&e.message)
+            ),
+            _ => anyhow!("{}", scrub(&e.message)),
+        })?
         else {
             bail!(
                 "the remote manifest names blob {}, which the remote does not have",

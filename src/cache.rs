@@ -13,9 +13,10 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use sparkwing_schema::StorageFault;
 
 use crate::pipeline::Job;
 
@@ -201,13 +202,15 @@ impl Cas {
             );
         }
         self.install(sha, |tmp| {
-            let mut f = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(tmp)?;
-            f.write_all(bytes)?;
-            f.sync_all()?;
-            Ok(())
+            let write = || -> io::Result<()> {
+                let mut f = fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(tmp)?;
+                f.write_all(bytes)?;
+                f.sync_all()
+            };
+            write().map_err(|e| anyhow!(StorageFault::from_io(tmp, &e)))
         })
         .with_context(|| format!("storing blob {sha} in {}", self.root.display()))
     }
@@ -231,23 +234,24 @@ impl Cas {
     }
 
     /// Writes a blob through a temporary file (`write` fills and fsyncs it),
-    /// makes it read-only and renames it into place, unless present.
+    /// makes it read-only and renames it into place, unless present. A
+    /// failure to write the CAS itself is a [`StorageFault`].
     fn install(&self, sha: &str, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
         let dest = self.blob_path(sha);
         if dest.exists() {
             return Ok(());
         }
         let dir = dest.parent().unwrap_or(&self.root);
-        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        fs::create_dir_all(dir).map_err(|e| anyhow!(StorageFault::from_io(dir, &e)))?;
         let tmp = dir.join(format!(
             ".tmp-{}-{}",
             std::process::id(),
             crate::util::new_run_id()
         ));
         let result = write(&tmp).and_then(|_| {
-            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o444))?;
-            fs::rename(&tmp, &dest)?;
-            Ok(())
+            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o444))
+                .and_then(|_| fs::rename(&tmp, &dest))
+                .map_err(|e| anyhow!(StorageFault::from_io(&dest, &e)))
         });
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
@@ -259,24 +263,29 @@ impl Cas {
 /// Copies `src` to a new file `dest`, fsyncs it, returns its SHA-256.
 fn copy_hashing(src: &Path, dest: &Path) -> Result<(String, u64)> {
     let mut from = fs::File::open(src).with_context(|| format!("opening {}", src.display()))?;
+    // Reading `src` fails as it is; writing `dest` (the CAS) is a
+    // StorageFault.
+    let fault = |e: io::Error| anyhow!(StorageFault::from_io(dest, &e));
     let mut to = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(dest)
-        .with_context(|| format!("creating {}", dest.display()))?;
+        .map_err(fault)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut total = 0u64;
     loop {
-        let n = from.read(&mut buf)?;
+        let n = from
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", src.display()))?;
         if n == 0 {
             break;
         }
         h.update(&buf[..n]);
-        to.write_all(&buf[..n])?;
+        to.write_all(&buf[..n]).map_err(fault)?;
         total += n as u64;
     }
-    to.sync_all()?;
+    to.sync_all().map_err(fault)?;
     Ok((hex(&h.finalize()), total))
 }
 

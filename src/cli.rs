@@ -1,7 +1,8 @@
 //! The command line: flags parsed into plain structs (no I/O), then
 //! dispatched. `main` prints one error with its context chain and maps
-//! outcomes to exit codes: 0 success, 1 a run failed, 2 bad input or
-//! configuration, 130 a run was cancelled.
+//! outcomes to exit codes by meaning (see [`crate::fault`]): 0 success, 1 a
+//! run failed, 2 invalid input, 74 sparkwing itself could not work, 130 a
+//! run was cancelled.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -21,6 +22,9 @@ use crate::report::{self, run_json};
 use crate::store::Store;
 use crate::util::table;
 
+/// The top-level help's examples and environment (the exit codes follow).
+const ROOT_EXAMPLES: &str = "Examples:\n  sparkwing run hello                 run the `hello` pipeline\n  sparkwing runs list                 recent runs, newest first\n  sparkwing runs logs latest --follow watch the newest run's output\n  sparkwing profile                   which profile applies and why\n  sparkwing dashboard start           the web dashboard at http://127.0.0.1:4343/\n\nEnvironment:\n  SPARKWING_HOME        where state.db, logs and the cache live (default ~/.sparkwing)\n  SPARKWING_PROFILES    the user profile file (default $XDG_CONFIG_HOME/sparkwing/profiles.yaml)\n  SPARKWING_LOCAL_ONLY  set to 1 to pin runs to the local layout";
+
 #[derive(Parser, Debug)]
 #[command(
     name = "sparkwing",
@@ -29,7 +33,7 @@ use crate::util::table;
     long_about = "Sparkwing runs the pipelines defined in .sparkwing/sparkwing.yaml: a DAG of jobs made of \
 shell steps, with cached jobs. Every run is recorded in SPARKWING_HOME (default ~/.sparkwing): \
 state.db for runs, jobs and steps, runs/<runID>/<job>.log for output, cas/ for cached outputs.",
-    after_help = "Examples:\n  sparkwing run hello                 run the `hello` pipeline\n  sparkwing runs list                 recent runs, newest first\n  sparkwing runs logs latest --follow watch the newest run's output\n  sparkwing profile                   which profile applies and why\n  sparkwing dashboard start           the web dashboard at http://127.0.0.1:4343/\n\nEnvironment:\n  SPARKWING_HOME        where state.db, logs and the cache live (default ~/.sparkwing)\n  SPARKWING_PROFILES    the user profile file (default $XDG_CONFIG_HOME/sparkwing/profiles.yaml)\n  SPARKWING_LOCAL_ONLY  set to 1 to pin runs to the local layout"
+    after_help = format!("{ROOT_EXAMPLES}\n\n{}", crate::fault::EXIT_CODES_HELP)
 )]
 pub struct Cli {
     /// The project directory (holding .sparkwing/sparkwing.yaml); found by
@@ -44,7 +48,7 @@ pub struct Cli {
 pub enum Command {
     /// Run a pipeline: jobs in parallel where `needs` allows, logs saved as they arrive.
     #[command(
-        after_help = "Exit status: 0 when every job passed or was restored from cache, 1 when a job failed, 2 when the pipeline or profile is invalid, 130 when cancelled (Ctrl-C)."
+        after_help = "Exit status: 0 when every job passed or was restored from cache, 1 when a job failed, 2 when the pipeline, profile or flags are invalid (nothing ran), 74 when sparkwing itself could not work (a full disk, missing permissions or a damaged state.db; the run is recorded as failed with the reason), 130 when cancelled (Ctrl-C)."
     )]
     Run(RunArgs),
     /// List or scaffold the pipelines of the project.
@@ -289,7 +293,7 @@ pub fn main() -> ExitCode {
             } else {
                 crate::say!("sparkwing: {msg}");
             }
-            ExitCode::from(2)
+            ExitCode::from(crate::fault::exit_code(&e))
         }
     }
 }
@@ -493,8 +497,10 @@ fn cmd_runs(project_flag: Option<&Path>, cmd: RunsCmd) -> Result<()> {
     let store = Store::open(&home)?;
     // Runs whose process died are recorded as interrupted (with an event
     // that the next sync delivers), so every view agrees on their status.
-    if let Err(e) = store.settle_dead_runs() {
-        crate::say!("sparkwing: could not record interrupted runs ({e:#})");
+    match store.settle_dead_runs() {
+        Err(e) if crate::fault::is_damaged(&e) => return Err(e),
+        Err(e) => crate::say!("sparkwing: could not record interrupted runs ({e:#})"),
+        Ok(_) => {}
     }
     match cmd {
         RunsCmd::List {

@@ -28,7 +28,7 @@ use crate::remote::Remote;
 use crate::replicate::Replicator;
 use crate::store::{CacheEntry, JobEnd, NewRun, RunRow, Store};
 use crate::util::{self, human_duration, now_ms};
-use sparkwing_outbox::Outbox;
+use sparkwing_schema::StorageFault;
 use sparkwing_sync::{SyncActor, SyncConfig};
 
 /// How long a step gets to exit after SIGTERM before SIGKILL.
@@ -157,11 +157,17 @@ fn sync_warn<T>(r: Result<T>) {
 /// Runs `pipeline` and returns the process exit code: 0 when every job
 /// passed or was restored from cache, 1 when a job failed, 130 when the
 /// run was cancelled.
+///
+/// Once the run is recorded, an error that stops it (sparkwing's own I/O:
+/// `state.db`, a log file, the cache) records it as `failed` with the
+/// reason, and comes back as a [`crate::fault::RunAborted`] error.
 pub fn run_pipeline(project: &Project, pipeline: &Pipeline, opts: RunOptions) -> Result<i32> {
     let store = Arc::new(Store::open(&opts.home)?);
+    // The room to record a failure in if the disk fills up during the run.
+    store.reserve_space();
     let run_id = util::new_run_id();
     let run_dir = opts.home.join("runs").join(&run_id);
-    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    std::fs::create_dir_all(&run_dir).map_err(|e| anyhow!(StorageFault::from_io(&run_dir, &e)))?;
     let row = RunRow {
         id: run_id.clone(),
         pipeline: pipeline.name.clone(),
@@ -195,12 +201,31 @@ pub fn run_pipeline(project: &Project, pipeline: &Pipeline, opts: RunOptions) ->
     };
     // Earlier runs on this host whose process died are recorded as
     // interrupted (and replicate as such).
-    if let Err(e) = store.settle_dead_runs() {
-        crate::say!("sparkwing: could not record interrupted runs ({e:#}); continuing");
+    match store.settle_dead_runs() {
+        Err(e) if crate::fault::is_damaged(&e) => return Err(e),
+        Err(e) => crate::say!("sparkwing: could not record interrupted runs ({e:#}); continuing"),
+        Ok(_) => {}
     }
     store.create_run(&new)?;
+    let targets = new.targets.clone();
+    run_recorded(&store, project, pipeline, &opts, &run_id, run_dir, targets)
+        .map_err(|e| crate::fault::abort_run(&store, &run_id, e))
+}
+
+/// The part of [`run_pipeline`] after the run is recorded: any error here
+/// is recorded as the run's failure by the caller.
+fn run_recorded(
+    store: &Arc<Store>,
+    project: &Project,
+    pipeline: &Pipeline,
+    opts: &RunOptions,
+    run_id: &str,
+    run_dir: PathBuf,
+    targets: crate::store::RunTargets,
+) -> Result<i32> {
+    let run_id = run_id.to_string();
     // Wait for a slot of the host-local gate (kernel-held: a crash frees it).
-    let slot = crate::gate::acquire(&opts.home, &store, &run_id, opts.max_runs)?;
+    let slot = crate::gate::acquire(&opts.home, store, &run_id, opts.max_runs)?;
     store.admit_run(&run_id, slot.index)?;
     // Mode 2+: open the outbox, the actor that drains it, and the replicator
     // that feeds it. Earlier runs' leftovers (a crash) are queued first.
@@ -210,7 +235,7 @@ pub fn run_pipeline(project: &Project, pipeline: &Pipeline, opts: RunOptions) ->
         // The outbox is derived: a run never fails because it cannot be
         // opened. The run's targets are recorded in state.db, so the next
         // run, daemon or flush queues what this one wrote.
-        match Outbox::open(&opts.home) {
+        match crate::replicate::open_outbox(&opts.home) {
             Ok(o) => Some(Arc::new(o)),
             Err(e) => {
                 crate::say!(
@@ -228,15 +253,10 @@ pub fn run_pipeline(project: &Project, pipeline: &Pipeline, opts: RunOptions) ->
             SyncConfig::default(),
         ));
         let repl = Arc::new(
-            Replicator::new(
-                outbox,
-                opts.home.clone(),
-                new.targets.clone(),
-                Some(actor.waker()),
-            )
-            .with_signing(opts.remote.signing.clone()),
+            Replicator::new(outbox, opts.home.clone(), targets, Some(actor.waker()))
+                .with_signing(opts.remote.signing.clone()),
         );
-        sync_warn(repl.reconcile(&store));
+        sync_warn(repl.reconcile(store));
         Some((actor, repl))
     } else {
         None
@@ -256,7 +276,7 @@ pub fn run_pipeline(project: &Project, pipeline: &Pipeline, opts: RunOptions) ->
     let (cancel_tx, cancel_rx) = watch::channel(false);
     let groups = Arc::new(Mutex::new(HashSet::new()));
     let ctx = Arc::new(Ctx {
-        store: Arc::clone(&store),
+        store: Arc::clone(store),
         run_id: run_id.clone(),
         pipeline: pipeline.name.clone(),
         project_dir: project.dir.clone(),
@@ -308,14 +328,9 @@ pub fn run_pipeline(project: &Project, pipeline: &Pipeline, opts: RunOptions) ->
             actor_task,
         )
     });
-    let results = match result {
-        Ok(r) => r,
-        Err(e) => {
-            let msg = format!("{e:#}");
-            let _ = store.run_finished(&run_id, "failed", Some(&msg));
-            return Err(e);
-        }
-    };
+    // An error here is sparkwing's own (state.db, a log, the cache): the
+    // caller records the run as failed with it.
+    let results = result?;
     let cancelled = *ctx.cancel.borrow();
     let all_passed = results.values().all(|r| r.status.passed());
     let status = if cancelled {
@@ -329,8 +344,8 @@ pub fn run_pipeline(project: &Project, pipeline: &Pipeline, opts: RunOptions) ->
     print_summary(&run_id, status, started.elapsed(), &results);
     if let Some((actor, repl)) = &sync {
         sync_warn(
-            repl.events(&store, &run_id, true)
-                .and_then(|_| repl.summary(&store, &run_id)),
+            repl.events(store, &run_id, true)
+                .and_then(|_| repl.summary(store, &run_id)),
         );
         let _ = stop_actor.send(());
         rt.block_on(async {
@@ -567,6 +582,9 @@ struct LogFile {
     written: u64,
     shipped: u64,
     shipped_at: Instant,
+    /// Set by the first failed write or fsync: the log ends there (later
+    /// lines are not written, so it has no gap), and the job fails with it.
+    failed: Option<StorageFault>,
 }
 
 /// Aborts a background task when dropped (every way out of a job).
@@ -583,6 +601,8 @@ impl Drop for AbortOnDrop {
 /// Job output: the log file, the terminal, and (Mode 2+) the outbox.
 struct Sink {
     log: Mutex<LogFile>,
+    path: PathBuf,
+    job: String,
     prefix: Option<String>,
     ship: Option<(Arc<Replicator>, Arc<Store>, String, String)>,
 }
@@ -598,7 +618,9 @@ impl Sink {
         let due = log.written - log.shipped >= SHIP_BYTES || log.shipped_at.elapsed() >= SHIP_EVERY;
         if log.written > log.shipped && (force || due) {
             // Durable before it is referenced from the outbox.
-            let _ = log.file.sync_data();
+            if let Err(e) = log.file.sync_data() {
+                self.log_failed(log, &e);
+            }
             sync_warn(repl.log(store, run, job, log.written));
             log.shipped = log.written;
             log.shipped_at = Instant::now();
@@ -614,20 +636,49 @@ impl Sink {
 
     fn ship_now(&self) {
         if let Ok(mut log) = self.log.lock() {
-            let _ = log.file.sync_data();
+            if let Err(e) = log.file.sync_data() {
+                self.log_failed(&mut log, &e);
+            }
             self.ship_locked(&mut log, true);
         }
     }
 
+    /// The first failure to write the log: said at once, naming the file
+    /// and the fix; the job then fails with it.
+    fn log_failed(&self, log: &mut LogFile, e: &std::io::Error) {
+        if log.failed.is_some() {
+            return;
+        }
+        let fault = StorageFault::from_io(&self.path, e).with_note(format!(
+            "job {}'s log ends at byte {} and the rest of its output is only shown here",
+            self.job, log.written
+        ));
+        crate::say!("sparkwing: warning: {fault}");
+        log.failed = Some(fault);
+    }
+
+    /// The failure that cut the log short, if any.
+    fn failed(&self) -> Option<StorageFault> {
+        self.log.lock().ok().and_then(|l| l.failed.clone())
+    }
+
     fn line(&self, line: &[u8]) {
         if let Ok(mut log) = self.log.lock() {
-            // A full disk must not stop the step; the run still records it.
-            // After a failed (possibly partial) write, the file's real length
-            // is what was written: chunks must cover exactly the file.
-            if log.file.write_all(line).is_ok() {
-                log.written += line.len() as u64;
-            } else if let Ok(m) = log.file.metadata() {
-                log.written = m.len();
+            // A full disk does not stop the step (its output still reaches
+            // the terminal), but the log stops at the first failed write and
+            // the job fails with it. After a failed (possibly partial)
+            // write, the file's real length is what was written: chunks
+            // must cover exactly the file.
+            if log.failed.is_none() {
+                match log.file.write_all(line) {
+                    Ok(()) => log.written += line.len() as u64,
+                    Err(e) => {
+                        if let Ok(m) = log.file.metadata() {
+                            log.written = m.len();
+                        }
+                        self.log_failed(&mut log, &e);
+                    }
+                }
             }
             self.ship_locked(&mut log, false);
         }
@@ -766,7 +817,7 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
         .create(true)
         .append(true)
         .open(&log_path)
-        .with_context(|| format!("opening {}", log_path.display()))?;
+        .map_err(|e| anyhow!(StorageFault::from_io(&log_path, &e)))?;
     let written = log.metadata().map(|m| m.len()).unwrap_or(0);
     let sink = Arc::new(Sink {
         log: Mutex::new(LogFile {
@@ -774,7 +825,10 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
             written,
             shipped: written,
             shipped_at: Instant::now(),
+            failed: None,
         }),
+        path: log_path,
+        job: name.to_string(),
         prefix: ctx.prefix.then(|| format!("[{name}] ")),
         ship: ctx.repl.clone().map(|r| {
             (
@@ -806,10 +860,16 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
     let deadline = job.timeout.map(|t| tokio::time::Instant::now() + t);
     let mut lingering: Vec<(i32, oneshot::Receiver<()>)> = Vec::new();
     let mut failure: Option<(JobStatus, String)> = None;
+    // Sparkwing's own failure (state.db, the log): ends the job, after its
+    // background processes are stopped below, and then the run.
+    let mut broken: Option<anyhow::Error> = None;
     for (i, step) in job.steps.iter().enumerate() {
         {
             let (run, jn) = (run.clone(), jname.clone());
-            db(ctx, move |s| s.step_started(&run, &jn, i)).await?;
+            if let Err(e) = db(ctx, move |s| s.step_started(&run, &jn, i)).await {
+                broken = Some(e);
+                break;
+            }
         }
         let wd = match &job.working_directory {
             Some(w) => ctx.project_dir.join(w),
@@ -880,9 +940,19 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
                 )),
             ),
         };
-        {
+        let recorded = {
             let (run, jn) = (run.clone(), jname.clone());
-            db(ctx, move |s| s.step_finished(&run, &jn, i, st, code)).await?;
+            db(ctx, move |s| s.step_finished(&run, &jn, i, st, code)).await
+        };
+        // A log cut short fails the job even when the step passed: the
+        // run's record is incomplete.
+        if let Some(cut) = sink.failed() {
+            broken = Some(anyhow!(cut));
+            break;
+        }
+        if let Err(e) = recorded {
+            broken = Some(e);
+            break;
         }
         if fail.is_some() {
             failure = fail;
@@ -897,6 +967,9 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
     }
     let s2 = Arc::clone(&sink);
     let _ = tokio::task::spawn_blocking(move || s2.ship_now()).await;
+    if let Some(e) = broken.or_else(|| sink.failed().map(|cut| anyhow!(cut))) {
+        return Err(e);
+    }
 
     let mut cache_note = "-".to_string();
     if let (None, Some(k), Some(spec)) = (&failure, &key, &job.cache) {
@@ -926,6 +999,8 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
                 replicate(ctx, move |r, _| r.cache(&queued)).await;
                 cache_note = format!("stored ({} file(s))", m.files.len());
             }
+            // The cache's own files (a full disk): sparkwing's failure.
+            Err(e) if crate::fault::is_storage(&e) => return Err(e),
             Err(e) => failure = Some((JobStatus::Failed, format!("{e:#}"))),
         }
     }

@@ -3,6 +3,8 @@
 //!
 //! # Layout
 //! - [`cli`]: flags, dispatch and exit codes (the binary is `cli::main`).
+//! - [`fault`]: exit codes by meaning; which errors mean "sparkwing itself
+//!   could not work".
 //! - [`pipeline`]: `.sparkwing/sparkwing.yaml`: discovery, parsing, validation.
 //! - [`profile`]: profile files, selection, validation, redaction.
 //! - [`exec`]: runs a pipeline's job DAG: processes, timeouts, signals.
@@ -29,6 +31,7 @@ pub mod cache;
 pub mod cli;
 pub mod dashboard;
 pub mod exec;
+pub mod fault;
 pub mod gate;
 pub mod logs;
 pub mod pipeline;

@@ -111,6 +111,25 @@ pub fn remote_document(store: &Store, row: &crate::store::RunRow) -> Result<Valu
     Ok(doc)
 }
 
+/// Opens `home/outbox.db` for any command. When the open found it damaged
+/// and moved it aside, says so once, naming both files: nothing is lost,
+/// since the caller's reconcile (run, daemon, flush) queues again from
+/// `state.db` whatever was not delivered, and a delivered object is
+/// rewritten with the same bytes.
+pub fn open_outbox(home: &std::path::Path) -> Result<Outbox> {
+    let outbox = Outbox::open(home)?;
+    if let Some(aside) = outbox.set_aside() {
+        crate::say!(
+            "sparkwing: warning: {} was damaged ({}); moved it aside to {} and started a new one, which is filled again from {} (nothing is lost; delete the old file when done with it)",
+            outbox.path().display(),
+            aside.reason,
+            aside.path.display(),
+            home.join("state.db").display()
+        );
+    }
+    Ok(outbox)
+}
+
 /// Enqueues a run's writes for its remote targets.
 pub struct Replicator {
     outbox: Arc<Outbox>,

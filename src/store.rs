@@ -21,9 +21,28 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::util::{hostname, now_ms, pid_alive};
+use sparkwing_schema::{Problem, StorageFault};
 
 /// How long a writer waits for another process's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The space kept next to `state.db` for recording a run's failure on a
+/// full disk: a few transactions' worth of WAL frames (4 KiB pages).
+pub const RESERVE_BYTES: u64 = 256 * 1024;
+
+/// What moving a damaged `state.db` aside costs.
+const DAMAGED_NOTE: &str = "this machine's run history then starts empty (logs stay in runs/, and runs already synced stay on their remote)";
+
+/// A failed SQLite call on `state.db` at `path`: a [`StorageFault`] (the
+/// file and the fix) when it is a storage problem, else the error with the
+/// file named.
+fn sqlite_fault(path: &Path, e: rusqlite::Error) -> anyhow::Error {
+    match StorageFault::from_sqlite(path, &e) {
+        Some(f) if f.problem == Problem::Damaged => anyhow!(f.with_note(DAMAGED_NOTE)),
+        Some(f) => anyhow!(f),
+        None => anyhow!(e).context(path.display().to_string()),
+    }
+}
 
 pub struct Store {
     conn: Mutex<Connection>,
@@ -121,24 +140,30 @@ pub struct NewRun<'a> {
 }
 
 impl Store {
-    /// Opens (creating when missing) `home/state.db` and migrates it.
+    /// Opens (creating when missing) `home/state.db` and migrates it. A
+    /// full disk, a damaged file or missing permissions are a
+    /// [`StorageFault`] naming the file and the fix.
     pub fn open(home: &Path) -> Result<Store> {
         let path = home.join("state.db");
-        crate::util::private_db_file(home, &path).with_context(|| {
-            format!(
-                "creating SPARKWING_HOME {} (and state.db in it); check its permissions or set SPARKWING_HOME",
-                home.display()
-            )
+        crate::util::private_db_file(home, &path).map_err(|e| {
+            // The directory when it could not be made, else the file.
+            let at = if home.is_dir() { &path } else { home };
+            anyhow!(StorageFault::from_io(at, &e))
         })?;
-        let mut conn =
-            Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
-        sparkwing_schema::enable_wal(&conn)
-            .with_context(|| format!("setting WAL mode on {}", path.display()))?;
-        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
+        let fault = |e: rusqlite::Error| sqlite_fault(&path, e);
+        let mut conn = Connection::open(&path).map_err(fault)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(fault)?;
+        sparkwing_schema::enable_wal(&conn).map_err(fault)?;
+        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+            .map_err(fault)?;
         match sparkwing_schema::migrate_sqlite(&mut conn) {
             Ok(_) => {}
             Err(e @ sparkwing_schema::SchemaError::Skew { .. }) => return Err(anyhow!(e)),
+            Err(sparkwing_schema::SchemaError::Sql { source, .. })
+                if StorageFault::from_sqlite(&path, &source).is_some() =>
+            {
+                return Err(fault(source))
+            }
             Err(e) => {
                 return Err(anyhow!(e)).with_context(|| format!("migrating {}", path.display()))
             }
@@ -147,6 +172,50 @@ impl Store {
             conn: Mutex::new(conn),
             path,
         })
+    }
+
+    /// Keeps [`RESERVE_BYTES`] allocated next to `state.db` (best effort),
+    /// so that when the disk fills up during a run, the run's failure can
+    /// still be recorded: [`Store::run_failed`] gives the space back to
+    /// SQLite only then.
+    pub fn reserve_space(&self) {
+        let reserve = self.reserve_path();
+        if std::fs::metadata(&reserve).is_ok_and(|m| m.len() >= RESERVE_BYTES) {
+            return;
+        }
+        let made = (|| -> std::io::Result<()> {
+            let f = std::os::unix::fs::OpenOptionsExt::mode(
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(false),
+                0o600,
+            )
+            .open(&reserve)?;
+            // Allocated, not sparse: a sparse file would free nothing.
+            // SAFETY: plain syscall on a descriptor owned by `f`.
+            let rc = unsafe {
+                libc::posix_fallocate(
+                    std::os::fd::AsRawFd::as_raw_fd(&f),
+                    0,
+                    RESERVE_BYTES as libc::off_t,
+                )
+            };
+            if rc != 0 {
+                return Err(std::io::Error::from_raw_os_error(rc));
+            }
+            Ok(())
+        })();
+        if made.is_err() {
+            // A partial reserve would only take space: no reserve then.
+            let _ = std::fs::remove_file(&reserve);
+        }
+    }
+
+    fn reserve_path(&self) -> PathBuf {
+        let mut p = self.path.as_os_str().to_owned();
+        p.push("-reserve");
+        PathBuf::from(p)
     }
 
     pub fn path(&self) -> &Path {
@@ -161,9 +230,12 @@ impl Store {
             .conn
             .lock()
             .map_err(|_| anyhow!("state.db connection poisoned"))?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let out = f(&tx)?;
-        tx.commit()?;
+        let fault = |e| sqlite_fault(&self.path, e);
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(fault)?;
+        let out = f(&tx).map_err(fault)?;
+        tx.commit().map_err(fault)?;
         Ok(out)
     }
 
@@ -172,7 +244,7 @@ impl Store {
             .conn
             .lock()
             .map_err(|_| anyhow!("state.db connection poisoned"))?;
-        Ok(f(&conn)?)
+        f(&conn).map_err(|e| sqlite_fault(&self.path, e))
     }
 
     /// Records a new run with its jobs and steps as pending.
@@ -313,6 +385,52 @@ impl Store {
                 json!({"status": status, "error": error}),
             )
         })
+    }
+
+    /// Records that sparkwing itself failed during `run`: the run ends
+    /// `failed` with `reason` as its error, its running jobs and steps
+    /// `failed`, the ones not started `skipped`, with a `run.finished` event.
+    /// On a full disk the space of [`Store::reserve_space`] is given back
+    /// and the write tried once more.
+    pub fn run_failed(&self, run: &str, reason: &str) -> Result<()> {
+        let write = || {
+            let ts = now_ms();
+            self.with_tx(|tx| {
+                let n = tx.execute(
+                    "UPDATE runs SET status = 'failed', finished_at = ?2, error = ?3
+                     WHERE id = ?1 AND status IN ('waiting', 'running')",
+                    params![run, ts, reason],
+                )?;
+                if n == 0 {
+                    return Ok(());
+                }
+                tx.execute(
+                    "UPDATE jobs SET status = 'failed', finished_at = ?2, error = COALESCE(error, ?3)
+                     WHERE run_id = ?1 AND status = 'running'",
+                    params![run, ts, reason],
+                )?;
+                tx.execute(
+                    "UPDATE steps SET status = 'failed', finished_at = ?2 WHERE run_id = ?1 AND status = 'running'",
+                    params![run, ts],
+                )?;
+                for table in ["jobs", "steps"] {
+                    tx.execute(
+                        &format!("UPDATE {table} SET status = 'skipped' WHERE run_id = ?1 AND status = 'pending'"),
+                        [run],
+                    )?;
+                }
+                event(tx, run, None, "run.finished", json!({"status": "failed", "error": reason}))
+            })
+        };
+        match write() {
+            Err(e) if is_disk_full(&e) => {
+                if std::fs::remove_file(self.reserve_path()).is_err() {
+                    return Err(e);
+                }
+                write()
+            }
+            r => r,
+        }
     }
 
     /// Runs, newest first.
@@ -809,4 +927,9 @@ fn run_row(r: &rusqlite::Row) -> rusqlite::Result<RunRow> {
         finished_at: r.get(8)?,
         error: r.get(9)?,
     })
+}
+
+fn is_disk_full(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<StorageFault>()
+        .is_some_and(|f| f.problem == Problem::DiskFull)
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
-use sparkwing_outbox::{Connectivity, Outbox, TargetStats, OUTBOX_FILE};
+use sparkwing_outbox::{Connectivity, TargetStats, OUTBOX_FILE};
 use sparkwing_sync::{SyncActor, SyncConfig};
 
 use crate::profile::Resolved;
@@ -173,7 +173,7 @@ pub fn status(
         (None, false) => None,
     };
     let stats = if home.join(OUTBOX_FILE).exists() {
-        Outbox::open(home)?.stats(ids.as_deref())?
+        crate::replicate::open_outbox(home)?.stats(ids.as_deref())?
     } else {
         Vec::new()
     };
@@ -212,7 +212,7 @@ fn open_sync(
     concurrency: usize,
 ) -> Result<(Arc<SyncActor>, Replicator, Store)> {
     let store = Store::open(home)?;
-    let outbox = Arc::new(Outbox::open(home)?);
+    let outbox = Arc::new(crate::replicate::open_outbox(home)?);
     let cfg = SyncConfig {
         concurrency,
         ..SyncConfig::default()
@@ -375,7 +375,7 @@ pub fn daemon(
 /// `sync retry`: re-queues quarantined entries and lifts auth stops.
 pub fn retry(home: &std::path::Path, resolved: &Resolved, explicit: bool) -> Result<()> {
     let remote = remote_of(resolved)?;
-    let outbox = Outbox::open(home)?;
+    let outbox = crate::replicate::open_outbox(home)?;
     let mut n = 0;
     match (&remote, explicit) {
         (Some(r), _) => {

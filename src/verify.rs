@@ -22,7 +22,6 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
-use sparkwing_outbox::Outbox;
 use sparkwing_sync::target::{blob_key, read_limits, sha256_hex};
 use sparkwing_sync::Target;
 
@@ -101,7 +100,7 @@ pub fn verify(home: &std::path::Path, remote: &Remote, only: Option<&str>) -> Re
         ..Report::default()
     };
     if home.join(sparkwing_outbox::OUTBOX_FILE).exists() {
-        let outbox = Outbox::open(home)?;
+        let outbox = crate::replicate::open_outbox(home)?;
         report.pending = outbox.pending(&targets)?.0;
     }
     // Every run bound for one of these targets, with where it replicates.

@@ -32,6 +32,12 @@
 //! outbox next — the run itself, `sparkwing sync daemon` or `flush` — re-derives
 //! whatever a crash left out, and the unique `(target, stream, seq)` makes a
 //! repeated enqueue harmless.
+//!
+//! # A damaged outbox.db
+//! For the same reason a damaged `outbox.db` is never fatal: [`Outbox::open`]
+//! moves it aside and starts a new one ([`Outbox::set_aside`] says so), and
+//! the caller's re-derivation fills it again. Storage failures (a full disk,
+//! no permission) are [`StorageFault`]s naming the file and the fix.
 
 pub mod backoff;
 
@@ -44,6 +50,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::backoff::{DecorrelatedJitter, DecorrelatedJitterBuilder};
+use sparkwing_schema::{Problem, StorageFault};
 
 /// The file name of the outbox database inside `SPARKWING_HOME`.
 pub const OUTBOX_FILE: &str = "outbox.db";
@@ -99,6 +106,46 @@ fn ctx<E: std::error::Error + Send + Sync + 'static>(
         what: what.to_string(),
         source: Box::new(e),
     }
+}
+
+/// A failed SQLite call on the outbox at `path`: a storage problem (full
+/// disk, damage, permissions) becomes a [`StorageFault`] naming the file and
+/// the fix; anything else is kept as it is.
+fn sql_ctx<'a>(path: &'a Path, what: &'a str) -> impl FnOnce(rusqlite::Error) -> OutboxError + 'a {
+    move |e| OutboxError {
+        what: what.to_string(),
+        source: match StorageFault::from_sqlite(path, &e) {
+            Some(f) => Box::new(f),
+            None => Box::new(e),
+        },
+    }
+}
+
+/// A failed file operation on the outbox's own files.
+fn io_ctx<'a>(path: &'a Path, what: &'a str) -> impl FnOnce(std::io::Error) -> OutboxError + 'a {
+    move |e| OutboxError {
+        what: what.to_string(),
+        source: Box::new(StorageFault::from_io(path, &e)),
+    }
+}
+
+impl OutboxError {
+    /// Whether the database file is damaged (not a busy or full one).
+    pub fn is_damaged(&self) -> bool {
+        self.source
+            .downcast_ref::<StorageFault>()
+            .is_some_and(|f| f.problem == Problem::Damaged)
+    }
+}
+
+/// A damaged `outbox.db` that [`Outbox::open`] moved aside (with its -wal
+/// and -shm) before making a new one.
+#[derive(Debug, Clone)]
+pub struct SetAside {
+    /// Where the damaged file is now.
+    pub path: PathBuf,
+    /// What was wrong with it.
+    pub reason: String,
 }
 
 /// The bytes an entry delivers.
@@ -292,6 +339,7 @@ pub struct Outbox {
     path: PathBuf,
     owner: Owner,
     policy: DecorrelatedJitterBuilder,
+    set_aside: Option<SetAside>,
 }
 
 fn hostname() -> String {
@@ -314,6 +362,78 @@ fn pid_alive(pid: i64) -> bool {
     rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
+/// Removes the -wal and -shm of `path` (a deleted outbox.db's orphans).
+fn remove_companions(path: &Path) -> Result<()> {
+    for suffix in ["-wal", "-shm"] {
+        let mut orphan = path.as_os_str().to_owned();
+        orphan.push(suffix);
+        match std::fs::remove_file(&orphan) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io_ctx(
+                    Path::new(&orphan),
+                    "removing the orphaned files of a deleted outbox.db",
+                )(e))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Creates (private to the user: its -wal and -shm take its mode) and
+/// opens the outbox at `path`, under `outbox.lock`.
+fn connect(path: &Path) -> Result<Connection> {
+    std::os::unix::fs::OpenOptionsExt::mode(
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false),
+        0o600,
+    )
+    .open(path)
+    .map_err(io_ctx(path, "creating outbox.db"))?;
+    Connection::open(path).map_err(sql_ctx(path, "opening outbox.db"))
+}
+
+/// Configures, migrates and checks a connection to the outbox at `path`,
+/// under `outbox.lock`. A damaged file fails with
+/// [`OutboxError::is_damaged`].
+fn prepare(conn: &mut Connection, path: &Path) -> Result<()> {
+    let sql = |what| sql_ctx(path, what);
+    conn.busy_timeout(Duration::from_secs(120))
+        .map_err(sql("configuring outbox.db"))?;
+    // Only effective on a new file: lets a drained outbox give pages back.
+    conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")
+        .map_err(sql("configuring outbox.db"))?;
+    sparkwing_schema::enable_wal(conn).map_err(sql("setting WAL mode on outbox.db"))?;
+    // Checkpoints fsync the database; on ext4 (data=ordered) an fsync
+    // also flushes every dirty page of other files, such as a remote
+    // being written. Let the WAL grow during a drain (32 MiB) and
+    // checkpoint when the queue is empty (`compact_if_empty`).
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA wal_autocheckpoint = 8192;")
+        .map_err(sql("configuring outbox.db"))?;
+    match sparkwing_schema::migrate_outbox(conn) {
+        Ok(_) => {}
+        Err(sparkwing_schema::SchemaError::Sql { source, .. }) => {
+            return Err(sql("migrating outbox.db")(source))
+        }
+        Err(e) => return Err(ctx("migrating outbox.db")(e)),
+    }
+    // Damage past the header shows only when its pages are read: check
+    // them now (the outbox is small: payloads above INLINE_LIMIT are
+    // references, and delivered entries are deleted).
+    let check: String = conn
+        .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
+        .map_err(sql("checking outbox.db"))?;
+    if check != "ok" {
+        return Err(OutboxError {
+            what: "checking outbox.db".into(),
+            source: Box::new(StorageFault::new(Problem::Damaged, path, check)),
+        });
+    }
+    Ok(())
+}
+
 impl Outbox {
     /// Opens (creating when missing) `home/outbox.db` and migrates it.
     pub fn open(home: &Path) -> Result<Outbox> {
@@ -321,10 +441,17 @@ impl Outbox {
     }
 
     /// [`Outbox::open`] with an explicit retry policy (tests use short ones).
+    ///
+    /// A damaged `outbox.db` (not a database, or failing SQLite's
+    /// `quick_check`) never blocks its users: it is derived, so it is moved
+    /// aside to `outbox.db.damaged-<ms>` (with its -wal and -shm) and a new
+    /// one is made, under `outbox.lock`; [`Outbox::set_aside`] says so, and
+    /// the caller's reconcile queues again whatever was unfinished. A busy
+    /// or full outbox is never taken for a damaged one.
     pub fn open_with(home: &Path, policy: DecorrelatedJitterBuilder) -> Result<Outbox> {
         std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
             .create(home)
-            .map_err(ctx("creating SPARKWING_HOME"))?;
+            .map_err(io_ctx(home, "creating SPARKWING_HOME"))?;
         let path = home.join(OUTBOX_FILE);
         // outbox.db is derived and may be deleted by hand. Its -wal and -shm
         // files belong to the file they were made for: with outbox.db gone
@@ -333,12 +460,13 @@ impl Outbox {
         // database's pages. So a missing outbox.db takes them with it, under
         // an exclusive lock that every opener takes (a kernel lock: a crash
         // releases it).
+        let lock_path = home.join("outbox.lock");
         let lock = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(home.join("outbox.lock"))
-            .map_err(ctx("opening outbox.lock"))?;
+            .open(&lock_path)
+            .map_err(io_ctx(&lock_path, "opening outbox.lock"))?;
         // SAFETY: flock on a descriptor this function owns.
         if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) } != 0 {
             return Err(OutboxError {
@@ -347,41 +475,49 @@ impl Outbox {
             });
         }
         if !path.exists() {
-            for suffix in ["-wal", "-shm"] {
-                let mut orphan = path.as_os_str().to_owned();
-                orphan.push(suffix);
-                match std::fs::remove_file(&orphan) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                        return Err(ctx("removing the orphaned files of a deleted outbox.db")(e))
-                    }
-                    _ => {}
-                }
-            }
+            remove_companions(&path)?;
         }
-        // Private to the user (its -wal and -shm take its mode).
-        std::os::unix::fs::OpenOptionsExt::mode(
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false),
-            0o600,
-        )
-        .open(&path)
-        .map_err(ctx("creating outbox.db"))?;
-        let mut conn = Connection::open(&path).map_err(ctx("opening outbox.db"))?;
-        conn.busy_timeout(Duration::from_secs(120))
-            .map_err(ctx("configuring outbox.db"))?;
-        // Only effective on a new file: lets a drained outbox give pages back.
-        conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")
-            .map_err(ctx("configuring outbox.db"))?;
-        sparkwing_schema::enable_wal(&conn).map_err(ctx("setting WAL mode on outbox.db"))?;
-        // Checkpoints fsync the database; on ext4 (data=ordered) an fsync
-        // also flushes every dirty page of other files, such as a remote
-        // being written. Let the WAL grow during a drain (32 MiB) and
-        // checkpoint when the queue is empty (`compact_if_empty`).
-        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA wal_autocheckpoint = 8192;")
-            .map_err(ctx("configuring outbox.db"))?;
-        sparkwing_schema::migrate_outbox(&mut conn).map_err(ctx("migrating outbox.db"))?;
+        let mut conn = connect(&path)?;
+        let set_aside = match prepare(&mut conn, &path) {
+            Ok(()) => None,
+            Err(e) if e.is_damaged() => {
+                // Moved while the damaged connection is still open: closing
+                // it, SQLite then sees the file as moved and leaves its -wal
+                // and -shm alone (it removes them by name otherwise, which
+                // after the rename would be the new file's). A process
+                // still holding the old file is protected the same way.
+                let mut aside = path.as_os_str().to_owned();
+                aside.push(format!(".damaged-{}", now_ms()));
+                let aside = PathBuf::from(aside);
+                for suffix in ["", "-wal", "-shm"] {
+                    let (mut from, mut to) =
+                        (path.as_os_str().to_owned(), aside.as_os_str().to_owned());
+                    from.push(suffix);
+                    to.push(suffix);
+                    match std::fs::rename(&from, &to) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            return Err(io_ctx(
+                                Path::new(&from),
+                                "moving a damaged outbox.db aside",
+                            )(e))
+                        }
+                        _ => {}
+                    }
+                }
+                drop(conn);
+                conn = connect(&path)?;
+                prepare(&mut conn, &path)?;
+                let reason = match e.source.downcast_ref::<StorageFault>() {
+                    Some(f) => f.detail.clone(),
+                    None => e.source.to_string(),
+                };
+                Some(SetAside {
+                    path: aside,
+                    reason,
+                })
+            }
+            Err(e) => return Err(e),
+        };
         drop(lock);
         let host = hostname();
         let pid = std::process::id() as i64;
@@ -401,11 +537,21 @@ impl Outbox {
                 pid,
             },
             policy,
+            set_aside,
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The damaged outbox this open moved aside, if it did.
+    pub fn set_aside(&self) -> Option<&SetAside> {
+        self.set_aside.as_ref()
+    }
+
+    fn ctx<'a>(&'a self, what: &'a str) -> impl FnOnce(rusqlite::Error) -> OutboxError + 'a {
+        sql_ctx(&self.path, what)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -436,20 +582,20 @@ impl Outbox {
         let now: i64 = conn
             .prepare_cached("PRAGMA synchronous")
             .and_then(|mut st| st.query_row([], |r| r.get(0)))
-            .map_err(ctx(what))?;
+            .map_err(self.ctx(what))?;
         if now != want {
             conn.execute_batch(if durable {
                 "PRAGMA synchronous = FULL"
             } else {
                 "PRAGMA synchronous = NORMAL"
             })
-            .map_err(ctx(what))?;
+            .map_err(self.ctx(what))?;
         }
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(ctx(what))?;
-        let out = f(&tx).map_err(ctx(what))?;
-        tx.commit().map_err(ctx(what))?;
+            .map_err(self.ctx(what))?;
+        let out = f(&tx).map_err(self.ctx(what))?;
+        tx.commit().map_err(self.ctx(what))?;
         Ok(out)
     }
 
@@ -561,7 +707,7 @@ impl Outbox {
                 |r| r.get(0),
             )
             .optional()
-            .map_err(ctx("reading a stream's high-water mark"))
+            .map_err(self.ctx("reading a stream's high-water mark"))
     }
 
     /// A watermark: `(seq, offset)`, or `None` when never set.
@@ -573,7 +719,7 @@ impl Outbox {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()
-            .map_err(ctx("reading a mark"))
+            .map_err(self.ctx("reading a mark"))
     }
 
     /// The names of a target's marks that start with `prefix`, in one query.
@@ -587,11 +733,11 @@ impl Outbox {
             .prepare_cached(
                 "SELECT name FROM marks WHERE target = ?1 AND substr(name, 1, length(?2)) = ?2",
             )
-            .map_err(ctx("reading marks"))?;
+            .map_err(self.ctx("reading marks"))?;
         let rows = st
             .query_map(params![target, prefix], |r| r.get(0))
             .and_then(|rows| rows.collect())
-            .map_err(ctx("reading marks"))?;
+            .map_err(self.ctx("reading marks"))?;
         Ok(rows)
     }
 
@@ -867,7 +1013,7 @@ impl Outbox {
                     [t],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )
-                .map_err(ctx("counting outbox entries"))?;
+                .map_err(self.ctx("counting outbox entries"))?;
             total.0 += n as u64;
             total.1 += b as u64;
         }
@@ -881,7 +1027,7 @@ impl Outbox {
         for t in targets {
             let due: Option<i64> = conn
                 .query_row(HEADS_DUE, [t], |r| r.get(0))
-                .map_err(ctx("reading the retry schedule"))?;
+                .map_err(self.ctx("reading the retry schedule"))?;
             best = match (best, due) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -1005,7 +1151,7 @@ impl Outbox {
                 "SELECT id, target, stream, seq, op, subject, size, attempts, COALESCE(last_error, '')
                  FROM entries WHERE quarantined = 1 AND (?1 IS NULL OR target = ?1) ORDER BY id",
             )
-            .map_err(ctx("listing quarantined entries"))?;
+            .map_err(self.ctx("listing quarantined entries"))?;
         let rows = st
             .query_map([target], |r| {
                 Ok((
@@ -1023,7 +1169,7 @@ impl Outbox {
                 ))
             })
             .and_then(|rows| rows.collect())
-            .map_err(ctx("listing quarantined entries"))?;
+            .map_err(self.ctx("listing quarantined entries"))?;
         Ok(rows)
     }
 
@@ -1054,7 +1200,7 @@ impl Outbox {
     pub fn data_version(&self) -> Result<i64> {
         self.lock()
             .query_row("PRAGMA data_version", [], |r| r.get(0))
-            .map_err(ctx("reading outbox.db's data version"))
+            .map_err(self.ctx("reading outbox.db's data version"))
     }
 
     /// Gives freed pages back to the file system once the queue is empty.
@@ -1062,7 +1208,7 @@ impl Outbox {
         let conn = self.lock();
         let n: i64 = conn
             .query_row("SELECT COUNT(*) FROM entries", [], |r| r.get(0))
-            .map_err(ctx("compacting outbox.db"))?;
+            .map_err(self.ctx("compacting outbox.db"))?;
         if n > 0 {
             return Ok(false);
         }
@@ -1073,9 +1219,9 @@ impl Outbox {
                 while rows.next()?.is_some() {}
                 Ok(())
             })
-            .map_err(ctx("compacting outbox.db"))?;
+            .map_err(self.ctx("compacting outbox.db"))?;
         conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-            .map_err(ctx("compacting outbox.db"))?;
+            .map_err(self.ctx("compacting outbox.db"))?;
         Ok(true)
     }
 }
@@ -1190,6 +1336,73 @@ mod tests {
         drop(old);
         let again = Outbox::open(home.path()).unwrap();
         assert_eq!(again.pending(&all()).unwrap(), (1, 1));
+    }
+
+    /// Issue 10: a damaged outbox.db never blocks its users: it is moved
+    /// aside (with its -wal) and a new, empty one is made.
+    #[test]
+    fn a_damaged_outbox_db_is_moved_aside_and_made_anew() {
+        let home = tempfile::tempdir().unwrap();
+        let path = home.path().join(OUTBOX_FILE);
+        let healthy = Outbox::open(home.path()).unwrap();
+        assert!(healthy.set_aside().is_none());
+        healthy.enqueue(T, &[entry("s", 1, "a")], &[]).unwrap();
+        drop(healthy);
+        // Not a database at all.
+        let garbage: Vec<u8> = (0..20_000u32).map(|i| (i * 7919 % 251) as u8).collect();
+        std::fs::write(&path, &garbage).unwrap();
+        std::fs::write(home.path().join("outbox.db-wal"), b"stale wal").unwrap();
+        let ob = Outbox::open(home.path()).unwrap();
+        let aside = ob.set_aside().expect("set aside").clone();
+        assert_eq!(aside.reason, "file is not a database");
+        assert!(aside
+            .path
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("outbox.db.damaged-"));
+        assert_eq!(
+            std::fs::read(&aside.path).unwrap(),
+            garbage,
+            "kept as it was"
+        );
+        let mut wal = aside.path.as_os_str().to_owned();
+        wal.push("-wal");
+        assert_eq!(
+            std::fs::read(&wal).unwrap(),
+            b"stale wal",
+            "its -wal went with it"
+        );
+        assert_eq!(ob.pending(&all()).unwrap(), (0, 0), "a new, empty queue");
+        assert_eq!(ob.enqueue(T, &[entry("s", 1, "a")], &[]).unwrap(), 1);
+        drop(ob);
+        assert!(Outbox::open(home.path()).unwrap().set_aside().is_none());
+    }
+
+    /// Damage past the header (a valid header, pages overwritten) is found
+    /// by the open's quick_check, not by a later call.
+    #[test]
+    fn an_outbox_db_with_damaged_pages_is_moved_aside() {
+        let home = tempfile::tempdir().unwrap();
+        let path = home.path().join(OUTBOX_FILE);
+        let ob = Outbox::open(home.path()).unwrap();
+        let many: Vec<_> = (1..=400).map(|i| entry("s", i, &"x".repeat(500))).collect();
+        ob.enqueue(T, &many, &[]).unwrap();
+        drop(ob);
+        assert!(
+            !home.path().join("outbox.db-wal").exists(),
+            "checkpointed on close"
+        );
+        let mut bytes = std::fs::read(&path).unwrap();
+        assert!(bytes.len() > 40 * 4096);
+        for b in &mut bytes[8 * 4096..20 * 4096] {
+            *b = 0xA5;
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let ob = Outbox::open(home.path()).unwrap();
+        assert!(ob.set_aside().is_some(), "found at open");
+        assert_eq!(ob.pending(&all()).unwrap(), (0, 0));
     }
 
     /// Found by the simulation: a stale claim of a stream, settled after

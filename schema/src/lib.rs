@@ -12,6 +12,12 @@
 //!   write lock so that concurrent processes migrate exactly once.
 //! - [`SchemaError`]: including [`SchemaError::Skew`], whose text is the
 //!   product specification's.
+//! - [`fault`]: [`StorageFault`], a failure of one of sparkwing's own files
+//!   (disk full, damaged, not writable) with the file and the fix.
+
+pub mod fault;
+
+pub use fault::{Problem, StorageFault};
 
 use std::fmt;
 

@@ -389,7 +389,7 @@ impl Source {
         if !home.join("outbox.db").exists() {
             return Ok(Some(Vec::new()));
         }
-        let stats = sparkwing_outbox::Outbox::open(home)?.stats(ids.as_deref())?;
+        let stats = crate::replicate::open_outbox(home)?.stats(ids.as_deref())?;
         Ok(Some(stats.iter().map(crate::synccmd::stats_json).collect()))
     }
 

@@ -7,6 +7,7 @@ mod checker;
 mod concurrency;
 mod dashboard;
 mod exactly_once;
+mod faults;
 mod gate;
 mod hostile;
 mod inspect;

@@ -425,3 +425,42 @@ impl FaultProxy {
         format!("http://127.0.0.1:{}", self.port)
     }
 }
+
+/// Whether a user and mount namespace can be made (`unshare -rm`), for
+/// tests that need a small filesystem (tmpfs) or a read-only mount without
+/// root. `false` (after saying why) when not; under `CI=true` their absence
+/// is a failure.
+pub fn namespaces_available() -> bool {
+    let ok = Command::new("unshare")
+        .args(["-rm", "true"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("`unshare -rm` (util-linux, unprivileged user namespaces) is unavailable; the disk-full and read-only tests need it");
+        }
+        eprintln!(
+            "skipped: `unshare -rm` is unavailable (util-linux, unprivileged user namespaces)"
+        );
+    }
+    ok
+}
+
+/// `script` run by `sh` in a new user and mount namespace (mounts made there
+/// vanish with it), in the project, with the binary as `$SW`, the temporary
+/// HOME, and `SPARKWING_HOME` set to `home`.
+pub fn in_namespace(env: &Env, home: &Path, script: &str) -> Output {
+    Command::new("unshare")
+        .args(["-rm", "sh", "-c", script])
+        .current_dir(env.dir())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", env.home.path())
+        .env("SPARKWING_HOME", home)
+        .env("SW", BIN)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}

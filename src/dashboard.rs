@@ -215,6 +215,7 @@ fn foreground(
     project: Option<crate::pipeline::Project>,
 ) -> Result<u8> {
     let remote = crate::synccmd::remote_of(&resolved)?;
+    let limits = crate::web::Limits::from_env()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -269,7 +270,7 @@ fn foreground(
                 _ = term.recv() => {}
             }
         };
-        crate::web::serve(listener, Arc::new(src), shutdown).await
+        crate::web::serve(listener, Arc::new(src), limits, shutdown).await
     });
     // Remove the record only if it is still ours.
     if running(home).is_some_and(|v| v["pid"].as_i64() == Some(me)) {

@@ -32,6 +32,7 @@ struct Args {
 
 fn run(args: Args) -> Result<()> {
     let addr = sparkwing::dashboard::parse_addr(&args.addr)?;
+    let limits = sparkwing::web::Limits::from_env()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -63,7 +64,7 @@ fn run(args: Args) -> Result<()> {
                 _ = term.recv() => {}
             }
         };
-        sparkwing::web::serve(listener, Arc::new(src), shutdown).await
+        sparkwing::web::serve(listener, Arc::new(src), limits, shutdown).await
     })
 }
 

@@ -6,16 +6,23 @@
 //! - [`source`]: where runs, logs, cache entries and sync stats come from.
 //! - [`html`]: the pages, server-rendered, every value escaped.
 //! - [`ansi`]: log bytes to HTML (escaping, ANSI colours), streaming.
-//! - this module: routes, log tail and live stream, raw download, headers.
+//! - [`server`]: the accept loop and its [`Limits`]: connection cap with
+//!   eviction of the longest-idle connection, head and idle timeouts.
+//! - this module: routes, log tail and live stream, raw download, headers,
+//!   request size limits and the cap on live streams.
 //!
-//! Only `GET` routes exist. Reads block (SQLite, or a remote read blocking
-//! on this runtime), so every one runs on `spawn_blocking`. Logs are never
-//! read whole: the page shows the last [`TAIL_BYTES`], the raw download and
-//! the live stream move through the file in bounded pieces.
+//! Only `GET` routes exist, and a `GET` may not carry a body. Reads block
+//! (SQLite, or a remote read blocking on this runtime), so every one runs on
+//! `spawn_blocking`. Logs are never read whole: the page shows the last
+//! [`TAIL_BYTES`], the raw download and the live stream move through the
+//! file in bounded pieces.
 
 pub mod ansi;
 pub mod html;
+mod server;
 pub mod source;
+
+pub use server::Limits;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -25,7 +32,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Result};
 use axum::body::Body;
 use axum::extract::{Path as UrlPath, Query, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -53,13 +60,18 @@ struct App {
     /// against DNS rebinding); empty when bound elsewhere.
     hosts: Arc<Vec<String>>,
     stop: tokio::sync::watch::Receiver<bool>,
+    /// One permit per live log stream ([`Limits::max_streams`]).
+    streams: Arc<tokio::sync::Semaphore>,
+    limits: Arc<Limits>,
 }
 
-/// Serves the dashboard on `listener` until `shutdown` completes. Open live
-/// streams end at shutdown; the server then waits at most a few seconds.
+/// Serves the dashboard on `listener` within `limits` until `shutdown`
+/// completes. Open live streams end at shutdown; the server then waits at
+/// most a few seconds.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     src: Arc<Source>,
+    limits: Limits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let addr = listener.local_addr()?;
@@ -81,31 +93,26 @@ pub async fn serve(
         src,
         hosts: Arc::new(hosts),
         stop: rx,
+        streams: Arc::new(tokio::sync::Semaphore::new(limits.max_streams)),
+        limits: Arc::new(limits.clone()),
     };
     let router = router(app);
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
     let signal = async move {
         shutdown.await;
+        // Streams end on the stop signal.
         let _ = tx.send(true);
-        let _ = done_tx.send(());
     };
-    let server = axum::serve(listener, router).with_graceful_shutdown(signal);
-    let mut server = tokio::spawn(async move { server.await });
-    let flatten = |joined: Result<std::io::Result<()>, tokio::task::JoinError>| {
-        joined
-            .map_err(|e| anyhow!("the dashboard server failed: {e}"))?
-            .map_err(|e| anyhow!("the dashboard server failed: {e}"))
-    };
-    tokio::select! {
-        // The server ended on its own (an accept error): report it.
-        joined = &mut server => return flatten(joined),
-        _ = done_rx => {}
-    }
-    // Streams end on the stop signal; give in-flight requests a moment.
-    match tokio::time::timeout(Duration::from_secs(3), server).await {
-        Ok(joined) => flatten(joined),
-        Err(_) => Ok(()),
-    }
+    // The accept loop backs off on accept errors rather than ending, so it
+    // returns only after shutdown; in-flight requests get a moment.
+    tokio::spawn(server::run(
+        listener,
+        router,
+        limits,
+        signal,
+        Duration::from_secs(3),
+    ))
+    .await
+    .map_err(|e| anyhow!("the dashboard server failed: {e}"))
 }
 
 fn router(app: App) -> Router {
@@ -126,8 +133,38 @@ fn router(app: App) -> Router {
         .with_state(app)
 }
 
-/// Host check and the security headers every response carries.
+/// Host check, request size limits, and the security headers every
+/// response carries.
 async fn guard(State(app): State<App>, req: Request, next: Next) -> Response {
+    // The head's size as a whole is hyper's (431); the target's is ours.
+    let target = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if target > app.limits.max_uri_bytes {
+        return (
+            StatusCode::URI_TOO_LONG,
+            format!(
+                "the request target is {target} bytes; this dashboard takes at most {}\n",
+                app.limits.max_uri_bytes
+            ),
+        )
+            .into_response();
+    }
+    // Only GET routes exist and no handler reads a body: refuse one
+    // outright and close the connection rather than drain it. Other
+    // methods get the router's 405, which reads no body either.
+    let is_get = matches!(*req.method(), Method::GET | Method::HEAD);
+    let has_body = req.headers().contains_key(header::TRANSFER_ENCODING)
+        || req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    if is_get && has_body {
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            [(header::CONNECTION, "close")],
+            "this dashboard is read-only and takes no request bodies\n",
+        )
+            .into_response();
+    }
     if !app.hosts.is_empty() {
         let host = req
             .headers()
@@ -668,6 +705,9 @@ struct Tail {
     /// When a remote job was first seen finished with nothing new to read.
     quiet_since: Option<Instant>,
     stop: tokio::sync::watch::Receiver<bool>,
+    /// This stream's place under [`Limits::max_streams`], given back when
+    /// the stream ends or its client goes away.
+    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// `b123` or `c4` into its kind letter and number.
@@ -784,6 +824,19 @@ async fn log_stream(
                 .into_response()
         }
     };
+    let Ok(slot) = Arc::clone(&app.streams).try_acquire_owned() else {
+        // The page's script retries after a pause; the log page itself
+        // still shows the log's end.
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "10")],
+            format!(
+                "the dashboard is serving its most live log streams ({}); try again in a few seconds, or reload the log page\n",
+                app.limits.max_streams
+            ),
+        )
+            .into_response();
+    };
     let tail = Tail {
         src: Arc::clone(&app.src),
         loc,
@@ -795,6 +848,7 @@ async fn log_stream(
         last_sent: Instant::now(),
         quiet_since: None,
         stop: app.stop.clone(),
+        _slot: slot,
     };
     let body = Body::from_stream(futures_util::stream::unfold(tail, next_event));
     (

@@ -4,7 +4,9 @@
 use serde_json::json;
 
 use crate::util::{expect_code, moto, Env, S3_ENV};
-use crate::web::{browser_available, dashboard_env, latest_run, start_run, Browser, Server};
+use crate::web::{
+    browser_available, dashboard_env, latest_run, start_run, Browser, EventStream, Server,
+};
 
 #[test]
 fn browser_runs_list_opens_a_run_and_renders_log_markup_as_text() {
@@ -129,6 +131,51 @@ fn browser_watches_a_log_line_of_a_running_job_appear_live() {
         "no reload"
     );
     b.screenshot("log-live");
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn browser_log_tail_waits_out_a_busy_dashboard_then_goes_live() {
+    if !browser_available() {
+        return;
+    }
+    let gate = tempfile::tempdir().unwrap();
+    let go = gate.path().join("go");
+    let env = dashboard_env(&go);
+    let (mut child, run) = start_run(&env, &["run", "live"]);
+    let srv = Server::dashboard(&env, &[], &[("SPARKWING_WEB_MAX_STREAMS", "1")]);
+    // This test holds the one stream place, so the page's stream gets 503.
+    let held = EventStream::open(&srv.addr, &format!("/runs/{run}/jobs/tail/log/stream"));
+    assert_eq!(held.status, 200);
+    let b = Browser::start(1280, 800);
+    b.goto(&format!("{}/runs/{run}/jobs/tail/log", srv.base));
+    b.wait_until(
+        "the busy notice",
+        "return document.getElementById('log-state').textContent.includes('busy')",
+    );
+    b.eval("window.__same_page = true; return true");
+    drop(held);
+    // The page retries after 10 s and picks up from where it stood.
+    b.wait_until(
+        "the tail to go live again",
+        "return document.getElementById('log-state').textContent.includes('live:')",
+    );
+    std::fs::write(&go, "").unwrap();
+    b.wait_until(
+        "the second line, live",
+        "return document.getElementById('log').textContent.includes('second line')",
+    );
+    b.wait_until(
+        "the end notice",
+        "return document.getElementById('log-state').textContent.includes('ended')",
+    );
+    let log = b.eval("return document.getElementById('log').textContent");
+    assert_eq!(
+        log.as_str().unwrap().matches("first line").count(),
+        1,
+        "nothing shown twice: {log}"
+    );
+    assert_eq!(b.eval("return window.__same_page === true"), json!(true));
     assert!(child.wait().unwrap().success());
 }
 

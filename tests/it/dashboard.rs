@@ -2,6 +2,7 @@
 //! page and stream of the dashboard and of `sparkwing-web`, escaping, live
 //! tails, big logs, and the Mode 2 merged view against a real S3 server.
 
+use std::io::Write;
 use std::time::Duration;
 
 use crate::util::{expect_code, moto, text, wait_for, Env, S3_ENV};
@@ -605,5 +606,345 @@ fn another_runners_running_job_tails_live_from_the_shared_remote() {
     let end = es.next().unwrap();
     assert_eq!(end.event, "end", "{end:?}");
     assert!(end.data.contains("success"), "{end:?}");
+    assert!(child.wait().unwrap().success());
+}
+
+/// The dashboard of `env` in the foreground with a 1,024 file limit.
+fn dashboard_with_file_limit(env: &Env, nofile: libc::rlim_t) -> Server {
+    use std::os::unix::process::CommandExt;
+    let mut c = env.cmd(&[
+        "dashboard",
+        "start",
+        "--foreground",
+        "--addr",
+        "127.0.0.1:0",
+    ]);
+    // SAFETY: setrlimit is async-signal-safe and touches only the child.
+    unsafe {
+        c.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: nofile,
+                rlim_max: nofile,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Server::spawn(c)
+}
+
+/// Raises this test process's soft file limit to its hard limit; panics if
+/// that is below `need`.
+fn ensure_own_file_limit(need: libc::rlim_t) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain getrlimit/setrlimit on this process.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        if lim.rlim_cur < need && lim.rlim_max > lim.rlim_cur {
+            lim.rlim_cur = lim.rlim_max;
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+        }
+    }
+    assert!(
+        lim.rlim_cur >= need,
+        "this test needs {need} open files; the hard limit is {} (raise it with `ulimit -Hn`)",
+        lim.rlim_max
+    );
+}
+
+/// How many descriptors process `pid` has open.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Waits until process `pid`'s descriptor count holds still for half a
+/// second (the server has taken what it will from its accept queue).
+fn wait_for_fds_to_settle(pid: u32) -> usize {
+    let mut last = open_fds(pid);
+    let mut still = 0;
+    wait_for(
+        "the server's open files to settle",
+        Duration::from_secs(60),
+        || {
+            std::thread::sleep(Duration::from_millis(100));
+            let now = open_fds(pid);
+            still = if now == last { still + 1 } else { 0 };
+            last = now;
+            still >= 5
+        },
+    );
+    last
+}
+
+/// Issue 10, requirement 6: idle, half-sent requests used to hold every
+/// descriptor the process had, and `/healthz` timed out until they closed.
+/// The requirement names 1,000 connections; the dashboard itself holds
+/// about 15 descriptors, so 1,000 alone leave a few free under 1,024 and
+/// the old server answered. 1,100 (the number the issue was found with)
+/// exhaust them: the old server then never answered.
+#[test]
+fn issue_10_healthz_answers_within_a_second_beside_1100_idle_connections_under_a_1024_file_limit() {
+    const IDLE: usize = 1100;
+    ensure_own_file_limit(IDLE as libc::rlim_t + 200);
+    let env = Env::with_pipelines(
+        "pipelines:\n  - name: a\n    jobs: { j: { steps: [{ run: 'true' }] } }\n",
+    );
+    expect_code(&env.run(&["run", "a"]), 0);
+    let srv = dashboard_with_file_limit(&env, 1024);
+    let half = format!("GET / HTTP/1.1\r\nHost: {}\r\n", srv.addr);
+    let idle: Vec<std::net::TcpStream> = (0..IDLE)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(&srv.addr).unwrap();
+            s.write_all(half.as_bytes()).unwrap();
+            s
+        })
+        .collect();
+    let held = wait_for_fds_to_settle(srv.child.id());
+    eprintln!("the server holds {held} descriptors beside {IDLE} idle connections");
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    let addr = srv.addr.clone();
+    let asked = std::time::Instant::now();
+    std::thread::spawn(move || {
+        let _ = tx.send(request(&addr, "GET", "/healthz", &[], None));
+    });
+    let got = rx.recv_timeout(Duration::from_secs(1)).unwrap_or_else(|_| {
+        panic!(
+            "/healthz did not answer within 1 s beside {IDLE} idle connections (the server holds {} descriptors)",
+            open_fds(srv.child.id())
+        )
+    });
+    assert_eq!((got.status, got.text().as_str()), (200, "ok\n"));
+    eprintln!("/healthz answered in {:?}", asked.elapsed());
+    drop(idle);
+}
+
+/// A project with one trivial pipeline, for the limits tests.
+fn plain_env() -> Env {
+    Env::with_pipelines("pipelines:\n  - name: a\n    jobs: { j: { steps: [{ run: 'true' }] } }\n")
+}
+
+/// Whether the server closes `s` (EOF or reset) within 30 s without
+/// sending anything; panics if it sends bytes or holds the connection.
+fn closed_by_server(s: &mut std::net::TcpStream) {
+    use std::io::Read;
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut b = [0u8; 256];
+    match s.read(&mut b) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Ok(n) => panic!(
+            "expected the server to close, got {:?}",
+            String::from_utf8_lossy(&b[..n])
+        ),
+        Err(e) => panic!("the server kept the connection open for 30 s: {e}"),
+    }
+}
+
+/// One keep-alive `GET` on an open connection: the status and the body.
+fn get_on(
+    r: &mut std::io::BufReader<std::net::TcpStream>,
+    addr: &str,
+    path: &str,
+) -> (u16, String) {
+    use std::io::Read;
+    write!(r.get_mut(), "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let (status, headers) = crate::web::read_head(r);
+    let n: usize = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse().ok())
+        .expect("a content-length");
+    let mut body = vec![0u8; n];
+    r.read_exact(&mut body).unwrap();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[test]
+fn a_half_sent_request_is_closed_after_the_header_timeout_and_a_quiet_one_after_the_idle_timeout() {
+    let env = plain_env();
+    // A short head timeout and a long idle one.
+    let srv = Server::dashboard(
+        &env,
+        &[],
+        &[
+            ("SPARKWING_WEB_HEADER_TIMEOUT_MS", "300"),
+            ("SPARKWING_WEB_IDLE_TIMEOUT_MS", "600000"),
+        ],
+    );
+    let mut half = std::net::TcpStream::connect(&srv.addr).unwrap();
+    write!(half, "GET / HTTP/1.1\r\nHost: {}\r\n", srv.addr).unwrap();
+    closed_by_server(&mut half);
+    // A keep-alive connection resting between requests is idle, not a slow
+    // head: it outlives the head timeout.
+    let mut ka = std::io::BufReader::new(std::net::TcpStream::connect(&srv.addr).unwrap());
+    assert_eq!(get_on(&mut ka, &srv.addr, "/healthz"), (200, "ok\n".into()));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(get_on(&mut ka, &srv.addr, "/healthz"), (200, "ok\n".into()));
+    drop(srv);
+
+    // A short idle timeout and a long head one.
+    let srv = Server::dashboard(
+        &env,
+        &[],
+        &[
+            ("SPARKWING_WEB_HEADER_TIMEOUT_MS", "600000"),
+            ("SPARKWING_WEB_IDLE_TIMEOUT_MS", "300"),
+        ],
+    );
+    // A connection that never sends a byte.
+    let mut quiet = std::net::TcpStream::connect(&srv.addr).unwrap();
+    closed_by_server(&mut quiet);
+    // A keep-alive connection after its response.
+    let mut ka = std::io::BufReader::new(std::net::TcpStream::connect(&srv.addr).unwrap());
+    assert_eq!(get_on(&mut ka, &srv.addr, "/healthz"), (200, "ok\n".into()));
+    closed_by_server(ka.get_mut());
+    assert_eq!(srv.get("/healthz").status, 200);
+}
+
+#[test]
+fn at_the_caps_idle_connections_make_room_live_streams_stay_and_extra_streams_get_503() {
+    let (_g, go) = gate();
+    let env = dashboard_env(&go);
+    let (mut child, run) = start_run(&env, &["run", "live"]);
+    let srv = Server::dashboard(
+        &env,
+        &[],
+        &[
+            ("SPARKWING_WEB_MAX_CONNECTIONS", "4"),
+            ("SPARKWING_WEB_MAX_STREAMS", "1"),
+            // Only eviction closes an idle connection here.
+            ("SPARKWING_WEB_IDLE_TIMEOUT_MS", "600000"),
+        ],
+    );
+    wait_for("the first line", Duration::from_secs(30), || {
+        srv.get(&format!("/runs/{run}/jobs/tail/log"))
+            .text()
+            .contains("first line")
+    });
+    let stream = format!("/runs/{run}/jobs/tail/log/stream");
+    let first = EventStream::open(&srv.addr, &stream);
+    assert_eq!(first.status, 200);
+
+    // A second live stream is refused, with when to try again.
+    let extra = srv.get(&stream);
+    assert_eq!(extra.status, 503, "{}", extra.text());
+    assert_eq!(extra.header("retry-after"), Some("10"));
+    assert!(
+        extra.text().contains("most live log streams (1)"),
+        "{}",
+        extra.text()
+    );
+
+    // A client that goes away gives its place back.
+    drop(first);
+    let mut es = None;
+    wait_for(
+        "the stream place to free up",
+        Duration::from_secs(30),
+        || {
+            let e = EventStream::open(&srv.addr, &stream);
+            let ok = e.status == 200;
+            es = ok.then_some(e);
+            ok
+        },
+    );
+    let mut es = es.unwrap();
+
+    // The stream and three idle sockets fill the four places; a fourth idle
+    // socket and then /healthz each make the longest-idle one close.
+    let mut idle: Vec<std::net::TcpStream> = (0..4)
+        .map(|_| std::net::TcpStream::connect(&srv.addr).unwrap())
+        .collect();
+    assert_eq!(srv.get("/healthz").text(), "ok\n");
+    closed_by_server(&mut idle[0]);
+
+    // The stream was never evicted: it still delivers, to the end.
+    std::fs::write(&go, "").unwrap();
+    let mut events = Vec::new();
+    while let Some(ev) = es.next() {
+        events.push((ev.event.clone(), ev.data.contains("second line")));
+        if ev.event == "end" {
+            break;
+        }
+    }
+    assert!(
+        events.contains(&("log".into(), true)) && events.last().is_some_and(|e| e.0 == "end"),
+        "{events:?}"
+    );
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn oversized_requests_get_431_414_or_413_and_the_server_keeps_serving() {
+    use std::io::Read;
+    let env = plain_env();
+    let srv = Server::dashboard(&env, &[], &[]);
+    // A 40 KiB header, past the 32 KiB head limit. hyper answers 431 and
+    // closes; when part of the head was still unread, the close may reach
+    // this client as a reset before the answer.
+    let mut s = std::net::TcpStream::connect(&srv.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let big = "a".repeat(40 * 1024);
+    let _ = write!(
+        s,
+        "GET /healthz HTTP/1.1\r\nHost: {}\r\nX-Big: {big}\r\n\r\n",
+        srv.addr
+    );
+    let mut got = Vec::new();
+    match s.read_to_end(&mut got) {
+        Ok(_) => {
+            let head = String::from_utf8_lossy(&got);
+            assert!(head.starts_with("HTTP/1.1 431 "), "{head}");
+        }
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+    }
+    // A 9,000-byte target, past the 8 KiB limit.
+    let long = format!("/?q={}", "b".repeat(9000));
+    let r = srv.get(&long);
+    assert_eq!(r.status, 414, "{}", r.text());
+    assert!(r.text().contains("at most 8192"), "{}", r.text());
+    // A body, on a server with only GET routes.
+    let r = request(&srv.addr, "GET", "/healthz", &[], Some(b"{}"));
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert!(r.text().contains("takes no request bodies"), "{}", r.text());
+    assert_eq!(srv.get("/healthz").text(), "ok\n");
+}
+
+#[test]
+fn shutdown_ends_live_streams_and_closes_idle_and_half_sent_connections() {
+    let (_g, go) = gate();
+    let env = dashboard_env(&go);
+    let (mut child, run) = start_run(&env, &["run", "live"]);
+    let mut srv = Server::dashboard(&env, &[], &[]);
+    wait_for("the first line", Duration::from_secs(30), || {
+        srv.get(&format!("/runs/{run}/jobs/tail/log"))
+            .text()
+            .contains("first line")
+    });
+    let mut es = EventStream::open(&srv.addr, &format!("/runs/{run}/jobs/tail/log/stream"));
+    assert_eq!(es.status, 200);
+    let mut half = std::net::TcpStream::connect(&srv.addr).unwrap();
+    write!(half, "GET / HTTP/1.1\r\nHost: {}\r\n", srv.addr).unwrap();
+    let mut quiet = std::net::TcpStream::connect(&srv.addr).unwrap();
+    // SAFETY: a plain kill(2) on the server we spawned.
+    unsafe { libc::kill(srv.child.id() as libc::pid_t, libc::SIGTERM) };
+    // The stream ends without an end event (the job still runs).
+    while let Some(ev) = es.next() {
+        assert_ne!(ev.event, "end", "{ev:?}");
+    }
+    closed_by_server(&mut half);
+    closed_by_server(&mut quiet);
+    wait_for("the server to exit", Duration::from_secs(10), || {
+        srv.child.try_wait().unwrap().is_some()
+    });
+    std::fs::write(&go, "").unwrap();
     assert!(child.wait().unwrap().success());
 }

@@ -123,7 +123,7 @@ impl Response {
     }
 }
 
-fn read_head(r: &mut BufReader<TcpStream>) -> (u16, Vec<(String, String)>) {
+pub fn read_head(r: &mut BufReader<TcpStream>) -> (u16, Vec<(String, String)>) {
     let mut line = String::new();
     r.read_line(&mut line).unwrap();
     let status: u16 = line

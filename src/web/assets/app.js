@@ -53,29 +53,50 @@ function liveLog(pre) {
   const url = pre.dataset.stream;
   if (!url || !window.EventSource) return;
   const state = document.getElementById("log-state");
-  const es = new EventSource(url);
-  es.addEventListener("log", (ev) => {
-    const atBottom = window.innerHeight + window.scrollY >= document.body.scrollHeight - 40;
-    const msg = JSON.parse(ev.data);
-    pre.insertAdjacentHTML("beforeend", msg.html);
-    if (atBottom) window.scrollTo(0, document.body.scrollHeight);
-  });
-  es.addEventListener("end", (ev) => {
-    es.close();
-    const msg = JSON.parse(ev.data);
-    if (state) {
-      state.textContent = "■ the job ended" + (msg.status ? ": " + msg.status : "");
-      state.className = "ended";
-    }
-  });
-  es.addEventListener("error", () => {
-    if (state && es.readyState !== EventSource.CLOSED) {
-      state.textContent = "○ reconnecting…";
-    }
-  });
-  es.addEventListener("open", () => {
-    if (state) state.textContent = "● live: new output appears here as the job writes it";
-  });
+  const say = (text) => { if (state) state.textContent = text; };
+  let lastId = null;
+  let ended = false;
+  let wait = 10;
+  function open() {
+    // Resume after the last event delivered (the page's cursor at first).
+    const u = new URL(url, location.href);
+    if (lastId) u.searchParams.set("from", lastId);
+    const es = new EventSource(u.pathname + u.search);
+    es.addEventListener("log", (ev) => {
+      const atBottom = window.innerHeight + window.scrollY >= document.body.scrollHeight - 40;
+      if (ev.lastEventId) lastId = ev.lastEventId;
+      const msg = JSON.parse(ev.data);
+      pre.insertAdjacentHTML("beforeend", msg.html);
+      if (atBottom) window.scrollTo(0, document.body.scrollHeight);
+    });
+    es.addEventListener("end", (ev) => {
+      ended = true;
+      es.close();
+      const msg = JSON.parse(ev.data);
+      if (state) {
+        state.textContent = "■ the job ended" + (msg.status ? ": " + msg.status : "");
+        state.className = "ended";
+      }
+    });
+    es.addEventListener("error", () => {
+      if (ended) return;
+      if (es.readyState !== EventSource.CLOSED) {
+        // A dropped connection: the browser reconnects by itself.
+        say("○ reconnecting…");
+        return;
+      }
+      // Refused (503 when the dashboard serves its most live streams):
+      // the browser gives up, so try again after a pause, longer each time.
+      say("○ live tail paused: the dashboard is busy; retrying in " + wait + " s (reload to see the latest)");
+      setTimeout(open, wait * 1000);
+      wait = Math.min(wait * 2, 60);
+    });
+    es.addEventListener("open", () => {
+      wait = 10;
+      say("● live: new output appears here as the job writes it");
+    });
+  }
+  open();
 }
 
 document.addEventListener("DOMContentLoaded", () => {

@@ -133,20 +133,21 @@ fn router(app: App) -> Router {
         .with_state(app)
 }
 
-/// Host check, request size limits, and the security headers every
-/// response carries.
-async fn guard(State(app): State<App>, req: Request, next: Next) -> Response {
+/// Why a request is refused before it reaches a route, if it is.
+fn refusal(app: &App, req: &Request) -> Option<Response> {
     // The head's size as a whole is hyper's (431); the target's is ours.
     let target = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
     if target > app.limits.max_uri_bytes {
-        return (
-            StatusCode::URI_TOO_LONG,
-            format!(
-                "the request target is {target} bytes; this dashboard takes at most {}\n",
-                app.limits.max_uri_bytes
-            ),
-        )
-            .into_response();
+        return Some(
+            (
+                StatusCode::URI_TOO_LONG,
+                format!(
+                    "the request target is {target} bytes; this dashboard takes at most {}\n",
+                    app.limits.max_uri_bytes
+                ),
+            )
+                .into_response(),
+        );
     }
     // Only GET routes exist and no handler reads a body: refuse one
     // outright and close the connection rather than drain it. Other
@@ -158,12 +159,14 @@ async fn guard(State(app): State<App>, req: Request, next: Next) -> Response {
             .get(header::CONTENT_LENGTH)
             .is_some_and(|v| v.as_bytes() != b"0");
     if is_get && has_body {
-        return (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            [(header::CONNECTION, "close")],
-            "this dashboard is read-only and takes no request bodies\n",
-        )
-            .into_response();
+        return Some(
+            (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                [(header::CONNECTION, "close")],
+                "this dashboard is read-only and takes no request bodies\n",
+            )
+                .into_response(),
+        );
     }
     if !app.hosts.is_empty() {
         let host = req
@@ -172,14 +175,25 @@ async fn guard(State(app): State<App>, req: Request, next: Next) -> Response {
             .and_then(|h| h.to_str().ok())
             .unwrap_or("");
         if !app.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
-            return (
-                StatusCode::MISDIRECTED_REQUEST,
-                "this dashboard answers to localhost only; open http://127.0.0.1:PORT/\n",
-            )
-                .into_response();
+            return Some(
+                (
+                    StatusCode::MISDIRECTED_REQUEST,
+                    "this dashboard answers to localhost only; open http://127.0.0.1:PORT/\n",
+                )
+                    .into_response(),
+            );
         }
     }
-    let mut res = next.run(req).await;
+    None
+}
+
+/// Host check, request size limits, and the security headers every
+/// response carries (refusals included).
+async fn guard(State(app): State<App>, req: Request, next: Next) -> Response {
+    let mut res = match refusal(&app, &req) {
+        Some(r) => r,
+        None => next.run(req).await,
+    };
     let h = res.headers_mut();
     h.insert(
         header::CONTENT_SECURITY_POLICY,

@@ -44,8 +44,10 @@ pub fn read_file(path: &Path) -> io::Result<String> {
     file.take(MAX_FILE_BYTES as u64 + 1)
         .read_to_end(&mut bytes)?;
     if bytes.len() > MAX_FILE_BYTES {
+        // InvalidData, not FileTooLarge: this is the user's input being
+        // refused (exit 2), not a file sparkwing could not write (exit 74).
         return Err(io::Error::new(
-            io::ErrorKind::FileTooLarge,
+            io::ErrorKind::InvalidData,
             format!("the file is larger than the {} limit", mib(MAX_FILE_BYTES)),
         ));
     }

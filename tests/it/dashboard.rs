@@ -915,6 +915,9 @@ fn oversized_requests_get_431_414_or_413_and_the_server_keeps_serving() {
     let r = request(&srv.addr, "GET", "/healthz", &[], Some(b"{}"));
     assert_eq!(r.status, 413, "{}", r.text());
     assert!(r.text().contains("takes no request bodies"), "{}", r.text());
+    // Refusals carry the security headers too.
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    assert!(r.header("content-security-policy").is_some());
     assert_eq!(srv.get("/healthz").text(), "ok\n");
 }
 

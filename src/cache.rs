@@ -382,7 +382,12 @@ fn normalized(path: &str) -> bool {
 
 /// The path a relative symlink at `link` (a normalized project path) points
 /// to, resolved lexically; `None` when it leaves the project or is absolute.
-fn link_target(link: &str, target: &str) -> Option<String> {
+/// `None` when the target is absolute, empty, climbs above the project, or
+/// passes through a path `is_link` says is a symlink: on disk `..` after a
+/// link climbs from the link's target, not from its name, so text alone
+/// cannot tell where such a path ends (`out/up -> .` then
+/// `out/x -> up/up/../../../etc/passwd`).
+fn link_target(link: &str, target: &str, is_link: impl Fn(&str) -> bool) -> Option<String> {
     if target.is_empty() || target.starts_with('/') || target.contains('\0') {
         return None;
     }
@@ -394,7 +399,12 @@ fn link_target(link: &str, target: &str) -> Option<String> {
             ".." => {
                 parts.pop()?;
             }
-            c => parts.push(c),
+            c => {
+                parts.push(c);
+                if is_link(&parts.join("/")) {
+                    return None;
+                }
+            }
         }
     }
     (!parts.is_empty()).then(|| parts.join("/"))
@@ -420,6 +430,9 @@ pub fn check_manifest(manifest: &Manifest, outputs: &[String]) -> Result<()> {
         .filter(|f| f.symlink.is_some())
         .map(|f| f.path.as_str())
         .collect();
+    let all: std::collections::HashSet<&str> =
+        manifest.files.iter().map(|f| f.path.as_str()).collect();
+    let mut seen = std::collections::HashSet::new();
     for f in &manifest.files {
         if !normalized(&f.path) {
             bail!(
@@ -432,6 +445,24 @@ pub fn check_manifest(manifest: &Manifest, outputs: &[String]) -> Result<()> {
                 "the manifest names {}, which is not among the job's outputs ({})",
                 shown(&f.path),
                 outputs.join(", ")
+            );
+        }
+        if !seen.insert(f.path.as_str()) {
+            bail!("the manifest names {} twice", shown(&f.path));
+        }
+        // Nothing below another entry: below a file it could never be
+        // restored (a partial restore), below a link it would be written
+        // through it.
+        if let Some(a) = f
+            .path
+            .match_indices('/')
+            .map(|(i, _)| &f.path[..i])
+            .find(|a| all.contains(a) && !links.contains(a))
+        {
+            bail!(
+                "the manifest puts {} below its file {}",
+                shown(&f.path),
+                shown(a)
             );
         }
         if let Some(l) = f
@@ -448,7 +479,7 @@ pub fn check_manifest(manifest: &Manifest, outputs: &[String]) -> Result<()> {
         }
         match &f.symlink {
             Some(t) => {
-                if !link_target(&f.path, t).is_some_and(|p| covered(&p)) {
+                if !link_target(&f.path, t, |p| links.contains(p)).is_some_and(|p| covered(&p)) {
                     bail!(
                         "the manifest's symlink {} points outside the job's outputs ({})",
                         shown(&f.path),
@@ -688,6 +719,28 @@ mod tests {
             (
                 "a file below a symlink",
                 vec![link("out/l", "sub"), file("out/l/x", 0o644)],
+            ),
+            (
+                "a symlink chain that climbs out through another link",
+                vec![
+                    link("out/up", "."),
+                    link(
+                        "out/notes.txt",
+                        &format!("{}{}etc/shadow", "up/".repeat(15), "../".repeat(15)),
+                    ),
+                ],
+            ),
+            (
+                "a file below a file (a restore that could only be partial)",
+                vec![
+                    file("out/a", 0o644),
+                    file("out/d", 0o755),
+                    file("out/d/x", 0o644),
+                ],
+            ),
+            (
+                "one path twice",
+                vec![file("out/a", 0o644), link("out/a", "b")],
             ),
             (
                 "a bad blob name",

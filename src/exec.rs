@@ -753,6 +753,17 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
             .unwrap_or_default();
         let k2 = k.clone();
         let mut found = db(ctx, move |s| s.cache_get(&k2)).await?;
+        // With a signing key, an entry imported without that key's
+        // signature is not trusted for a hit (it is checked on the remote
+        // again, and imported afresh if it verifies).
+        if let (Some(key), Some(e)) = (&ctx.signing, &found) {
+            // Entries from before origins were recorded ('unknown') are
+            // not vouched for either: the job runs once more.
+            let vouched = e.origin == "local" || e.origin == format!("signed:{}", key.id());
+            if !vouched {
+                found = None;
+            }
+        }
         // A local miss may be another runner's hit.
         if let (None, Some(target)) = (&found, &ctx.remote_cache) {
             let signing = ctx.signing.as_deref();
@@ -993,6 +1004,7 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
                     created_at: now,
                     expires_at: spec.ttl.map(|t| now.saturating_add(t.as_millis() as i64)),
                     manifest: serde_json::to_string(&m)?,
+                    origin: "local".into(),
                 };
                 let queued = entry.clone();
                 db(ctx, move |s| s.cache_put(&entry)).await?;

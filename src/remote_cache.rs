@@ -13,7 +13,7 @@ use sparkwing_sync::Target;
 
 use crate::cache::{Cas, Manifest};
 use crate::profile::scrub;
-use crate::remote_doc::{Bounded, MAX_NAME};
+use crate::remote_doc::{Bounded, PlainName, RunId, MAX_NAME};
 use crate::signing::SigningKey;
 use crate::store::CacheEntry;
 use crate::util::now_ms;
@@ -36,9 +36,9 @@ pub struct RemoteEntry {
 #[derive(Deserialize)]
 struct Doc {
     key: Bounded<MAX_NAME>,
-    job: Bounded<MAX_NAME>,
-    pipeline: Bounded<MAX_NAME>,
-    run_id: Bounded<MAX_NAME>,
+    job: PlainName,
+    pipeline: PlainName,
+    run_id: RunId,
     #[serde(default)]
     created_at: Option<i64>,
     #[serde(default)]
@@ -156,6 +156,10 @@ pub async fn fetch(
         created_at: entry.created_at.unwrap_or_else(now_ms),
         expires_at: entry.expires_at,
         manifest: serde_json::to_string(&manifest)?,
+        origin: match signing {
+            Some(k) => format!("signed:{}", k.id()),
+            None => "remote".into(),
+        },
     }))
 }
 

@@ -37,6 +37,13 @@ impl<'de, const N: usize> Deserialize<'de> for Bounded<N> {
                 s.len()
             )));
         }
+        // A name is one line of plain text; free text (N > MAX_NAME) may
+        // hold lines and is escaped where it is shown.
+        if N <= MAX_NAME && s.chars().any(is_deceptive) {
+            return Err(de::Error::custom(
+                "a name with a control or bidirectional formatting character",
+            ));
+        }
         Ok(Bounded(s))
     }
 }
@@ -80,13 +87,57 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for List<T> {
 type Name = Bounded<MAX_NAME>;
 type Text = Bounded<MAX_TEXT>;
 
+/// Whether `c` would let a value rearrange or forge what a terminal shows:
+/// a control character, or a bidirectional formatting character.
+pub fn is_deceptive(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// A pipeline or job name, by the rules a pipeline file's names follow
+/// ([`crate::pipeline::valid_name`]): such names become paths and keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct PlainName(pub String);
+
+impl<'de> Deserialize<'de> for PlainName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if !crate::pipeline::valid_name(&s) {
+            return Err(de::Error::custom(format!(
+                "{:?} is not a pipeline or job name (letters, digits, -, _ and ., up to 100)",
+                crate::util::clip(&s, 40)
+            )));
+        }
+        Ok(PlainName(s))
+    }
+}
+
+/// A run ID ([`is_run_id`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct RunId(pub String);
+
+impl<'de> Deserialize<'de> for RunId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if !is_run_id(&s) {
+            return Err(de::Error::custom(format!(
+                "{:?} is not a run ID",
+                crate::util::clip(&s, 40)
+            )));
+        }
+        Ok(RunId(s))
+    }
+}
+
 /// A remote run document, as [`crate::replicate::remote_document`] writes it.
 /// Fields sparkwing has always written are required; later additions are
 /// optional so older runners' documents still read.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct RunDoc {
-    pub id: Name,
-    pub pipeline: Name,
+    pub id: RunId,
+    pub pipeline: PlainName,
     pub status: Status,
     #[serde(default)]
     pub profile: Option<Name>,
@@ -111,9 +162,9 @@ pub struct RunDoc {
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct JobDoc {
-    pub name: Name,
+    pub name: PlainName,
     #[serde(default)]
-    pub needs: List<Name>,
+    pub needs: List<PlainName>,
     pub status: Status,
     #[serde(default)]
     pub started_at: Option<i64>,
@@ -124,7 +175,7 @@ pub struct JobDoc {
     #[serde(default)]
     pub cache_key: Option<Name>,
     #[serde(default)]
-    pub cached_from_run: Option<Name>,
+    pub cached_from_run: Option<RunId>,
     #[serde(default)]
     pub error: Option<Text>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -138,7 +189,7 @@ pub struct JobDoc {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct StepDoc {
     #[serde(default)]
-    pub job: Option<Name>,
+    pub job: Option<PlainName>,
     pub index: i64,
     pub name: Text,
     pub status: Status,
@@ -257,7 +308,55 @@ mod tests {
                     d["pipeline"] = json!(long);
                     d.to_string().into_bytes()
                 },
+                "not a pipeline or job name",
+            ),
+            (
+                {
+                    let mut d = good("R1");
+                    d["host"] = json!("x".repeat(MAX_NAME + 1));
+                    d.to_string().into_bytes()
+                },
                 "over the limit",
+            ),
+            (
+                {
+                    let mut d = good("R1");
+                    d["host"] = json!("h\nsparkwing: forged");
+                    d.to_string().into_bytes()
+                },
+                "control or bidirectional",
+            ),
+            (
+                {
+                    let mut d = good("R1");
+                    d["host"] = json!("h\u{202e}x");
+                    d.to_string().into_bytes()
+                },
+                "control or bidirectional",
+            ),
+            (
+                {
+                    let mut d = good("R1");
+                    d["jobs"][0]["name"] = json!("/tmp/secret");
+                    d.to_string().into_bytes()
+                },
+                "not a pipeline or job name",
+            ),
+            (
+                {
+                    let mut d = good("R1");
+                    d["jobs"][0]["name"] = json!("..");
+                    d.to_string().into_bytes()
+                },
+                "not a pipeline or job name",
+            ),
+            (
+                {
+                    let mut d = good("R1");
+                    d["jobs"][0]["cached_from_run"] = json!("R\n1");
+                    d.to_string().into_bytes()
+                },
+                "not a run ID",
             ),
             (
                 {
@@ -265,7 +364,7 @@ mod tests {
                     d["jobs"][0]["name"] = json!(long);
                     d.to_string().into_bytes()
                 },
-                "over the limit",
+                "not a pipeline or job name",
             ),
             (
                 {

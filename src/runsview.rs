@@ -536,7 +536,16 @@ pub fn remote_logs(
         .collect();
     let selected: Vec<&str> = match job {
         Some(j) if jobs.contains(&j) => vec![j],
-        Some(j) => bail!("run {run} has no job `{j}`; its jobs: {}", jobs.join(", ")),
+        Some(j) => bail!(
+            "run {run} has no job `{}`; its jobs: {}{}",
+            crate::util::clip(j, 100),
+            jobs.iter().take(20).copied().collect::<Vec<_>>().join(", "),
+            if jobs.len() > 20 {
+                format!(" … ({} more)", jobs.len() - 20)
+            } else {
+                String::new()
+            }
+        ),
         None => jobs.clone(),
     };
     let mut out = std::io::stdout().lock();

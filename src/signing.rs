@@ -74,6 +74,12 @@ impl SigningKey {
         hmac::sign(&self.key, &bytes).as_ref().to_vec()
     }
 
+    /// A short public name of the key (not the key, nor enough to find
+    /// it): recorded with the cache entries it verified.
+    pub fn id(&self) -> String {
+        hex(&hmac::sign(&self.key, b"sparkwing cache signing key id").as_ref()[..8])
+    }
+
     /// Adds (or replaces) the document's signature.
     pub fn sign(&self, doc: &mut Map<String, Value>) {
         let mac = hex(&self.mac_of(doc));

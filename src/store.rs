@@ -110,6 +110,9 @@ pub struct CacheEntry {
     pub created_at: i64,
     pub expires_at: Option<i64>,
     pub manifest: String,
+    /// `local`, `remote`, `signed:<key id>` or `unknown` (see migration
+    /// `0004_cache_origin.sql`).
+    pub origin: String,
 }
 
 /// The remote targets a run replicates to (`None`: that surface is local).
@@ -790,8 +793,10 @@ impl Store {
     pub fn cache_entries_of_run(&self, run: &str) -> Result<Vec<CacheEntry>> {
         self.read(|c| {
             let mut st = c.prepare(
-                "SELECT key, job, pipeline, run_id, created_at, expires_at, manifest FROM cache_entries
-                 WHERE run_id = ?1 ORDER BY created_at",
+                // Only what this machine produced is published again: an
+                // imported entry naming a local run is not vouched for here.
+                "SELECT key, job, pipeline, run_id, created_at, expires_at, manifest, origin FROM cache_entries
+                 WHERE run_id = ?1 AND origin IN ('local', 'unknown') ORDER BY created_at",
             )?;
             let rows = st.query_map([run], cache_row)?;
             rows.collect()
@@ -803,7 +808,7 @@ impl Store {
         let now = now_ms();
         self.read(|c| {
             c.query_row(
-                "SELECT key, job, pipeline, run_id, created_at, expires_at, manifest FROM cache_entries
+                "SELECT key, job, pipeline, run_id, created_at, expires_at, manifest, origin FROM cache_entries
                  WHERE key = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
                 params![key, now],
                 cache_row,
@@ -845,11 +850,11 @@ pub struct JobEnd<'a> {
 /// One cache key, one manifest: the newest write wins.
 fn upsert_cache_entry(tx: &rusqlite::Transaction, e: &CacheEntry) -> rusqlite::Result<()> {
     tx.execute(
-        "INSERT INTO cache_entries (key, job, pipeline, run_id, created_at, expires_at, manifest)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+        "INSERT INTO cache_entries (key, job, pipeline, run_id, created_at, expires_at, manifest, origin)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
          ON CONFLICT (key) DO UPDATE SET job = excluded.job, pipeline = excluded.pipeline,
            run_id = excluded.run_id, created_at = excluded.created_at,
-           expires_at = excluded.expires_at, manifest = excluded.manifest",
+           expires_at = excluded.expires_at, manifest = excluded.manifest, origin = excluded.origin",
         params![
             e.key,
             e.job,
@@ -857,7 +862,8 @@ fn upsert_cache_entry(tx: &rusqlite::Transaction, e: &CacheEntry) -> rusqlite::R
             e.run_id,
             e.created_at,
             e.expires_at,
-            e.manifest
+            e.manifest,
+            e.origin
         ],
     )?;
     Ok(())
@@ -911,6 +917,7 @@ fn cache_row(r: &rusqlite::Row) -> rusqlite::Result<CacheEntry> {
         created_at: r.get(4)?,
         expires_at: r.get(5)?,
         manifest: r.get(6)?,
+        origin: r.get(7)?,
     })
 }
 

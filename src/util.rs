@@ -292,12 +292,12 @@ pub fn sanitize(s: &str) -> String {
     escape_controls(s, &['\n', '\t'])
 }
 
-/// `s` with every control character but those in `keep` shown as a
-/// `\u{..}` escape.
+/// `s` with every control and bidirectional formatting character but those
+/// in `keep` shown as a `\u{..}` escape.
 fn escape_controls(s: &str, keep: &[char]) -> String {
     s.chars()
         .flat_map(|c| {
-            if c.is_control() && !keep.contains(&c) {
+            if crate::remote_doc::is_deceptive(c) && !keep.contains(&c) {
                 c.escape_unicode().collect::<Vec<_>>()
             } else {
                 vec![c]

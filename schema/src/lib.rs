@@ -48,6 +48,11 @@ pub const SQLITE_MIGRATIONS: &[Migration] = &[
         name: "0003_boundaries.sql",
         sql: include_str!("../sqlite/0003_boundaries.sql"),
     },
+    Migration {
+        version: 4,
+        name: "0004_cache_origin.sql",
+        sql: include_str!("../sqlite/0004_cache_origin.sql"),
+    },
 ];
 
 /// The schema version this binary expects of `state.db`.

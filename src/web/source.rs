@@ -293,6 +293,11 @@ impl Source {
     /// Where a job's log is: this machine's file when it exists, else the
     /// remote chunks. `None` when neither is available.
     pub fn log_loc(&self, run: &str, job: &str) -> Option<LogLoc> {
+        // Both come from the URL (and may come from a remote document):
+        // only names that can be a run and a job ever become a path or key.
+        if !crate::remote_doc::is_run_id(run) || !crate::pipeline::valid_name(job) {
+            return None;
+        }
         if let Some(home) = &self.home {
             let p = logs::log_path(home, run, job);
             if p.is_file() {

@@ -396,7 +396,7 @@ mod tests {
         let big = dir.path().join("big.yaml");
         std::fs::write(&big, vec![b'#'; MAX_FILE_BYTES + 1]).unwrap();
         let e = read_file(&big).unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::FileTooLarge);
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
         assert!(e.to_string().contains("larger than the 1 MiB limit"), "{e}");
         let bin = dir.path().join("bin.yaml");
         std::fs::write(&bin, b"a: \xff\xfe\x00").unwrap();

@@ -218,12 +218,97 @@ fn create_below(root: &std::path::Path, dir: &std::path::Path) -> Result<(), Tar
         at.push(part);
         match std::fs::create_dir(&at) {
             Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            // Only a real directory: a link planted in the share is never
+            // followed (it could point anywhere on this machine).
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => real_dir(&at)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(root_missing(root)),
             Err(e) => return Err(io_error("creating", &at, e)),
         }
     }
     Ok(())
+}
+
+/// Refuses `at` unless it is a directory itself, not a link to one.
+fn real_dir(at: &std::path::Path) -> Result<(), TargetError> {
+    match std::fs::symlink_metadata(at) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(m) if m.file_type().is_symlink() => Err(TargetError::permanent(format!(
+            "{} is a symbolic link; the filesystem surface never follows links inside the share (remove it: someone with write access to the share put it there)",
+            at.display()
+        ))),
+        Ok(_) => Err(TargetError::permanent(format!(
+            "{} is not a directory; remove it from the share",
+            at.display()
+        ))),
+        Err(e) => Err(io_error("checking", at, e)),
+    }
+}
+
+/// Checks that no directory between `root` (exclusive) and `path`
+/// (exclusive) is a link; components that do not exist yet are fine.
+fn no_links_below(root: &std::path::Path, path: &std::path::Path) -> Result<(), TargetError> {
+    let Ok(rel) = path.strip_prefix(root) else {
+        return Err(TargetError::permanent(format!(
+            "{} is outside {}",
+            path.display(),
+            root.display()
+        )));
+    };
+    let mut at = root.to_path_buf();
+    let parts: Vec<_> = rel.components().collect();
+    for part in parts.iter().take(parts.len().saturating_sub(1)) {
+        at.push(part);
+        match std::fs::symlink_metadata(&at) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            _ => real_dir(&at)?,
+        }
+    }
+    Ok(())
+}
+
+/// Reads one object of a `filesystem` surface: only a regular file, never
+/// through a link, never a FIFO or device (opened non-blocking, checked
+/// with `fstat` before a byte is read), at most `max` bytes.
+fn read_local(
+    root: &std::path::Path,
+    path: &std::path::Path,
+    key: &str,
+    max: u64,
+) -> Result<Option<Bytes>, TargetError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    no_links_below(root, path)?;
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(TargetError::permanent(format!(
+                "object {key} is a symbolic link; the filesystem surface never follows links inside the share"
+            )))
+        }
+        Err(e) => return Err(io_error("reading", path, e)),
+    };
+    let meta = file.metadata().map_err(|e| io_error("reading", path, e))?;
+    if !meta.is_file() {
+        return Err(TargetError::permanent(format!(
+            "object {key} is not a regular file; remove it from the share"
+        )));
+    }
+    if meta.len() > max {
+        return Err(crate::target::too_large(key, meta.len(), max));
+    }
+    let mut body = Vec::with_capacity(meta.len() as usize);
+    file.take(max.saturating_add(1))
+        .read_to_end(&mut body)
+        .map_err(|e| io_error("reading", path, e))?;
+    if body.len() as u64 > max {
+        return Err(crate::target::too_large(key, body.len() as u64, max));
+    }
+    Ok(Some(Bytes::from(body)))
 }
 
 /// This process's staged-file name prefix: `<host>.<pid>.`.
@@ -245,6 +330,11 @@ fn staging_owner() -> String {
 /// share may be used by other machines, whose live writers are left alone).
 pub fn clean_staging(root: &std::path::Path) -> usize {
     let dir = root.join(STAGING_DIR);
+    // A link planted in its place is never followed (its target's files
+    // would be deleted): only a real directory is cleaned.
+    if real_dir(&dir).is_err() {
+        return 0;
+    }
     let Ok(rd) = std::fs::read_dir(&dir) else {
         return 0;
     };
@@ -304,6 +394,11 @@ fn write_local(
         }
     }
     let staging = root.join(STAGING_DIR);
+    if std::fs::symlink_metadata(&staging).is_ok_and(|m| !m.is_dir()) {
+        // A link or file planted where the staging directory goes: remove
+        // the entry itself (never what it points to) and make a real one.
+        let _ = std::fs::remove_file(&staging);
+    }
     let (mut file, staged) = loop {
         let n = STAGED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let staged = staging.join(format!("{}{n}", staging_owner()));
@@ -437,6 +532,14 @@ impl Target for ObjectStoreTarget {
     }
 
     async fn read(&self, key: &str, max: u64) -> Result<Option<Bytes>, TargetError> {
+        if let Source::Directory(..) = &self.source {
+            let (fs, _, root) = self.local().await?;
+            let path = fs
+                .path_to_filesystem(&self.path(key))
+                .map_err(|e| classify(&e))?;
+            let (root, key) = (root.clone(), key.to_string());
+            return blocking(move || read_local(&root, &path, &key, max)).await;
+        }
         let store = self.store().await?;
         match store.get(&self.path(key)).await {
             Ok(r) if r.meta.size > max => Err(crate::target::too_large(key, r.meta.size, max)),
@@ -510,6 +613,16 @@ async fn blocking<T: Send + 'static>(
 /// skipped, so one hostile name never fails the listing (object_store's own
 /// walk stops at the first such entry).
 fn list_dir(root: &Path, rel: &str, all: bool) -> Result<Vec<String>, TargetError> {
+    if rel
+        .split('/')
+        .any(|p| p.is_empty() || p == "." || p == ".." || p.contains('\\'))
+        && !rel.is_empty()
+    {
+        return Err(TargetError::permanent(format!(
+            "`{}` is not a key prefix of the layout",
+            crate::redact::scrub(&rel.escape_debug().to_string())
+        )));
+    }
     let usable = |n: &str| {
         !n.is_empty() && n != STAGING_DIR && !n.contains('#') && !n.chars().any(char::is_control)
     };
@@ -540,6 +653,9 @@ fn list_dir(root: &Path, rel: &str, all: bool) -> Result<Vec<String>, TargetErro
     } else {
         root.join(rel)
     };
+    if !rel.is_empty() {
+        no_links_below(root, &base.join("x"))?;
+    }
     let key = |sub: &str| {
         if rel.is_empty() {
             sub.to_string()
@@ -748,5 +864,88 @@ mod tests {
         // Nothing staged by the writes themselves is left behind.
         let left: Vec<_> = std::fs::read_dir(&staging).unwrap().collect();
         assert_eq!(left.len(), 1, "only the live writer's file: {left:?}");
+    }
+
+    /// Issue 10 (adversarial pass): links, FIFOs and `..` planted in a
+    /// shared directory are never followed, read or walked.
+    #[tokio::test]
+    async fn links_fifos_and_dot_dots_planted_in_the_share_are_refused() {
+        use std::os::unix::fs::symlink;
+        let share = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("thesis.tex");
+        std::fs::write(&victim, "years of work").unwrap();
+        // Old enough to be "a leftover" if the link were followed.
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3 * 86400);
+        std::fs::File::options()
+            .write(true)
+            .open(&victim)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        symlink(outside.path(), share.path().join(STAGING_DIR)).unwrap();
+        assert_eq!(clean_staging(share.path()), 0);
+        assert!(
+            victim.exists(),
+            "a linked staging directory is never cleaned"
+        );
+
+        let t = ObjectStoreTarget::filesystem(share.path());
+        // Writing replaces the planted link with a real staging directory
+        // and writes nothing through it.
+        t.apply(&op(0)).await.unwrap();
+        assert!(std::fs::symlink_metadata(share.path().join(STAGING_DIR))
+            .unwrap()
+            .is_dir());
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 1);
+
+        // A link as an object, a link as a directory, a FIFO: refused.
+        std::fs::create_dir_all(share.path().join("R/j")).unwrap();
+        symlink(&victim, share.path().join("R/j/0000000001.log")).unwrap();
+        let e = t.read("R/j/0000000001.log", 1 << 20).await.unwrap_err();
+        assert!(e.message.contains("symbolic link"), "{e:?}");
+        symlink(outside.path(), share.path().join("R/k")).unwrap();
+        let e = t.read("R/k/thesis.tex", 1 << 20).await.unwrap_err();
+        assert!(e.message.contains("symbolic link"), "{e:?}");
+        assert!(
+            t.list("R/k/").await.is_err(),
+            "a linked directory is not listed"
+        );
+        let e = t
+            .apply(&Op::LogChunk {
+                run: "R".into(),
+                job: "k".into(),
+                seq: 0,
+                body: Bytes::from_static(b"x"),
+            })
+            .await
+            .unwrap_err();
+        assert!(e.message.contains("symbolic link"), "{e:?}");
+        assert_eq!(
+            std::fs::read_dir(outside.path()).unwrap().count(),
+            1,
+            "nothing written through it"
+        );
+        let fifo = share.path().join("R/j/0000000002.log");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        let e = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            t.read("R/j/0000000002.log", 1 << 20),
+        )
+        .await
+        .expect("a FIFO must not block the reader")
+        .unwrap_err();
+        assert!(e.message.contains("not a regular file"), "{e:?}");
+        // `..` in a listed prefix never walks out of the share.
+        for bad in ["R/../..", "../x", "R/./j", "/etc"] {
+            assert!(t.list(&format!("{bad}/")).await.is_err(), "{bad}");
+        }
+        // The honest object still reads.
+        assert_eq!(
+            t.read(&op(0).key(), 1 << 20).await.unwrap().unwrap(),
+            op(0).body().clone()
+        );
     }
 }

@@ -33,7 +33,20 @@ pub fn scrub_urls(text: &str) -> String {
     while let Some(i) = rest.find("://") {
         let (head, tail) = rest.split_at(i + 3);
         out.push_str(head);
-        // A URL in a text ends at whitespace, a quote or a bracket.
+        // User information ends at the authority's last `@`. The authority
+        // is read generously (a password may hold `)`, `'` or `]`, which
+        // URL libraries leave unencoded): up to whitespace, `/`, `?` or `#`.
+        let authority = tail
+            .find(|c: char| c.is_whitespace() || matches!(c, '/' | '?' | '#' | '"' | '<' | '>'))
+            .unwrap_or(tail.len());
+        let tail = match tail[..authority].rfind('@') {
+            Some(at) => {
+                out.push_str("***@");
+                &tail[at + 1..]
+            }
+            None => tail,
+        };
+        // The rest of a URL in a text ends at whitespace, a quote or a bracket.
         let end = tail
             .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | ')' | ']'))
             .unwrap_or(tail.len());
@@ -130,6 +143,23 @@ mod tests {
         );
         assert_eq!(redact_url("garbage secret"), "[redacted]");
     }
+    #[test]
+    fn passwords_with_brackets_and_quotes_are_masked_whole() {
+        for url in [
+            "http://alice:SEKRIT)PASSWD@127.0.0.1:9/?token=Q",
+            "http://alice:SEK'APOS'PASS@h/x",
+            "(see http://u:p]w@h)",
+            "http://u:a@b@h/",
+        ] {
+            let got = scrub(&format!("GET {url} failed"));
+            for secret in ["SEKRIT", "PASSWD", "APOS", "PASS", "p]w", "a@b"] {
+                assert!(!got.contains(secret), "{got}");
+            }
+            assert!(got.contains("***@"), "{got}");
+        }
+        assert_eq!(scrub_urls("(http://h/x)"), "(http://h/x)");
+    }
+
     #[test]
     fn secret_pairs_outside_urls_are_masked() {
         assert_eq!(

@@ -49,6 +49,17 @@ fn plant(state: &Path, logs: &Path, cache: &Path, good: &serde_json::Value) -> V
             d["jobs"][0]["name"] = "j".repeat(70_000).into();
             d.to_string().into_bytes()
         }),
+        ("01HOSTILENAMEESC0000000AAA".into(), {
+            let mut d = doc("01HOSTILENAMEESC0000000AAA");
+            d["pipeline"] = "\u{1b}]0;pwned\u{7}".into();
+            d["host"] = "h\nsparkwing: forged line".into();
+            d.to_string().into_bytes()
+        }),
+        ("01HOSTILEJOBPATH0000000AAA".into(), {
+            let mut d = doc("01HOSTILEJOBPATH0000000AAA");
+            d["jobs"][0]["name"] = "../../../../../../..".into();
+            d.to_string().into_bytes()
+        }),
         (
             "01HOSTILEOTHERID0000000AAA".into(),
             doc("01SOMEONEELSE000000000000A").to_string().into_bytes(),
@@ -69,8 +80,6 @@ fn plant(state: &Path, logs: &Path, cache: &Path, good: &serde_json::Value) -> V
     // title, OSC 52 clipboard write, screen clear) and markup.
     let evil = "\u{1b}]0;pwned\u{7}\u{1b}]52;c;cGF5bG9hZA==\u{7}\u{1b}[2J<script>alert(1)</script>";
     let mut esc = doc("01HOSTILEESCAPES0000000AAA");
-    esc["pipeline"] = evil.into();
-    esc["host"] = evil.into();
     esc["error"] = evil.into();
     esc["jobs"][0]["error"] = evil.into();
     esc["jobs"][0]["cache_key"] = "a".repeat(64).into();

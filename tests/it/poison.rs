@@ -224,3 +224,107 @@ fn a_signed_cache_restores_only_manifests_signed_with_the_key() {
         "without a key the bucket is trusted, as documented"
     );
 }
+
+/// Issue 10 (adversarial pass): an entry imported without the key's
+/// signature (through a profile without signing) is neither a hit for a
+/// signing profile nor published again under its key.
+#[test]
+fn an_unsigned_import_is_not_trusted_or_laundered_by_a_signing_profile() {
+    const KEY: &str = "a shared secret of 32 bytes, ok!";
+    let env = Env::new();
+    let remote = env.home.path().join("remote");
+    for s in ["state", "logs", "cache"] {
+        std::fs::create_dir_all(remote.join(s)).unwrap();
+    }
+    let r = remote.display();
+    let yaml = format!(
+        "profiles:\n  plain:\n    state: {{ type: filesystem, path: {r}/state }}\n    logs: {{ type: filesystem, path: {r}/logs }}\n    cache: {{ type: filesystem, path: {r}/cache }}\n  team:\n    state: {{ type: filesystem, path: {r}/state }}\n    logs: {{ type: filesystem, path: {r}/logs }}\n    cache: {{ type: filesystem, path: {r}/cache, signing_key_source: 'env:SW_CACHE_KEY' }}\npipelines:\n  - name: build\n    jobs:\n      b:\n        cache: {{ key: [seed.txt], outputs: [out] }}\n        steps:\n          - run: mkdir -p out && cat seed.txt > out/artifact && echo built\n"
+    );
+    env.write_project(&yaml);
+    std::fs::write(env.dir().join("seed.txt"), "seed").unwrap();
+    let run = |args: &[&str]| env.cmd(args).env("SW_CACHE_KEY", KEY).output().unwrap();
+    // An honest signed run publishes the key's manifest.
+    expect_code(&run(&["run", "build", "--profile", "team"]), 0);
+    expect_code(&run(&["sync", "flush", "--profile", "team"]), 0);
+    let team_run = env.json(&["runs", "list", "-o", "json", "--limit", "1"])[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let key_file = std::fs::read_dir(remote.join("cache/keys"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let honest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&key_file).unwrap()).unwrap();
+
+    // The attacker plants an unsigned manifest (an extra executable), naming
+    // the victim's own run, with a blob of its own.
+    let evil = b"#!/bin/sh\necho pwned\n".to_vec();
+    let sha: String = {
+        use sha2::Digest;
+        sha2::Sha256::digest(&evil)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    std::fs::create_dir_all(remote.join(format!("cache/cas/{}", &sha[..2]))).unwrap();
+    std::fs::write(remote.join(format!("cache/cas/{}/{sha}", &sha[..2])), &evil).unwrap();
+    let mut planted = honest.clone();
+    planted.as_object_mut().unwrap().remove("signature");
+    planted["run_id"] = team_run.clone().into();
+    planted["manifest"]["files"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"path": "out/evil.sh", "sha256": sha, "size": evil.len(), "mode": 0o755}));
+    std::fs::write(&key_file, planted.to_string()).unwrap();
+
+    // The local entry is gone (expired, evicted); a run under the unsigned
+    // profile imports the planted one (as documented for unsigned caches).
+    rusqlite::Connection::open(env.sw_home().join("state.db"))
+        .unwrap()
+        .execute("DELETE FROM cache_entries", [])
+        .unwrap();
+    std::fs::remove_dir_all(env.dir().join("out")).unwrap();
+    let out = run(&["run", "build", "--profile", "plain"]);
+    expect_code(&out, 0);
+    assert!(
+        env.dir().join("out/evil.sh").exists(),
+        "the unsigned profile trusts the bucket: {}",
+        text(&out.stderr)
+    );
+
+    // It is not published again under the key (it names a local run, but
+    // this machine did not produce it): the outbox is rebuilt and flushed.
+    for f in ["outbox.db", "outbox.db-wal", "outbox.db-shm"] {
+        let _ = std::fs::remove_file(env.sw_home().join(f));
+    }
+    expect_code(&run(&["sync", "flush", "--profile", "team"]), 0);
+    let now: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&key_file).unwrap()).unwrap();
+    assert!(
+        now.get("signature").is_none(),
+        "the planted entry was signed and published: {now}"
+    );
+
+    // Nor is it a hit for the signing profile.
+    std::fs::remove_dir_all(env.dir().join("out")).unwrap();
+    let out = run(&["run", "build", "--profile", "team"]);
+    expect_code(&out, 0);
+    assert!(
+        !env.dir().join("out/evil.sh").exists(),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("built"),
+        "the job ran: {}",
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stderr).contains("it is not signed"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -59,7 +59,9 @@ fn a_planted_secret_appears_in_no_output_file_or_remote_object() {
     let r = remote.path().display();
     // Nothing listens here: every request fails and its error is kept.
     let dead = free_port();
-    let endpoint = format!("http://u5er:PLANTEDPASS@127.0.0.1:{dead}/?token=PLANTEDQTOKEN");
+    // A password with `)` and `'`, which URL libraries leave unencoded.
+    let endpoint = format!("http://u5er:PLANTEDPASS)x'y@127.0.0.1:{dead}/?token=PLANTEDQTOKEN")
+        .replace('\'', "''");
     let profiles_dir = tempfile::tempdir().unwrap();
     let profiles = profiles_dir.path().join("profiles.yaml");
     std::fs::write(

@@ -695,6 +695,7 @@ impl World<'_> {
             created_at: sparkwing::util::now_ms(),
             expires_at: None,
             manifest: serde_json::to_string(&manifest).or_fail("a manifest")?,
+            origin: "local".into(),
         };
         self.store.cache_put(&entry).or_fail("cache_put")?;
         let mut s = format!("run {r} {job} cache entry ({} bytes)", body.len());

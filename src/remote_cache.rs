@@ -145,6 +145,14 @@ pub async fn fetch(
                 f.sha256
             );
         };
+        if bytes.len() as u64 != f.size {
+            bail!(
+                "the remote manifest says blob {} holds {} bytes; it holds {} (the manifest is wrong)",
+                f.sha256,
+                f.size,
+                bytes.len()
+            );
+        }
         let (home, sha) = (home.to_path_buf(), f.sha256.clone());
         tokio::task::spawn_blocking(move || Cas::new(&home).put_bytes(&sha, &bytes)).await??;
     }

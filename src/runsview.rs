@@ -253,42 +253,86 @@ impl RemoteRuns {
     }
 
     /// A job's log as stored remotely: its chunks in order, checked
-    /// against `expected` (the chunk count the run document promises).
-    /// Returns the bytes, with a marker line where a chunk is missing, and
-    /// what is missing, if anything.
+    /// against `expected` (the chunk count the run document promises),
+    /// handed to `sink` one chunk at a time (a log is never held whole),
+    /// with a marker line where a chunk is missing. Returns what is
+    /// missing, if anything. Each request has its own time limit.
     pub fn log(
         &self,
         run: &str,
         job: &str,
         expected: Option<u64>,
-    ) -> Result<(Vec<u8>, Option<String>)> {
+        sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<Option<String>> {
         let t = self
             .logs
             .clone()
             .ok_or_else(|| anyhow!("the profile keeps logs locally"))?;
-        let (run, job) = (run.to_string(), job.to_string());
-        self.block(async move {
-            let keys = t
-                .list(&format!("{run}/{job}/"))
+        let prefix = format!("{run}/{job}/");
+        let keys = self.block(async {
+            t.list(&prefix)
                 .await
-                .map_err(|e| anyhow!("{e}"))?;
-            let chunks = order_chunks(keys, expected);
-            let mut out = Vec::new();
-            for (i, k) in chunks.iter().enumerate() {
-                let got = match k {
-                    Some(k) => t
-                        .read(k, read_limits::LOG_CHUNK)
+                .map_err(|e| anyhow!("{}", scrub(&e.message)))
+        })?;
+        let chunks = order_chunks(keys, expected);
+        for (i, k) in chunks.iter().enumerate() {
+            let got = match k {
+                Some(k) => self.block(async {
+                    t.read(k, read_limits::LOG_CHUNK)
                         .await
-                        .map_err(|e| anyhow!("{}", scrub(&e.message)))?,
-                    None => None,
-                };
-                match got {
-                    Some(b) => out.extend_from_slice(&b),
-                    None => out.extend(missing_marker(i, chunks.len())),
+                        .map_err(|e| anyhow!("{}", scrub(&e.message)))
+                })?,
+                None => None,
+            };
+            match got {
+                Some(b) => sink(&b)?,
+                None => sink(&missing_marker(i, chunks.len()))?,
+            }
+        }
+        Ok(missing_note(job, &chunks))
+    }
+}
+
+/// The last `n` lines of a byte stream fed in pieces, in bounded memory
+/// (`n` lines, however long each is).
+struct LastLines {
+    n: usize,
+    lines: std::collections::VecDeque<Vec<u8>>,
+}
+
+impl LastLines {
+    fn new(n: usize) -> Self {
+        LastLines {
+            n,
+            lines: std::collections::VecDeque::new(),
+        }
+    }
+
+    fn push(&mut self, mut b: &[u8]) {
+        while !b.is_empty() {
+            let open = self.lines.back().is_some_and(|l| l.last() != Some(&b'\n'));
+            if !open {
+                self.lines.push_back(Vec::new());
+                if self.lines.len() > self.n.max(1) {
+                    self.lines.pop_front();
                 }
             }
-            Ok((out, missing_note(&job, &chunks)))
-        })
+            let end = b
+                .iter()
+                .position(|&c| c == b'\n')
+                .map_or(b.len(), |i| i + 1);
+            if let Some(l) = self.lines.back_mut() {
+                l.extend_from_slice(&b[..end]);
+            }
+            b = &b[end..];
+        }
+    }
+
+    fn into_bytes(self) -> Vec<u8> {
+        if self.n == 0 {
+            return Vec::new();
+        }
+        self.lines.into_iter().flatten().collect()
     }
 }
 
@@ -551,21 +595,26 @@ pub fn remote_logs(
     let mut out = std::io::stdout().lock();
     let mut incomplete = Vec::new();
     for j in &selected {
-        let (bytes, missing) = remote.log(run, j, expected_chunks(doc, j))?;
-        if let Some(m) = missing {
-            incomplete.push(m);
-        }
-        let text = match tail {
-            Some(n) => {
-                let lines: Vec<&[u8]> = bytes.split_inclusive(|&b| b == b'\n').collect();
-                lines[lines.len().saturating_sub(n)..].concat()
-            }
-            None => bytes,
-        };
         if selected.len() > 1 {
             writeln!(out, "==> {} <==", cell(j))?;
         }
-        out.write_all(&text)?;
+        let expected = expected_chunks(doc, j);
+        let missing = match tail {
+            None => remote.log(run, j, expected, &mut |b| Ok(out.write_all(b)?))?,
+            Some(n) => {
+                // Only the last `n` lines are kept while the chunks go by.
+                let mut last = LastLines::new(n);
+                let m = remote.log(run, j, expected, &mut |b| {
+                    last.push(b);
+                    Ok(())
+                })?;
+                out.write_all(&last.into_bytes())?;
+                m
+            }
+        };
+        if let Some(m) = missing {
+            incomplete.push(m);
+        }
     }
     out.flush()?;
     for m in incomplete {
@@ -579,6 +628,24 @@ pub fn remote_logs(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_last_lines_of_a_log_fed_in_pieces_are_exact() {
+        let log = b"one\ntwo\nthree is long\nfour\nfive";
+        for n in [0usize, 1, 2, 3, 10] {
+            let want: Vec<u8> = {
+                let lines: Vec<&[u8]> = log.split_inclusive(|&b| b == b'\n').collect();
+                lines[lines.len().saturating_sub(n)..].concat()
+            };
+            for piece in [1usize, 2, 3, 7, 100] {
+                let mut last = LastLines::new(n);
+                for c in log.chunks(piece) {
+                    last.push(c);
+                }
+                assert_eq!(last.into_bytes(), want, "n={n} piece={piece}");
+            }
+        }
+    }
+
     use super::*;
 
     #[test]

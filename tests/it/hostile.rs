@@ -295,6 +295,14 @@ fn hostile_remote_documents_are_each_one_unreadable_run_everywhere() {
 
     drop((web, dash));
 
+    // Another runner's log, whole and its last line, byte for byte.
+    let out = other.run(&["runs", "logs", &good_id, "--profile", "team"]);
+    expect_code(&out, 0);
+    assert_eq!(text(&out.stdout), "good run\n");
+    let out = other.run(&["runs", "logs", &good_id, "--profile", "team", "--tail", "1"]);
+    expect_code(&out, 0);
+    assert_eq!(text(&out.stdout), "good run\n");
+
     // A log chunk over the bound is an error that names it, never a 3 MiB
     // read into memory.
     std::fs::write(

@@ -536,6 +536,19 @@ fn no_symlink_between(project_dir: &Path, rel: &str) -> Result<()> {
 /// and every blob is verified; on any failure it returns an error and
 /// leaves the project untouched. Nothing is written through a symlink, and
 /// only output paths are ever replaced.
+/// Bytes an unprivileged writer can still use on the filesystem of `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs is plain data; all-zero is a valid value.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is NUL-terminated and `st` is a valid out pointer.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}
+
 pub fn restore(
     cas: &Cas,
     project_dir: &Path,
@@ -545,6 +558,22 @@ pub fn restore(
     check_manifest(manifest, outputs)?;
     for f in &manifest.files {
         no_symlink_between(project_dir, &f.path)?;
+    }
+    // A manifest can name one blob many times: what it would write must
+    // fit on the disk (with room to spare), or nothing is written.
+    let total: u64 = manifest
+        .files
+        .iter()
+        .filter(|f| f.symlink.is_none())
+        .map(|f| f.size)
+        .fold(0, u64::saturating_add);
+    if let Some(free) = free_bytes(project_dir) {
+        if total > free.saturating_sub(free / 10) {
+            bail!(
+                "restoring would write {total} bytes into {}, which has {free} free; free space or the entry is not what it seems",
+                project_dir.display()
+            );
+        }
     }
     let mut staged: Vec<(PathBuf, PathBuf)> = Vec::new();
     let cleanup = |staged: &[(PathBuf, PathBuf)]| {
@@ -603,6 +632,36 @@ pub fn restore(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_manifest_that_would_fill_the_disk_restores_nothing() {
+        let home = tempfile::tempdir().unwrap();
+        let proj = tempfile::tempdir().unwrap();
+        let cas = Cas::new(home.path());
+        fs::write(proj.path().join("seed"), vec![7u8; 4096]).unwrap();
+        let (sha, size) = cas.put_file(&proj.path().join("seed")).unwrap();
+        let free = free_bytes(proj.path()).unwrap();
+        // One blob, named often enough (with a size that claims a share
+        // of the disk each time) to fill it.
+        let files = (0..1001)
+            .map(|i| FileEntry {
+                path: format!("out/f{i}"),
+                sha256: sha.clone(),
+                size: size.max(free / 1000 + 1),
+                mode: 0o644,
+                symlink: None,
+            })
+            .collect();
+        let e = restore(
+            &cas,
+            proj.path(),
+            &Manifest { version: 1, files },
+            &["out".into()],
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("free space"), "{e:#}");
+        assert!(!proj.path().join("out").exists(), "nothing was written");
+    }
+
     use super::*;
 
     #[test]

@@ -289,8 +289,12 @@ fn copy_hashing(src: &Path, dest: &Path) -> Result<(String, u64)> {
     Ok((hex(&h.finalize()), total))
 }
 
+/// The name prefix of the files a restore stages next to their destination.
+pub const RESTORE_TMP_PREFIX: &str = ".sparkwing-restore-";
+
 /// Stores a job's declared outputs in the CAS and returns their manifest.
-/// Every output must exist.
+/// Every output must exist. Files another run's restore is staging are not
+/// outputs ([`RESTORE_TMP_PREFIX`]).
 pub fn snapshot(cas: &Cas, project_dir: &Path, outputs: &[String]) -> Result<Manifest> {
     let mut files = Vec::new();
     for o in outputs {
@@ -298,7 +302,18 @@ pub fn snapshot(cas: &Cas, project_dir: &Path, outputs: &[String]) -> Result<Man
             format!("cache output `{o}` was not produced (nothing at {}); fix the job's steps or its cache.outputs", project_dir.join(o).display())
         })?;
         for f in matched {
-            let meta = fs::symlink_metadata(&f)?;
+            // Another run restoring into the same outputs stages files
+            // here; they are not this job's outputs (and may vanish).
+            if f.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(RESTORE_TMP_PREFIX))
+            {
+                continue;
+            }
+            let meta = match fs::symlink_metadata(&f) {
+                Ok(m) => m,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e.into()),
+            };
             let path = rel(project_dir, &f);
             if files.iter().any(|e: &FileEntry| e.path == path) {
                 continue;
@@ -588,7 +603,7 @@ pub fn restore(
             cleanup(&staged);
             return Err(e).with_context(|| format!("creating {}", dir.display()));
         }
-        let tmp = dir.join(format!(".sparkwing-restore-{}-{i}", std::process::id()));
+        let tmp = dir.join(format!("{RESTORE_TMP_PREFIX}{}-{i}", std::process::id()));
         let _ = fs::remove_file(&tmp);
         let r = match &f.symlink {
             Some(target) => symlink(target, &tmp).map_err(anyhow::Error::from),
@@ -632,6 +647,24 @@ pub fn restore(
 
 #[cfg(test)]
 mod tests {
+    /// Found by the eight-concurrent-runs test: a run storing `out/` while
+    /// another restores into it recorded the other's staged files.
+    #[test]
+    fn a_snapshot_leaves_out_files_another_restore_is_staging() {
+        let home = tempfile::tempdir().unwrap();
+        let proj = tempfile::tempdir().unwrap();
+        fs::create_dir_all(proj.path().join("out")).unwrap();
+        fs::write(proj.path().join("out/a"), "a").unwrap();
+        fs::write(
+            proj.path().join(format!("out/{RESTORE_TMP_PREFIX}123-0")),
+            "a",
+        )
+        .unwrap();
+        let m = snapshot(&Cas::new(home.path()), proj.path(), &["out".into()]).unwrap();
+        let paths: Vec<&str> = m.files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, ["out/a"]);
+    }
+
     #[test]
     fn a_manifest_that_would_fill_the_disk_restores_nothing() {
         let home = tempfile::tempdir().unwrap();

@@ -145,16 +145,19 @@ pub async fn fetch(
                 f.sha256
             );
         };
-        if bytes.len() as u64 != f.size {
+        let (home, sha) = (home.to_path_buf(), f.sha256.clone());
+        let len = bytes.len() as u64;
+        // The hash decides first: bytes that do not hash to the name are a
+        // corrupt or truncated blob; bytes that do, at another size than
+        // the manifest gives, mean the manifest is wrong.
+        tokio::task::spawn_blocking(move || Cas::new(&home).put_bytes(&sha, &bytes)).await??;
+        if len != f.size {
             bail!(
-                "the remote manifest says blob {} holds {} bytes; it holds {} (the manifest is wrong)",
+                "the remote manifest says blob {} holds {} bytes; it holds {len} (the manifest is wrong)",
                 f.sha256,
-                f.size,
-                bytes.len()
+                f.size
             );
         }
-        let (home, sha) = (home.to_path_buf(), f.sha256.clone());
-        tokio::task::spawn_blocking(move || Cas::new(&home).put_bytes(&sha, &bytes)).await??;
     }
     Ok(Some(CacheEntry {
         key: key.to_string(),

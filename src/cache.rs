@@ -408,13 +408,19 @@ fn link_target(link: &str, target: &str, is_link: impl Fn(&str) -> bool) -> Opti
     }
     let mut parts: Vec<&str> = link.split('/').collect();
     parts.pop();
+    let mut descended = false;
     for c in target.split('/') {
         match c {
             "" | "." => {}
+            // `..` only before any name: after one, the name may be a link
+            // on disk (from another restore, or the job), and `..` would
+            // climb from wherever that points.
+            ".." if descended => return None,
             ".." => {
                 parts.pop()?;
             }
             c => {
+                descended = true;
                 parts.push(c);
                 if is_link(&parts.join("/")) {
                     return None;
@@ -552,13 +558,15 @@ fn no_symlink_between(project_dir: &Path, rel: &str) -> Result<()> {
 /// leaves the project untouched. Nothing is written through a symlink, and
 /// only output paths are ever replaced.
 /// Bytes an unprivileged writer can still use on the filesystem of `dir`.
-fn free_bytes(dir: &Path) -> Option<u64> {
+pub fn free_bytes(dir: &Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
     // SAFETY: statvfs is plain data; all-zero is a valid value.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: `c` is NUL-terminated and `st` is a valid out pointer.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+    // A filesystem that reports no blocks (tmpfs with size=0) has no
+    // limit we can read.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 || st.f_blocks == 0 {
         return None;
     }
     Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
@@ -821,6 +829,10 @@ mod tests {
                         &format!("{}{}etc/shadow", "up/".repeat(15), "../".repeat(15)),
                     ),
                 ],
+            ),
+            (
+                "`..` after a name (which may be a link on disk already)",
+                vec![link("out/notes.txt", "up/../../etc/shadow")],
             ),
             (
                 "a file below a file (a restore that could only be partial)",

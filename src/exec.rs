@@ -777,7 +777,7 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
                 Ok(None) => {}
                 Err(e) => crate::say!(
                     "sparkwing: job {name}: could not use the remote cache ({}); running the job",
-                    crate::profile::scrub(&format!("{e:#}"))
+                    crate::util::one_line(&format!("{e:#}"), 1000)
                 ),
             }
         }

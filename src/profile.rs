@@ -390,7 +390,8 @@ fn validate_surface(profile_at: &str, role: &str, s: &Surface) -> Result<()> {
 /// An endpoint as an error may show it: quoted and redacted, or not at all
 /// when it has no scheme (then it cannot be told where a secret would be).
 pub fn shown_endpoint(raw: &str) -> String {
-    if raw.contains("://") {
+    // An `@` anywhere may be a password's end: such a value is not shown.
+    if raw.contains("://") && !raw.contains('@') {
         format!("\"{}\"", crate::util::cell(&redact_url(raw)))
     } else {
         "(value not shown)".into()
@@ -824,7 +825,8 @@ profiles:
             ("profiles:\n  a:\n    state: { type: azure-blob, bucket: 'runs--x' }\n", "state.bucket \"runs--x\" is not a valid Azure container name: it has two hyphens"),
             ("profiles:\n  a:\n    cache: { type: s3, bucket: \"x\\e]0;t\\a\" }\n", "cache.bucket \"x\\u{1b}]0;t\\u{7}\" is not"),
             ("profiles:\n  a:\n    cache: { type: s3, bucket: bkt, endpoint: '::::' }\n", "cache.endpoint (value not shown) is not an http(s) URL with a host: it does not start with http:// or https://; fix `endpoint:`"),
-            ("profiles:\n  a:\n    cache: { type: s3, bucket: bkt, endpoint: 'http://u:pw@minio:99999/?token=T0K' }\n", "cache.endpoint \"http://***@minio:99999/?***\" is not an http(s) URL with a host: it is not a URL (invalid port number)"),
+            ("profiles:\n  a:\n    cache: { type: s3, bucket: bkt, endpoint: 'http://minio:99999/?token=T0K' }\n", "cache.endpoint \"http://minio:99999/?***\" is not an http(s) URL with a host: it is not a URL (invalid port number)"),
+            ("profiles:\n  a:\n    cache: { type: s3, bucket: bkt, endpoint: 'http://u:pw@minio:9/' }\n", "cache.endpoint (value not shown) is not an http(s) URL with a host: it carries user information"),
             ("profiles:\n  a:\n    logs: { type: s3, bucket: bkt, prefix: 'team/../../x' }\n", "logs.prefix \"team/../../x\" is not a valid prefix: it has a `.` or `..` part"),
         ];
         for (text, want) in cases {

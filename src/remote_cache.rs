@@ -123,6 +123,23 @@ pub async fn fetch(
     crate::cache::check_manifest(&manifest, outputs)
         .context("refusing the remote cache manifest")?;
     let cas = Cas::new(home);
+    // What would be downloaded must fit in SPARKWING_HOME, or nothing is.
+    let mut missing = std::collections::HashSet::new();
+    let want: u64 = manifest
+        .files
+        .iter()
+        .filter(|f| f.symlink.is_none() && !cas.blob_path(&f.sha256).exists())
+        .filter(|f| missing.insert(f.sha256.as_str()))
+        .map(|f| f.size)
+        .fold(0, u64::saturating_add);
+    if let Some(free) = crate::cache::free_bytes(home) {
+        if want > free.saturating_sub(free / 10) {
+            bail!(
+                "the remote entry needs {want} bytes of blobs and {} has {free} free; free space or the entry is not what it seems",
+                home.display()
+            );
+        }
+    }
     for f in manifest.files.iter().filter(|f| f.symlink.is_none()) {
         if cas.blob_path(&f.sha256).exists() {
             continue;

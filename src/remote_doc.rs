@@ -87,11 +87,14 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for List<T> {
 type Name = Bounded<MAX_NAME>;
 type Text = Bounded<MAX_TEXT>;
 
-/// Whether `c` would let a value rearrange or forge what a terminal shows:
-/// a control character, or a bidirectional formatting character.
+/// Whether `c` would let a value rearrange, hide or forge what a terminal
+/// shows: a control character, a bidirectional or zero-width formatting
+/// character, a line or paragraph separator, a tag character.
 pub fn is_deceptive(c: char) -> bool {
     c.is_control()
-        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        || matches!(c,
+            '\u{061c}' | '\u{180e}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}'
+            | '\u{2060}'..='\u{206f}' | '\u{feff}' | '\u{e0000}'..='\u{e007f}')
 }
 
 /// A pipeline or job name, by the rules a pipeline file's names follow

@@ -796,7 +796,7 @@ impl Store {
                 // Only what this machine produced is published again: an
                 // imported entry naming a local run is not vouched for here.
                 "SELECT key, job, pipeline, run_id, created_at, expires_at, manifest, origin FROM cache_entries
-                 WHERE run_id = ?1 AND origin IN ('local', 'unknown') ORDER BY created_at",
+                 WHERE run_id = ?1 AND origin = 'local' ORDER BY created_at",
             )?;
             let rows = st.query_map([run], cache_row)?;
             rows.collect()

@@ -52,7 +52,7 @@ pub async fn blocking_reason(actor: &SyncActor) -> String {
 fn reason(stats: &[TargetStats]) -> String {
     let mut parts = Vec::new();
     for s in stats {
-        let err = crate::profile::scrub(s.last_error.as_deref().unwrap_or_default());
+        let err = crate::util::one_line(s.last_error.as_deref().unwrap_or_default(), 500);
         match s.connectivity {
             Some(Connectivity::AuthFailed) => parts.push(format!("credentials refused: {err}")),
             Some(Connectivity::Offline) => parts.push(format!(
@@ -128,7 +128,11 @@ fn stats_text(s: &TargetStats) -> String {
             .map(|t| format!("{} ago", ago(t)))
             .unwrap_or_else(|| "never".into())
     ));
-    if let Some(e) = s.last_error.as_deref().map(crate::profile::scrub) {
+    if let Some(e) = s
+        .last_error
+        .as_deref()
+        .map(|e| crate::util::one_line(e, 500))
+    {
         out.push_str(&format!(
             "  last error     [{}] {e}\n",
             s.last_error_class.as_deref().unwrap_or("?")

@@ -217,6 +217,13 @@ const MAX_CELL: usize = 200;
 /// One value for a line of text output (a table cell, a `runs show`
 /// field): control characters escaped, newlines included, and cut with `…`
 /// past [`MAX_CELL`] characters. Values may come from a remote.
+/// Text from elsewhere (a server's error, a remote's message) as one line:
+/// secrets masked, every control character escaped (newlines too, so it
+/// cannot forge a line of ours), cut at `max` characters.
+pub fn one_line(s: &str, max: usize) -> String {
+    escape_controls(&clip(&crate::profile::scrub(s), max), &[])
+}
+
 pub fn cell(s: &str) -> String {
     escape_controls(&clip(s, MAX_CELL), &[])
 }

@@ -141,6 +141,17 @@ fn azure_container(name: &str) -> Result<(), String> {
 /// Checks an object-store endpoint: an `http://` or `https://` URL with a
 /// host. The reason never quotes the value (it may hold credentials).
 pub fn check_endpoint(raw: &str) -> Result<(), String> {
+    // Credentials never go in an endpoint: the clients sign requests with
+    // the provider's own credentials, and a password in a URL ends up in
+    // error messages (and some characters in it crash the S3 client).
+    if let Some(rest) = raw.split_once("://").map(|(_, r)| r) {
+        // Before the query: an `@` there is user information (a password
+        // may itself hold `/`, so the path is included).
+        let before_query = rest.split(['?', '#']).next().unwrap_or_default();
+        if before_query.contains('@') {
+            return Err("it carries user information (user:password@); credentials come from the environment (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), never from the endpoint".into());
+        }
+    }
     if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err("it contains whitespace or control characters".into());
     }
@@ -219,7 +230,7 @@ mod tests {
         for ok in [
             "http://127.0.0.1:9000",
             "https://s3.eu-west-1.amazonaws.com",
-            "http://u:p@minio:9000/?token=t",
+            "http://minio:9000/?token=t",
         ] {
             check_endpoint(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
         }
@@ -232,10 +243,14 @@ mod tests {
             ("http://h:99999", "not a URL"),
             ("http://a b", "whitespace"),
             ("http://h/\n", "whitespace"),
+            ("http://u:p@minio:9000/", "user information"),
+            ("http://u5er:PLANTED/PASS@127.0.0.1:9/", "user information"),
+            ("http://u:\"<x@h/", "user information"),
         ] {
             let e = check_endpoint(bad).unwrap_err();
-            assert!(e.contains(want), "{bad:?}: {e}");
+            assert!(e.contains(want), "{bad}: {e}");
         }
+        check_endpoint("http://h/?q=a@b").unwrap();
     }
 
     #[test]

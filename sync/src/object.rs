@@ -192,9 +192,12 @@ fn io_error(what: &str, p: &std::path::Path, e: std::io::Error) -> TargetError {
     let msg = format!("{what} {}: {e}", p.display());
     match e.kind() {
         std::io::ErrorKind::PermissionDenied => TargetError::auth(msg),
-        std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidFilename => {
-            TargetError::permanent(msg)
-        }
+        // A directory where an object belongs (or the reverse) will not go
+        // away by waiting: someone put it there.
+        std::io::ErrorKind::InvalidInput
+        | std::io::ErrorKind::InvalidFilename
+        | std::io::ErrorKind::IsADirectory
+        | std::io::ErrorKind::NotADirectory => TargetError::permanent(msg),
         _ => TargetError::transient(msg),
     }
 }
@@ -298,6 +301,14 @@ fn read_local(
             "object {key} is not a regular file; remove it from the share"
         )));
     }
+    // Sparkwing writes every object but a blob by rename, so it has one
+    // name; a second is a hard link someone made, perhaps to a file outside
+    // the share. (A blob is checked against its SHA-256 by every reader.)
+    if std::os::unix::fs::MetadataExt::nlink(&meta) > 1 && !key.starts_with("cas/") {
+        return Err(TargetError::permanent(format!(
+            "object {key} has other hard links; sparkwing never makes them (remove it from the share)"
+        )));
+    }
     if meta.len() > max {
         return Err(crate::target::too_large(key, meta.len(), max));
     }
@@ -325,6 +336,19 @@ fn staging_owner() -> String {
     format!("{host}.{}.", std::process::id())
 }
 
+/// Whether `name` is one [`staging_owner`] gives: `<host>.<pid>.<n>`, the
+/// host without dots, the pid and the counter in digits.
+fn is_staged_name(name: &str) -> bool {
+    let mut parts = name.split('.');
+    let ok = |p: Option<&str>, digits: bool| {
+        p.is_some_and(|p| !p.is_empty() && (!digits || p.bytes().all(|b| b.is_ascii_digit())))
+    };
+    ok(parts.next(), false)
+        && ok(parts.next(), true)
+        && ok(parts.next(), true)
+        && parts.next().is_none()
+}
+
 /// Removes staged files a crash left behind in a `filesystem` surface: this
 /// host's files whose process is gone, and anyone's older than a day (the
 /// share may be used by other machines, whose live writers are left alone).
@@ -343,6 +367,13 @@ pub fn clean_staging(root: &std::path::Path) -> usize {
     let mut removed = 0;
     for ent in rd.flatten() {
         let name = ent.file_name().to_string_lossy().into_owned();
+        // Only names of the form sparkwing stages under (`<host>.<pid>.<n>`):
+        // if the directory is swapped for a link between the check above
+        // and the removal below, nothing but such names can be removed
+        // wherever it points.
+        if !is_staged_name(&name) {
+            continue;
+        }
         let mut parts = name.split('.');
         let (h, pid) = (
             parts.next().unwrap_or_default(),
@@ -889,6 +920,19 @@ mod tests {
             victim.exists(),
             "a linked staging directory is never cleaned"
         );
+        // Only names of the staged form are ever removed (were the link
+        // swapped in after the check, `thesis.tex` could not go).
+        assert!(is_staged_name("host_a.123.7"));
+        for other in [
+            "thesis.tex",
+            "id_rsa",
+            "a.b.c.d",
+            "h.x.1",
+            ".bashrc",
+            "h.1.",
+        ] {
+            assert!(!is_staged_name(other), "{other}");
+        }
 
         let t = ObjectStoreTarget::filesystem(share.path());
         // Writing replaces the planted link with a real staging directory

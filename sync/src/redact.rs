@@ -46,15 +46,86 @@ pub fn scrub_urls(text: &str) -> String {
             }
             None => tail,
         };
-        // The rest of a URL in a text ends at whitespace, a quote or a bracket.
+        // The rest of a URL in a text ends at whitespace, a double quote,
+        // an angle bracket or a backtick. `)`, `]` and `'` may be part of
+        // it (an IPv6 host, a path): ending there would leave the query
+        // string after them unmasked, so prose after a URL may be masked
+        // with it instead.
         let end = tail
-            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | ')' | ']'))
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '<' | '>' | '`'))
             .unwrap_or(tail.len());
         let redacted = redact_url(&format!("x://{}", &tail[..end]));
         out.push_str(redacted.strip_prefix("x://").unwrap_or(&redacted));
         rest = &tail[end..];
     }
     out.push_str(rest);
+    out
+}
+
+/// Headers whose value is a credential; a server's error may echo them
+/// (S3's SignatureDoesNotMatch quotes the canonical request).
+const SECRET_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-amz-security-token",
+    "x-amz-server-side-encryption-customer-key",
+    "x-goog-api-key",
+    "x-ms-copy-source-authorization",
+];
+
+/// `name: value` of a [`SECRET_HEADERS`] masked to the end of its line.
+fn scrub_headers(text: &str) -> String {
+    let lower = text.to_ascii_lowercase();
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    while let Some((i, h)) = SECRET_HEADERS
+        .iter()
+        .filter_map(|h| lower[at..].find(&format!("{h}:")).map(|i| (at + i, *h)))
+        .min_by_key(|(i, _)| *i)
+    {
+        let value = i + h.len() + 1;
+        let end = text[value..]
+            .find(['\n', '\r', '<'])
+            .map_or(text.len(), |e| value + e);
+        out.push_str(&text[at..value]);
+        out.push_str(" ***");
+        at = end;
+    }
+    out.push_str(&text[at..]);
+    out
+}
+
+/// Environment variables whose values are credentials: if a value shows up
+/// in any text (echoed by a server, quoted in an error), it is masked.
+const SECRET_VARS: &[&str] = &[
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AZURE_STORAGE_ACCOUNT_KEY",
+    "AZURE_STORAGE_ACCESS_KEY",
+    "AZURE_STORAGE_SAS_KEY",
+    "AZURE_STORAGE_TOKEN",
+    "AZURE_CLIENT_SECRET",
+    "GOOGLE_SERVICE_ACCOUNT_KEY",
+    "SPARKWING_PG_URL",
+];
+
+fn scrub_env_values(text: &str) -> String {
+    static VALUES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let values = VALUES.get_or_init(|| {
+        SECRET_VARS
+            .iter()
+            .filter_map(|v| std::env::var(v).ok())
+            .filter(|v| v.len() >= 8)
+            .collect()
+    });
+    let mut out = text.to_string();
+    for v in values {
+        if out.contains(v.as_str()) {
+            out = out.replace(v.as_str(), "***");
+        }
+    }
     out
 }
 
@@ -76,7 +147,7 @@ const SECRET_KEYS: &[&str] = &[
 
 /// [`scrub_urls`], then every `key=value` whose key names a secret masked.
 pub fn scrub(text: &str) -> String {
-    let text = scrub_urls(text);
+    let text = scrub_env_values(&scrub_headers(&scrub_urls(text)));
     let mut out = String::with_capacity(text.len());
     let mut rest = text.as_str();
     while let Some(i) = rest.find('=') {
@@ -89,10 +160,9 @@ pub fn scrub(text: &str) -> String {
         out.push('=');
         let tail = &tail[1..];
         let lower = key.to_ascii_lowercase();
-        if SECRET_KEYS
-            .iter()
-            .any(|k| lower == *k || lower.ends_with(&format!("_{k}")))
-        {
+        if SECRET_KEYS.iter().any(|k| {
+            lower == *k || lower.ends_with(&format!("_{k}")) || lower.ends_with(&format!("-{k}"))
+        }) {
             let end = tail
                 .find(|c: char| {
                     c.is_whitespace() || matches!(c, '"' | '\'' | '&' | ';' | ',' | ')')
@@ -158,6 +228,25 @@ mod tests {
             assert!(got.contains("***@"), "{got}");
         }
         assert_eq!(scrub_urls("(http://h/x)"), "(http://h/x)");
+    }
+
+    #[test]
+    fn ipv6_hosts_paths_with_brackets_and_echoed_headers_are_masked() {
+        for text in [
+            "GET http://[::1]:9/?X-Amz-Security-Token=PLANTEDQ2 failed",
+            "GET http://127.0.0.1:9/a)b/?auth=PLANTEDQ2 failed",
+            "GET http://127.0.0.1:9/a'b?code=PLANTEDQ2 failed",
+            "X-Amz-Security-Token=PLANTEDQ2",
+            "<CanonicalRequest>GET\n/b/k\nhost:h\nx-amz-security-token:PLANTEDQ2\n</CanonicalRequest>",
+            "Authorization: AWS4-HMAC-SHA256 Credential=PLANTEDQ2/x",
+        ] {
+            let got = scrub(text);
+            assert!(!got.contains("PLANTEDQ2"), "{text:?} -> {got:?}");
+        }
+        assert_eq!(
+            scrub("<Host>h</Host>\nx-amz-security-token:T\nx-amz-date:1"),
+            "<Host>h</Host>\nx-amz-security-token: ***\nx-amz-date:1"
+        );
     }
 
     #[test]

@@ -152,7 +152,8 @@ fn every_profile_error_is_clear_and_stops_before_running() {
         ("profiles:\n  p:\n    logs: { type: gcs, bucket: Team_Logs }\n", &["logs.bucket \"Team_Logs\" is not a valid GCS bucket name: it has uppercase letters"]),
         ("profiles:\n  p:\n    logs: { type: azure-blob, bucket: 'my--logs', account: a }\n", &["logs.bucket \"my--logs\" is not a valid Azure container name"]),
         ("profiles:\n  p:\n    cache: { type: s3, bucket: bkt, endpoint: '::::' }\n", &["profile \"p\": cache.endpoint", "is not an http(s) URL with a host", "fix `endpoint:`"]),
-        ("profiles:\n  p:\n    cache: { type: s3, bucket: bkt, endpoint: 'http://key:s3cr3t@minio:9000x' }\n", &["cache.endpoint \"http://***@minio:9000x\" is not an http(s) URL"]),
+        ("profiles:\n  p:\n    cache: { type: s3, bucket: bkt, endpoint: 'http://key:s3cr3t@minio:9000x' }\n", &["cache.endpoint (value not shown) is not an http(s) URL", "it carries user information"]),
+        ("profiles:\n  p:\n    cache: { type: s3, bucket: bkt, endpoint: 'http://minio:9000x/?sig=s3cr3t' }\n", &["cache.endpoint \"http://minio:9000x/?***\" is not an http(s) URL"]),
         ("profiles:\n  p:\n    state: { type: s3, bucket: bkt, prefix: '../state' }\n", &["state.prefix \"../state\" is not a valid prefix"]),
         // Hostile documents are refused before they are loaded.
         (&format!("profiles: {}", "{a: ".repeat(50_000)), &["profiles.yaml:1:", "nesting deeper than 64 levels"]),
@@ -250,7 +251,7 @@ fn an_unset_url_source_variable_is_named() {
 fn secrets_are_redacted_in_profile_output() {
     let env = Env::with_pipelines(HELLO);
     env.write_user_profiles(
-        "profiles:\n  db:\n    state: { type: postgres, url: 'postgres://admin:hunter2@db.example:5432/sw?sslmode=require&password=hunter3' }\n    cache: { type: s3, bucket: bkt, endpoint: 'http://key:s3cr3t@minio:9000' }\n  ctl:\n    controller: { url: 'https://api.example.dev', token: swu_topsecret }\n",
+        "profiles:\n  db:\n    state: { type: postgres, url: 'postgres://admin:hunter2@db.example:5432/sw?sslmode=require&password=hunter3' }\n    cache: { type: s3, bucket: bkt, endpoint: 'http://minio:9000/?sig=s3cr3t' }\n  ctl:\n    controller: { url: 'https://api.example.dev', token: swu_topsecret }\n",
     );
     for name in ["db", "ctl"] {
         for fmt in ["text", "json"] {
@@ -270,6 +271,17 @@ fn secrets_are_redacted_in_profile_output() {
     let v = profile_json(&env, &["--profile", "ctl"]);
     assert_eq!(v["surfaces"]["controller"]["token"], "[redacted]");
     assert_eq!(v["mode"], 4);
+    // User information in an endpoint is refused, without showing it.
+    env.write_user_profiles(
+        "profiles:\n  db:\n    cache: { type: s3, bucket: bkt, endpoint: 'http://key:s3cr3t@minio:9000' }\n",
+    );
+    let out = env.run(&["profile", "--profile", "db"]);
+    expect_code(&out, 2);
+    let e = text(&out.stderr);
+    assert!(
+        e.contains("user information") && !e.contains("s3cr3t") && !e.contains("key:"),
+        "{e}"
+    );
 }
 
 #[test]

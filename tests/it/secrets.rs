@@ -59,9 +59,11 @@ fn a_planted_secret_appears_in_no_output_file_or_remote_object() {
     let r = remote.path().display();
     // Nothing listens here: every request fails and its error is kept.
     let dead = free_port();
-    // A password with `)` and `'`, which URL libraries leave unencoded.
-    let endpoint = format!("http://u5er:PLANTEDPASS)x'y@127.0.0.1:{dead}/?token=PLANTEDQTOKEN")
-        .replace('\'', "''");
+    let endpoint =
+        format!("http://127.0.0.1:{dead}/a)b'c/?token=PLANTEDQTOKEN").replace('\'', "''");
+    // User information is refused in an endpoint (the refusal must not
+    // show it either): a password with `)`, `'` and `/`.
+    let with_user = format!("http://u5er:PLANTEDPASS)x'y/z@127.0.0.1:{dead}/").replace('\'', "''");
     let profiles_dir = tempfile::tempdir().unwrap();
     let profiles = profiles_dir.path().join("profiles.yaml");
     std::fs::write(
@@ -151,6 +153,31 @@ fn a_planted_secret_appears_in_no_output_file_or_remote_object() {
     run(&["run", "build", "--profile", "team"]);
     // Profiles that cannot run here still must not print their secrets.
     run(&["run", "hello", "--profile", "db"]);
+    let mut refused = Vec::new();
+    // A profile file with user information in an endpoint: refused at
+    // load, without showing it.
+    let userinfo = profiles_dir.path().join("userinfo.yaml");
+    std::fs::write(
+        &userinfo,
+        format!("profiles:\n  u:\n    state: {{ type: s3, bucket: sw-state, prefix: state, region: us-east-1, endpoint: '{with_user}' }}\n"),
+    )
+    .unwrap();
+    for args in [
+        &["run", "hello", "--profile", "u"][..],
+        &["profile", "--profile", "u"],
+    ] {
+        let out = with_env(args)
+            .env("SPARKWING_PROFILES", &userinfo)
+            .output()
+            .unwrap();
+        expect_code(&out, 2);
+        assert!(
+            text(&out.stderr).contains("user information"),
+            "{}",
+            text(&out.stderr)
+        );
+        refused.push((format!("{args:?} (user info)"), out));
+    }
     run(&["run", "hello", "--profile", "ctl"]);
     for p in ["bad", "team", "db", "ctl"] {
         run(&["profile", "--profile", p]);
@@ -222,6 +249,7 @@ fn a_planted_secret_appears_in_no_output_file_or_remote_object() {
     }
 
     let mut found = Vec::new();
+    outputs.extend(refused);
     for (what, out) in &outputs {
         for (stream, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
             if let Some(s) = find_secret(bytes) {
@@ -243,7 +271,7 @@ fn a_planted_secret_appears_in_no_output_file_or_remote_object() {
     // file holds every one), so an empty result above means something.
     let mut in_profiles = Vec::new();
     scan_dir(profiles_dir.path(), &mut in_profiles);
-    assert_eq!(in_profiles.len(), 1, "{in_profiles:?}");
+    assert_eq!(in_profiles.len(), 2, "{in_profiles:?}");
     // The failing target's errors were recorded (so there was something to
     // redact): sync status names the failure.
     let status = with_env(&["sync", "status", "--profile", "bad"])

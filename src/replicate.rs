@@ -207,7 +207,13 @@ impl Replicator {
         let Some(t) = &self.targets.state else {
             return Ok(0);
         };
-        let row = store.find_run(run)?;
+        // The version first, the document after: every change of the run
+        // row comes with an event, so a document read after its version is
+        // at least as new as that version says. (Read the other way round,
+        // a reconcile in another process could pair a `running` row with
+        // the version of the finished run, and the run's own final
+        // document, at the same version, was then dropped as already
+        // queued: the remote kept `running`. The eight-runs test found it.)
         let seq = store.last_event_seq(run)?;
         let chunks = store.log_chunk_totals(run)?;
         let version = summary_version(seq, chunks.values().map(|c| c.0).sum());
@@ -219,6 +225,7 @@ impl Replicator {
         {
             return Ok(0);
         }
+        let row = store.find_run(run)?;
         let doc = remote_document(store, &row)?;
         let body = serde_json::to_vec(&doc)?;
         let payload = if body.len() <= INLINE_LIMIT {

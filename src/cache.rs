@@ -218,19 +218,34 @@ impl Cas {
     /// Stores a file's contents; returns (sha256, size). A blob already
     /// present is not written again.
     pub fn put_file(&self, src: &Path) -> Result<(String, u64)> {
-        let (sha, size) = sha256_file(src).with_context(|| format!("hashing {}", src.display()))?;
-        self.install(&sha, |tmp| {
-            let (got, _) = copy_hashing(src, tmp)?;
-            if got != sha {
-                bail!(
-                    "{} changed while it was being stored; run the job again",
-                    src.display()
-                );
+        // The file is read twice (hashed, then copied if the CAS lacks it);
+        // if something rewrites it in between (another run of the same job
+        // in the same checkout), both reads are tried again a few times, and
+        // only two reads that agree are stored.
+        let mut attempt = 0;
+        loop {
+            let (sha, size) =
+                sha256_file(src).with_context(|| format!("hashing {}", src.display()))?;
+            let stored = self.install(&sha, |tmp| {
+                let (got, _) = copy_hashing(src, tmp)?;
+                if got != sha {
+                    return Err(anyhow!(ChangedWhileStored(src.display().to_string())));
+                }
+                Ok(())
+            });
+            match stored {
+                Ok(()) => return Ok((sha, size)),
+                Err(e) if attempt < 4 && e.downcast_ref::<ChangedWhileStored>().is_some() => {
+                    attempt += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50 << attempt));
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("storing {} in {}", src.display(), self.root.display())
+                    })
+                }
             }
-            Ok(())
-        })
-        .with_context(|| format!("storing {} in {}", src.display(), self.root.display()))?;
-        Ok((sha, size))
+        }
     }
 
     /// Writes a blob through a temporary file (`write` fills and fsyncs it),
@@ -288,6 +303,22 @@ fn copy_hashing(src: &Path, dest: &Path) -> Result<(String, u64)> {
     to.sync_all().map_err(fault)?;
     Ok((hex(&h.finalize()), total))
 }
+
+/// A file that changed between its hashing and its copy into the CAS.
+#[derive(Debug)]
+struct ChangedWhileStored(String);
+
+impl std::fmt::Display for ChangedWhileStored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} changed while it was being stored (is something else writing it?); run the job again",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for ChangedWhileStored {}
 
 /// The name prefix of the files a restore stages next to their destination.
 pub const RESTORE_TMP_PREFIX: &str = ".sparkwing-restore-";

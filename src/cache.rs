@@ -39,7 +39,7 @@ pub struct Manifest {
     pub files: Vec<FileEntry>,
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -509,24 +509,13 @@ pub fn check_manifest(manifest: &Manifest, outputs: &[String]) -> Result<()> {
             .path
             .match_indices('/')
             .map(|(i, _)| &f.path[..i])
-            .find(|a| all.contains(a) && !links.contains(a))
+            .find(|a| all.contains(a))
         {
+            let what = if links.contains(a) { "symlink" } else { "file" };
             bail!(
-                "the manifest puts {} below its file {}",
+                "the manifest puts {} below its {what} {}",
                 shown(&f.path),
                 shown(a)
-            );
-        }
-        if let Some(l) = f
-            .path
-            .match_indices('/')
-            .map(|(i, _)| &f.path[..i])
-            .find(|a| links.contains(a))
-        {
-            bail!(
-                "the manifest puts {} below its symlink {}",
-                shown(&f.path),
-                shown(l)
             );
         }
         match &f.symlink {
@@ -582,14 +571,8 @@ fn no_symlink_between(project_dir: &Path, rel: &str) -> Result<()> {
     Ok(())
 }
 
-/// Restores a manifest's files under `project_dir`, byte-identical and with
-/// their permission bits (never setuid, setgid or sticky). The manifest is
-/// checked first against the job's declared `outputs` ([`check_manifest`])
-/// and every blob is verified; on any failure it returns an error and
-/// leaves the project untouched. Nothing is written through a symlink, and
-/// only output paths are ever replaced.
 /// Bytes an unprivileged writer can still use on the filesystem of `dir`.
-pub fn free_bytes(dir: &Path) -> Option<u64> {
+fn free_bytes(dir: &Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
     // SAFETY: statvfs is plain data; all-zero is a valid value.
@@ -603,6 +586,27 @@ pub fn free_bytes(dir: &Path) -> Option<u64> {
     Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
+/// Refuses to go on when `bytes` would not fit on the filesystem of `dir`
+/// with a tenth of its free space to spare (what a manifest asks for can be
+/// anything: one blob named a million times). Unknown free space passes.
+pub fn check_room(dir: &Path, bytes: u64, what: &str) -> Result<()> {
+    if let Some(free) = free_bytes(dir) {
+        if bytes > free.saturating_sub(free / 10) {
+            bail!(
+                "{what} would write {bytes} bytes into {}, which has {free} free; free space or the entry is not what it seems",
+                dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Restores a manifest's files under `project_dir`, byte-identical and with
+/// their permission bits (never setuid, setgid or sticky). The manifest is
+/// checked first against the job's declared `outputs` ([`check_manifest`])
+/// and every blob is verified; on any failure it returns an error and
+/// leaves the project untouched. Nothing is written through a symlink, and
+/// only output paths are ever replaced.
 pub fn restore(
     cas: &Cas,
     project_dir: &Path,
@@ -621,14 +625,7 @@ pub fn restore(
         .filter(|f| f.symlink.is_none())
         .map(|f| f.size)
         .fold(0, u64::saturating_add);
-    if let Some(free) = free_bytes(project_dir) {
-        if total > free.saturating_sub(free / 10) {
-            bail!(
-                "restoring would write {total} bytes into {}, which has {free} free; free space or the entry is not what it seems",
-                project_dir.display()
-            );
-        }
-    }
+    check_room(project_dir, total, "restoring")?;
     let mut staged: Vec<(PathBuf, PathBuf)> = Vec::new();
     let cleanup = |staged: &[(PathBuf, PathBuf)]| {
         for (tmp, _) in staged {

@@ -285,9 +285,9 @@ pub fn main() -> ExitCode {
             }) {
                 return ExitCode::SUCCESS;
             }
-            // Errors can quote a remote's text and a profile's URLs: no
-            // control character and no credential reaches the terminal.
-            let msg = crate::util::sanitize(&crate::profile::scrub(&format!("{e:#}")));
+            // Errors can quote a remote's text and a profile's URLs: `say!`
+            // lets no control character and no credential reach the terminal.
+            let msg = format!("{e:#}");
             if msg.starts_with("sparkwing: ") {
                 crate::say!("{msg}");
             } else {

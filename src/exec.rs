@@ -759,7 +759,7 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
         if let (Some(key), Some(e)) = (&ctx.signing, &found) {
             // Entries from before origins were recorded ('unknown') are
             // not vouched for either: the job runs once more.
-            let vouched = e.origin == "local" || e.origin == format!("signed:{}", key.id());
+            let vouched = e.origin == "local" || e.origin == key.origin();
             if !vouched {
                 found = None;
             }

@@ -21,58 +21,40 @@ use crate::util::now_ms;
 /// Most files one remote manifest may name.
 pub const MAX_FILES: usize = 1_000_000;
 
-/// A remote cache manifest document (`keys/<key>.json`), parsed into types.
+/// A remote cache manifest document (`keys/<key>.json`), parsed into
+/// typed, bounded fields.
 #[derive(Debug, Clone, Deserialize)]
 pub struct RemoteEntry {
-    pub key: String,
-    pub job: String,
-    pub pipeline: String,
-    pub run_id: String,
+    pub key: Bounded<MAX_NAME>,
+    pub job: PlainName,
+    pub pipeline: PlainName,
+    pub run_id: RunId,
+    #[serde(default)]
     pub created_at: Option<i64>,
+    #[serde(default)]
     pub expires_at: Option<i64>,
     pub manifest: Manifest,
-}
-
-#[derive(Deserialize)]
-struct Doc {
-    key: Bounded<MAX_NAME>,
-    job: PlainName,
-    pipeline: PlainName,
-    run_id: RunId,
-    #[serde(default)]
-    created_at: Option<i64>,
-    #[serde(default)]
-    expires_at: Option<i64>,
-    manifest: Manifest,
 }
 
 /// Parses the manifest document published for `key`: a JSON object with
 /// typed, bounded fields, naming that same key. Signatures are checked by
 /// [`verify_signature`] on the raw document, before this.
 pub fn parse_entry(key: &str, body: &[u8]) -> Result<RemoteEntry> {
-    let d: Doc = serde_json::from_slice(body)
+    let e: RemoteEntry = serde_json::from_slice(body)
         .context("the remote cache manifest is not a manifest document")?;
-    if d.key.0 != key {
+    if e.key.0 != key {
         bail!(
             "the remote cache manifest for key {} names another key",
             crate::util::clip(key, 12)
         );
     }
-    if d.manifest.files.len() > MAX_FILES {
+    if e.manifest.files.len() > MAX_FILES {
         bail!(
             "the remote cache manifest names {} files, more than the {MAX_FILES} accepted",
-            d.manifest.files.len()
+            e.manifest.files.len()
         );
     }
-    Ok(RemoteEntry {
-        key: d.key.0,
-        job: d.job.0,
-        pipeline: d.pipeline.0,
-        run_id: d.run_id.0,
-        created_at: d.created_at,
-        expires_at: d.expires_at,
-        manifest: d.manifest,
-    })
+    Ok(e)
 }
 
 /// With a signing key, the raw document must carry a valid signature.
@@ -132,14 +114,7 @@ pub async fn fetch(
         .filter(|f| missing.insert(f.sha256.as_str()))
         .map(|f| f.size)
         .fold(0, u64::saturating_add);
-    if let Some(free) = crate::cache::free_bytes(home) {
-        if want > free.saturating_sub(free / 10) {
-            bail!(
-                "the remote entry needs {want} bytes of blobs and {} has {free} free; free space or the entry is not what it seems",
-                home.display()
-            );
-        }
-    }
+    crate::cache::check_room(home, want, "downloading the remote entry's blobs")?;
     for f in manifest.files.iter().filter(|f| f.symlink.is_none()) {
         if cas.blob_path(&f.sha256).exists() {
             continue;
@@ -178,14 +153,14 @@ pub async fn fetch(
     }
     Ok(Some(CacheEntry {
         key: key.to_string(),
-        job: entry.job,
-        pipeline: entry.pipeline,
-        run_id: entry.run_id,
+        job: entry.job.0,
+        pipeline: entry.pipeline.0,
+        run_id: entry.run_id.0,
         created_at: entry.created_at.unwrap_or_else(now_ms),
         expires_at: entry.expires_at,
         manifest: serde_json::to_string(&manifest)?,
         origin: match signing {
-            Some(k) => format!("signed:{}", k.id()),
+            Some(k) => k.origin(),
             None => "remote".into(),
         },
     }))

@@ -28,23 +28,33 @@ pub const MAX_ITEMS: usize = 10_000;
 #[serde(transparent)]
 pub struct Bounded<const N: usize>(pub String);
 
+/// A string from a document, kept only if `check` accepts it.
+fn checked<'de, D: Deserializer<'de>>(
+    d: D,
+    check: impl FnOnce(&str) -> Result<(), String>,
+) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    check(&s).map_err(de::Error::custom)?;
+    Ok(s)
+}
+
 impl<'de, const N: usize> Deserialize<'de> for Bounded<N> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        if s.len() > N {
-            return Err(de::Error::custom(format!(
-                "a string of {} bytes, over the limit of {N}",
-                s.len()
-            )));
-        }
-        // A name is one line of plain text; free text (N > MAX_NAME) may
-        // hold lines and is escaped where it is shown.
-        if N <= MAX_NAME && s.chars().any(is_deceptive) {
-            return Err(de::Error::custom(
-                "a name with a control or bidirectional formatting character",
-            ));
-        }
-        Ok(Bounded(s))
+        checked(d, |s| {
+            if s.len() > N {
+                return Err(format!(
+                    "a string of {} bytes, over the limit of {N}",
+                    s.len()
+                ));
+            }
+            // A name is one line of plain text; free text (N > MAX_NAME)
+            // may hold lines and is escaped where it is shown.
+            if N <= MAX_NAME && s.chars().any(is_deceptive) {
+                return Err("a name with a control or bidirectional formatting character".into());
+            }
+            Ok(())
+        })
+        .map(Bounded)
     }
 }
 
@@ -105,14 +115,14 @@ pub struct PlainName(pub String);
 
 impl<'de> Deserialize<'de> for PlainName {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        if !crate::pipeline::valid_name(&s) {
-            return Err(de::Error::custom(format!(
+        checked(d, |s| match crate::pipeline::valid_name(s) {
+            true => Ok(()),
+            false => Err(format!(
                 "{:?} is not a pipeline or job name (letters, digits, -, _ and ., up to 100)",
-                crate::util::clip(&s, 40)
-            )));
-        }
-        Ok(PlainName(s))
+                crate::util::clip(s, 40)
+            )),
+        })
+        .map(PlainName)
     }
 }
 
@@ -123,14 +133,11 @@ pub struct RunId(pub String);
 
 impl<'de> Deserialize<'de> for RunId {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        if !is_run_id(&s) {
-            return Err(de::Error::custom(format!(
-                "{:?} is not a run ID",
-                crate::util::clip(&s, 40)
-            )));
-        }
-        Ok(RunId(s))
+        checked(d, |s| match is_run_id(s) {
+            true => Ok(()),
+            false => Err(format!("{:?} is not a run ID", crate::util::clip(s, 40))),
+        })
+        .map(RunId)
     }
 }
 
@@ -214,16 +221,17 @@ pub struct Status(pub String);
 
 impl<'de> Deserialize<'de> for Status {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        let ok = (1..=32).contains(&s.len())
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-        if !ok {
-            return Err(de::Error::custom(
-                "a status must be 1-32 characters of a-z, 0-9, _ and -",
-            ));
-        }
-        Ok(Status(s))
+        checked(d, |s| {
+            let ok = (1..=32).contains(&s.len())
+                && s.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+                });
+            match ok {
+                true => Ok(()),
+                false => Err("a status must be 1-32 characters of a-z, 0-9, _ and -".into()),
+            }
+        })
+        .map(Status)
     }
 }
 

@@ -18,6 +18,8 @@ use anyhow::{bail, Result};
 use ring::hmac;
 use serde_json::{Map, Value};
 
+use crate::cache::hex;
+
 /// The field of a manifest document that carries its MAC.
 pub const FIELD: &str = "signature";
 const SCHEME: &str = "hmac-sha256:";
@@ -80,6 +82,12 @@ impl SigningKey {
         hex(&hmac::sign(&self.key, b"sparkwing cache signing key id").as_ref()[..8])
     }
 
+    /// The origin a cache entry verified with this key records
+    /// (`signed:<id>`; see migration `0004_cache_origin.sql`).
+    pub fn origin(&self) -> String {
+        format!("signed:{}", self.id())
+    }
+
     /// Adds (or replaces) the document's signature.
     pub fn sign(&self, doc: &mut Map<String, Value>) {
         let mac = hex(&self.mac_of(doc));
@@ -104,10 +112,6 @@ impl SigningKey {
         hmac::verify(&self.key, &bytes, &mac)
             .map_err(|_| "its signature does not match this profile's key".into())
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {

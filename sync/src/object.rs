@@ -644,10 +644,10 @@ async fn blocking<T: Send + 'static>(
 /// skipped, so one hostile name never fails the listing (object_store's own
 /// walk stops at the first such entry).
 fn list_dir(root: &Path, rel: &str, all: bool) -> Result<Vec<String>, TargetError> {
-    if rel
-        .split('/')
-        .any(|p| p.is_empty() || p == "." || p == ".." || p.contains('\\'))
-        && !rel.is_empty()
+    if !rel.is_empty()
+        && rel
+            .split('/')
+            .any(|p| p.is_empty() || p == "." || p == ".." || p.contains('\\'))
     {
         return Err(TargetError::permanent(format!(
             "`{}` is not a key prefix of the layout",

@@ -320,6 +320,45 @@ impl std::fmt::Display for ChangedWhileStored {
 
 impl std::error::Error for ChangedWhileStored {}
 
+/// This host's hold on one cache key, from its lookup until its outputs are
+/// restored or stored. Two runs of the same cached job on one host (in one
+/// checkout, most often) would otherwise write the same output files at
+/// once, and one could store or restore the other's half-written files. The
+/// second run waits for the first and then, normally, has a local hit.
+///
+/// It is an exclusive `flock` on `SPARKWING_HOME/locks/cache-<key>.lock`:
+/// released when dropped or when its process dies. The file names the
+/// holder's run, for the waiting run's message. Lock files stay (removing one
+/// while another process opens it would split the lock); each is a few bytes.
+pub struct KeyHold {
+    _file: fs::File,
+}
+
+/// Takes the hold on `key` for `run` if no other process has it; otherwise
+/// returns the run id the holder wrote (empty if unknown).
+pub fn try_hold_key(home: &Path, key: &str, run: &str) -> Result<Result<KeyHold, String>> {
+    if key.is_empty() || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!("cache key {key:?} is not a hex digest");
+    }
+    let dir = home.join("locks");
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(format!("cache-{key}.lock"));
+    match crate::util::try_flock(&path)? {
+        Some(mut f) => {
+            // Best effort: only a waiting run's message reads it.
+            let _ = f.set_len(0).and_then(|_| f.write_all(run.as_bytes()));
+            Ok(Ok(KeyHold { _file: f }))
+        }
+        None => {
+            let mut holder = String::new();
+            if let Ok(f) = fs::File::open(&path) {
+                let _ = f.take(64).read_to_string(&mut holder);
+            }
+            Ok(Err(crate::util::one_line(holder.trim(), 64)))
+        }
+    }
+}
+
 /// The name prefix of the files a restore stages next to their destination.
 pub const RESTORE_TMP_PREFIX: &str = ".sparkwing-restore-";
 

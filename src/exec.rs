@@ -701,6 +701,57 @@ enum StepEnd {
     Cancelled,
 }
 
+/// Waits for this host's hold on cache key `key` (see `cache::KeyHold`).
+/// `None` if the run is cancelled meanwhile; `Some(None)` if the hold
+/// cannot be taken at all (the job then runs without it, with a warning).
+async fn hold_cache_key(ctx: &Arc<Ctx>, name: &str, key: &str) -> Option<Option<cache::KeyHold>> {
+    let mut cancel = ctx.cancel.clone();
+    let since = Instant::now();
+    let mut said = false;
+    loop {
+        let (home, k, run) = (ctx.home.clone(), key.to_string(), ctx.run_id.clone());
+        let tried = tokio::task::spawn_blocking(move || cache::try_hold_key(&home, &k, &run)).await;
+        match tried {
+            Ok(Ok(Ok(hold))) => {
+                if said {
+                    crate::say!(
+                        "sparkwing: job {name}: the other run is done after {}",
+                        human_duration(since.elapsed())
+                    );
+                }
+                return Some(Some(hold));
+            }
+            Ok(Ok(Err(holder))) => {
+                if !said && since.elapsed() >= Duration::from_secs(1) {
+                    let who = if holder.is_empty() {
+                        "another run".to_string()
+                    } else {
+                        format!("run {holder}")
+                    };
+                    crate::say!(
+                        "sparkwing: job {name}: waiting for {who} of the same job on this host to finish with its outputs"
+                    );
+                    said = true;
+                }
+            }
+            Ok(Err(e)) => {
+                crate::say!(
+                    "sparkwing: job {name}: could not take this host's lock on its cache key ({e:#}); running without it"
+                );
+                return Some(None);
+            }
+            Err(e) => {
+                crate::say!("sparkwing: job {name}: could not take this host's lock on its cache key ({e}); running without it");
+                return Some(None);
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            Ok(_) = cancel.wait_for(|c| *c) => return None,
+        }
+    }
+}
+
 async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
     let started = Instant::now();
     let (run, jname) = (ctx.run_id.clone(), name.to_string());
@@ -743,6 +794,39 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
         let (run, jn, k) = (run.clone(), jname.clone(), key.clone());
         db(ctx, move |s| s.job_started(&run, &jn, k.as_deref())).await?;
     }
+
+    // Another run of this job on this host finishes with its outputs first
+    // (see `cache::KeyHold`); held until this job's outputs are restored or
+    // stored, that is, until this function returns.
+    let _hold = match &key {
+        Some(k) => match hold_cache_key(ctx, name, k).await {
+            Some(h) => h,
+            None => {
+                let why = "cancelled while waiting for another run of this job";
+                let (run, jn) = (run.clone(), jname.clone());
+                db(ctx, move |s| {
+                    s.job_finished(
+                        &run,
+                        &jn,
+                        &JobEnd {
+                            status: "cancelled",
+                            rest_status: "cancelled",
+                            cache_key: None,
+                            cached_from_run: None,
+                            error: Some(why),
+                        },
+                    )
+                })
+                .await?;
+                return Ok(JobResult {
+                    status: JobStatus::Cancelled,
+                    duration: started.elapsed(),
+                    cache_note: "-".into(),
+                });
+            }
+        },
+        None => None,
+    };
 
     // A cache hit restores the outputs and skips the steps.
     if let (Some(k), false) = (&key, ctx.no_cache) {

@@ -8,8 +8,7 @@
 //! host tries for a slot; the others wait behind it), which also makes them
 //! visible in `sparkwing runs list`.
 
-use std::fs::{File, OpenOptions};
-use std::os::fd::AsRawFd;
+use std::fs::File;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -41,26 +40,6 @@ pub fn max_runs(from_user_file: Option<u32>) -> Result<usize> {
         .unwrap_or(2))
 }
 
-fn try_lock(path: &Path) -> Result<Option<File>> {
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    // SAFETY: a valid open descriptor; LOCK_NB never blocks.
-    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc == 0 {
-        return Ok(Some(f));
-    }
-    let err = std::io::Error::last_os_error();
-    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        Ok(None)
-    } else {
-        Err(err).with_context(|| format!("locking {}", path.display()))
-    }
-}
-
 /// Waits for a slot for `run` (already recorded as `waiting`), printing
 /// where it stands in line while it waits.
 pub fn acquire(home: &Path, store: &Store, run: &str, limit: usize) -> Result<Slot> {
@@ -81,7 +60,7 @@ pub fn acquire(home: &Path, store: &Store, run: &str, limit: usize) -> Result<Sl
         let position = line.iter().position(|id| id == run).unwrap_or(0);
         if position == 0 {
             for i in 0..limit {
-                if let Some(file) = try_lock(&dir.join(format!("slot-{i}.lock")))? {
+                if let Some(file) = crate::util::try_flock(&dir.join(format!("slot-{i}.lock")))? {
                     if said.is_some() {
                         crate::say!(
                             "sparkwing: run slot {} free after {}; starting",

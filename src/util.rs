@@ -148,6 +148,31 @@ fn read_hostname() -> String {
 }
 
 /// Whether a process with this pid exists on this host.
+/// An exclusive `flock` on `path` (created if missing) without waiting:
+/// `None` while another process holds it. The kernel drops the lock when
+/// the returned file is closed or its process dies.
+pub fn try_flock(path: &Path) -> anyhow::Result<Option<std::fs::File>> {
+    use anyhow::Context;
+    use std::os::fd::AsRawFd;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    // SAFETY: a valid open descriptor; LOCK_NB never blocks.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(Some(f));
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(None)
+    } else {
+        Err(err).with_context(|| format!("locking {}", path.display()))
+    }
+}
+
 pub fn pid_alive(pid: i64) -> bool {
     if pid <= 0 || pid > i32::MAX as i64 {
         return false;

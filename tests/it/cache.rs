@@ -154,3 +154,65 @@ fn a_missing_output_fails_the_job_by_name() {
         text(&out.stderr)
     );
 }
+
+/// Two runs of one cached job in one checkout: the second waits for the
+/// first to store its outputs and then restores them, instead of writing the
+/// same files at the same time (which could store a half-written file).
+#[test]
+fn a_second_run_of_a_cached_job_on_one_host_waits_and_restores_the_first_runs_outputs() {
+    let env = Env::with_pipelines(
+        r#"
+pipelines:
+  - name: slow
+    jobs:
+      compile:
+        cache: { key: [input.txt], outputs: [out] }
+        steps:
+          - run: |
+              echo "$SPARKWING_RUN_ID" >> computed
+              mkdir -p out && : > out/a.bin
+              sleep 2
+              cat input.txt input.txt > out/a.bin
+"#,
+    );
+    let input = "some input\n".repeat(1000);
+    std::fs::write(env.dir().join("input.txt"), &input).unwrap();
+    let first = env
+        .cmd(&["run", "slow"])
+        .env("SPARKWING_MAX_RUNS", "4")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let computed = env.dir().join("computed");
+    wait_for("the first run's step", std::time::Duration::from_secs(60), || {
+        computed.exists()
+    });
+    let second = env
+        .cmd(&["run", "slow"])
+        .env("SPARKWING_MAX_RUNS", "4")
+        .output()
+        .unwrap();
+    let first = first.wait_with_output().unwrap();
+    expect_code(&first, 0);
+    expect_code(&second, 0);
+    let lines = std::fs::read_to_string(&computed).unwrap();
+    let ids: Vec<&str> = lines.lines().collect();
+    assert_eq!(ids.len(), 1, "the job ran once, not {}: {ids:?}", ids.len());
+    let err = text(&second.stderr);
+    assert!(
+        err.contains(&format!("waiting for run {}", ids[0])),
+        "the second run says whom it waits for: {err}"
+    );
+    assert!(
+        err.contains(&format!("restored from run {}", ids[0])),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(env.dir().join("out/a.bin")).unwrap(),
+        input.repeat(2)
+    );
+    let jobs = jobs_of(&env, "latest");
+    assert_eq!(jobs["compile"]["status"], "cached");
+    assert_eq!(jobs["compile"]["cached_from_run"], ids[0]);
+}

@@ -262,16 +262,7 @@ pub enum Format {
     Json,
 }
 
-/// `SPARKWING_HOME`, else `~/.sparkwing`.
-pub fn home_dir() -> Result<PathBuf> {
-    if let Some(h) = std::env::var_os("SPARKWING_HOME").filter(|v| !v.is_empty()) {
-        return Ok(PathBuf::from(h));
-    }
-    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
-        Some(h) => Ok(PathBuf::from(h).join(".sparkwing")),
-        None => bail!("neither SPARKWING_HOME nor HOME is set; set SPARKWING_HOME to a directory for sparkwing's state"),
-    }
-}
+pub use crate::util::home_dir;
 
 /// The binary's entry point.
 pub fn main() -> ExitCode {
@@ -363,7 +354,7 @@ fn cmd_run(project_flag: Option<&Path>, args: RunArgs) -> Result<u8> {
             remote: if resolved.local_only.is_some() {
                 Remote::default()
             } else {
-                Remote::from_profile(&resolved.def)?
+                Remote::from_profile(&resolved.def)?.observing_reads(&home_dir()?)
             },
             sync_timeout: args.sync_timeout,
             max_runs: crate::gate::max_runs(profile::user_max_runs()?)?,

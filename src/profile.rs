@@ -51,6 +51,9 @@ pub struct Surface {
     /// `env:VAR`: sign cache manifests with the key in VAR and accept only
     /// manifests signed with it (cache surfaces only; see `signing`).
     pub signing_key_source: Option<String>,
+    /// `true`: send no credentials at all (an emulator such as
+    /// fake-gcs-server; gcs surfaces only).
+    pub anonymous: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -297,7 +300,7 @@ fn validate_surface(profile_at: &str, role: &str, s: &Surface) -> Result<()> {
         Sqlite => &[],
         Filesystem => &["path"],
         S3 => &["bucket", "prefix", "endpoint", "region"],
-        Gcs => &["bucket", "prefix"],
+        Gcs => &["bucket", "prefix", "endpoint", "anonymous"],
         AzureBlob => &["bucket", "prefix", "account"],
         Postgres => &["url", "url_source"],
     };
@@ -311,6 +314,9 @@ fn validate_surface(profile_at: &str, role: &str, s: &Surface) -> Result<()> {
         ("url", &s.url),
         ("url_source", &s.url_source),
     ];
+    if s.anonymous.is_some() && s.kind != Gcs {
+        bail!("{at}: `anonymous` does not apply to type {t}; it is for gcs surfaces pointed at an emulator");
+    }
     if s.signing_key_source.is_some() && (role != "cache" || matches!(s.kind, Sqlite | Postgres)) {
         bail!("{at}: `signing_key_source` applies to a remote cache surface only (cache: with type filesystem, s3, gcs or azure-blob)");
     }
@@ -700,6 +706,9 @@ fn surfaces_json(def: &ProfileDef, home: &Path) -> Value {
                 }
                 if let Some(e) = &s.endpoint {
                     m.insert("endpoint".into(), json!(redact_url(e)));
+                }
+                if let Some(a) = s.anonymous {
+                    m.insert("anonymous".into(), json!(a));
                 }
                 if let Some(u) = &s.url {
                     m.insert("url".into(), json!(redact_url(u)));

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Result};
 use sparkwing_sync::fault::{FaultTarget, JournalTarget};
+use sparkwing_sync::observe::ReadsObserved;
 use sparkwing_sync::{ObjectStoreTarget, Target};
 
 use crate::profile::{ProfileDef, Surface, SurfaceType};
@@ -77,6 +78,21 @@ impl Remote {
         })
     }
 
+    /// Each target records in `home`'s outbox what reads learn about its
+    /// connectivity (`sync status` then shows a target just read from as
+    /// online).
+    pub fn observing_reads(self, home: &std::path::Path) -> Remote {
+        let wrap = |t: Option<Arc<dyn Target>>| -> Option<Arc<dyn Target>> {
+            t.map(|t| Arc::new(ReadsObserved::new(t, home)) as Arc<dyn Target>)
+        };
+        Remote {
+            state: wrap(self.state),
+            logs: wrap(self.logs),
+            cache: wrap(self.cache),
+            signing: self.signing,
+        }
+    }
+
     pub fn is_local(&self) -> bool {
         self.state.is_none() && self.logs.is_none() && self.cache.is_none()
     }
@@ -126,26 +142,103 @@ fn with_faults(t: Arc<dyn Target>) -> Arc<dyn Target> {
     Arc::new(f)
 }
 
-/// The S3 endpoint: the profile's `endpoint:` (checked when the profile
-/// loaded), else `SPARKWING_S3_ENDPOINT`, checked here and named when it is
-/// not an http(s) URL.
-fn s3_endpoint(role: &str, s: &Surface) -> Result<Option<String>> {
+/// An object store's endpoint: the profile's `endpoint:` (checked when the
+/// profile loaded), else the environment variable `var`
+/// (`SPARKWING_S3_ENDPOINT`, `SPARKWING_GCS_ENDPOINT`), checked here and
+/// named when it is not an http(s) URL.
+fn endpoint_of(role: &str, s: &Surface, var: &str) -> Result<Option<String>> {
     if let Some(e) = s.endpoint.clone().filter(|e| !e.trim().is_empty()) {
         return Ok(Some(e));
     }
-    let Some(e) = std::env::var("SPARKWING_S3_ENDPOINT")
-        .ok()
-        .filter(|e| !e.trim().is_empty())
-    else {
+    let Some(e) = std::env::var(var).ok().filter(|e| !e.trim().is_empty()) else {
         return Ok(None);
     };
     crate::profile::names::check_endpoint(&e).map_err(|why| {
         anyhow::anyhow!(
-            "{role}: SPARKWING_S3_ENDPOINT {} is not an http(s) URL with a host: {why}; fix or unset SPARKWING_S3_ENDPOINT (e.g. http://127.0.0.1:9000)",
+            "{role}: {var} {} is not an http(s) URL with a host: {why}; fix or unset {var} (e.g. http://127.0.0.1:9000)",
             crate::profile::shown_endpoint(&e)
         )
     })?;
     Ok(Some(e))
+}
+
+/// A yes/no environment variable: unset, empty, `0`, `false` or `no` is no.
+fn env_flag(var: &str) -> Result<bool> {
+    match std::env::var(var) {
+        Err(_) => Ok(false),
+        Ok(v) => match v.trim().to_ascii_lowercase().as_str() {
+            "" | "0" | "false" | "no" => Ok(false),
+            "1" | "true" | "yes" => Ok(true),
+            _ => bail!(
+                "{var}={:?} is not understood; set it to 1 or true (or unset it)",
+                crate::util::one_line(&v, 40)
+            ),
+        },
+    }
+}
+
+/// GCS credentials, read the way Google's tools read them, each checked
+/// here so that a wrong file names its variable at run start:
+/// - `GOOGLE_SERVICE_ACCOUNT` (or `GOOGLE_SERVICE_ACCOUNT_PATH`): a service
+///   account key file; `GOOGLE_SERVICE_ACCOUNT_KEY`: the same JSON inline.
+///   Such a key may also carry object_store's `gcs_base_url` and
+///   `disable_oauth` (an emulator).
+/// - `GOOGLE_APPLICATION_CREDENTIALS`: application default credentials, a
+///   file with `"type": "service_account"` or `"authorized_user"` (gcloud's);
+///   a key file without `type` is read as a service account key.
+/// - neither: gcloud's `~/.config/gcloud/application_default_credentials.json`
+///   if present, or the VM's metadata server when
+///   `SPARKWING_GCS_INSTANCE_CREDENTIALS=1`.
+fn gcs_credentials(
+    role: &str,
+    b: sparkwing_sync::object_store::gcp::GoogleCloudStorageBuilder,
+) -> Result<sparkwing_sync::object_store::gcp::GoogleCloudStorageBuilder> {
+    let json_file = |var: &str, path: &str| -> Result<serde_json::Value> {
+        let shown = crate::util::one_line(path, 200);
+        let f = std::fs::File::open(path)
+            .map_err(|e| anyhow::anyhow!("{role}: type gcs: {var} names {shown}, which cannot be read ({e}); point {var} at a JSON credentials file"))?;
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::Read::take(f, 1 << 20), &mut text).map_err(
+            |e| {
+                anyhow::anyhow!("{role}: type gcs: {var} names {shown}, which cannot be read ({e})")
+            },
+        )?;
+        match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(v) if v.is_object() => Ok(v),
+            _ => bail!("{role}: type gcs: {var} names {shown}, which is not a JSON credentials file; point {var} at a service account key (.json)"),
+        }
+    };
+    for var in ["GOOGLE_SERVICE_ACCOUNT", "GOOGLE_SERVICE_ACCOUNT_PATH"] {
+        if let Some(path) = std::env::var(var).ok().filter(|v| !v.is_empty()) {
+            json_file(var, &path)?;
+            return Ok(b);
+        }
+    }
+    if env_set(&["GOOGLE_SERVICE_ACCOUNT_KEY"]) {
+        return Ok(b);
+    }
+    let var = "GOOGLE_APPLICATION_CREDENTIALS";
+    if let Some(path) = std::env::var(var).ok().filter(|v| !v.is_empty()) {
+        let v = json_file(var, &path)?;
+        return match v.get("type").and_then(|t| t.as_str()) {
+            Some("service_account" | "authorized_user") => Ok(b),
+            None => Ok(b.with_service_account_path(path)),
+            Some(other) => bail!(
+                "{role}: type gcs: {var} is a credentials file of type {:?}, which this build cannot use; use a service account key or gcloud's application default credentials",
+                crate::util::one_line(other, 40)
+            ),
+        };
+    }
+    let gcloud = std::env::var_os("HOME")
+        .map(|h| PathBuf::from(h).join(".config/gcloud/application_default_credentials.json"));
+    if gcloud.is_some_and(|p| p.is_file()) || env_flag("SPARKWING_GCS_INSTANCE_CREDENTIALS")? {
+        return Ok(b);
+    }
+    bail!(
+        "{role}: type gcs found no credentials: export GOOGLE_APPLICATION_CREDENTIALS (a service account key file) \
+         or GOOGLE_SERVICE_ACCOUNT; on a GCE VM set SPARKWING_GCS_INSTANCE_CREDENTIALS=1; \
+         for an emulator without authentication set `anonymous: true` (or SPARKWING_GCS_ANONYMOUS=1)"
+    )
 }
 
 fn env_set(names: &[&str]) -> bool {
@@ -168,7 +261,7 @@ fn cloud_target(role: &str, s: &Surface) -> Result<Arc<dyn Target>> {
     let id: String;
     match s.kind {
         SurfaceType::S3 => {
-            let endpoint = s3_endpoint(role, s)?;
+            let endpoint = endpoint_of(role, s, "SPARKWING_S3_ENDPOINT")?;
             let region = s
                 .region
                 .clone()
@@ -214,31 +307,50 @@ fn cloud_target(role: &str, s: &Surface) -> Result<Arc<dyn Target>> {
             id = format!("s3:{bucket}/{prefix}{at}");
         }
         SurfaceType::Gcs => {
-            if !env_set(&[
-                "GOOGLE_SERVICE_ACCOUNT",
-                "GOOGLE_SERVICE_ACCOUNT_PATH",
-                "GOOGLE_SERVICE_ACCOUNT_KEY",
-                "GOOGLE_APPLICATION_CREDENTIALS",
-            ]) {
-                bail!("{role}: type gcs found no credentials: export GOOGLE_APPLICATION_CREDENTIALS (a service account key file)");
+            let endpoint = endpoint_of(role, s, "SPARKWING_GCS_ENDPOINT")?;
+            let anonymous = match s.anonymous {
+                Some(a) => a,
+                None => env_flag("SPARKWING_GCS_ANONYMOUS")?,
+            };
+            let mut b = GoogleCloudStorageBuilder::from_env();
+            if anonymous {
+                // No credentials of any kind are read or sent.
+                b = GoogleCloudStorageBuilder::new().with_skip_signature(true);
+            } else {
+                b = gcs_credentials(role, b)?;
             }
-            let b = GoogleCloudStorageBuilder::from_env()
+            let allow_http = endpoint
+                .as_deref()
+                .is_some_and(|e| e.starts_with("http://"));
+            if let Some(ep) = &endpoint {
+                b = b.with_base_url(ep.trim_end_matches('/'));
+            }
+            let b = b
                 .with_http_connector(connector())
                 .with_bucket_name(&bucket)
                 .with_retry(sparkwing_sync::object::client_retry())
-                .with_client_options(sparkwing_sync::object::client_options(false));
-            store = Arc::new(
-                b.build()
-                    .map_err(|e| anyhow::anyhow!("{role}: type gcs: {e}"))?,
-            );
-            id = format!("gcs:{bucket}/{prefix}");
+                .with_client_options(sparkwing_sync::object::client_options(allow_http));
+            store = Arc::new(b.build().map_err(|e| {
+                anyhow::anyhow!(
+                    "{role}: type gcs: {}",
+                    sparkwing_sync::redact::scrub(&e.to_string())
+                )
+            })?);
+            let at = endpoint
+                .map(|e| format!("@{}", crate::profile::redact_url(&e)))
+                .unwrap_or_default();
+            id = format!("gcs:{bucket}/{prefix}{at}");
         }
         SurfaceType::AzureBlob => {
+            let emulator = env_flag("AZURE_STORAGE_USE_EMULATOR")?;
+            // Under the emulator, object_store's own default: Azurite's
+            // well-known development account.
             let account = s
                 .account
                 .clone()
                 .or_else(|| std::env::var("AZURE_STORAGE_ACCOUNT_NAME").ok())
-                .filter(|a| !a.is_empty());
+                .filter(|a| !a.is_empty())
+                .or_else(|| emulator.then(|| "devstoreaccount1".to_string()));
             let Some(account) = account else {
                 bail!("{role}: type azure-blob needs a storage account: set `account:` in the profile or export AZURE_STORAGE_ACCOUNT_NAME");
             };
@@ -268,6 +380,8 @@ fn cloud_target(role: &str, s: &Surface) -> Result<Arc<dyn Target>> {
         _ => bail!("{role}: type {t} is not an object store"),
     }
     Ok(Arc::new(
-        ObjectStoreTarget::new(id, store, &prefix).with_retry_after(seen),
+        ObjectStoreTarget::new(id, store, &prefix)
+            .with_retry_after(seen)
+            .with_content_types(),
     ))
 }

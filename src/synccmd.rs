@@ -55,6 +55,9 @@ fn reason(stats: &[TargetStats]) -> String {
         let err = crate::util::one_line(s.last_error.as_deref().unwrap_or_default(), 500);
         match s.connectivity {
             Some(Connectivity::AuthFailed) => parts.push(format!("credentials refused: {err}")),
+            Some(Connectivity::Misconfigured) => parts.push(format!(
+                "the target is misconfigured: {err}; fix the profile (bucket, endpoint), then run `sparkwing sync retry`"
+            )),
             Some(Connectivity::Offline) => parts.push(format!(
                 "offline since {} ago: {err}",
                 s.since.map(ago).unwrap_or_default()
@@ -101,7 +104,7 @@ fn stats_text(s: &TargetStats) -> String {
     let mut out = format!("{}\n", s.target);
     let conn = match (s.connectivity, s.since) {
         (Some(c), Some(t)) => format!("{} (since {} ago)", c.as_str(), ago(t)),
-        _ => "unknown (no delivery attempted yet)".into(),
+        _ => "unknown (nothing sent or read yet)".into(),
     };
     out.push_str(&format!("  connectivity   {conn}\n"));
     out.push_str(&format!(
@@ -156,7 +159,7 @@ pub(crate) fn remote_of(resolved: &Resolved) -> Result<Option<Remote>> {
         return Ok(None);
     }
     resolved.check_runnable()?;
-    let remote = Remote::from_profile(&resolved.def)?;
+    let remote = Remote::from_profile(&resolved.def)?.observing_reads(&crate::util::home_dir()?);
     Ok(if remote.is_local() {
         None
     } else {

@@ -6,6 +6,17 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// `SPARKWING_HOME`, else `~/.sparkwing`.
+pub fn home_dir() -> anyhow::Result<std::path::PathBuf> {
+    if let Some(h) = std::env::var_os("SPARKWING_HOME").filter(|v| !v.is_empty()) {
+        return Ok(std::path::PathBuf::from(h));
+    }
+    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        Some(h) => Ok(std::path::PathBuf::from(h).join(".sparkwing")),
+        None => anyhow::bail!("neither SPARKWING_HOME nor HOME is set; set SPARKWING_HOME to a directory for sparkwing's state"),
+    }
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     SystemTime::now()

@@ -241,6 +241,10 @@ pub enum ErrorClass {
     Transient,
     /// Credentials refused: stop the target, keep its entries.
     Auth,
+    /// The target is set up wrong (no such bucket, a request the server
+    /// cannot parse or does not implement): stop the target like `Auth`,
+    /// keep its entries, probe it again now and then.
+    Config,
     /// The remote rejects this entry for good: quarantine it.
     Permanent,
 }
@@ -250,6 +254,7 @@ impl ErrorClass {
         match self {
             ErrorClass::Transient => "transient",
             ErrorClass::Auth => "auth",
+            ErrorClass::Config => "config",
             ErrorClass::Permanent => "permanent",
         }
     }
@@ -261,6 +266,7 @@ pub enum Connectivity {
     Online,
     Offline,
     AuthFailed,
+    Misconfigured,
 }
 
 impl Connectivity {
@@ -269,12 +275,14 @@ impl Connectivity {
             Connectivity::Online => "online",
             Connectivity::Offline => "offline",
             Connectivity::AuthFailed => "auth_failed",
+            Connectivity::Misconfigured => "misconfigured",
         }
     }
     fn parse(s: &str) -> Connectivity {
         match s {
             "offline" => Connectivity::Offline,
             "auth_failed" => Connectivity::AuthFailed,
+            "misconfigured" => Connectivity::Misconfigured,
             _ => Connectivity::Online,
         }
     }
@@ -764,7 +772,7 @@ impl Outbox {
                 }
                 let auth_blocked: bool = tx
                     .prepare_cached(
-                        "SELECT state = 'auth_failed' AND since > ?2 FROM targets WHERE target = ?1",
+                        "SELECT state IN ('auth_failed', 'misconfigured') AND since > ?2 FROM targets WHERE target = ?1",
                     )?
                     .query_row(
                         params![target, now - auth_probe.as_millis() as i64],
@@ -777,7 +785,9 @@ impl Outbox {
                 }
                 // While credentials are being probed, one stream at a time.
                 let auth_probing: bool = tx
-                    .prepare_cached("SELECT state = 'auth_failed' FROM targets WHERE target = ?1")?
+                    .prepare_cached(
+                        "SELECT state IN ('auth_failed', 'misconfigured') FROM targets WHERE target = ?1",
+                    )?
                     .query_row([target], |r| r.get(0))
                     .optional()?
                     .unwrap_or(false);
@@ -977,6 +987,7 @@ impl Outbox {
                 let state = match class {
                     ErrorClass::Transient => "offline",
                     ErrorClass::Auth => "auth_failed",
+                    ErrorClass::Config => "misconfigured",
                     // The target answered; it is reachable.
                     ErrorClass::Permanent => "online",
                 };
@@ -984,7 +995,7 @@ impl Outbox {
                     "INSERT INTO targets (target, state, since, last_error, last_error_class)
                      VALUES (?1, ?2, ?3, ?4, ?5)
                      ON CONFLICT (target) DO UPDATE SET
-                       since = CASE WHEN state = ?2 AND ?2 != 'auth_failed' THEN since ELSE ?3 END,
+                       since = CASE WHEN state = ?2 AND ?2 NOT IN ('auth_failed', 'misconfigured') THEN since ELSE ?3 END,
                        state = ?2, last_error = ?4, last_error_class = ?5",
                 )?
                 .execute(params![claim.target, state, now, error, class.as_str()])?;
@@ -1036,21 +1047,26 @@ impl Outbox {
         Ok(best)
     }
 
-    /// Records a target's connectivity as observed outside a delivery.
-    pub fn set_connectivity(
-        &self,
-        target: &str,
-        state: Connectivity,
-        error: Option<(&str, ErrorClass)>,
-    ) -> Result<()> {
+    /// Records what a read of `target` learned: it answered (`online`) or
+    /// failed for a network reason (`offline`, with `error`). A target
+    /// stopped as `auth_failed` or `misconfigured` keeps that state: only a
+    /// delivery (or `sync retry`) clears it.
+    pub fn observe_read(&self, target: &str, online: bool, error: Option<&str>) -> Result<()> {
         let now = now_ms();
+        let state = if online {
+            Connectivity::Online
+        } else {
+            Connectivity::Offline
+        };
+        let class = error.map(|_| ErrorClass::Transient.as_str());
         self.tx("recording connectivity", |tx| {
             tx.execute(
                 "INSERT INTO targets (target, state, since, last_error, last_error_class) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (target) DO UPDATE SET
                    since = CASE WHEN state = ?2 THEN since ELSE ?3 END, state = ?2,
-                   last_error = COALESCE(?4, last_error), last_error_class = COALESCE(?5, last_error_class)",
-                params![target, state.as_str(), now, error.map(|e| e.0), error.map(|e| e.1.as_str())],
+                   last_error = COALESCE(?4, last_error), last_error_class = COALESCE(?5, last_error_class)
+                 WHERE state NOT IN ('auth_failed', 'misconfigured')",
+                params![target, state.as_str(), now, error, class],
             )?;
             Ok(())
         })
@@ -1188,7 +1204,8 @@ impl Outbox {
                 params![target, now],
             )?;
             tx.execute(
-                "UPDATE targets SET state = 'offline', since = ?2 WHERE state = 'auth_failed' AND (?1 IS NULL OR target = ?1)",
+                "UPDATE targets SET state = 'offline', since = ?2
+                 WHERE state IN ('auth_failed', 'misconfigured') AND (?1 IS NULL OR target = ?1)",
                 params![target, now],
             )?;
             Ok(n)

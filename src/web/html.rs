@@ -637,7 +637,7 @@ pub fn sync_page(profile: &str, stats: &[Value]) -> String {
         let class = match conn {
             "online" => "ok",
             "offline" => "warn",
-            "auth_failed" | "auth-failed" => "bad",
+            "auth_failed" | "auth-failed" | "misconfigured" => "bad",
             _ => "muted",
         };
         let _ = write!(

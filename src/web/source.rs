@@ -71,6 +71,7 @@ pub fn parse_spec(flag: &str, raw: &str) -> Result<Spec> {
             url: None,
             url_source: None,
             signing_key_source: None,
+            anonymous: None,
         })))
     };
     let absolute = |p: &str| -> Result<PathBuf> {

@@ -13,6 +13,8 @@
 //! - [`redact`]: masks URL credentials, query strings and secret pairs in
 //!   any text (every stored error and message passes through it).
 //! - [`none`]: the Mode 1 target: accepts and drops.
+//! - [`observe`]: a wrapper target that records what reads learn about a
+//!   target's connectivity (`sync status` shows a target read from as online).
 //! - [`fault`]: a wrapper target that injects failures, delay and outages.
 //! - [`actor`]: [`SyncActor`]: claims, delivers, settles; `sync_once`.
 //! - [`conformance`]: the suite every target passes.
@@ -22,6 +24,7 @@ pub mod conformance;
 pub mod fault;
 pub mod none;
 pub mod object;
+pub mod observe;
 pub mod redact;
 pub mod target;
 

@@ -38,6 +38,9 @@ pub struct ObjectStoreTarget {
     source: Source,
     prefix: String,
     retry_after: Option<RetryAfter>,
+    /// Objects are written with their content type (cloud stores; a local
+    /// file system has nowhere to keep one).
+    typed: bool,
 }
 
 impl ObjectStoreTarget {
@@ -49,7 +52,16 @@ impl ObjectStoreTarget {
             source: Source::Store(store),
             prefix: prefix.trim_matches('/').to_string(),
             retry_after: None,
+            typed: false,
         }
+    }
+
+    /// Writes every object with its content type ([`Op::content_type`]);
+    /// for stores that keep one (S3, GCS, Azure), so a bucket console
+    /// displays a log or a document instead of downloading it.
+    pub fn with_content_types(mut self) -> Self {
+        self.typed = true;
+        self
     }
 
     /// Attaches the `Retry-After` a [`RetryAfterConnector`] records to this
@@ -57,6 +69,18 @@ impl ObjectStoreTarget {
     pub fn with_retry_after(mut self, seen: RetryAfter) -> Self {
         self.retry_after = Some(seen);
         self
+    }
+
+    /// An object's attributes: its content type, where the store keeps one.
+    fn attributes(&self, op: &Op) -> object_store::Attributes {
+        let mut a = object_store::Attributes::new();
+        if self.typed {
+            a.insert(
+                object_store::Attribute::ContentType,
+                op.content_type().into(),
+            );
+        }
+        a
     }
 
     fn fail(&self, e: &object_store::Error) -> TargetError {
@@ -77,6 +101,7 @@ impl ObjectStoreTarget {
             source: Source::Directory(dir, OnceCell::new(), std::sync::Mutex::new(None)),
             prefix: String::new(),
             retry_after: None,
+            typed: false,
         }
     }
 
@@ -475,12 +500,26 @@ pub fn classify(e: &object_store::Error) -> TargetError {
     let msg = crate::redact::scrub(&e.to_string());
     match e {
         E::PermissionDenied { .. } | E::Unauthenticated { .. } => TargetError::auth(msg),
+        // Reads handle a missing object themselves; a write or a listing
+        // that finds nothing was sent to a bucket that does not exist.
+        E::NotFound { .. } => TargetError::config(format!(
+            "{msg} (the bucket or container was not found: create it or fix `bucket:`)"
+        )),
         E::InvalidPath { .. }
         | E::NotSupported { .. }
         | E::NotImplemented { .. }
         | E::UnknownConfigurationKey { .. }
         | E::Precondition { .. } => TargetError::permanent(msg),
         _ => {
+            if let Some(status) = http_status(e) {
+                return match status {
+                    408 | 429 => TargetError::transient(msg),
+                    400 | 404 | 405 | 501 | 505 => TargetError::config(msg),
+                    401 | 403 => TargetError::auth(msg),
+                    500..=599 => TargetError::transient(msg),
+                    _ => TargetError::permanent(msg),
+                };
+            }
             // Local file systems report through io::Error in the chain.
             let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
             while let Some(s) = src {
@@ -494,9 +533,31 @@ pub fn classify(e: &object_store::Error) -> TargetError {
                 }
                 src = s.source();
             }
+            // Network-level failures (connect, timeout, a cut body) and
+            // anything unrecognised: try again later.
             TargetError::transient(msg)
         }
     }
+}
+
+/// The HTTP status of a failed request, if the server answered one.
+///
+/// object_store does not export its retry error type, so the status is
+/// read from the text its request error renders ("Server returned non-2xx
+/// status code: 400 Bad Request: …"), searched along the source chain;
+/// `classifies_http_statuses` pins the wording for this object_store version.
+fn http_status(e: &object_store::Error) -> Option<u16> {
+    const MARK: &str = "non-2xx status code: ";
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = src {
+        let text = s.to_string();
+        if let Some(i) = text.find(MARK) {
+            let digits = text.get(i + MARK.len()..i + MARK.len() + 3)?;
+            return digits.parse().ok().filter(|c| (100..600).contains(c));
+        }
+        src = s.source();
+    }
+    None
 }
 
 #[async_trait]
@@ -530,7 +591,11 @@ impl Target for ObjectStoreTarget {
                 Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(self.fail(&e)),
             }
-            let opts = PutOptions::from(PutMode::Create);
+            let opts = PutOptions {
+                mode: PutMode::Create,
+                attributes: self.attributes(op),
+                ..PutOptions::default()
+            };
             return match store
                 .put_opts(&path, PutPayload::from(body.clone()), opts)
                 .await
@@ -541,8 +606,12 @@ impl Target for ObjectStoreTarget {
                 Err(e) => Err(self.fail(&e)),
             };
         }
+        let opts = PutOptions {
+            attributes: self.attributes(op),
+            ..PutOptions::default()
+        };
         store
-            .put(&path, PutPayload::from(op.body().clone()))
+            .put_opts(&path, PutPayload::from(op.body().clone()), opts)
             .await
             .map(|_| Applied::Written)
             .map_err(|e| self.fail(&e))
@@ -833,6 +902,91 @@ mod tests {
             seq: n as i64,
             body: Bytes::from(format!("chunk {n}\n")),
         }
+    }
+
+    /// A server that answers every request with `status` (and closes).
+    fn answering(status: &'static str) -> String {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                let Ok(mut c) = c else { continue };
+                let mut buf = [0u8; 65536];
+                let _ = c.read(&mut buf);
+                let body = "<Error><Code>X</Code></Error>";
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        format!("http://127.0.0.1:{port}")
+    }
+
+    /// Only network failures, 5xx and 429 are worth retrying; a bucket that
+    /// is not there or a request the server cannot take is the setup's
+    /// fault (issue 11). Real HTTP answers through object_store's client,
+    /// which also pins the error wording `http_status` reads.
+    #[tokio::test]
+    async fn classifies_http_statuses() {
+        use object_store::aws::AmazonS3Builder;
+        use sparkwing_outbox::ErrorClass as C;
+        install_crypto_provider();
+        let cases = [
+            ("400 Bad Request", C::Config),
+            ("404 Not Found", C::Config),
+            ("501 Not Implemented", C::Config),
+            ("403 Forbidden", C::Auth),
+            ("503 Service Unavailable", C::Transient),
+            ("500 Internal Server Error", C::Transient),
+            ("429 Too Many Requests", C::Transient),
+            ("413 Payload Too Large", C::Permanent),
+        ];
+        for (status, want) in cases {
+            let store = AmazonS3Builder::new()
+                .with_endpoint(answering(status))
+                .with_bucket_name("b")
+                .with_region("us-east-1")
+                .with_access_key_id("k")
+                .with_secret_access_key("s")
+                .with_retry(object_store::RetryConfig {
+                    backoff: object_store::BackoffConfig::default(),
+                    max_retries: 0,
+                    retry_timeout: std::time::Duration::from_secs(1),
+                })
+                .with_client_options(client_options(true))
+                .build()
+                .unwrap();
+            let t = ObjectStoreTarget::new("s3:b/", Arc::new(store), "");
+            let e = t.apply(&op(0)).await.unwrap_err();
+            assert_eq!(e.class, want, "{status} on a put: {e}");
+            let e = t.list("R/").await.unwrap_err();
+            assert_eq!(e.class, want, "{status} on a list: {e}");
+        }
+        // Nothing listening: a network failure.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let store = AmazonS3Builder::new()
+            .with_endpoint(format!("http://127.0.0.1:{port}"))
+            .with_bucket_name("b")
+            .with_region("us-east-1")
+            .with_access_key_id("k")
+            .with_secret_access_key("s")
+            .with_retry(object_store::RetryConfig {
+                backoff: object_store::BackoffConfig::default(),
+                max_retries: 0,
+                retry_timeout: std::time::Duration::from_secs(1),
+            })
+            .with_client_options(client_options(true))
+            .build()
+            .unwrap();
+        let t = ObjectStoreTarget::new("s3:b/", Arc::new(store), "");
+        assert_eq!(t.apply(&op(0)).await.unwrap_err().class, C::Transient);
     }
 
     /// Issue 9: an unmounted share must never be re-created on the local

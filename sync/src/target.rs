@@ -47,6 +47,17 @@ impl Op {
         }
     }
 
+    /// The object's `Content-Type`, so a bucket console shows a log or a
+    /// document instead of downloading it.
+    pub fn content_type(&self) -> &'static str {
+        match self {
+            Op::StateEvents { .. } => "application/x-ndjson",
+            Op::RunSummary { .. } | Op::CacheManifest { .. } => "application/json",
+            Op::LogChunk { .. } => "text/plain; charset=utf-8",
+            Op::CacheBlob { .. } => "application/octet-stream",
+        }
+    }
+
     pub fn body(&self) -> &Bytes {
         match self {
             Op::StateEvents { body, .. }
@@ -119,6 +130,13 @@ impl TargetError {
             retry_after: None,
         }
     }
+    pub fn config(message: impl Into<String>) -> Self {
+        TargetError {
+            class: ErrorClass::Config,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
     pub fn permanent(message: impl Into<String>) -> Self {
         TargetError {
             class: ErrorClass::Permanent,
@@ -148,9 +166,10 @@ impl std::error::Error for TargetError {}
 /// - A `CacheBlob` whose key is already present is not uploaded again
 ///   ([`Applied::AlreadyPresent`]), and one whose body does not hash to its
 ///   key is refused as [`ErrorClass::Permanent`] (never stored).
-/// - Failures are classified: unreachable, timeouts, 5xx and 429 are
-///   `Transient` (with `retry_after` when the server gave one); refused
-///   credentials are `Auth`; a request the remote will never accept is
+/// - Failures are classified: unreachable, timeouts, 5xx (but 501) and 429
+///   are `Transient` (with `retry_after` when the server gave one); refused
+///   credentials are `Auth`; a target set up wrong (no such bucket, 400,
+///   501) is `Config`; a request the remote will never accept is
 ///   `Permanent`.
 /// - `read` returns `Ok(None)` for an absent key; `list` returns every key
 ///   under a prefix of the layout, sorted.

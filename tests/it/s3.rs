@@ -641,3 +641,204 @@ fn the_endpoint_can_come_from_sparkwing_s3_endpoint() {
     mirror(&moto.endpoint, "envendpoint", dir.path());
     assert_remote_equals_local(&env.sw_home(), dir.path());
 }
+
+/// Issue 11: a bucket that does not exist, a 400 or a 501 is the setup's
+/// fault, not an outage: the target stops as `misconfigured` (not
+/// `offline`, not retried forever), keeps every entry (nothing
+/// quarantined), and delivers everything once fixed and retried.
+#[test]
+fn a_missing_bucket_or_a_request_the_server_cannot_take_is_misconfigured_not_offline() {
+    let Some(moto) = moto() else { return };
+    let proxy = FaultProxy::start(&moto.endpoint);
+    let env = Env::new();
+    s3_project(&env, &proxy.endpoint(), "notyet");
+    let stopped = |what: &str| {
+        let out = s3_cmd(
+            &env,
+            &[
+                "run",
+                "work",
+                "--profile",
+                "shared",
+                "--sw-sync-timeout",
+                "3s",
+            ],
+        )
+        .output()
+        .unwrap();
+        expect_code(&out, 0);
+        let err = text(&out.stderr);
+        assert!(err.contains("misconfigured"), "{what}: {err}");
+        let st = s3_status(&env);
+        let targets = st["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{what}: {st}");
+        for t in targets {
+            assert_eq!(t["connectivity"], "misconfigured", "{what}: {st}");
+            assert_eq!(t["quarantined"], 0, "{what}: nothing quarantined: {st}");
+        }
+        assert!(
+            targets
+                .iter()
+                .any(|t| t["pending_entries"].as_u64().unwrap() > 0),
+            "{what}: entries kept: {st}"
+        );
+    };
+    stopped("no such bucket");
+    moto.bucket("notyet");
+    proxy.fail_always(Some(Fault::BadRequest400));
+    stopped("400");
+    proxy.fail_always(Some(Fault::NotImplemented501));
+    stopped("501");
+    proxy.fail_always(None);
+    expect_code(
+        &s3_cmd(&env, &["sync", "retry", "--profile", "shared"])
+            .output()
+            .unwrap(),
+        0,
+    );
+    expect_code(
+        &s3_cmd(&env, &["sync", "flush", "--profile", "shared"])
+            .output()
+            .unwrap(),
+        0,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    mirror(&moto.endpoint, "notyet", dir.path());
+    assert_eq!(assert_remote_equals_local(&env.sw_home(), dir.path()), 3);
+}
+
+/// Issue 11: a target that a command has just read from is `online` in
+/// `sync status`, even on a home that never delivered anything to it.
+#[test]
+fn a_target_just_read_from_shows_online() {
+    let Some(moto) = moto() else { return };
+    moto.bucket("readers");
+    let first = Env::new();
+    s3_project(&first, &moto.endpoint, "readers");
+    expect_code(
+        &s3_cmd(&first, &["run", "work", "--profile", "shared"])
+            .output()
+            .unwrap(),
+        0,
+    );
+    let reader = second_runner(&moto.endpoint, "readers");
+    let out = s3_cmd(
+        &reader,
+        &["runs", "list", "--profile", "shared", "-o", "json"],
+    )
+    .output()
+    .unwrap();
+    expect_code(&out, 0);
+    let st = s3_status(&reader);
+    let state = st["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["target"].as_str().unwrap().contains("/state"))
+        .unwrap_or_else(|| panic!("the state target is listed: {st}"))
+        .clone();
+    assert_eq!(state["connectivity"], "online", "{st}");
+}
+
+/// Issue 11: GCS takes an endpoint and an anonymous mode for emulators, and
+/// each credential variable is checked at run start, naming itself; Azure's
+/// account defaults to the emulator's under AZURE_STORAGE_USE_EMULATOR.
+#[test]
+fn gcs_and_azure_settings_are_checked_at_run_start() {
+    let env = Env::new();
+    env.write_project(
+        "profiles:\n  g: { cache: { type: gcs, bucket: bkt } }\n  anon: { cache: { type: gcs, bucket: bkt, endpoint: 'http://127.0.0.1:9', anonymous: true } }\n  a: { logs: { type: azure-blob, bucket: ctr } }\npipelines:\n  - name: work\n    jobs: {a: {steps: [{run: 'true'}]}}\n",
+    );
+    let run = |profile: &str, vars: &[(&str, &str)]| {
+        env.cmd(&[
+            "run",
+            "work",
+            "--profile",
+            profile,
+            "--sw-sync-timeout",
+            "1s",
+        ])
+        .envs(vars.iter().copied())
+        .output()
+        .unwrap()
+    };
+    let garbage = env.dir().join("creds.json");
+    std::fs::write(&garbage, "-----BEGIN nothing-----").unwrap();
+    let g = garbage.to_str().unwrap();
+    for (vars, says) in [
+        (
+            vec![("GOOGLE_APPLICATION_CREDENTIALS", "/nonexistent/key.json")],
+            "GOOGLE_APPLICATION_CREDENTIALS names /nonexistent/key.json, which cannot be read",
+        ),
+        (
+            vec![("GOOGLE_APPLICATION_CREDENTIALS", g)],
+            "is not a JSON credentials file; point GOOGLE_APPLICATION_CREDENTIALS at",
+        ),
+        (
+            vec![("GOOGLE_SERVICE_ACCOUNT", g)],
+            "is not a JSON credentials file; point GOOGLE_SERVICE_ACCOUNT at",
+        ),
+        (
+            vec![
+                ("SPARKWING_GCS_ANONYMOUS", "1"),
+                ("SPARKWING_GCS_ENDPOINT", "ftp://x"),
+            ],
+            "SPARKWING_GCS_ENDPOINT \"ftp://x\" is not an http(s) URL",
+        ),
+        (
+            vec![("SPARKWING_GCS_ANONYMOUS", "maybe")],
+            "SPARKWING_GCS_ANONYMOUS=\"maybe\" is not understood",
+        ),
+    ] {
+        let out = run("g", &vars);
+        expect_code(&out, 2);
+        assert!(
+            text(&out.stderr).contains(says),
+            "{vars:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    // Reachable or not, these start: the network never fails a run.
+    expect_code(&run("anon", &[]), 0);
+    expect_code(
+        &run(
+            "g",
+            &[
+                ("SPARKWING_GCS_ANONYMOUS", "1"),
+                ("SPARKWING_GCS_ENDPOINT", "http://127.0.0.1:9"),
+            ],
+        ),
+        0,
+    );
+    let out = run(
+        "a",
+        &[
+            ("AZURE_STORAGE_USE_EMULATOR", "true"),
+            ("AZURITE_BLOB_STORAGE_URL", "http://127.0.0.1:9"),
+        ],
+    );
+    expect_code(&out, 0);
+    let st = env
+        .cmd(&["sync", "status", "--profile", "a", "-o", "json"])
+        .envs([
+            ("AZURE_STORAGE_USE_EMULATOR", "true"),
+            ("AZURITE_BLOB_STORAGE_URL", "http://127.0.0.1:9"),
+        ])
+        .output()
+        .unwrap();
+    let st: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(
+        st["targets"][0]["target"], "azure-blob:devstoreaccount1/ctr/",
+        "the emulator's account: {st}"
+    );
+    env.write_project(
+        "profiles:\n  bad: { cache: { type: s3, bucket: bkt, anonymous: true } }\npipelines:\n  - name: work\n    jobs: {a: {steps: [{run: 'true'}]}}\n",
+    );
+    let out = run("bad", &[]);
+    expect_code(&out, 2);
+    assert!(
+        text(&out.stderr).contains("`anonymous` does not apply to type s3"),
+        "{}",
+        text(&out.stderr)
+    );
+}

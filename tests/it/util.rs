@@ -283,6 +283,8 @@ pub enum Fault {
     /// 429 with `Retry-After: 60`.
     TooMany429Wait60,
     Forbidden403,
+    BadRequest400,
+    NotImplemented501,
     /// Forward the request, then cut the response in the middle of its body.
     ResetMidBody,
 }
@@ -376,6 +378,8 @@ impl FaultProxy {
                             Some(Fault::TooMany429) => canned("429 Too Many Requests", "Retry-After: 1\r\n", "<Error><Code>TooManyRequests</Code><Message>Slow down</Message></Error>"),
                             Some(Fault::TooMany429Wait60) => canned("429 Too Many Requests", "Retry-After: 60\r\n", "<Error><Code>TooManyRequests</Code><Message>Slow down</Message></Error>"),
                             Some(Fault::Forbidden403) => canned("403 Forbidden", "", "<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"),
+                            Some(Fault::BadRequest400) => canned("400 Bad Request", "", "<Error><Code>InvalidRequest</Code><Message>invalid uploadType</Message></Error>"),
+                            Some(Fault::NotImplemented501) => canned("501 Not Implemented", "", "<Error><Code>NotImplemented</Code><Message>A header you provided implies functionality that is not implemented</Message></Error>"),
                             Some(Fault::ResetMidBody) | None => {
                                 let Ok(mut up) = std::net::TcpStream::connect(&upstream) else { return };
                                 if up.write_all(&req).is_err() {

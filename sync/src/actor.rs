@@ -888,6 +888,18 @@ mod tests {
 
     #[tokio::test]
     async fn an_auth_failure_stops_the_target_and_keeps_its_entries() {
+        stops_the_target_and_keeps_its_entries(ErrorClass::Auth, Connectivity::AuthFailed).await;
+    }
+
+    /// A missing bucket, a 400, a 501: the setup is wrong, so the target
+    /// stops as it does for refused credentials (issue 11).
+    #[tokio::test]
+    async fn a_configuration_failure_stops_the_target_and_keeps_its_entries() {
+        stops_the_target_and_keeps_its_entries(ErrorClass::Config, Connectivity::Misconfigured)
+            .await;
+    }
+
+    async fn stops_the_target_and_keeps_its_entries(class: ErrorClass, shown: Connectivity) {
         let r = rig();
         let id = r.target.id().to_string();
         r.outbox
@@ -897,19 +909,18 @@ mod tests {
                 &[],
             )
             .unwrap();
-        r.target.fail_next(100, ErrorClass::Auth, None);
+        r.target.fail_next(100, class, None);
         let a = actor(&r);
         a.drain(Instant::now() + Duration::from_millis(300))
             .await
             .unwrap();
         assert_eq!(a.pending().await.unwrap().0, 2, "entries are kept");
-        assert_eq!(
-            r.outbox.stats(None).unwrap()[0].connectivity,
-            Some(Connectivity::AuthFailed)
-        );
+        let st = &r.outbox.stats(None).unwrap()[0];
+        assert_eq!(st.connectivity, Some(shown));
+        assert_eq!(st.quarantined, 0, "nothing is quarantined");
         assert!(r.target.journal().is_empty());
-        // Credentials fixed and the stop lifted: everything flows.
-        r.target.fail_next(0, ErrorClass::Auth, None);
+        // The setup fixed and the stop lifted: everything flows.
+        r.target.fail_next(0, class, None);
         r.outbox.retry(None).unwrap();
         a.drain(far()).await.unwrap();
         assert_eq!(a.pending().await.unwrap().0, 0);

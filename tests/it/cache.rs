@@ -185,9 +185,11 @@ pipelines:
         .spawn()
         .unwrap();
     let computed = env.dir().join("computed");
-    wait_for("the first run's step", std::time::Duration::from_secs(60), || {
-        computed.exists()
-    });
+    wait_for(
+        "the first run's step",
+        std::time::Duration::from_secs(60),
+        || computed.exists(),
+    );
     let second = env
         .cmd(&["run", "slow"])
         .env("SPARKWING_MAX_RUNS", "4")

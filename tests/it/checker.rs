@@ -61,8 +61,7 @@ pub fn dir_snapshot(root: &Path) -> Snapshot {
 /// Reads every object of an S3 bucket (moto) with plain `object_store`
 /// list and get requests.
 pub fn s3_snapshot(endpoint: &str, bucket: &str) -> Snapshot {
-    use futures_util::TryStreamExt;
-    use sparkwing_sync::object_store::{aws::AmazonS3Builder, ObjectStore, ObjectStoreExt};
+    use sparkwing_sync::object_store::aws::AmazonS3Builder;
     // TLS setup only (the client needs a crypto provider; the endpoint is
     // plain http).
     sparkwing_sync::object::install_crypto_provider();
@@ -75,6 +74,15 @@ pub fn s3_snapshot(endpoint: &str, bucket: &str) -> Snapshot {
         .with_allow_http(true)
         .build()
         .unwrap();
+    store_snapshot(&store)
+}
+
+/// Reads every object of a store (a bucket of any provider, through a
+/// client the test built itself) with plain `object_store` list and get
+/// requests.
+pub fn store_snapshot(store: &dyn sparkwing_sync::object_store::ObjectStore) -> Snapshot {
+    use futures_util::TryStreamExt;
+    use sparkwing_sync::object_store::ObjectStoreExt;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

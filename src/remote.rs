@@ -314,8 +314,16 @@ fn cloud_target(role: &str, s: &Surface) -> Result<Arc<dyn Target>> {
             };
             let mut b = GoogleCloudStorageBuilder::from_env();
             if anonymous {
-                // No credentials of any kind are read or sent.
-                b = GoogleCloudStorageBuilder::new().with_skip_signature(true);
+                // No credentials of any kind are read or sent: reads skip
+                // signing, and writes (which object_store signs regardless)
+                // carry an empty token instead of asking a metadata server.
+                use sparkwing_sync::object_store::gcp::GcpCredential;
+                use sparkwing_sync::object_store::StaticCredentialProvider;
+                b = GoogleCloudStorageBuilder::new()
+                    .with_skip_signature(true)
+                    .with_credentials(Arc::new(StaticCredentialProvider::new(GcpCredential {
+                        bearer: String::new(),
+                    })));
             } else {
                 b = gcs_credentials(role, b)?;
             }

@@ -7,7 +7,13 @@
 //! `cargo test mode2::conformance` runs one body everywhere and `cargo test
 //! mode2:: -- gcs` one provider). Under `CI=true` no provider skips.
 
-use crate::providers::Provider;
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+use crate::checker::{self, Scope};
+use crate::providers::{Provider, Server};
+use crate::util::*;
+use crate::web::Server as Web;
 
 /// `on_every_provider!(body, ...)`: a module `body` with the tests `s3`,
 /// `azure` and `gcs`, each calling `body(Provider::…)`.
@@ -31,7 +37,13 @@ macro_rules! on_every_provider {
     )*};
 }
 
-on_every_provider!(conformance, raw_client_semantics);
+on_every_provider!(
+    conformance,
+    raw_client_semantics,
+    replication_through_an_outage_equals_local,
+    a_second_runner_hits_the_cache_and_reads_every_runners_runs,
+    objects_carry_their_content_type,
+);
 
 /// The target conformance suite (`sparkwing_sync::conformance`) over an
 /// `ObjectStoreTarget` of the provider's raw client, under a prefix.
@@ -173,4 +185,304 @@ fn raw_client_semantics(p: Provider) {
             .unwrap();
         assert!(empty.is_empty(), "{p:?}: an absent prefix lists empty");
     });
+}
+
+// ------------------------------------------------ runs against a provider
+
+/// The pipeline of the run bodies: a job that talks (a log), and a cached
+/// job whose outputs are random bytes (equal elsewhere only if restored,
+/// not recomputed) with an executable mode, counting its computations.
+const WORK: &str = r#"pipelines:
+  - name: work
+    jobs:
+      talk:
+        steps: [{ run: 'for i in 1 2 3; do echo "line $i of $SPARKWING_RUN_ID"; done' }]
+      build:
+        cache: { key: [seed.txt], outputs: [out] }
+        steps:
+          - run: |
+              echo computed >> computed.txt
+              mkdir -p out && cp seed.txt out/seed.txt && head -c 70000 /dev/urandom > out/noise.bin
+              printf '#!/bin/sh\necho tool\n' > out/tool && chmod 750 out/tool
+"#;
+
+/// A runner: its own home and checkout, replicating to `bucket` through
+/// `endpoint` (the server's, or a proxy's in front of it).
+struct Runner<'a> {
+    env: Env,
+    server: &'a Server,
+    endpoint: String,
+}
+
+impl<'a> Runner<'a> {
+    fn new(server: &'a Server, endpoint: &str, bucket: &str) -> Runner<'a> {
+        let env = Env::new();
+        env.write_project(&format!(
+            "{}{WORK}",
+            server.profile(endpoint, "shared", bucket)
+        ));
+        std::fs::write(env.dir().join("seed.txt"), "the seed\n").unwrap();
+        Runner {
+            env,
+            server,
+            endpoint: endpoint.to_string(),
+        }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = self.env.cmd(args);
+        c.envs(self.server.env_at(&self.endpoint));
+        c
+    }
+
+    fn ok(&self, args: &[&str]) -> std::process::Output {
+        let out = self.cmd(args).output().unwrap();
+        expect_code(&out, 0);
+        out
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let out = self.ok(&["sync", "status", "--profile", "shared", "-o", "json"]);
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn latest(&self) -> String {
+        self.env.json(&["runs", "list", "-o", "json"])[0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+}
+
+/// A run replicates; an outage never fails the runs made during it; the
+/// backlog replays when the provider is back; and then the bucket holds
+/// exactly what the local store holds (the strict checker: every event
+/// once, logs byte-equal, blobs verified, nothing stray).
+fn replication_through_an_outage_equals_local(p: Provider) {
+    let Some(server) = p.start() else { return };
+    server.bucket("outage");
+    let proxy = Proxy::start(&server.endpoint);
+    let a = Runner::new(&server, &proxy.endpoint(), "outage");
+    let out = a.ok(&[
+        "run",
+        "work",
+        "--profile",
+        "shared",
+        "--sw-sync-timeout",
+        "60s",
+    ]);
+    assert!(
+        text(&out.stderr).contains("sparkwing: synced to"),
+        "{p:?}: {}",
+        text(&out.stderr)
+    );
+    proxy.set_up(false);
+    for round in 0..2 {
+        std::fs::write(a.env.dir().join("seed.txt"), format!("seed {round}\n")).unwrap();
+        a.ok(&[
+            "run",
+            "work",
+            "--profile",
+            "shared",
+            "--sw-sync-timeout",
+            "2s",
+        ]);
+    }
+    let st = a.status();
+    let targets = st["targets"].as_array().unwrap();
+    assert!(
+        targets
+            .iter()
+            .any(|t| t["connectivity"] == "offline" && t["pending_entries"].as_u64().unwrap() > 0),
+        "{p:?}: the outage shows, with the backlog: {st}"
+    );
+    proxy.set_up(true);
+    a.ok(&["sync", "flush", "--profile", "shared", "--timeout", "120s"]);
+    let c = checker::check(
+        &a.env.sw_home(),
+        &server.snapshot("outage"),
+        Scope::Exclusive,
+    );
+    assert_eq!(c.runs, 3, "{p:?}: {c:?}");
+    assert!(c.statuses.values().all(|s| s == "success"), "{p:?}: {c:?}");
+    assert_eq!(c.manifests, 3, "{p:?}: one manifest per seed: {c:?}");
+    assert!(
+        c.log_chunks >= 3 && c.events > 0 && c.blobs == 7,
+        "{p:?}: {c:?}"
+    );
+    let st = a.status();
+    for t in st["targets"].as_array().unwrap() {
+        assert_eq!(t["connectivity"], "online", "{p:?}: {st}");
+        assert_eq!(t["pending_entries"], 0, "{p:?}: {st}");
+    }
+}
+
+/// A second runner (its own home and checkout) restores the first one's
+/// cached outputs byte-identical with their modes, without computing; its
+/// `runs list/show/logs --profile` show the first runner's run; and
+/// `sparkwing-web` over the provider's specs serves it.
+fn a_second_runner_hits_the_cache_and_reads_every_runners_runs(p: Provider) {
+    let Some(server) = p.start() else { return };
+    server.bucket("shared");
+    let a = Runner::new(&server, &server.endpoint, "shared");
+    a.ok(&[
+        "run",
+        "work",
+        "--profile",
+        "shared",
+        "--sw-sync-timeout",
+        "60s",
+    ]);
+    let run_a = a.latest();
+    let b = Runner::new(&server, &server.endpoint, "shared");
+    let out = b.ok(&[
+        "run",
+        "work",
+        "--profile",
+        "shared",
+        "--sw-sync-timeout",
+        "60s",
+    ]);
+    assert!(
+        text(&out.stderr).contains(&format!("restored from run {run_a}")),
+        "{p:?}: {}",
+        text(&out.stderr)
+    );
+    assert!(
+        !b.env.dir().join("computed.txt").exists(),
+        "{p:?}: B did not compute"
+    );
+    for f in ["out/seed.txt", "out/noise.bin", "out/tool"] {
+        assert_eq!(
+            std::fs::read(b.env.dir().join(f)).unwrap(),
+            std::fs::read(a.env.dir().join(f)).unwrap(),
+            "{p:?}: {f} byte-identical"
+        );
+    }
+    let mode = std::fs::metadata(b.env.dir().join("out/tool"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o750, "{p:?}: the mode is kept");
+    let run_b = b.latest();
+
+    // Merged reads on B.
+    let list = b.ok(&["runs", "list", "--profile", "shared", "-o", "json"]);
+    let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&run_a.as_str()) && ids.contains(&run_b.as_str()),
+        "{p:?}: {list}"
+    );
+    assert_eq!(ids.len(), 2, "{p:?}: each run once: {list}");
+    let show = b.ok(&["runs", "show", &run_a, "--profile", "shared"]);
+    assert!(
+        text(&show.stdout).contains("talk"),
+        "{p:?}: {}",
+        text(&show.stdout)
+    );
+    let local_log =
+        std::fs::read(a.env.sw_home().join("runs").join(&run_a).join("talk.log")).unwrap();
+    let logs = b.ok(&[
+        "runs",
+        "logs",
+        &run_a,
+        "--job",
+        "talk",
+        "--profile",
+        "shared",
+    ]);
+    assert_eq!(
+        logs.stdout, local_log,
+        "{p:?}: A's log, byte for byte, on B"
+    );
+
+    // sparkwing-web over the bucket alone.
+    let env = server.web_env();
+    let envs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let web = Web::web(
+        &[
+            "--state-spec",
+            &server.web_spec("shared", "state"),
+            "--logs-spec",
+            &server.web_spec("shared", "logs"),
+            "--artifacts-spec",
+            &server.web_spec("shared", "cache"),
+        ],
+        &envs,
+    );
+    let page = web.get("/").text();
+    assert!(
+        page.contains(&run_a) && page.contains(&run_b),
+        "{p:?}: {page}"
+    );
+    let detail = web.get(&format!("/runs/{run_a}")).text();
+    assert!(
+        detail.contains("cached outputs: 3 file(s)"),
+        "{p:?}: {detail}"
+    );
+    let raw = web.get(&format!("/runs/{run_a}/jobs/talk/log.txt"));
+    assert_eq!(raw.status, 200, "{p:?}");
+    assert_eq!(raw.text().as_bytes(), &local_log[..], "{p:?}");
+}
+
+/// Objects are stored with their content type, so a bucket console shows
+/// a log or a document instead of downloading it.
+fn objects_carry_their_content_type(p: Provider) {
+    use sparkwing_sync::object_store::{path::Path as OPath, Attribute, GetOptions, ObjectStore};
+    let Some(server) = p.start() else { return };
+    server.bucket("typed");
+    let a = Runner::new(&server, &server.endpoint, "typed");
+    a.ok(&[
+        "run",
+        "work",
+        "--profile",
+        "shared",
+        "--sw-sync-timeout",
+        "60s",
+    ]);
+    let store = server.store("typed");
+    let snap = server.snapshot("typed");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    for key in snap.keys() {
+        let want = if key.ends_with(".log") {
+            "text/plain; charset=utf-8"
+        } else if key.ends_with(".ndjson") {
+            "application/x-ndjson"
+        } else if key.ends_with(".json") {
+            "application/json"
+        } else if key.starts_with("cache/cas/") {
+            "application/octet-stream"
+        } else {
+            panic!("{p:?}: unexpected object {key}")
+        };
+        let got = rt.block_on(store.get_opts(
+            &OPath::from(key.as_str()),
+            GetOptions {
+                head: true,
+                ..Default::default()
+            },
+        ));
+        let got = got.unwrap_or_else(|e| panic!("{p:?}: HEAD {key}: {e}"));
+        let ct = got
+            .attributes
+            .get(&Attribute::ContentType)
+            .map(|v| v.to_string());
+        assert_eq!(ct.as_deref(), Some(want), "{p:?}: {key}");
+        seen.insert(want);
+    }
+    assert_eq!(
+        seen.len(),
+        4,
+        "{p:?}: every kind of object was checked: {seen:?}"
+    );
 }

@@ -309,9 +309,6 @@ impl Server {
             Provider::Azure => vec![
                 ("AZURE_STORAGE_USE_EMULATOR", "true".into()),
                 ("AZURITE_BLOB_STORAGE_URL", endpoint.to_string()),
-                // TEMPORARY, until `account:` defaults to devstoreaccount1
-                // under the emulator (issue 11, requirement 1): delete this line.
-                ("AZURE_STORAGE_ACCOUNT_NAME", AZURITE_ACCOUNT.into()),
             ],
             // The surface says `anonymous: true` and names the endpoint.
             Provider::Gcs => Vec::new(),

@@ -192,7 +192,16 @@ fn env_flag(var: &str) -> Result<bool> {
 fn gcs_credentials(
     role: &str,
     b: sparkwing_sync::object_store::gcp::GoogleCloudStorageBuilder,
-) -> Result<sparkwing_sync::object_store::gcp::GoogleCloudStorageBuilder> {
+) -> Result<(
+    sparkwing_sync::object_store::gcp::GoogleCloudStorageBuilder,
+    Option<String>,
+)> {
+    let parse = |var: &str, shown: &str, text: &str| -> Result<serde_json::Value> {
+        match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(v) if v.is_object() => Ok(v),
+            _ => bail!("{role}: type gcs: {var} names {shown}, which is not a JSON credentials file; point {var} at a service account key (.json)"),
+        }
+    };
     let json_file = |var: &str, path: &str| -> Result<serde_json::Value> {
         let shown = crate::util::one_line(path, 200);
         let f = std::fs::File::open(path)
@@ -203,26 +212,53 @@ fn gcs_credentials(
                 anyhow::anyhow!("{role}: type gcs: {var} names {shown}, which cannot be read ({e})")
             },
         )?;
-        match serde_json::from_str::<serde_json::Value>(&text) {
-            Ok(v) if v.is_object() => Ok(v),
-            _ => bail!("{role}: type gcs: {var} names {shown}, which is not a JSON credentials file; point {var} at a service account key (.json)"),
+        parse(var, &shown, &text)
+    };
+    // A service account key: either a real one (an email and a private
+    // key) or an emulator's (`disable_oauth`). Its `gcs_base_url`, if any,
+    // decides whether plain http is allowed.
+    let service_key = |var: &str, v: &serde_json::Value| -> Result<Option<String>> {
+        let text = |k: &str| v.get(k).and_then(|x| x.as_str());
+        let oauth_off = v.get("disable_oauth").and_then(|x| x.as_bool()) == Some(true);
+        let fields = ["private_key", "private_key_id", "client_email"];
+        let missing: Vec<&str> = fields
+            .into_iter()
+            .filter(|k| match text(k) {
+                None => true,
+                // An emulator's key may leave them empty.
+                Some(x) => x.is_empty() && !oauth_off && *k != "private_key_id",
+            })
+            .collect();
+        if !missing.is_empty() {
+            bail!(
+                "{role}: type gcs: the service account key in {var} lacks {} (an emulator's key may leave them empty with \"disable_oauth\": true); download a key for the service account, or fix {var}",
+                missing.join(", ")
+            );
         }
+        Ok(text("gcs_base_url").map(str::to_string))
     };
     for var in ["GOOGLE_SERVICE_ACCOUNT", "GOOGLE_SERVICE_ACCOUNT_PATH"] {
         if let Some(path) = std::env::var(var).ok().filter(|v| !v.is_empty()) {
-            json_file(var, &path)?;
-            return Ok(b);
+            let base = service_key(var, &json_file(var, &path)?)?;
+            return Ok((b, base));
         }
     }
-    if env_set(&["GOOGLE_SERVICE_ACCOUNT_KEY"]) {
-        return Ok(b);
+    let var = "GOOGLE_SERVICE_ACCOUNT_KEY";
+    if let Some(text) = std::env::var(var).ok().filter(|v| !v.is_empty()) {
+        let base = service_key(var, &parse(var, "its value", &text)?)?;
+        return Ok((b, base));
     }
     let var = "GOOGLE_APPLICATION_CREDENTIALS";
     if let Some(path) = std::env::var(var).ok().filter(|v| !v.is_empty()) {
         let v = json_file(var, &path)?;
         return match v.get("type").and_then(|t| t.as_str()) {
-            Some("service_account" | "authorized_user") => Ok(b),
-            None => Ok(b.with_service_account_path(path)),
+            Some("service_account") => Ok((b, service_key(var, &v)?)),
+            Some("authorized_user") => Ok((b, None)),
+            // A key file without `type` (an emulator's): a service account key.
+            None => {
+                let base = service_key(var, &v)?;
+                Ok((b.with_service_account_path(path), base))
+            }
             Some(other) => bail!(
                 "{role}: type gcs: {var} is a credentials file of type {:?}, which this build cannot use; use a service account key or gcloud's application default credentials",
                 crate::util::one_line(other, 40)
@@ -232,7 +268,7 @@ fn gcs_credentials(
     let gcloud = std::env::var_os("HOME")
         .map(|h| PathBuf::from(h).join(".config/gcloud/application_default_credentials.json"));
     if gcloud.is_some_and(|p| p.is_file()) || env_flag("SPARKWING_GCS_INSTANCE_CREDENTIALS")? {
-        return Ok(b);
+        return Ok((b, None));
     }
     bail!(
         "{role}: type gcs found no credentials: export GOOGLE_APPLICATION_CREDENTIALS (a service account key file) \
@@ -313,6 +349,7 @@ fn cloud_target(role: &str, s: &Surface) -> Result<Arc<dyn Target>> {
                 None => env_flag("SPARKWING_GCS_ANONYMOUS")?,
             };
             let mut b = GoogleCloudStorageBuilder::from_env();
+            let mut key_base = None;
             if anonymous {
                 // No credentials of any kind are read or sent: reads skip
                 // signing, and writes (which object_store signs regardless)
@@ -325,10 +362,12 @@ fn cloud_target(role: &str, s: &Surface) -> Result<Arc<dyn Target>> {
                         bearer: String::new(),
                     })));
             } else {
-                b = gcs_credentials(role, b)?;
+                (b, key_base) = gcs_credentials(role, b)?;
             }
+            // The endpoint, else the key's emulator URL, decides on http.
             let allow_http = endpoint
                 .as_deref()
+                .or(key_base.as_deref())
                 .is_some_and(|e| e.starts_with("http://"));
             if let Some(ep) = &endpoint {
                 b = b.with_base_url(ep.trim_end_matches('/'));

@@ -486,3 +486,92 @@ fn objects_carry_their_content_type(p: Provider) {
         "{p:?}: every kind of object was checked: {seen:?}"
     );
 }
+
+/// GCS credentials from a file, both ways Google's tools name one
+/// (`GOOGLE_SERVICE_ACCOUNT`, `GOOGLE_APPLICATION_CREDENTIALS`): a key that
+/// carries the emulator's URL (`gcs_base_url`, http) and `disable_oauth`
+/// reaches the emulator with no `endpoint:` and no `anonymous:`.
+#[test]
+fn gcs_credentials_files_name_the_emulator() {
+    let Some(server) = Provider::Gcs.start() else {
+        return;
+    };
+    server.bucket("keys");
+    let key = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        key.path(),
+        serde_json::json!({
+            "gcs_base_url": server.endpoint,
+            "disable_oauth": true,
+            "client_email": "",
+            "private_key": "",
+            "private_key_id": "",
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let partial = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        partial.path(),
+        r#"{"type": "service_account", "client_email": "a@b"}"#,
+    )
+    .unwrap();
+    for var in ["GOOGLE_SERVICE_ACCOUNT", "GOOGLE_APPLICATION_CREDENTIALS"] {
+        let env = Env::new();
+        env.write_project(&format!(
+            "profiles:\n  shared:\n    cache: {{ type: gcs, bucket: keys }}\n{WORK}"
+        ));
+        let out = env
+            .cmd(&["run", "work", "--profile", "shared"])
+            .env(var, partial.path())
+            .output()
+            .unwrap();
+        expect_code(&out, 2);
+        assert!(
+            text(&out.stderr).contains(&format!(
+                "the service account key in {var} lacks private_key, private_key_id"
+            )),
+            "{var}: {}",
+            text(&out.stderr)
+        );
+    }
+    for var in ["GOOGLE_SERVICE_ACCOUNT", "GOOGLE_APPLICATION_CREDENTIALS"] {
+        let env = Env::new();
+        let mut y = "profiles:\n  shared:\n".to_string();
+        for s in ["state", "logs", "cache"] {
+            y.push_str(&format!(
+                "    {s}: {{ type: gcs, bucket: keys, prefix: {var}/{s} }}\n"
+            ));
+        }
+        env.write_project(&format!("{y}{WORK}"));
+        std::fs::write(env.dir().join("seed.txt"), var).unwrap();
+        let out = env
+            .cmd(&[
+                "run",
+                "work",
+                "--profile",
+                "shared",
+                "--sw-sync-timeout",
+                "60s",
+            ])
+            .env(var, key.path())
+            .output()
+            .unwrap();
+        expect_code(&out, 0);
+        assert!(
+            text(&out.stderr).contains("sparkwing: synced to"),
+            "{var}: {}",
+            text(&out.stderr)
+        );
+        let run = env.json(&["runs", "list", "-o", "json"])[0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let snap = server.snapshot("keys");
+        assert!(
+            snap.contains_key(&format!("{var}/state/runs/{run}/run.json")),
+            "{var}: {:?}",
+            snap.keys().collect::<Vec<_>>()
+        );
+    }
+}

@@ -277,6 +277,24 @@ fn gcs_credentials(
     )
 }
 
+/// A client that could not be built from the profile and the environment:
+/// the error (scrubbed) and the variables it was built from, to check.
+fn built_wrong(role: &str, t: &str, e: &dyn std::fmt::Display, vars: &[&str]) -> anyhow::Error {
+    let set: Vec<&str> = vars.iter().copied().filter(|v| env_set(&[v])).collect();
+    let from = if set.is_empty() {
+        format!("check the `{role}:` surface of the profile")
+    } else {
+        format!(
+            "check {} (and the `{role}:` surface of the profile)",
+            set.join(", ")
+        )
+    };
+    anyhow::anyhow!(
+        "{role}: type {t}: the client could not be set up: {}; {from}",
+        sparkwing_sync::redact::scrub(e.to_string().trim_end_matches('.'))
+    )
+}
+
 fn env_set(names: &[&str]) -> bool {
     names
         .iter()
@@ -333,10 +351,20 @@ fn cloud_target(role: &str, s: &Surface) -> Result<Arc<dyn Target>> {
             b = b
                 .with_client_options(sparkwing_sync::object::client_options(allow_http))
                 .with_http_connector(connector());
-            store = Arc::new(
-                b.build()
-                    .map_err(|e| anyhow::anyhow!("{role}: type s3: {e}"))?,
-            );
+            store = Arc::new(b.build().map_err(|e| {
+                built_wrong(
+                    role,
+                    "s3",
+                    &e,
+                    &[
+                        "AWS_ACCESS_KEY_ID",
+                        "AWS_SECRET_ACCESS_KEY",
+                        "AWS_SESSION_TOKEN",
+                        "AWS_REGION",
+                        "SPARKWING_S3_ENDPOINT",
+                    ],
+                )
+            })?);
             let at = endpoint
                 .map(|e| format!("@{}", crate::profile::redact_url(&e)))
                 .unwrap_or_default();
@@ -378,9 +406,16 @@ fn cloud_target(role: &str, s: &Surface) -> Result<Arc<dyn Target>> {
                 .with_retry(sparkwing_sync::object::client_retry())
                 .with_client_options(sparkwing_sync::object::client_options(allow_http));
             store = Arc::new(b.build().map_err(|e| {
-                anyhow::anyhow!(
-                    "{role}: type gcs: {}",
-                    sparkwing_sync::redact::scrub(&e.to_string())
+                built_wrong(
+                    role,
+                    "gcs",
+                    &e,
+                    &[
+                        "GOOGLE_SERVICE_ACCOUNT",
+                        "GOOGLE_SERVICE_ACCOUNT_KEY",
+                        "GOOGLE_APPLICATION_CREDENTIALS",
+                        "SPARKWING_GCS_ENDPOINT",
+                    ],
                 )
             })?);
             let at = endpoint
@@ -418,10 +453,24 @@ fn cloud_target(role: &str, s: &Surface) -> Result<Arc<dyn Target>> {
                 .with_container_name(&bucket)
                 .with_retry(sparkwing_sync::object::client_retry())
                 .with_client_options(sparkwing_sync::object::client_options(false));
-            store = Arc::new(
-                b.build()
-                    .map_err(|e| anyhow::anyhow!("{role}: type azure-blob: {e}"))?,
-            );
+            store = Arc::new(b.build().map_err(|e| {
+                built_wrong(
+                    role,
+                    "azure-blob",
+                    &e,
+                    &[
+                        "AZURE_STORAGE_ACCOUNT_KEY",
+                        "AZURE_STORAGE_ACCESS_KEY",
+                        "AZURE_STORAGE_SAS_KEY",
+                        "AZURE_STORAGE_TOKEN",
+                        "AZURE_CLIENT_ID",
+                        "AZURE_CLIENT_SECRET",
+                        "AZURE_TENANT_ID",
+                        "AZURE_FEDERATED_TOKEN_FILE",
+                        "AZURITE_BLOB_STORAGE_URL",
+                    ],
+                )
+            })?);
             id = format!("azure-blob:{account}/{bucket}/{prefix}");
         }
         _ => bail!("{role}: type {t} is not an object store"),

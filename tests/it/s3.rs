@@ -818,6 +818,22 @@ fn gcs_and_azure_settings_are_checked_at_run_start() {
         ],
     );
     expect_code(&out, 0);
+    // A key the client cannot use is named at start.
+    let out = run(
+        "a",
+        &[
+            ("AZURE_STORAGE_ACCOUNT_NAME", "acct"),
+            ("AZURE_STORAGE_ACCOUNT_KEY", "not base64!!"),
+        ],
+    );
+    expect_code(&out, 2);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("the client could not be set up")
+            && err.contains("check AZURE_STORAGE_ACCOUNT_KEY"),
+        "{err}"
+    );
+    assert!(!err.contains("not base64!!"), "the key is not shown: {err}");
     let st = env
         .cmd(&["sync", "status", "--profile", "a", "-o", "json"])
         .envs([

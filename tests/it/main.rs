@@ -1,6 +1,7 @@
 //! End-to-end tests: each spawns the real `sparkwing` binary with a
 //! temporary HOME and project. No mocks, no timing assertions.
 
+mod adversarial;
 mod browser;
 mod cache;
 mod checker;

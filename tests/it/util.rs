@@ -285,6 +285,12 @@ pub enum Fault {
     Forbidden403,
     BadRequest400,
     NotImplemented501,
+    /// S3's `400 RequestTimeout` (the socket was idle too long): a
+    /// transient failure that S3 answers with a 400.
+    RequestTimeout400,
+    /// S3's answer to a bucket in another region: `301 PermanentRedirect`
+    /// without a `Location` header.
+    WrongRegion301,
     /// Forward the request, then cut the response in the middle of its body.
     ResetMidBody,
 }
@@ -380,6 +386,8 @@ impl FaultProxy {
                             Some(Fault::Forbidden403) => canned("403 Forbidden", "", "<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"),
                             Some(Fault::BadRequest400) => canned("400 Bad Request", "", "<Error><Code>InvalidRequest</Code><Message>invalid uploadType</Message></Error>"),
                             Some(Fault::NotImplemented501) => canned("501 Not Implemented", "", "<Error><Code>NotImplemented</Code><Message>A header you provided implies functionality that is not implemented</Message></Error>"),
+                            Some(Fault::RequestTimeout400) => canned("400 Bad Request", "", "<Error><Code>RequestTimeout</Code><Message>Your socket connection to the server was not read from or written to within the timeout period. Idle connections will be closed.</Message></Error>"),
+                            Some(Fault::WrongRegion301) => canned("301 Moved Permanently", "", "<Error><Code>PermanentRedirect</Code><Message>The bucket you are attempting to access must be addressed using the specified endpoint.</Message></Error>"),
                             Some(Fault::ResetMidBody) | None => {
                                 let Ok(mut up) = std::net::TcpStream::connect(&upstream) else { return };
                                 if up.write_all(&req).is_err() {

@@ -334,6 +334,14 @@ pub struct KeyHold {
     _file: fs::File,
 }
 
+impl KeyHold {
+    /// The lock's descriptor (close-on-exec), for step processes that are
+    /// to share the hold.
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self._file)
+    }
+}
+
 /// Takes the hold on `key` for `run` if no other process has it; otherwise
 /// returns the run id the holder wrote (empty if unknown).
 pub fn try_hold_key(home: &Path, key: &str, run: &str) -> Result<Result<KeyHold, String>> {

@@ -141,7 +141,7 @@ pub enum SyncCmd {
         #[command(flatten)]
         output: OutputArg,
     },
-    /// Re-queue quarantined writes (after fixing their cause) and lift a credentials stop.
+    /// Re-queue quarantined writes (after fixing their cause) and lift a target's stop (credentials refused, or misconfigured: no such bucket, a request the server cannot take).
     Retry {
         /// Only this profile's targets [default: all].
         #[arg(long, value_name = "NAME")]

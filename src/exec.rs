@@ -798,7 +798,7 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
     // Another run of this job on this host finishes with its outputs first
     // (see `cache::KeyHold`); held until this job's outputs are restored or
     // stored, that is, until this function returns.
-    let _hold = match &key {
+    let hold = match &key {
         Some(k) => match hold_cache_key(ctx, name, k).await {
             Some(h) => h,
             None => {
@@ -983,7 +983,19 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
             "SPARKWING_PROJECT_DIR".into(),
             ctx.project_dir.to_string_lossy().into_owned(),
         ));
-        let end = run_step(ctx, &step.run, &wd, &env, deadline, &sink, &mut lingering).await;
+        let end = run_step(
+            ctx,
+            &step.run,
+            &wd,
+            &env,
+            StepScope {
+                deadline,
+                hold: hold.as_ref(),
+            },
+            &sink,
+            &mut lingering,
+        )
+        .await;
         // The step's output is durable (and queued) before the step is
         // recorded as done.
         let s2 = Arc::clone(&sink);
@@ -1134,17 +1146,40 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
     })
 }
 
+/// What a step inherits from its job: the job's deadline, and its hold on
+/// its cache key (see `run_step`).
+struct StepScope<'a> {
+    deadline: Option<tokio::time::Instant>,
+    hold: Option<&'a cache::KeyHold>,
+}
+
 async fn run_step(
     ctx: &Arc<Ctx>,
     script: &str,
     wd: &Path,
     env: &[(String, String)],
-    deadline: Option<tokio::time::Instant>,
+    scope: StepScope<'_>,
     sink: &Arc<Sink>,
     lingering: &mut Vec<(i32, oneshot::Receiver<()>)>,
 ) -> Result<StepEnd> {
+    let StepScope { deadline, hold } = scope;
     let (reader, writer) = std::io::pipe().context("creating the output pipe")?;
     let mut cmd = tokio::process::Command::new("sh");
+    if let Some(fd) = hold.map(cache::KeyHold::fd) {
+        // The step's processes share the job's hold on its cache key, so a
+        // run killed with -9 keeps it until the steps it left running end:
+        // no other run starts writing the same outputs under them.
+        // SAFETY: between fork and exec only fcntl runs, which is
+        // async-signal-safe, on a descriptor this process owns.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
     cmd.arg("-c")
         .arg(script)
         .current_dir(wd)

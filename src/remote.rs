@@ -143,14 +143,22 @@ fn with_faults(t: Arc<dyn Target>) -> Arc<dyn Target> {
 }
 
 /// An object store's endpoint: the profile's `endpoint:` (checked when the
-/// profile loaded), else the environment variable `var`
-/// (`SPARKWING_S3_ENDPOINT`, `SPARKWING_GCS_ENDPOINT`), checked here and
-/// named when it is not an http(s) URL.
-fn endpoint_of(role: &str, s: &Surface, var: &str) -> Result<Option<String>> {
+/// profile loaded), else the first of the environment variables `vars` that
+/// is set (`SPARKWING_S3_ENDPOINT`, then object_store's own `AWS_ENDPOINT_URL`
+/// and `AWS_ENDPOINT`, which its client would otherwise honour silently;
+/// `SPARKWING_GCS_ENDPOINT`), checked here and named when it is not an
+/// http(s) URL. Whatever it is, it goes into the target's id, so entries
+/// queued for one server are never delivered to another.
+fn endpoint_of(role: &str, s: &Surface, vars: &[&str]) -> Result<Option<String>> {
     if let Some(e) = s.endpoint.clone().filter(|e| !e.trim().is_empty()) {
         return Ok(Some(e));
     }
-    let Some(e) = std::env::var(var).ok().filter(|e| !e.trim().is_empty()) else {
+    let Some((var, e)) = vars.iter().find_map(|v| {
+        std::env::var(v)
+            .ok()
+            .filter(|e| !e.trim().is_empty())
+            .map(|e| (*v, e))
+    }) else {
         return Ok(None);
     };
     crate::profile::names::check_endpoint(&e).map_err(|why| {
@@ -204,8 +212,20 @@ fn gcs_credentials(
     };
     let json_file = |var: &str, path: &str| -> Result<serde_json::Value> {
         let shown = crate::util::one_line(path, 200);
-        let f = std::fs::File::open(path)
-            .map_err(|e| anyhow::anyhow!("{role}: type gcs: {var} names {shown}, which cannot be read ({e}); point {var} at a JSON credentials file"))?;
+        let unreadable = |e: &dyn std::fmt::Display| {
+            anyhow::anyhow!("{role}: type gcs: {var} names {shown}, which cannot be read ({e}); point {var} at a JSON credentials file")
+        };
+        // Never block on a FIFO or a device: a regular file only, opened
+        // without waiting, and checked again once open.
+        let f = std::os::unix::fs::OpenOptionsExt::custom_flags(
+            std::fs::OpenOptions::new().read(true),
+            libc::O_NONBLOCK,
+        )
+        .open(path)
+        .map_err(|e| unreadable(&e))?;
+        if !f.metadata().map_err(|e| unreadable(&e))?.is_file() {
+            return Err(unreadable(&"it is not a regular file"));
+        }
         let mut text = String::new();
         std::io::Read::read_to_string(&mut std::io::Read::take(f, 1 << 20), &mut text).map_err(
             |e| {
@@ -315,7 +335,11 @@ fn cloud_target(role: &str, s: &Surface) -> Result<Arc<dyn Target>> {
     let id: String;
     match s.kind {
         SurfaceType::S3 => {
-            let endpoint = endpoint_of(role, s, "SPARKWING_S3_ENDPOINT")?;
+            let endpoint = endpoint_of(
+                role,
+                s,
+                &["SPARKWING_S3_ENDPOINT", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"],
+            )?;
             let region = s
                 .region
                 .clone()
@@ -371,7 +395,7 @@ fn cloud_target(role: &str, s: &Surface) -> Result<Arc<dyn Target>> {
             id = format!("s3:{bucket}/{prefix}{at}");
         }
         SurfaceType::Gcs => {
-            let endpoint = endpoint_of(role, s, "SPARKWING_GCS_ENDPOINT")?;
+            let endpoint = endpoint_of(role, s, &["SPARKWING_GCS_ENDPOINT"])?;
             let anonymous = match s.anonymous {
                 Some(a) => a,
                 None => env_flag("SPARKWING_GCS_ANONYMOUS")?,
@@ -419,6 +443,7 @@ fn cloud_target(role: &str, s: &Surface) -> Result<Arc<dyn Target>> {
                 )
             })?);
             let at = endpoint
+                .or(key_base)
                 .map(|e| format!("@{}", crate::profile::redact_url(&e)))
                 .unwrap_or_default();
             id = format!("gcs:{bucket}/{prefix}{at}");
@@ -443,8 +468,8 @@ fn cloud_target(role: &str, s: &Surface) -> Result<Arc<dyn Target>> {
                 "AZURE_STORAGE_TOKEN",
                 "AZURE_CLIENT_SECRET",
                 "AZURE_FEDERATED_TOKEN_FILE",
-                "AZURE_STORAGE_USE_EMULATOR",
-            ]) {
+            ]) && !emulator
+            {
                 bail!("{role}: type azure-blob found no credentials: export AZURE_STORAGE_ACCOUNT_KEY (or AZURE_STORAGE_SAS_KEY, or a service principal's AZURE_CLIENT_SECRET)");
             }
             let b = MicrosoftAzureBuilder::from_env()
@@ -471,7 +496,18 @@ fn cloud_target(role: &str, s: &Surface) -> Result<Arc<dyn Target>> {
                     ],
                 )
             })?);
-            id = format!("azure-blob:{account}/{bucket}/{prefix}");
+            // The emulator's address is part of the target (object_store's
+            // default when unset).
+            let at = if emulator {
+                let url = std::env::var("AZURITE_BLOB_STORAGE_URL")
+                    .ok()
+                    .filter(|u| !u.trim().is_empty())
+                    .unwrap_or_else(|| "http://127.0.0.1:10000".into());
+                format!("@{}", crate::profile::redact_url(&url))
+            } else {
+                String::new()
+            };
+            id = format!("azure-blob:{account}/{bucket}/{prefix}{at}");
         }
         _ => bail!("{role}: type {t} is not an object store"),
     }

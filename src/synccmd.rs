@@ -383,16 +383,36 @@ pub fn daemon(
 pub fn retry(home: &std::path::Path, resolved: &Resolved, explicit: bool) -> Result<()> {
     let remote = remote_of(resolved)?;
     let outbox = crate::replicate::open_outbox(home)?;
+    let ids: Option<Vec<String>> = match (&remote, explicit) {
+        (Some(r), _) => Some(r.targets().iter().map(|t| t.id().to_string()).collect()),
+        (None, true) => Some(Vec::new()),
+        (None, false) => None,
+    };
+    let stopped = outbox
+        .stats(ids.as_deref())?
+        .iter()
+        .filter(|s| {
+            matches!(
+                s.connectivity,
+                Some(Connectivity::AuthFailed | Connectivity::Misconfigured)
+            )
+        })
+        .count();
     let mut n = 0;
-    match (&remote, explicit) {
-        (Some(r), _) => {
-            for t in r.targets() {
-                n += outbox.retry(Some(t.id()))?;
+    match &ids {
+        Some(ids) => {
+            for id in ids {
+                n += outbox.retry(Some(id))?;
             }
         }
-        (None, true) => {}
-        (None, false) => n = outbox.retry(None)?,
+        None => n = outbox.retry(None)?,
     }
-    crate::say!("sparkwing: re-queued {n} quarantined write(s); they go out with the next daemon, run or flush");
+    let lifted = match stopped {
+        0 => String::new(),
+        k => {
+            format!(" and lifted the stop on {k} target(s) (credentials refused or misconfigured)")
+        }
+    };
+    crate::say!("sparkwing: re-queued {n} quarantined write(s){lifted}; they go out with the next daemon, run or flush");
     Ok(())
 }

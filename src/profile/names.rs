@@ -149,7 +149,7 @@ pub fn check_endpoint(raw: &str) -> Result<(), String> {
         // may itself hold `/`, so the path is included).
         let before_query = rest.split(['?', '#']).next().unwrap_or_default();
         if before_query.contains('@') {
-            return Err("it carries user information (user:password@); credentials come from the environment (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), never from the endpoint".into());
+            return Err("it carries user information (user:password@); credentials come from the environment (for S3 AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, for GCS GOOGLE_APPLICATION_CREDENTIALS), never from the endpoint".into());
         }
     }
     if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sparkwing_outbox::{Claim, ErrorClass, Outbox, OutboxError, Payload};
+use sparkwing_outbox::{Claim, Connectivity, ErrorClass, Outbox, OutboxError, Payload};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
@@ -226,6 +226,12 @@ impl SyncActor {
             if self.pending().await?.0 == 0 || Instant::now() >= deadline {
                 return Ok(total);
             }
+            // Waiting cannot help while every target that has entries is
+            // stopped (credentials refused, or misconfigured): it is probed
+            // again only after a while, or after `sync retry`.
+            if (r.streams == 0 || r.failures > 0) && self.all_stopped().await? {
+                return Ok(total);
+            }
             if r.streams == 0 || r.failures > 0 {
                 // Nothing due: sleep until the next retry time (bounded).
                 let wait = self
@@ -238,6 +244,20 @@ impl SyncActor {
                 }
             }
         }
+    }
+
+    /// Whether every target with pending entries is stopped.
+    async fn all_stopped(&self) -> Result<bool, OutboxError> {
+        let (ob, ids) = (Arc::clone(&self.outbox), self.ids.clone());
+        let stats = blocking(move || ob.stats(Some(&ids))).await?;
+        let mut pending = stats.iter().filter(|s| s.pending_entries > 0).peekable();
+        Ok(pending.peek().is_some()
+            && pending.all(|s| {
+                matches!(
+                    s.connectivity,
+                    Some(Connectivity::AuthFailed | Connectivity::Misconfigured)
+                )
+            }))
     }
 
     async fn until_next_due(&self) -> Result<Duration, OutboxError> {
@@ -560,7 +580,7 @@ mod tests {
     use crate::object::ObjectStoreTarget;
     use crate::target::sha256_hex;
     use sparkwing_outbox::backoff::DecorrelatedJitterBuilder;
-    use sparkwing_outbox::{Connectivity, NewEntry, Payload};
+    use sparkwing_outbox::{NewEntry, Payload};
 
     struct Rig {
         _home: tempfile::TempDir,
@@ -911,8 +931,11 @@ mod tests {
             .unwrap();
         r.target.fail_next(100, class, None);
         let a = actor(&r);
-        a.drain(Instant::now() + Duration::from_millis(300))
+        // A drain with no deadline to speak of returns: waiting cannot help
+        // a stopped target (the bound only keeps a regression from hanging).
+        tokio::time::timeout(Duration::from_secs(120), a.drain(far()))
             .await
+            .expect("drain returns once every target with entries is stopped")
             .unwrap();
         assert_eq!(a.pending().await.unwrap().0, 2, "entries are kept");
         let st = &r.outbox.stats(None).unwrap()[0];

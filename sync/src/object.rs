@@ -511,9 +511,18 @@ pub fn classify(e: &object_store::Error) -> TargetError {
         | E::UnknownConfigurationKey { .. }
         | E::Precondition { .. } => TargetError::permanent(msg),
         _ => {
+            // S3 answers a wrong region with a redirect object_store cannot
+            // follow; an http URL the client refuses fails to build every
+            // request. Neither gets better by waiting.
+            if msg.contains("Received redirect without LOCATION") || msg.contains("builder error") {
+                return TargetError::config(msg);
+            }
             if let Some(status) = http_status(e) {
                 return match status {
                     408 | 429 => TargetError::transient(msg),
+                    // S3's 400 for an upload socket left idle too long
+                    // (its SDKs retry it).
+                    400 if msg.contains("RequestTimeout") => TargetError::transient(msg),
                     400 | 404 | 405 | 501 | 505 => TargetError::config(msg),
                     401 | 403 => TargetError::auth(msg),
                     500..=599 => TargetError::transient(msg),
@@ -538,6 +547,24 @@ pub fn classify(e: &object_store::Error) -> TargetError {
             TargetError::transient(msg)
         }
     }
+}
+
+/// Whether a "not found" is about the bucket or container itself (S3's
+/// `NoSuchBucket`, Azure's `ContainerNotFound`, GCS's "bucket does not
+/// exist"), read from the error body object_store quotes.
+fn bucket_missing(e: &object_store::Error) -> bool {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = src {
+        let t = s.to_string();
+        if t.contains("NoSuchBucket")
+            || t.contains("ContainerNotFound")
+            || t.contains("bucket does not exist")
+        {
+            return true;
+        }
+        src = s.source();
+    }
+    false
 }
 
 /// The HTTP status of a failed request, if the server answered one.
@@ -644,7 +671,8 @@ impl Target for ObjectStoreTarget {
         match store.get(&self.path(key)).await {
             Ok(r) if r.meta.size > max => Err(crate::target::too_large(key, r.meta.size, max)),
             Ok(r) => r.bytes().await.map(Some).map_err(|e| self.fail(&e)),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            // A missing object is an answer; a missing bucket is not.
+            Err(e @ object_store::Error::NotFound { .. }) if !bucket_missing(&e) => Ok(None),
             Err(e) => Err(self.fail(&e)),
         }
     }
@@ -906,6 +934,11 @@ mod tests {
 
     /// A server that answers every request with `status` (and closes).
     fn answering(status: &'static str) -> String {
+        answering_with(status, "<Error><Code>X</Code></Error>")
+    }
+
+    /// A server that answers every request with `status` and `body`.
+    fn answering_with(status: &'static str, body: &'static str) -> String {
         use std::io::{Read, Write};
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
@@ -914,7 +947,6 @@ mod tests {
                 let Ok(mut c) = c else { continue };
                 let mut buf = [0u8; 65536];
                 let _ = c.read(&mut buf);
-                let body = "<Error><Code>X</Code></Error>";
                 let _ = write!(
                     c,
                     "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -943,10 +975,21 @@ mod tests {
             ("500 Internal Server Error", C::Transient),
             ("429 Too Many Requests", C::Transient),
             ("413 Payload Too Large", C::Permanent),
+            // A wrong region: a redirect without a Location.
+            ("301 Moved Permanently", C::Config),
         ];
-        for (status, want) in cases {
+        let timeout = ("400 Bad Request", "<Error><Code>RequestTimeout</Code><Message>Your socket connection to the server was not read from or written to within the timeout period.</Message></Error>");
+        let cases = cases
+            .into_iter()
+            .map(|(s, c)| (answering(s), s, c))
+            .chain([(
+                answering_with(timeout.0, timeout.1),
+                "400 RequestTimeout",
+                C::Transient,
+            )]);
+        for (endpoint, status, want) in cases {
             let store = AmazonS3Builder::new()
-                .with_endpoint(answering(status))
+                .with_endpoint(endpoint)
                 .with_bucket_name("b")
                 .with_region("us-east-1")
                 .with_access_key_id("k")
@@ -965,6 +1008,20 @@ mod tests {
             let e = t.list("R/").await.unwrap_err();
             assert_eq!(e.class, want, "{status} on a list: {e}");
         }
+        // An http endpoint the client was not allowed to use: every request
+        // fails to build, which waiting does not cure.
+        let store = AmazonS3Builder::new()
+            .with_endpoint(answering("200 OK"))
+            .with_bucket_name("b")
+            .with_region("us-east-1")
+            .with_access_key_id("k")
+            .with_secret_access_key("s")
+            .with_client_options(client_options(false))
+            .build()
+            .unwrap();
+        let t = ObjectStoreTarget::new("s3:b/", Arc::new(store), "");
+        let e = t.apply(&op(0)).await.unwrap_err();
+        assert_eq!(e.class, C::Config, "http refused: {e}");
         // Nothing listening: a network failure.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()

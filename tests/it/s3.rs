@@ -844,7 +844,7 @@ fn gcs_and_azure_settings_are_checked_at_run_start() {
         .unwrap();
     let st: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
     assert_eq!(
-        st["targets"][0]["target"], "azure-blob:devstoreaccount1/ctr/",
+        st["targets"][0]["target"], "azure-blob:devstoreaccount1/ctr/@http://127.0.0.1:9",
         "the emulator's account: {st}"
     );
     env.write_project(

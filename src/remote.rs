@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Result};
-use sparkwing_sync::fault::{FaultTarget, JournalTarget};
 use sparkwing_sync::observe::ReadsObserved;
 use sparkwing_sync::{ObjectStoreTarget, Target};
 
@@ -121,8 +120,17 @@ impl Remote {
 /// Fault injection and auditing for end-to-end tests of real processes:
 /// `SPARKWING_SYNC_FAULTS=auth` makes every delivery fail as refused
 /// credentials, `=down` as unreachable; `SPARKWING_SYNC_JOURNAL=FILE`
-/// appends every delivered object key to FILE. Not for production use.
+/// appends every delivered object key to FILE. Only in builds with the
+/// `test-hooks` feature (`cargo test` turns it on); a user's build ignores
+/// both variables.
+#[cfg(not(feature = "test-hooks"))]
 fn with_faults(t: Arc<dyn Target>) -> Arc<dyn Target> {
+    t
+}
+
+#[cfg(feature = "test-hooks")]
+fn with_faults(t: Arc<dyn Target>) -> Arc<dyn Target> {
+    use sparkwing_sync::fault::{FaultTarget, JournalTarget};
     let t = match std::env::var_os("SPARKWING_SYNC_JOURNAL") {
         Some(path) => match JournalTarget::new(Arc::clone(&t), std::path::Path::new(&path)) {
             Ok(j) => Arc::new(j),

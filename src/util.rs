@@ -17,13 +17,7 @@ pub fn home_dir() -> anyhow::Result<std::path::PathBuf> {
     }
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use sparkwing_outbox::host::{hostname, now_ms, pid_alive};
 
 const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
@@ -139,26 +133,6 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
-/// This machine's host name.
-pub fn hostname() -> String {
-    // Asked once per process: status checks call it for every row listed.
-    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    NAME.get_or_init(read_hostname).clone()
-}
-
-fn read_hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates
-    // on success when the name fits, and we stop at the first NUL either way.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "unknown".into();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
-}
-
-/// Whether a process with this pid exists on this host.
 /// An exclusive `flock` on `path` (created if missing) without waiting:
 /// `None` while another process holds it. The kernel drops the lock when
 /// the returned file is closed or its process dies.
@@ -182,22 +156,6 @@ pub fn try_flock(path: &Path) -> anyhow::Result<Option<std::fs::File>> {
     } else {
         Err(err).with_context(|| format!("locking {}", path.display()))
     }
-}
-
-pub fn pid_alive(pid: i64) -> bool {
-    if pid <= 0 || pid > i32::MAX as i64 {
-        return false;
-    }
-    // SAFETY: signal 0 performs only the existence and permission check.
-    let rc = unsafe { libc::kill(pid as i32, 0) };
-    let exists = rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-    // A zombie (exited, not yet reaped: common when PID 1 does not reap) is
-    // not alive. The state is the field after the `(comm)` of /proc/PID/stat.
-    exists
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-            s.rsplit_once(')')
-                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
-        })
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same

@@ -1,7 +1,9 @@
 //! `sparkwing-outbox` owns the durable replay queue in
 //! `SPARKWING_HOME/outbox.db`: enqueue, claim with a lease, ack, the retry
 //! schedule (decorrelated jitter, see [`backoff`]), quarantine, connectivity
-//! records and the statistics that `sparkwing sync status` prints.
+//! records and the statistics that `sparkwing sync status` prints; and
+//! [`host`], the one copy of the clock, host name and process-liveness
+//! check that leases (and the main crate) use.
 //!
 //! It knows nothing about remotes, HTTP or pipelines: an entry is an opaque
 //! `op` on a `subject` with a payload, addressed to a `target` string.
@@ -40,16 +42,18 @@
 //! no permission) are [`StorageFault`]s naming the file and the fix.
 
 pub mod backoff;
+pub mod host;
 
 use std::fmt;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::backoff::{DecorrelatedJitter, DecorrelatedJitterBuilder};
+use crate::host::{hostname, now_ms, pid_alive};
 use sparkwing_schema::{Problem, StorageFault};
 
 /// The file name of the outbox database inside `SPARKWING_HOME`.
@@ -70,13 +74,6 @@ static CLAIMS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(
 
 /// How long a claim holds its streams unless renewed.
 pub const LEASE: Duration = Duration::from_secs(120);
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 /// An outbox failure, with what was being done.
 #[derive(Debug)]
@@ -348,26 +345,6 @@ pub struct Outbox {
     owner: Owner,
     policy: DecorrelatedJitterBuilder,
     set_aside: Option<SetAside>,
-}
-
-fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: valid buffer of the given length.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "unknown".into();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
-}
-
-fn pid_alive(pid: i64) -> bool {
-    if pid <= 0 || pid > i32::MAX as i64 {
-        return false;
-    }
-    // SAFETY: signal 0 only checks existence and permission.
-    let rc = unsafe { libc::kill(pid as i32, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// Removes the -wal and -shm of `path` (a deleted outbox.db's orphans).

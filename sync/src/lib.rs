@@ -15,12 +15,15 @@
 //! - [`none`]: the Mode 1 target: accepts and drops.
 //! - [`observe`]: a wrapper target that records what reads learn about a
 //!   target's connectivity (`sync status` shows a target read from as online).
-//! - [`fault`]: a wrapper target that injects failures, delay and outages.
+//! - `fault` (feature `test-hooks`): a wrapper target that injects failures,
+//!   delay and outages, and one that journals deliveries.
 //! - [`actor`]: [`SyncActor`]: claims, delivers, settles; `sync_once`.
-//! - [`conformance`]: the suite every target passes.
+//! - `conformance` (feature `test-hooks`): the suite every target passes.
 
 pub mod actor;
+#[cfg(any(test, feature = "test-hooks"))]
 pub mod conformance;
+#[cfg(any(test, feature = "test-hooks"))]
 pub mod fault;
 pub mod none;
 pub mod object;

@@ -8,6 +8,13 @@
 //!     `SyncActor` (claims, leases, settles, ordering) against a raw
 //!     `object_store` put loop of the same objects at the same concurrency.
 //!     Target: >= 80%.
+//! (c) Wake-up latency (issue 12): one entry enqueued through one `Outbox`
+//!     connection (a run's), delivered by a `SyncActor::run` on another
+//!     connection and thread with its own runtime (a daemon's), timed from
+//!     the enqueue's return to the object's arrival in the `filesystem`
+//!     remote; p50 and p99, with the daemon polling `outbox.db` (before:
+//!     every 200 ms, then lingering 200 ms) and with pushed wake-ups
+//!     (after). Target: p99 <= 10 ms.
 //!
 //! `cargo bench --bench sync_engine` (BENCH_ROWS, BENCH_BACKLOG to resize,
 //! BENCH_CONCURRENCY for the replay concurrency, default 8; BENCH_MEDIUM=disk
@@ -314,7 +321,95 @@ fn bench_replay(backlog: usize, concurrency: usize, rounds: usize) {
     }
 }
 
+/// (c): enqueue in one "process" (connection), delivery by a daemon actor
+/// on another connection, thread and runtime; latencies in order.
+fn wake_latencies(push_wake: bool, samples: usize) -> Vec<Duration> {
+    let home = tempfile::tempdir().unwrap();
+    let remote = tempfile::tempdir().unwrap();
+    let target: Arc<dyn Target> = Arc::new(ObjectStoreTarget::filesystem(remote.path()));
+    let id = target.id().to_string();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let daemon = {
+        let home = home.path().to_path_buf();
+        let target = Arc::clone(&target);
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            let ob = Arc::new(Outbox::open(&home).unwrap());
+            let actor = SyncActor::new(
+                ob,
+                vec![target],
+                SyncConfig {
+                    push_wake,
+                    ..Default::default()
+                },
+            );
+            rt.block_on(actor.run(async {
+                let _ = stop_rx.await;
+            }))
+            .unwrap();
+        })
+    };
+    let run = Outbox::open(home.path()).unwrap();
+    // Let the daemon reach its idle wait (and bind its socket).
+    std::thread::sleep(Duration::from_millis(300));
+    let mut out = Vec::with_capacity(samples);
+    for i in 0..samples {
+        let entry = NewEntry {
+            stream: "log/RUNW/job".into(),
+            seq: i as i64,
+            op: "log.chunk".into(),
+            subject: "RUNW/job".into(),
+            payload: Payload::Inline(format!("line {i}\n").into_bytes()),
+        };
+        let landed = remote.path().join(format!("RUNW/job/{i:010}.log"));
+        let start = Instant::now();
+        run.enqueue(&id, &[entry], &[]).unwrap();
+        while !landed.exists() {
+            assert!(start.elapsed() < Duration::from_secs(30), "never delivered");
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        out.push(start.elapsed());
+        // Idle again before the next one, at a varying phase of any poll.
+        std::thread::sleep(Duration::from_millis(20 + (i as u64 * 7) % 31));
+    }
+    let _ = stop_tx.send(());
+    daemon.join().unwrap();
+    out.sort();
+    out
+}
+
+fn bench_wake() {
+    println!("(c) wake-up latency: enqueue on one connection, delivery by a daemon actor on another, to a filesystem remote");
+    for (label, push, n) in [
+        ("polling outbox.db (before)", false, 60),
+        ("pushed wake-ups (after)", true, 300),
+    ] {
+        let v = wake_latencies(push, n);
+        let pct = |p: f64| v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1];
+        println!(
+            "    {label:<42} p50 {:>8.2}ms  p99 {:>8.2}ms  ({n} samples)",
+            pct(0.50).as_secs_f64() * 1e3,
+            pct(0.99).as_secs_f64() * 1e3
+        );
+        if push {
+            let ok = pct(0.99) <= Duration::from_millis(10);
+            println!(
+                "    target: p99 <= 10 ms with pushed wake-ups: {}",
+                if ok { "met" } else { "NOT met" }
+            );
+        }
+    }
+}
+
 fn main() {
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("wake") {
+        bench_wake();
+        return;
+    }
     let n: usize = std::env::var("BENCH_ROWS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -329,4 +424,5 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(8);
     bench_replay(backlog, c, 7);
+    bench_wake();
 }

@@ -222,6 +222,9 @@ fn open_sync(
     let outbox = Arc::new(crate::replicate::open_outbox(home)?);
     let cfg = SyncConfig {
         concurrency,
+        // A daemon starts on another process's enqueue at once (only its
+        // `run` listens; flush and retry just drain).
+        push_wake: true,
         ..SyncConfig::default()
     };
     let actor = Arc::new(SyncActor::new(Arc::clone(&outbox), remote.targets(), cfg));

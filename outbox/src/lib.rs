@@ -43,6 +43,7 @@
 
 pub mod backoff;
 pub mod host;
+pub mod wake;
 
 use std::fmt;
 use std::io::{Read, Seek, SeekFrom};
@@ -681,6 +682,27 @@ impl Outbox {
             }
             Ok(n)
         })
+        .inspect(|&n| {
+            // Committed: daemons of this home may start on it at once.
+            if n > 0 {
+                self.wake_listeners();
+            }
+        })
+    }
+
+    /// `SPARKWING_HOME`: the directory of `outbox.db`.
+    fn home(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+
+    /// Wakes every sync daemon listening on this home ([`wake`]).
+    pub fn wake_listeners(&self) {
+        wake::notify(self.home());
+    }
+
+    /// A push wake-up listener on this home, for a long-running actor.
+    pub fn wake_listener(&self) -> std::io::Result<wake::WakeListener> {
+        wake::WakeListener::bind(self.home())
     }
 
     /// The highest seq ever enqueued on a stream, or `None` when none was.

@@ -38,6 +38,10 @@ pub struct SyncConfig {
     /// After a wake-up, wait this long so writes arriving together go out
     /// together (fewer, larger objects: object stores bill per request).
     pub linger: Duration,
+    /// Listen for other processes' enqueues on this home ([`sparkwing_outbox::wake`])
+    /// and start delivering at once (no `linger`: their entries are whole
+    /// already), polling `outbox.db` only as a fallback. For daemons.
+    pub push_wake: bool,
     /// How often the lease of a stream being delivered is renewed, so a
     /// slow delivery (a large upload, a share that hangs) keeps its stream
     /// and no other worker takes it over and writes over it.
@@ -53,6 +57,7 @@ impl Default for SyncConfig {
             tick: Duration::from_secs(1),
             auth_probe: Duration::from_secs(60),
             linger: Duration::from_millis(200),
+            push_wake: false,
             renew_every: sparkwing_outbox::LEASE / 4,
         }
     }
@@ -281,6 +286,27 @@ impl SyncActor {
         let mut total = SyncReport::default();
         let ob = Arc::clone(&self.outbox);
         let mut version = blocking(move || ob.data_version()).await?;
+        // Pushed wake-ups, if this actor listens and the socket can be made;
+        // `outbox.db` is then polled only as a fallback (a lost datagram, a
+        // writer that cannot reach the socket).
+        let (_listener, pushes) = match self.cfg.push_wake {
+            true => match self.outbox.wake_listener() {
+                Ok(l) => {
+                    let sock = l
+                        .socket()
+                        .ok()
+                        .and_then(|s| tokio::net::UnixDatagram::from_std(s).ok());
+                    (Some(l), sock)
+                }
+                Err(_) => (None, None),
+            },
+            false => (None, None),
+        };
+        let poll_every = match pushes {
+            Some(_) => self.cfg.tick,
+            None => Duration::from_millis(200),
+        };
+        let mut buf = [0u8; 64];
         loop {
             let r = self.sync_once().await?;
             total.add(r);
@@ -289,13 +315,25 @@ impl SyncActor {
             }
             let idle_until = Instant::now() + self.until_next_due().await?;
             let mut woken = false;
+            let mut pushed = false;
             loop {
                 let step = idle_until
                     .saturating_duration_since(Instant::now())
-                    .min(Duration::from_millis(200));
+                    .min(poll_every);
+                let push = async {
+                    match &pushes {
+                        Some(s) => {
+                            let _ = s.recv(&mut buf).await;
+                            // Several enqueues, one pass.
+                            while s.try_recv(&mut buf).is_ok() {}
+                        }
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     _ = &mut shutdown => return Ok(total),
                     _ = self.wake.notified() => { woken = true; break }
+                    _ = push => { pushed = true; break }
                     _ = tokio::time::sleep(step) => {}
                 }
                 let ob = Arc::clone(&self.outbox);
@@ -308,6 +346,9 @@ impl SyncActor {
                 if Instant::now() >= idle_until {
                     break;
                 }
+            }
+            if pushed {
+                continue;
             }
             if woken && !self.cfg.linger.is_zero() {
                 tokio::select! {
@@ -1006,6 +1047,54 @@ mod tests {
         assert_eq!(
             r.target.journal(),
             vec![crate::target::blob_key(&sha), format!("keys/{key}.json")]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_listening_actor_wakes_on_another_connections_enqueue() {
+        let r = rig();
+        // No polling to speak of: only a pushed wake-up can start it.
+        let a = Arc::new(SyncActor::new(
+            Arc::new(Outbox::open(r._home.path()).unwrap()),
+            vec![Arc::clone(&r.target) as Arc<dyn Target>],
+            SyncConfig {
+                push_wake: true,
+                tick: Duration::from_secs(3600),
+                ..Default::default()
+            },
+        ));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let runner = {
+            let a = Arc::clone(&a);
+            tokio::spawn(async move {
+                a.run(async {
+                    let _ = stopped.await;
+                })
+                .await
+            })
+        };
+        // Until its socket is bound.
+        let wake_dir = r._home.path().join(sparkwing_outbox::wake::DIR);
+        while std::fs::read_dir(&wake_dir).map_or(true, |mut d| d.next().is_none()) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Another connection (another process's, as far as SQLite knows).
+        r.outbox
+            .enqueue(r.target.id(), &[log("R", "pushed", 0, "x\n")], &[])
+            .unwrap();
+        let landed = r.remote.join("R/pushed/0000000000.log");
+        tokio::time::timeout(Duration::from_secs(60), async {
+            while !landed.exists() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("delivered on the push, not on an hour-long poll");
+        let _ = stop.send(());
+        runner.await.unwrap().unwrap();
+        assert!(
+            std::fs::read_dir(&wake_dir).unwrap().next().is_none(),
+            "the socket is removed when the actor stops"
         );
     }
 

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use sparkwing_outbox::{Mark, NewEntry, Outbox, Payload};
+use sparkwing_sync::target::OpKind;
 use sparkwing_sync::{ObjectStoreTarget, SyncActor, SyncConfig, Target};
 
 const BATCH: usize = 1000;
@@ -40,7 +41,7 @@ fn rows(n: usize) -> Vec<NewEntry> {
                 NewEntry {
                     stream: format!("state/RUN{}", i / 4000),
                     seq: i as i64,
-                    op: "state.event".into(),
+                    op: OpKind::StateEvents.as_str().into(),
                     subject: format!("RUN{}", i / 4000),
                     payload: Payload::Inline(format!("{{\"run\":\"RUN\",\"seq\":{i},\"ts\":1,\"kind\":\"step.finished\",\"job\":\"build\",\"data\":{{\"index\":0,\"status\":\"success\"}}}}\n").into_bytes()),
                 }
@@ -48,7 +49,7 @@ fn rows(n: usize) -> Vec<NewEntry> {
                 NewEntry {
                     stream: format!("log/RUN{}/job{}", i / 4000, i % 7),
                     seq: i as i64,
-                    op: "log.chunk".into(),
+                    op: OpKind::LogChunk.as_str().into(),
                     subject: format!("RUN{}/job{}", i / 4000, i % 7),
                     payload: Payload::File { path: "/home/ci/.sparkwing/runs/RUN/job.log".into(), offset: i as u64 * 4096, len: 4096 },
                 }
@@ -361,7 +362,7 @@ fn wake_latencies(push_wake: bool, samples: usize) -> Vec<Duration> {
         let entry = NewEntry {
             stream: "log/RUNW/job".into(),
             seq: i as i64,
-            op: "log.chunk".into(),
+            op: OpKind::LogChunk.as_str().into(),
             subject: "RUNW/job".into(),
             payload: Payload::Inline(format!("line {i}\n").into_bytes()),
         };

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 use sparkwing_outbox::{Mark, NewEntry, Outbox, Payload, INLINE_LIMIT};
+use sparkwing_sync::target::{stream, OpKind};
 use tokio::sync::Notify;
 
 use crate::cache::{Cas, Manifest};
@@ -177,7 +178,7 @@ impl Replicator {
             return Ok(0);
         };
         store.close_segments(run, force, SEGMENT_LINGER_MS, SEGMENT_MAX)?;
-        let stream = format!("state/{run}");
+        let stream = stream::state(run);
         let high = self.outbox.stream_high(t, &stream)?.unwrap_or(0);
         let mut entries = Vec::new();
         for (first, last) in store.segments_after(run, high)? {
@@ -188,7 +189,7 @@ impl Replicator {
             entries.push(NewEntry {
                 stream: stream.clone(),
                 seq: first,
-                op: "state.event".into(),
+                op: OpKind::StateEvents.as_str().into(),
                 subject: run.to_string(),
                 payload: Payload::Inline(body),
             });
@@ -217,7 +218,7 @@ impl Replicator {
         let seq = store.last_event_seq(run)?;
         let chunks = store.log_chunk_totals(run)?;
         let version = summary_version(seq, chunks.values().map(|c| c.0).sum());
-        let stream = format!("summary/{run}");
+        let stream = stream::summary(run);
         if self
             .outbox
             .stream_high(t, &stream)?
@@ -247,7 +248,7 @@ impl Replicator {
         let entry = NewEntry {
             stream,
             seq: version,
-            op: "state.run".into(),
+            op: OpKind::RunSummary.as_str().into(),
             subject: run.to_string(),
             payload,
         };
@@ -265,7 +266,7 @@ impl Replicator {
             return Ok(0);
         };
         store.record_log_chunks(run, job, len, LOG_CHUNK)?;
-        let stream = format!("log/{run}/{job}");
+        let stream = stream::log(run, job);
         let high = self.outbox.stream_high(t, &stream)?.unwrap_or(-1);
         let path = log_path(&self.home, run, job);
         let entries: Vec<NewEntry> = store
@@ -274,8 +275,8 @@ impl Replicator {
             .map(|(seq, offset, len)| NewEntry {
                 stream: stream.clone(),
                 seq,
-                op: "log.chunk".into(),
-                subject: format!("{run}/{job}"),
+                op: OpKind::LogChunk.as_str().into(),
+                subject: stream::log_subject(run, job),
                 payload: Payload::File {
                     path: path.clone(),
                     offset,
@@ -297,7 +298,7 @@ impl Replicator {
         let Some(t) = &self.targets.cache else {
             return Ok(0);
         };
-        let name = format!("cache/{}/{}", entry.key, entry.run_id);
+        let name = stream::cache(&entry.key, &entry.run_id);
         if self.outbox.mark(t, &name)?.is_some() {
             return Ok(0);
         }
@@ -313,7 +314,7 @@ impl Replicator {
             entries.push(NewEntry {
                 stream: name.clone(),
                 seq: entries.len() as i64,
-                op: "cache.blob".into(),
+                op: OpKind::CacheBlob.as_str().into(),
                 subject: f.sha256.clone(),
                 payload: Payload::File {
                     path: cas.blob_path(&f.sha256),
@@ -332,7 +333,7 @@ impl Replicator {
         entries.push(NewEntry {
             stream: name.clone(),
             seq: entries.len() as i64,
-            op: "cache.manifest".into(),
+            op: OpKind::CacheManifest.as_str().into(),
             subject: entry.key.clone(),
             payload: Payload::Inline(serde_json::to_vec(&doc)?),
         });

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use sparkwing_outbox::{NewEntry, Payload};
+use sparkwing_sync::target::OpKind;
 
 pub fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -41,7 +42,7 @@ pub fn backlog_entries(backlog: usize, logs: &std::path::Path) -> Vec<NewEntry> 
                 NewEntry {
                     stream: format!("state/{run}"),
                     seq: i as i64,
-                    op: "state.event".into(),
+                    op: OpKind::StateEvents.as_str().into(),
                     subject: run.clone(),
                     payload: Payload::Inline(format!("{{\"seq\":{i}}}\n").into_bytes()),
                 }
@@ -50,7 +51,7 @@ pub fn backlog_entries(backlog: usize, logs: &std::path::Path) -> Vec<NewEntry> 
                 NewEntry {
                     stream: format!("log/{run}/{job}"),
                     seq: i as i64,
-                    op: "log.chunk".into(),
+                    op: OpKind::LogChunk.as_str().into(),
                     subject: format!("{run}/{job}"),
                     payload: Payload::File {
                         path: log_file.clone(),

@@ -20,7 +20,7 @@ use sparkwing_outbox::{Claim, Connectivity, ErrorClass, Outbox, OutboxError, Pay
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
-use crate::target::{Op, Target, TargetError};
+use crate::target::{Op, OpKind, Target, TargetError};
 
 /// Tuning for an actor.
 #[derive(Debug, Clone, Copy)]
@@ -417,9 +417,9 @@ async fn deliver_some(
         // consecutive versions of one, only the newest is sent (the older
         // ones would be overwritten at once).
         let mut n = 1;
-        if entries[i].op == "state.run" {
+        if entries[i].op == OpKind::RunSummary.as_str() {
             while i + n < upto
-                && entries[i + n].op == "state.run"
+                && entries[i + n].op == OpKind::RunSummary.as_str()
                 && entries[i + n].subject == entries[i].subject
             {
                 n += 1;
@@ -667,19 +667,19 @@ mod tests {
 
     fn log(run: &str, job: &str, seq: i64, text: &str) -> NewEntry {
         NewEntry {
-            stream: format!("log/{run}/{job}"),
+            stream: crate::target::stream::log(run, job),
             seq,
-            op: "log.chunk".into(),
-            subject: format!("{run}/{job}"),
+            op: OpKind::LogChunk.as_str().into(),
+            subject: crate::target::stream::log_subject(run, job),
             payload: Payload::Inline(text.as_bytes().to_vec()),
         }
     }
 
     fn event(run: &str, seq: i64) -> NewEntry {
         NewEntry {
-            stream: format!("state/{run}"),
+            stream: crate::target::stream::state(run),
             seq,
-            op: "state.event".into(),
+            op: OpKind::StateEvents.as_str().into(),
             subject: run.into(),
             payload: Payload::Inline(format!("{{\"seq\":{seq}}}\n").into_bytes()),
         }
@@ -733,7 +733,7 @@ mod tests {
         let doc = |v: i64| NewEntry {
             stream: "summary/R1".into(),
             seq: v,
-            op: "state.run".into(),
+            op: OpKind::RunSummary.as_str().into(),
             subject: "R1".into(),
             payload: Payload::Inline(format!("{{\"v\":{v}}}").into_bytes()),
         };
@@ -882,7 +882,7 @@ mod tests {
         let doc = |v: i64| NewEntry {
             stream: "summary/R".into(),
             seq: v,
-            op: "state.run".into(),
+            op: OpKind::RunSummary.as_str().into(),
             subject: "R".into(),
             payload: Payload::Inline(format!("{{\"v\":{v}}}").into_bytes()),
         };
@@ -1023,14 +1023,14 @@ mod tests {
             NewEntry {
                 stream: "cache/k".into(),
                 seq: 0,
-                op: "cache.blob".into(),
+                op: OpKind::CacheBlob.as_str().into(),
                 subject: sha.clone(),
                 payload: Payload::Inline(body),
             },
             NewEntry {
                 stream: "cache/k".into(),
                 seq: 1,
-                op: "cache.manifest".into(),
+                op: OpKind::CacheManifest.as_str().into(),
                 subject: key.clone(),
                 payload: Payload::Inline(b"{}".to_vec()),
             },

@@ -239,6 +239,72 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// The kinds of outbox entry (an entry's `op`): one spelling, shared by the
+/// replicator that enqueues them and the targets that apply them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpKind {
+    /// A closed segment of a run's events ([`Op::StateEvents`]).
+    StateEvents,
+    /// A run's document, `run.json` ([`Op::RunSummary`]).
+    RunSummary,
+    /// A chunk of a job's log ([`Op::LogChunk`]).
+    LogChunk,
+    /// A cache blob ([`Op::CacheBlob`]).
+    CacheBlob,
+    /// A cache key's manifest ([`Op::CacheManifest`]).
+    CacheManifest,
+}
+
+impl OpKind {
+    pub const ALL: [OpKind; 5] = [
+        OpKind::StateEvents,
+        OpKind::RunSummary,
+        OpKind::LogChunk,
+        OpKind::CacheBlob,
+        OpKind::CacheManifest,
+    ];
+
+    /// As stored in `outbox.db` (and shown by `sync status`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            OpKind::StateEvents => "state.event",
+            OpKind::RunSummary => "state.run",
+            OpKind::LogChunk => "log.chunk",
+            OpKind::CacheBlob => "cache.blob",
+            OpKind::CacheManifest => "cache.manifest",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<OpKind> {
+        OpKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// Outbox stream names: entries of one stream replay in order, streams in
+/// parallel (DESIGN invariant 4).
+pub mod stream {
+    /// A run's event segments.
+    pub fn state(run: &str) -> String {
+        format!("state/{run}")
+    }
+    /// A run's document versions.
+    pub fn summary(run: &str) -> String {
+        format!("summary/{run}")
+    }
+    /// A job's log chunks.
+    pub fn log(run: &str, job: &str) -> String {
+        format!("log/{run}/{job}")
+    }
+    /// One cache entry: its blobs, then its manifest.
+    pub fn cache(key: &str, run: &str) -> String {
+        format!("cache/{key}/{run}")
+    }
+    /// The subject of a log chunk entry: `run/job`.
+    pub fn log_subject(run: &str, job: &str) -> String {
+        format!("{run}/{job}")
+    }
+}
+
 impl Op {
     /// Builds the op an outbox entry asks for. A malformed entry is a
     /// permanent error: retrying cannot fix it.
@@ -257,8 +323,11 @@ impl Op {
                 && s.chars()
                     .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
         };
-        match op {
-            "state.event" => {
+        let Some(kind) = OpKind::parse(op) else {
+            return Err(bad("unknown operation"));
+        };
+        match kind {
+            OpKind::StateEvents => {
                 if !name_ok(subject) {
                     return Err(bad("run id"));
                 }
@@ -268,7 +337,7 @@ impl Op {
                     body,
                 })
             }
-            "state.run" => {
+            OpKind::RunSummary => {
                 if !name_ok(subject) {
                     return Err(bad("run id"));
                 }
@@ -277,7 +346,7 @@ impl Op {
                     body,
                 })
             }
-            "log.chunk" => {
+            OpKind::LogChunk => {
                 let (run, job) = subject.split_once('/').ok_or_else(|| bad("want run/job"))?;
                 if !name_ok(run) || !name_ok(job) {
                     return Err(bad("run or job name"));
@@ -289,7 +358,7 @@ impl Op {
                     body,
                 })
             }
-            "cache.blob" => {
+            OpKind::CacheBlob => {
                 if !hex_ok(subject) {
                     return Err(bad("sha256"));
                 }
@@ -298,7 +367,7 @@ impl Op {
                     body,
                 })
             }
-            "cache.manifest" => {
+            OpKind::CacheManifest => {
                 if !hex_ok(subject) {
                     return Err(bad("cache key"));
                 }
@@ -307,7 +376,6 @@ impl Op {
                     body,
                 })
             }
-            _ => Err(bad("unknown operation")),
         }
     }
 }

@@ -40,6 +40,17 @@ pub struct Cli {
     /// walking up from the current directory when not given.
     #[arg(long, global = true, value_name = "DIR")]
     pub project: Option<PathBuf>,
+    /// More detail in the logs: -v debug, -vv trace. The sync daemon and the
+    /// dashboard log at info; other commands log only with -v. RUST_LOG
+    /// (e.g. `info,sparkwing_sync=debug`) overrides.
+    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only warnings and errors in the logs.
+    #[arg(short = 'q', long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Log lines as human text or as one JSON object per line (for log shippers).
+    #[arg(long, global = true, value_enum, default_value_t = crate::logging::LogFormat::Text, value_name = "FORMAT")]
+    pub log_format: crate::logging::LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -267,6 +278,20 @@ pub use crate::util::home_dir;
 /// The binary's entry point.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The long-running commands log at info by default; the others only
+    // when asked (-v or RUST_LOG): what they print is their output.
+    let service = matches!(
+        cli.command,
+        Command::Sync(SyncCmd::Daemon { .. })
+            | Command::Dashboard(DashboardCmd::Start {
+                foreground: true,
+                ..
+            })
+    );
+    crate::logging::init(
+        crate::logging::level(service, cli.verbose, cli.quiet),
+        cli.log_format,
+    );
     match dispatch(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

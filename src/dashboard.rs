@@ -258,6 +258,7 @@ fn foreground(
         resolved.name
     );
     let _ = std::io::stdout().flush();
+    tracing::info!(url = %url, profile = %resolved.name, pid = me, "dashboard serving");
     let result = rt.block_on(async move {
         let shutdown = async {
             let mut term =

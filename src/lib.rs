@@ -10,6 +10,8 @@
 //! - [`exec`]: runs a pipeline's job DAG: processes, timeouts, signals.
 //! - [`gate`]: the host-local cap on concurrent runs (flock slots).
 //! - [`synccmd`]: `sparkwing sync` status, daemon, flush, retry.
+//! - [`logging`]: the long-running processes' logs (`tracing`: levels,
+//!   fields, `RUST_LOG`, text or JSON lines).
 //! - [`runsview`]: `runs list/show/logs`, merged with a remote's runs.
 //! - [`store`]: `state.db`: runs, jobs, steps, events, cache index.
 //! - [`cache`]: cache keys, the content-addressed store, restore.
@@ -33,6 +35,7 @@ pub mod dashboard;
 pub mod exec;
 pub mod fault;
 pub mod gate;
+pub mod logging;
 pub mod logs;
 pub mod pipeline;
 pub mod profile;

@@ -323,11 +323,11 @@ pub fn daemon(
     let (actor, repl, store) = open_sync(home, &remote, concurrency)?;
     repl.reconcile(&store)?;
     let rt = runtime()?;
-    crate::say!(
-        "sparkwing: sync daemon for profile \"{}\" replaying to {} (outbox {}); stop with Ctrl-C or SIGTERM",
-        resolved.name,
-        actor.target_ids().join(", "),
-        actor.outbox().path().display()
+    tracing::info!(
+        profile = %resolved.name,
+        targets = %actor.target_ids().join(", "),
+        outbox = %actor.outbox().path().display(),
+        "sync daemon replaying; stop with Ctrl-C or SIGTERM"
     );
     rt.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
@@ -343,7 +343,10 @@ pub fn daemon(
                     tokio::time::sleep(RECONCILE_EVERY).await;
                     let (r, s) = (Arc::clone(&repl), Arc::clone(&store));
                     if let Ok(Err(e)) = tokio::task::spawn_blocking(move || r.reconcile(&s)).await {
-                        crate::say!("sparkwing: could not re-queue leftovers of crashed runs: {e:#}");
+                        tracing::warn!(
+                            error = %crate::util::clean(&format!("{e:#}")),
+                            "could not re-queue leftovers of crashed runs"
+                        );
                     }
                 }
             })
@@ -360,21 +363,22 @@ pub fn daemon(
         });
         let report = task.await.context("the replay task failed")??;
         reconciler.abort();
-        crate::say!(
-            "sparkwing: stopping: delivered {} write(s) ({}) this session; draining for up to {}",
-            report.delivered,
-            human_bytes(report.bytes),
-            human_duration(drain_timeout)
+        tracing::info!(
+            delivered = report.delivered,
+            bytes = %human_bytes(report.bytes),
+            drain_timeout = %human_duration(drain_timeout),
+            "stopping: draining what is queued"
         );
         actor.drain(Instant::now() + drain_timeout).await?;
         let (n, bytes) = actor.pending().await?;
         if n == 0 {
-            crate::say!("sparkwing: sync daemon stopped; nothing left queued");
+            tracing::info!("sync daemon stopped; nothing left queued");
         } else {
-            crate::say!(
-                "sparkwing: sync daemon stopped with {n} write(s) ({}) still queued{}; they go out with the next daemon, run or flush",
-                human_bytes(bytes),
-                blocking_reason(&actor).await
+            tracing::warn!(
+                pending = n,
+                bytes = %human_bytes(bytes),
+                reason = %blocking_reason(&actor).await.trim_start().trim_start_matches('(').trim_end_matches(')'),
+                "sync daemon stopped with writes still queued; they go out with the next daemon, run or flush"
             );
         }
         anyhow::Ok(())

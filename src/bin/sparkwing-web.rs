@@ -28,9 +28,22 @@ struct Args {
     /// Address to listen on (IP:PORT; port 0 picks a free one).
     #[arg(long, value_name = "ADDR", default_value = sparkwing::dashboard::DEFAULT_ADDR)]
     addr: String,
+    /// More detail in the logs (-v debug, -vv trace); RUST_LOG overrides.
+    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Only warnings and errors in the logs.
+    #[arg(short = 'q', long, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Log lines as human text or as one JSON object per line.
+    #[arg(long, value_enum, default_value_t = sparkwing::logging::LogFormat::Text, value_name = "FORMAT")]
+    log_format: sparkwing::logging::LogFormat,
 }
 
 fn run(args: Args) -> Result<()> {
+    sparkwing::logging::init(
+        sparkwing::logging::level(true, args.verbose, args.quiet),
+        args.log_format,
+    );
     let addr = sparkwing::dashboard::parse_addr(&args.addr)?;
     let limits = sparkwing::web::Limits::from_env()?;
     let rt = tokio::runtime::Builder::new_multi_thread()

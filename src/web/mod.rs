@@ -190,10 +190,20 @@ fn refusal(app: &App, req: &Request) -> Option<Response> {
 /// Host check, request size limits, and the security headers every
 /// response carries (refusals included).
 async fn guard(State(app): State<App>, req: Request, next: Next) -> Response {
+    // The path only: a query string may carry anything.
+    let (method, path) = (req.method().clone(), crate::util::clean(req.uri().path()));
+    let started = std::time::Instant::now();
     let mut res = match refusal(&app, &req) {
         Some(r) => r,
         None => next.run(req).await,
     };
+    tracing::debug!(
+        %method,
+        path = %path,
+        status = res.status().as_u16(),
+        ms = started.elapsed().as_secs_f64() * 1e3,
+        "request"
+    );
     let h = res.headers_mut();
     h.insert(
         header::CONTENT_SECURITY_POLICY,

@@ -419,9 +419,10 @@ async fn accept_failed(e: &io::Error, registry: &Registry, last_warned: &mut Opt
     }
     if last_warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
         *last_warned = Some(Instant::now());
-        eprintln!(
-            "sparkwing: the dashboard could not accept a connection: {e}; it closes idle connections and retries (the file limit is {}; raise it with `ulimit -n`)",
-            nofile_limit()
+        tracing::warn!(
+            error = %e,
+            nofile = nofile_limit(),
+            "the dashboard could not accept a connection; it closes idle connections and retries (raise the file limit with `ulimit -n`)"
         );
     }
     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -193,11 +193,24 @@ impl SyncActor {
                     if err.is_some() {
                         report.failures += 1;
                     }
+                    // Whatever a target said is stored in outbox.db, shown
+                    // and logged: one redaction before it goes anywhere.
+                    let message = err.as_ref().map(|e| crate::redact::scrub(&e.message));
+                    match (&err, &message) {
+                        (Some(e), Some(m)) if e.class == ErrorClass::Transient => tracing::debug!(
+                            target_id = %claim.target, stream = %claim.stream, delivered = n,
+                            class = e.class.as_str(), error = %m, "delivery failed; retrying with backoff"
+                        ),
+                        (Some(e), Some(m)) => tracing::warn!(
+                            target_id = %claim.target, stream = %claim.stream, delivered = n,
+                            class = e.class.as_str(), error = %m, "delivery refused"
+                        ),
+                        _ => tracing::trace!(
+                            target_id = %claim.target, stream = %claim.stream, delivered = n, "delivered"
+                        ),
+                    }
                     let ob = Arc::clone(&self.outbox);
                     settling.spawn_blocking(move || {
-                        // Whatever a target said is stored in outbox.db and
-                        // shown later: one redaction before it is kept.
-                        let message = err.as_ref().map(|e| crate::redact::scrub(&e.message));
                         let failure = err.as_ref().zip(message.as_deref()).map(|(e, m)| (e.class, m, e.retry_after));
                         ob.settle(&claim, n, took, failure).map(|_| err.is_none())
                     });
@@ -298,7 +311,10 @@ impl SyncActor {
                         .and_then(|s| tokio::net::UnixDatagram::from_std(s).ok());
                     (Some(l), sock)
                 }
-                Err(_) => (None, None),
+                Err(e) => {
+                    tracing::info!(error = %e, "no pushed wake-ups (a socket under SPARKWING_HOME/wake/ could not be made); polling outbox.db every 200 ms");
+                    (None, None)
+                }
             },
             false => (None, None),
         };
@@ -310,6 +326,15 @@ impl SyncActor {
         loop {
             let r = self.sync_once().await?;
             total.add(r);
+            if r.streams > 0 {
+                tracing::debug!(
+                    streams = r.streams,
+                    delivered = r.delivered,
+                    bytes = r.bytes,
+                    failures = r.failures,
+                    "delivery pass"
+                );
+            }
             if r.streams > 0 && r.failures == 0 {
                 continue;
             }

@@ -499,3 +499,150 @@ fn an_auth_failure_stops_its_target_and_keeps_its_entries() {
     expect_code(&s.env.run(&["sync", "flush", "--profile", "team"]), 0);
     assert_remote_equals_local(&s.env.sw_home(), &s.remote);
 }
+
+/// Issue 12: the daemon logs through `tracing`: human lines by default,
+/// one JSON object per line with `--log-format json`, levels from -v/-q and
+/// RUST_LOG, and no secret in any field.
+#[test]
+fn the_daemon_logs_levels_and_fields_as_text_or_json_without_secrets() {
+    let s = sync_env("team");
+    s.mount();
+    expect_code(
+        &s.env.run(&[
+            "run",
+            "work",
+            "--profile",
+            "team",
+            "--sw-sync-timeout",
+            "0s",
+        ]),
+        0,
+    );
+    let daemon = |args: &[&str], envs: &[(&str, &str)]| -> String {
+        let mut all = vec!["sync", "daemon", "--profile", "team"];
+        all.extend_from_slice(args);
+        let mut d = s
+            .env
+            .cmd(&all)
+            .envs(envs.iter().copied())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let home = s.env.sw_home();
+        wait_for("the daemon to deliver", Duration::from_secs(60), || {
+            std::panic::catch_unwind(|| assert_remote_equals_local(&home, &s.remote)).is_ok()
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        unsafe { libc::kill(d.id() as i32, libc::SIGTERM) };
+        assert!(d.wait().unwrap().success());
+        let mut err = String::new();
+        std::io::Read::read_to_string(d.stderr.as_mut().unwrap(), &mut err).unwrap();
+        err
+    };
+    let text = daemon(&[], &[]);
+    let stopped = text
+        .lines()
+        .find(|l| l.contains("sync daemon stopped; nothing left queued"));
+    assert!(stopped.is_some_and(|l| l.contains(" INFO ")), "{text}");
+    assert!(text.contains("profile=team"), "fields: {text}");
+    assert!(
+        !text.contains("delivery pass"),
+        "debug lines only with -v: {text}"
+    );
+
+    let json = daemon(&["--log-format", "json", "-v"], &[]);
+    let events: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        events
+            .iter()
+            .all(|e| e["level"].is_string() && e["timestamp"].is_string()),
+        "{json}"
+    );
+    assert!(
+        events.iter().any(
+            |e| e["message"] == "sync daemon stopped; nothing left queued" && e["level"] == "INFO"
+        ),
+        "{json}"
+    );
+    assert!(
+        events.iter().any(|e| e["profile"] == "team"),
+        "fields are keys: {json}"
+    );
+
+    let quiet = daemon(&["-q"], &[]);
+    assert!(!quiet.contains(" INFO "), "-q: warnings only: {quiet}");
+    // Something to deliver while tracing: a run made while the share is away.
+    s.unmount();
+    std::fs::write(s.env.dir().join("seed.txt"), "seed 1").unwrap();
+    expect_code(
+        &s.env.run(&[
+            "run",
+            "work",
+            "--profile",
+            "team",
+            "--sw-sync-timeout",
+            "0s",
+        ]),
+        0,
+    );
+    s.mount();
+    let traced = daemon(&[], &[("RUST_LOG", "sparkwing_sync=trace,sparkwing=info")]);
+    assert!(traced.contains("TRACE"), "RUST_LOG wins: {traced}");
+}
+
+/// Issue 12: what the daemon logs about a target it cannot reach names it
+/// without its secrets.
+#[test]
+fn the_daemons_log_carries_no_secret() {
+    let env = Env::new();
+    env.write_project(
+        "profiles:\n  leaky:\n    logs: { type: s3, bucket: bkt, endpoint: 'http://127.0.0.1:9/?X-Amz-Security-Token=SECRETTOKEN123' }\npipelines:\n  - name: work\n    jobs: {a: {steps: [{run: 'echo hi'}]}}\n",
+    );
+    let creds = [
+        ("AWS_ACCESS_KEY_ID", "AKIDSECRETID42"),
+        ("AWS_SECRET_ACCESS_KEY", "SECRETKEY4242"),
+        ("AWS_REGION", "us-east-1"),
+    ];
+    let out = env
+        .cmd(&[
+            "run",
+            "work",
+            "--profile",
+            "leaky",
+            "--sw-sync-timeout",
+            "0s",
+        ])
+        .envs(creds)
+        .output()
+        .unwrap();
+    expect_code(&out, 0);
+    let mut d = env
+        .cmd(&[
+            "sync",
+            "daemon",
+            "--profile",
+            "leaky",
+            "-vv",
+            "--log-format",
+            "json",
+        ])
+        .envs(creds)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    unsafe { libc::kill(d.id() as i32, libc::SIGTERM) };
+    d.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(d.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(
+        err.contains("delivery failed"),
+        "the failure is logged: {err}"
+    );
+    for secret in ["SECRETTOKEN123", "AKIDSECRETID42", "SECRETKEY4242"] {
+        assert!(!err.contains(secret), "{secret} in the log: {err}");
+    }
+}

@@ -1,0 +1,131 @@
+//! Logs of sparkwing's long-running processes (`sync daemon`, the dashboard
+//! server, `sparkwing-web`): `tracing` events with levels and fields, on
+//! stderr, as human lines or JSON lines (`--log-format json`, one object per
+//! line for log shippers).
+//!
+//! What is shown: `RUST_LOG` when set (`target=level` pairs and a default
+//! level, e.g. `info,sparkwing_sync=debug`); else sparkwing's own crates at
+//! the command's level: `info` for the long-running commands and nothing
+//! for the others (their output is what they print), one step more per
+//! `-v`, `warn` with `-q`. Every value logged is already cleaned: errors go
+//! through `sparkwing_sync::redact::scrub` before they become a field.
+
+use std::str::FromStr;
+
+use tracing::level_filters::LevelFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
+
+/// `--log-format`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human lines: time, level, message, fields.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The crates whose events are shown by default.
+const OURS: [&str; 4] = [
+    "sparkwing",
+    "sparkwing_sync",
+    "sparkwing_outbox",
+    "sparkwing_web",
+];
+
+/// The level a command logs at: `service` for the long-running ones.
+pub fn level(service: bool, verbose: u8, quiet: bool) -> LevelFilter {
+    match (quiet, service, verbose) {
+        (true, _, _) => LevelFilter::WARN,
+        (false, true, 0) => LevelFilter::INFO,
+        (false, false, 0) => LevelFilter::OFF,
+        (false, true, 1) | (false, false, 1) => LevelFilter::DEBUG,
+        _ => LevelFilter::TRACE,
+    }
+}
+
+/// The filter: `RUST_LOG` if it is set and parses, else sparkwing's crates
+/// at `default`. A `RUST_LOG` that does not parse is reported once and
+/// ignored.
+pub fn filter(rust_log: Option<&str>, default: LevelFilter) -> (Targets, Option<String>) {
+    let ours = || Targets::new().with_targets(OURS.iter().map(|t| (*t, default)));
+    match rust_log.map(str::trim).filter(|s| !s.is_empty()) {
+        None => (ours(), None),
+        Some(s) => match Targets::from_str(s) {
+            Ok(t) => (t, None),
+            Err(e) => (
+                ours(),
+                Some(format!(
+                    "RUST_LOG={:?} is not understood ({e}); write e.g. `info` or `info,sparkwing_sync=debug`",
+                    crate::util::one_line(s, 200)
+                )),
+            ),
+        },
+    }
+}
+
+/// Installs the process's subscriber (once; later calls do nothing).
+pub fn init(level: LevelFilter, format: LogFormat) {
+    let (targets, problem) = filter(std::env::var("RUST_LOG").ok().as_deref(), level);
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false);
+    let installed = match format {
+        LogFormat::Text => tracing_subscriber::registry()
+            .with(fmt.with_filter(targets))
+            .try_init(),
+        LogFormat::Json => tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .json()
+                    .flatten_event(true)
+                    .with_filter(targets),
+            )
+            .try_init(),
+    };
+    if let (Ok(()), Some(p)) = (installed, problem) {
+        tracing::warn!("{p}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_follow_the_command_and_the_flags() {
+        assert_eq!(level(true, 0, false), LevelFilter::INFO);
+        assert_eq!(level(false, 0, false), LevelFilter::OFF);
+        assert_eq!(level(false, 1, false), LevelFilter::DEBUG);
+        assert_eq!(level(true, 1, false), LevelFilter::DEBUG);
+        assert_eq!(level(true, 2, false), LevelFilter::TRACE);
+        assert_eq!(level(true, 0, true), LevelFilter::WARN);
+        assert_eq!(level(false, 0, true), LevelFilter::WARN);
+    }
+
+    #[test]
+    fn rust_log_overrides_and_a_bad_one_is_named_not_fatal() {
+        use tracing::Level;
+        let (t, p) = filter(None, LevelFilter::INFO);
+        assert!(p.is_none());
+        assert!(t.would_enable("sparkwing_sync::actor", &Level::INFO));
+        assert!(!t.would_enable("sparkwing_sync::actor", &Level::DEBUG));
+        assert!(!t.would_enable("hyper", &Level::INFO), "others stay quiet");
+        let (t, p) = filter(Some("warn,sparkwing_sync=debug"), LevelFilter::INFO);
+        assert!(p.is_none());
+        assert!(t.would_enable("sparkwing_sync::actor", &Level::DEBUG));
+        assert!(!t.would_enable("sparkwing::synccmd", &Level::INFO));
+        assert!(t.would_enable("hyper", &Level::WARN));
+        let (t, p) = filter(Some("sparkwing=loud"), LevelFilter::INFO);
+        assert!(p.is_some_and(|p| p.contains("RUST_LOG=\"sparkwing=loud\" is not understood")));
+        assert!(
+            t.would_enable("sparkwing::synccmd", &Level::INFO),
+            "the default applies"
+        );
+    }
+}

@@ -216,11 +216,7 @@ fn foreground(
 ) -> Result<u8> {
     let remote = crate::synccmd::remote_of(&resolved)?;
     let limits = crate::web::Limits::from_env()?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let rt = crate::util::runtime()?;
     let listener = rt.block_on(tokio::net::TcpListener::bind(addr)).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AddrInUse {
             anyhow!("cannot listen on {addr}: the address is in use (another dashboard? see `sparkwing dashboard status`); pass --addr 127.0.0.1:PORT for another port")

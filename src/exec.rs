@@ -207,8 +207,7 @@ pub fn run_pipeline(project: &Project, pipeline: &Pipeline, opts: RunOptions) ->
         Ok(_) => {}
     }
     store.create_run(&new)?;
-    let targets = new.targets.clone();
-    run_recorded(&store, project, pipeline, &opts, &run_id, run_dir, targets)
+    run_recorded(&store, project, pipeline, &opts, &run_id, run_dir)
         .map_err(|e| crate::fault::abort_run(&store, &run_id, e))
 }
 
@@ -221,7 +220,6 @@ fn run_recorded(
     opts: &RunOptions,
     run_id: &str,
     run_dir: PathBuf,
-    targets: crate::store::RunTargets,
 ) -> Result<i32> {
     let run_id = run_id.to_string();
     // Wait for a slot of the host-local gate (kernel-held: a crash frees it).
@@ -246,21 +244,16 @@ fn run_recorded(
             }
         }
     };
-    let sync = if let Some(outbox) = outbox {
-        let actor = Arc::new(SyncActor::new(
-            Arc::clone(&outbox),
-            opts.remote.targets(),
+    let sync = outbox.map(|outbox| {
+        let session = crate::session::SyncSession::over(
+            outbox,
+            &opts.home,
+            &opts.remote,
             SyncConfig::default(),
-        ));
-        let repl = Arc::new(
-            Replicator::new(outbox, opts.home.clone(), targets, Some(actor.waker()))
-                .with_signing(opts.remote.signing.clone()),
         );
-        sync_warn(repl.reconcile(store));
-        Some((actor, repl))
-    } else {
-        None
-    };
+        sync_warn(session.repl.reconcile(store));
+        (session.actor, session.repl)
+    });
     crate::say!(
         "sparkwing: run {run_id} · pipeline {} · profile {} · logs {}",
         pipeline.name,
@@ -268,11 +261,7 @@ fn run_recorded(
         run_dir.display()
     );
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let rt = crate::util::runtime()?;
     let (cancel_tx, cancel_rx) = watch::channel(false);
     let groups = Arc::new(Mutex::new(HashSet::new()));
     let ctx = Arc::new(Ctx {

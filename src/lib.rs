@@ -10,6 +10,7 @@
 //! - [`exec`]: runs a pipeline's job DAG: processes, timeouts, signals.
 //! - [`gate`]: the host-local cap on concurrent runs (flock slots).
 //! - [`synccmd`]: `sparkwing sync` status, daemon, flush, retry.
+//! - [`session`]: `SyncSession`: outbox, actor and replicator, wired once.
 //! - [`logging`]: the long-running processes' logs (`tracing`: levels,
 //!   fields, `RUST_LOG`, text or JSON lines).
 //! - [`runsview`]: `runs list/show/logs`, merged with a remote's runs.
@@ -45,6 +46,7 @@ pub mod remote_doc;
 pub mod replicate;
 pub mod report;
 pub mod runsview;
+pub mod session;
 pub mod signing;
 pub mod store;
 pub mod synccmd;

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use serde_json::{json, Value};
 use sparkwing_sync::target::read_limits;
 use sparkwing_sync::Target;
@@ -165,11 +165,7 @@ enum Rt {
 
 impl RemoteRuns {
     pub fn new(state: Arc<dyn Target>, logs: Option<Arc<dyn Target>>) -> Result<Self> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .context("starting the async runtime")?;
+        let rt = crate::util::runtime()?;
         Ok(RemoteRuns {
             state,
             logs,

@@ -217,9 +217,8 @@ fn open_sync(
     home: &std::path::Path,
     remote: &Remote,
     concurrency: usize,
-) -> Result<(Arc<SyncActor>, Replicator, Store)> {
+) -> Result<(Arc<SyncActor>, Arc<Replicator>, Store)> {
     let store = Store::open(home)?;
-    let outbox = Arc::new(crate::replicate::open_outbox(home)?);
     let cfg = SyncConfig {
         concurrency,
         // A daemon starts on another process's enqueue at once (only its
@@ -227,23 +226,8 @@ fn open_sync(
         push_wake: true,
         ..SyncConfig::default()
     };
-    let actor = Arc::new(SyncActor::new(Arc::clone(&outbox), remote.targets(), cfg));
-    let repl = Replicator::new(
-        outbox,
-        home.to_path_buf(),
-        remote.run_targets(),
-        Some(actor.waker()),
-    )
-    .with_signing(remote.signing.clone());
-    Ok((actor, repl, store))
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
+    let s = crate::session::SyncSession::open(home, remote, cfg)?;
+    Ok((s.actor, s.repl, store))
 }
 
 /// `sync flush`: exits 0 only once nothing is queued for the profile.
@@ -262,7 +246,7 @@ pub fn flush(
     };
     let (actor, repl, store) = open_sync(home, &remote, concurrency)?;
     repl.reconcile(&store)?;
-    let rt = runtime()?;
+    let rt = crate::util::runtime()?;
     let tty = std::io::stderr().is_terminal();
     let deadline = Instant::now() + timeout;
     let left = rt.block_on(async {
@@ -322,7 +306,7 @@ pub fn daemon(
     };
     let (actor, repl, store) = open_sync(home, &remote, concurrency)?;
     repl.reconcile(&store)?;
-    let rt = runtime()?;
+    let rt = crate::util::runtime()?;
     tracing::info!(
         profile = %resolved.name,
         targets = %actor.target_ids().join(", "),
@@ -335,7 +319,7 @@ pub fn daemon(
         let mut int = signal(SignalKind::interrupt())?;
         // Runs that crash while the daemon is up leave writes that only a
         // reconcile queues: do one every RECONCILE_EVERY.
-        let (repl, store) = (Arc::new(repl), Arc::new(store));
+        let store = Arc::new(store);
         let reconciler = {
             let (repl, store) = (Arc::clone(&repl), Arc::clone(&store));
             tokio::spawn(async move {
@@ -351,13 +335,23 @@ pub fn daemon(
                 }
             })
         };
-        let a = Arc::clone(&actor);
-        let task = tokio::spawn(async move {
-            a.run(async {
+        // Signals counted: the first stops the replay and starts the drain,
+        // the second ends the drain at once (everything stays queued).
+        let (signals_tx, mut signals) = tokio::sync::watch::channel(0u32);
+        tokio::spawn(async move {
+            loop {
                 tokio::select! {
                     _ = term.recv() => {}
                     _ = int.recv() => {}
                 }
+                signals_tx.send_modify(|n| *n += 1);
+            }
+        });
+        let a = Arc::clone(&actor);
+        let mut first = signals.clone();
+        let task = tokio::spawn(async move {
+            a.run(async move {
+                let _ = first.wait_for(|n| *n >= 1).await;
             })
             .await
         });
@@ -369,7 +363,12 @@ pub fn daemon(
             drain_timeout = %human_duration(drain_timeout),
             "stopping: draining what is queued"
         );
-        actor.drain(Instant::now() + drain_timeout).await?;
+        tokio::select! {
+            drained = actor.drain(Instant::now() + drain_timeout) => { drained?; }
+            _ = signals.wait_for(|n| *n >= 2) => {
+                tracing::warn!("a second signal: stopping now, without draining");
+            }
+        }
         let (n, bytes) = actor.pending().await?;
         if n == 0 {
             tracing::info!("sync daemon stopped; nothing left queued");

@@ -19,6 +19,18 @@ pub fn home_dir() -> anyhow::Result<std::path::PathBuf> {
 
 pub use sparkwing_outbox::host::{hostname, now_ms, pid_alive};
 
+/// The process's async runtime (one per process: the command builds it
+/// once): two worker threads, IO and timers. Blocking SQLite work goes to
+/// `spawn_blocking`, never onto these workers.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    use anyhow::Context;
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
 const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
 /// A new run ID: a ULID (48 bits of milliseconds, 80 random bits, Crockford

@@ -123,11 +123,7 @@ pub fn verify(home: &std::path::Path, remote: &Remote, only: Option<&str>) -> Re
         }
         runs.retain(|k, _| *k == r.id);
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let rt = crate::util::runtime()?;
     for (id, row) in runs {
         let mut rr = RunReport {
             id: id.clone(),

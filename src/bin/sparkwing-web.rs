@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use clap::Parser;
 
 #[derive(Parser, Debug)]
@@ -46,11 +46,7 @@ fn run(args: Args) -> Result<()> {
     );
     let addr = sparkwing::dashboard::parse_addr(&args.addr)?;
     let limits = sparkwing::web::Limits::from_env()?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let rt = sparkwing::util::runtime()?;
     rt.block_on(async move {
         let src = sparkwing::web::source::Source::from_specs(
             &args.state_spec,

@@ -646,3 +646,57 @@ fn the_daemons_log_carries_no_secret() {
         assert!(!err.contains(secret), "{secret} in the log: {err}");
     }
 }
+
+/// Issue 12: the first SIGTERM drains (up to --drain-timeout); a second one
+/// ends the drain at once, everything still queued.
+#[test]
+fn a_second_signal_stops_the_daemons_drain_at_once() {
+    let s = sync_env("team");
+    s.unmount();
+    expect_code(
+        &s.env.run(&[
+            "run",
+            "work",
+            "--profile",
+            "team",
+            "--sw-sync-timeout",
+            "0s",
+        ]),
+        0,
+    );
+    let mut d = s
+        .env
+        .cmd(&[
+            "sync",
+            "daemon",
+            "--profile",
+            "team",
+            "--drain-timeout",
+            "1h",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    unsafe { libc::kill(d.id() as i32, libc::SIGTERM) };
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        d.try_wait().unwrap().is_none(),
+        "the first signal drains (the share is away)"
+    );
+    unsafe { libc::kill(d.id() as i32, libc::SIGTERM) };
+    let mut exited = None;
+    wait_for(
+        "the daemon to exit on the second signal",
+        Duration::from_secs(60),
+        || {
+            exited = d.try_wait().unwrap();
+            exited.is_some()
+        },
+    );
+    assert!(exited.unwrap().success());
+    let mut err = String::new();
+    std::io::Read::read_to_string(d.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(err.contains("a second signal: stopping now"), "{err}");
+    assert!(err.contains("still queued"), "{err}");
+}

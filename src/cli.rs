@@ -355,7 +355,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
 fn cmd_run(project_flag: Option<&Path>, args: RunArgs) -> Result<u8> {
     let project = pipeline::load_project(project_flag)?;
     let pipe = project.pipeline(&args.pipeline)?;
-    let resolved = profile::resolve(
+    let resolved = pipeline::resolve_profile(
         Some(&project),
         &Request {
             flag: args.profile.as_deref(),
@@ -491,8 +491,8 @@ fn cmd_pipeline_new(project_flag: Option<&Path>, name: &str) -> Result<()> {
 
 /// The remote view of `--profile NAME` for the runs commands.
 fn remote_runs(project_flag: Option<&Path>, name: &str) -> Result<crate::runsview::RemoteRuns> {
-    let project = optional_project(project_flag)?;
-    let resolved = profile::resolve(
+    let project = pipeline::optional_project(project_flag)?;
+    let resolved = pipeline::resolve_profile(
         project.as_ref(),
         &Request {
             flag: Some(name),
@@ -500,7 +500,7 @@ fn remote_runs(project_flag: Option<&Path>, name: &str) -> Result<crate::runsvie
             local_only_flag: false,
         },
     )?;
-    let remote = crate::synccmd::remote_of(&resolved)?.unwrap_or_default();
+    let remote = crate::remote::remote_of(&resolved)?.unwrap_or_default();
     let Some(state) = remote.state.clone() else {
         bail!("profile \"{name}\" keeps run state on this machine; `sparkwing runs` without --profile shows it");
     };
@@ -622,8 +622,8 @@ fn cmd_sync(project_flag: Option<&Path>, cmd: SyncCmd) -> Result<u8> {
         | SyncCmd::Verify { profile, .. }
         | SyncCmd::Retry { profile } => profile.clone(),
     };
-    let project = optional_project(project_flag)?;
-    let resolved = profile::resolve(
+    let project = pipeline::optional_project(project_flag)?;
+    let resolved = pipeline::resolve_profile(
         project.as_ref(),
         &Request {
             flag: flag.as_deref(),
@@ -649,7 +649,7 @@ fn cmd_sync(project_flag: Option<&Path>, cmd: SyncCmd) -> Result<u8> {
             ..
         } => crate::synccmd::flush(&home, &resolved, timeout, concurrency as usize),
         SyncCmd::Verify { run, output, .. } => {
-            let Some(remote) = crate::synccmd::remote_of(&resolved)? else {
+            let Some(remote) = crate::remote::remote_of(&resolved)? else {
                 bail!(
                     "profile \"{}\" keeps everything local (Mode 1): there is no remote to verify. Pass --profile NAME for a profile with remote surfaces",
                     resolved.name
@@ -662,27 +662,13 @@ fn cmd_sync(project_flag: Option<&Path>, cmd: SyncCmd) -> Result<u8> {
     }
 }
 
-/// The project when there is one (given, or found walking up), else `None`.
-pub(crate) fn optional_project(project_flag: Option<&Path>) -> Result<Option<pipeline::Project>> {
-    match project_flag {
-        Some(_) => Ok(Some(pipeline::load_project(project_flag)?)),
-        None => {
-            let cwd = std::env::current_dir()?;
-            match pipeline::find_project_dir(&cwd) {
-                Some(d) => Ok(Some(pipeline::load_project(Some(&d))?)),
-                None => Ok(None),
-            }
-        }
-    }
-}
-
 fn cmd_profile(project_flag: Option<&Path>, args: ProfileArgs) -> Result<()> {
     // The profile can be inspected outside a project too.
-    let project = optional_project(project_flag)?;
+    let project = pipeline::optional_project(project_flag)?;
     if args.pipeline.is_some() && project.is_none() {
         bail!("--pipeline needs a project: no .sparkwing/sparkwing.yaml here or above; pass --project DIR");
     }
-    let resolved = profile::resolve(
+    let resolved = pipeline::resolve_profile(
         project.as_ref(),
         &Request {
             flag: args.profile.as_deref(),

@@ -85,8 +85,8 @@ fn resolve(
     project_flag: Option<&Path>,
     name: Option<&str>,
 ) -> Result<(profile::Resolved, Option<crate::pipeline::Project>)> {
-    let project = crate::cli::optional_project(project_flag)?;
-    let resolved = profile::resolve(
+    let project = crate::pipeline::optional_project(project_flag)?;
+    let resolved = crate::pipeline::resolve_profile(
         project.as_ref(),
         &Request {
             flag: name,
@@ -214,7 +214,7 @@ fn foreground(
     resolved: profile::Resolved,
     project: Option<crate::pipeline::Project>,
 ) -> Result<u8> {
-    let remote = crate::synccmd::remote_of(&resolved)?;
+    let remote = crate::remote::remote_of(&resolved)?;
     let limits = crate::web::Limits::from_env()?;
     let rt = crate::util::runtime()?;
     let listener = rt.block_on(tokio::net::TcpListener::bind(addr)).map_err(|e| {

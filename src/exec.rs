@@ -1280,10 +1280,10 @@ async fn finish_sync(actor: &SyncActor, timeout: Duration, signalled: &tokio::sy
     let line = match (drained, actor.pending().await) {
         (Ok(_), Ok((0, _))) => format!("sparkwing: synced to {}", actor.target_ids().join(", ")),
         (_, Ok((n, bytes))) => {
-            let why = crate::synccmd::blocking_reason(actor).await;
+            let why = crate::session::blocking_reason(actor).await;
             format!(
                 "sparkwing: {n} write(s) ({}) not yet delivered to {}{why}; they are safe in {} and go out with the next run, `sparkwing sync daemon` or `sparkwing sync flush`",
-                crate::synccmd::human_bytes(bytes),
+                crate::util::human_bytes(bytes),
                 actor.target_ids().join(", "),
                 actor.outbox().path().display()
             )

@@ -130,6 +130,42 @@ pub struct Project {
     pub config: ProjectFile,
 }
 
+/// The project when there is one (given, or found walking up), else `None`.
+pub fn optional_project(project_flag: Option<&Path>) -> Result<Option<Project>> {
+    match project_flag {
+        Some(_) => Ok(Some(load_project(project_flag)?)),
+        None => {
+            let cwd = std::env::current_dir()?;
+            match find_project_dir(&cwd) {
+                Some(d) => Ok(Some(load_project(Some(&d))?)),
+                None => Ok(None),
+            }
+        }
+    }
+}
+
+/// Resolves the profile for `req` against the user file and `project`
+/// (its profiles, its default and the named pipeline's own `profile:`; an
+/// unknown pipeline is an error).
+pub fn resolve_profile(
+    project: Option<&Project>,
+    req: &crate::profile::Request,
+) -> Result<crate::profile::Resolved> {
+    let side = match project {
+        Some(p) => Some(crate::profile::ProjectProfiles {
+            file: &p.file,
+            profiles: &p.config.profiles,
+            default: p.config.defaults.profile.as_deref(),
+            pipeline_profile: match req.pipeline {
+                Some(name) => p.pipeline(name)?.profile.as_deref(),
+                None => None,
+            },
+        }),
+        None => None,
+    };
+    crate::profile::resolve(side, req)
+}
+
 impl Project {
     pub fn pipeline(&self, name: &str) -> Result<&Pipeline> {
         if let Some(p) = self.config.pipelines.iter().find(|p| p.name == name) {

@@ -12,7 +12,6 @@ use anyhow::{anyhow, bail, Result};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::pipeline::Project;
 use crate::yaml::{self, UniqueMap};
 
 pub mod names;
@@ -417,8 +416,22 @@ pub fn laptop() -> ProfileDef {
     ProfileDef::default()
 }
 
+/// What a project contributes to resolving a profile (see
+/// `pipeline::resolve_profile`, which builds it from a loaded project).
+#[derive(Clone, Copy)]
+pub struct ProjectProfiles<'a> {
+    /// The project file, as errors and `sparkwing profile` name it.
+    pub file: &'a Path,
+    /// Its `profiles:`.
+    pub profiles: &'a UniqueMap<ProfileDef>,
+    /// Its `defaults.profile`.
+    pub default: Option<&'a str>,
+    /// The requested pipeline's own `profile:`.
+    pub pipeline_profile: Option<&'a str>,
+}
+
 /// Resolves the profile for a request against the user file and project.
-pub fn resolve(project: Option<&Project>, req: &Request) -> Result<Resolved> {
+pub fn resolve(project: Option<ProjectProfiles<'_>>, req: &Request) -> Result<Resolved> {
     let local_only = if req.local_only_flag {
         Some("--sw-local-only".to_string())
     } else if std::env::var("SPARKWING_LOCAL_ONLY")
@@ -465,7 +478,7 @@ pub fn resolve(project: Option<&Project>, req: &Request) -> Result<Resolved> {
     }
 }
 
-fn resolve_selected(project: Option<&Project>, req: &Request) -> Result<Resolved> {
+fn resolve_selected(project: Option<ProjectProfiles<'_>>, req: &Request) -> Result<Resolved> {
     let (user_file, user) = load_user_file()?;
     let mut considered = Vec::new();
     match &user {
@@ -476,22 +489,19 @@ fn resolve_selected(project: Option<&Project>, req: &Request) -> Result<Resolved
         )),
         None => considered.push(format!("user file {}: not found", user_file.display())),
     }
-    let project_profiles = project.map(|p| &p.config.profiles);
+    let project_profiles = project.map(|p| p.profiles);
     if let Some(p) = project {
         considered.push(format!(
             "project file {}: {}",
             p.file.display(),
-            list_names(&p.config.profiles)
+            list_names(p.profiles)
         ));
-        for (name, def) in p.config.profiles.iter() {
-            validate(&p.file, name, def)?;
+        for (name, def) in p.profiles.iter() {
+            validate(p.file, name, def)?;
         }
     }
-    let pipeline_profile = match (project, req.pipeline) {
-        (Some(proj), Some(name)) => proj.pipeline(name)?.profile.clone(),
-        _ => None,
-    };
-    let default_profile = project.and_then(|p| p.config.defaults.profile.clone());
+    let pipeline_profile = project.and_then(|p| p.pipeline_profile.map(str::to_string));
+    let default_profile = project.and_then(|p| p.default.map(str::to_string));
 
     let (name, source, why) = if let Some(flag) = req.flag {
         (flag.to_string(), Source::Flag, format!("--profile {flag}"))
@@ -539,7 +549,7 @@ fn resolve_selected(project: Option<&Project>, req: &Request) -> Result<Resolved
         }
         (None, Some(d)) => (
             d,
-            Origin::Project(project.map(|p| p.file.clone()).unwrap_or_default()),
+            Origin::Project(project.map(|p| p.file.to_path_buf()).unwrap_or_default()),
         ),
         (None, None) if name == BUILTIN => (laptop(), Origin::Builtin),
         (None, None) => {

@@ -8,7 +8,7 @@ use anyhow::{bail, Result};
 use sparkwing_sync::observe::ReadsObserved;
 use sparkwing_sync::{ObjectStoreTarget, Target};
 
-use crate::profile::{ProfileDef, Surface, SurfaceType};
+use crate::profile::{ProfileDef, Resolved, Surface, SurfaceType};
 use crate::signing::SigningKey;
 use crate::store::RunTargets;
 
@@ -524,4 +524,18 @@ fn cloud_target(role: &str, s: &Surface) -> Result<Arc<dyn Target>> {
             .with_retry_after(seen)
             .with_content_types(),
     ))
+}
+
+/// The remote targets of a resolved profile, or `None` for a local one.
+pub fn remote_of(resolved: &Resolved) -> Result<Option<Remote>> {
+    if resolved.local_only.is_some() {
+        return Ok(None);
+    }
+    resolved.check_runnable()?;
+    let remote = Remote::from_profile(&resolved.def)?.observing_reads(&crate::util::home_dir()?);
+    Ok(if remote.is_local() {
+        None
+    } else {
+        Some(remote)
+    })
 }

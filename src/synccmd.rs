@@ -7,98 +7,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use serde_json::{json, Value};
+use serde_json::json;
 use sparkwing_outbox::{Connectivity, TargetStats, OUTBOX_FILE};
 use sparkwing_sync::{SyncActor, SyncConfig};
 
 use crate::profile::Resolved;
+use crate::remote::remote_of;
 use crate::remote::Remote;
 use crate::replicate::Replicator;
+use crate::session::{ago, blocking_reason, stats_json};
 use crate::store::Store;
-use crate::util::{human_duration, now_ms, rfc3339_ms};
+use crate::util::{human_bytes, human_duration, now_ms};
 
 /// How often a running daemon re-queues what crashed runs left behind.
 const RECONCILE_EVERY: Duration = Duration::from_secs(30);
-
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
-fn ago(ms: i64) -> String {
-    human_duration(Duration::from_millis((now_ms() - ms).max(0) as u64))
-}
-
-/// Why entries are still queued, as a parenthesised clause ("" if unknown).
-pub async fn blocking_reason(actor: &SyncActor) -> String {
-    let (ob, ids) = (Arc::clone(actor.outbox()), actor.target_ids().to_vec());
-    let stats = tokio::task::spawn_blocking(move || ob.stats(Some(&ids))).await;
-    let Ok(Ok(stats)) = stats else {
-        return String::new();
-    };
-    reason(&stats)
-}
-
-fn reason(stats: &[TargetStats]) -> String {
-    let mut parts = Vec::new();
-    for s in stats {
-        let err = crate::util::one_line(s.last_error.as_deref().unwrap_or_default(), 500);
-        match s.connectivity {
-            Some(Connectivity::AuthFailed) => parts.push(format!("credentials refused: {err}")),
-            Some(Connectivity::Misconfigured) => parts.push(format!(
-                "the target is misconfigured: {err}; fix the profile (bucket, endpoint), then run `sparkwing sync retry`"
-            )),
-            Some(Connectivity::Offline) => parts.push(format!(
-                "offline since {} ago: {err}",
-                s.since.map(ago).unwrap_or_default()
-            )),
-            _ => {}
-        }
-        if s.quarantined > 0 {
-            parts.push(format!(
-                "{} quarantined: {err}; fix it and run `sparkwing sync retry`",
-                s.quarantined
-            ));
-        }
-    }
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!(" ({})", parts.join("; "))
-    }
-}
-
-pub(crate) fn stats_json(s: &TargetStats) -> Value {
-    json!({
-        "target": s.target,
-        "connectivity": s.connectivity.map(|c| c.as_str()).unwrap_or("unknown"),
-        "since": s.since.map(rfc3339_ms),
-        "pending_entries": s.pending_entries,
-        "pending_bytes": s.pending_bytes,
-        "pending_by_kind": s.pending_by_op.iter().map(|(op, n, b)| json!({"kind": op, "entries": n, "bytes": b})).collect::<Vec<_>>(),
-        "oldest_pending_at": s.oldest_pending_at.map(rfc3339_ms),
-        "oldest_pending_age_ms": s.oldest_pending_at.map(|t| (now_ms() - t).max(0)),
-        "next_attempt_at": s.next_attempt_at.map(rfc3339_ms),
-        "next_attempt_in_ms": s.next_attempt_at.map(|t| (t - now_ms()).max(0)),
-        "quarantined": s.quarantined,
-        "last_success_at": s.last_success_at.map(rfc3339_ms),
-        "last_error": s.last_error.as_deref().map(crate::profile::scrub),
-        "last_error_class": s.last_error_class,
-        "delivered_entries": s.delivered_entries,
-        "delivered_bytes": s.delivered_bytes,
-        "drain_estimate_s": s.drain_estimate_secs(),
-    })
-}
 
 fn stats_text(s: &TargetStats) -> String {
     let mut out = format!("{}\n", s.target);
@@ -151,20 +73,6 @@ fn stats_text(s: &TargetStats) -> String {
     };
     out.push_str(&format!("  drain estimate {eta}\n"));
     out
-}
-
-/// The remote targets of a resolved profile, or `None` for a local one.
-pub(crate) fn remote_of(resolved: &Resolved) -> Result<Option<Remote>> {
-    if resolved.local_only.is_some() {
-        return Ok(None);
-    }
-    resolved.check_runnable()?;
-    let remote = Remote::from_profile(&resolved.def)?.observing_reads(&crate::util::home_dir()?);
-    Ok(if remote.is_local() {
-        None
-    } else {
-        Some(remote)
-    })
 }
 
 pub fn status(

@@ -19,6 +19,22 @@ pub fn home_dir() -> anyhow::Result<std::path::PathBuf> {
 
 pub use sparkwing_outbox::host::{hostname, now_ms, pid_alive};
 
+/// A byte count for people: `512 B`, `1.5 KiB`, `3.2 GiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
 /// The process's async runtime (one per process: the command builds it
 /// once): two worker threads, IO and timers. Blocking SQLite work goes to
 /// `spawn_blocking`, never onto these workers.

@@ -455,7 +455,7 @@ pub fn run_detail(doc: &Value, caches: &HashMap<String, Value>) -> String {
                     h,
                     "<details class=\"small\"><summary>cached outputs: {} file(s), {} (from {})</summary><ul>",
                     files.len(),
-                    esc(&crate::synccmd::human_bytes(total)),
+                    esc(&crate::util::human_bytes(total)),
                     esc(s(c, "from"))
                 );
                 for f in files.iter().take(50) {
@@ -463,9 +463,7 @@ pub fn run_detail(doc: &Value, caches: &HashMap<String, Value>) -> String {
                         h,
                         "<li class=\"mono\">{} <span class=\"muted\">{}</span></li>",
                         esc(s(f, "path")),
-                        esc(&crate::synccmd::human_bytes(
-                            f["size"].as_u64().unwrap_or(0)
-                        ))
+                        esc(&crate::util::human_bytes(f["size"].as_u64().unwrap_or(0)))
                     );
                 }
                 h.push_str("</ul></details>");
@@ -657,7 +655,7 @@ pub fn sync_page(profile: &str, stats: &[Value]) -> String {
                 format!(
                     "{} entries, {}",
                     num("pending_entries"),
-                    esc(&crate::synccmd::human_bytes(num("pending_bytes")))
+                    esc(&crate::util::human_bytes(num("pending_bytes")))
                 ),
             ),
             (
@@ -674,7 +672,7 @@ pub fn sync_page(profile: &str, stats: &[Value]) -> String {
                 format!(
                     "{} entries, {}",
                     num("delivered_entries"),
-                    esc(&crate::synccmd::human_bytes(num("delivered_bytes")))
+                    esc(&crate::util::human_bytes(num("delivered_bytes")))
                 ),
             ),
             (
@@ -701,9 +699,7 @@ pub fn sync_page(profile: &str, stats: &[Value]) -> String {
                     "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
                     esc(s(k, "kind")),
                     k["entries"].as_u64().unwrap_or(0),
-                    esc(&crate::synccmd::human_bytes(
-                        k["bytes"].as_u64().unwrap_or(0)
-                    ))
+                    esc(&crate::util::human_bytes(k["bytes"].as_u64().unwrap_or(0)))
                 );
             }
             h.push_str("</tbody></table>");

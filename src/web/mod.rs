@@ -524,8 +524,8 @@ fn read_tail(src: &Source, loc: &LogLoc) -> Result<Tailed> {
             let note = (skipped > 0).then(|| {
                 format!(
                     "{} of {}",
-                    crate::synccmd::human_bytes(skipped),
-                    crate::synccmd::human_bytes(len)
+                    crate::util::human_bytes(skipped),
+                    crate::util::human_bytes(len)
                 )
             });
             Ok((buf, note, len))
@@ -550,7 +550,7 @@ fn read_tail(src: &Source, loc: &LogLoc) -> Result<Tailed> {
                 format!(
                     "the first {first} of {} chunks and {} of the next",
                     keys.len(),
-                    crate::synccmd::human_bytes(dropped)
+                    crate::util::human_bytes(dropped)
                 )
             });
             Ok((buf, note, keys.len() as u64))

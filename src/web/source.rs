@@ -396,7 +396,7 @@ impl Source {
             return Ok(Some(Vec::new()));
         }
         let stats = crate::replicate::open_outbox(home)?.stats(ids.as_deref())?;
-        Ok(Some(stats.iter().map(crate::synccmd::stats_json).collect()))
+        Ok(Some(stats.iter().map(crate::session::stats_json).collect()))
     }
 
     /// The project's pipelines (dashboard start in a project).

@@ -741,6 +741,151 @@ async fn hold_cache_key(ctx: &Arc<Ctx>, name: &str, key: &str) -> Option<Option<
     }
 }
 
+/// The cache-hit phase: the job's outputs restored from the local cache or,
+/// on a local miss, from another runner's (verified, then imported). Returns
+/// the producing run and the number of files, or `None` to run the job.
+async fn cache_hit(
+    ctx: &Arc<Ctx>,
+    name: &str,
+    job: &Job,
+    k: &str,
+) -> Result<Option<(String, usize)>> {
+    let outputs = job
+        .cache
+        .as_ref()
+        .map(|c| c.outputs.clone())
+        .unwrap_or_default();
+    let k2 = k.to_string();
+    let mut found = db(ctx, move |s| s.cache_get(&k2)).await?;
+    // With a signing key, an entry imported without that key's signature
+    // is not trusted for a hit (it is checked on the remote again, and
+    // imported afresh if it verifies).
+    if let (Some(key), Some(e)) = (&ctx.signing, &found) {
+        // Entries from before origins were recorded ('unknown') are not
+        // vouched for either: the job runs once more.
+        let vouched = e.origin == "local" || e.origin == key.origin();
+        if !vouched {
+            found = None;
+        }
+    }
+    // A local miss may be another runner's hit.
+    if let (None, Some(target)) = (&found, &ctx.remote_cache) {
+        let signing = ctx.signing.as_deref();
+        match crate::remote_cache::fetch(target.as_ref(), &ctx.home, k, &outputs, signing).await {
+            Ok(Some(entry)) => {
+                let e2 = entry.clone();
+                db(ctx, move |s| s.cache_import(&e2)).await?;
+                found = Some(entry);
+            }
+            Ok(None) => {}
+            Err(e) => crate::say!(
+                "sparkwing: job {name}: could not use the remote cache ({}); running the job",
+                crate::util::one_line(&format!("{e:#}"), 1000)
+            ),
+        }
+    }
+    let Some(entry) = found else {
+        return Ok(None);
+    };
+    let dir = ctx.project_dir.clone();
+    let cas_home = ctx.home.clone();
+    let manifest = entry.manifest.clone();
+    let restored = tokio::task::spawn_blocking(move || -> Result<usize> {
+        let m: Manifest = serde_json::from_str(&manifest).context("reading the cache manifest")?;
+        cache::restore(&Cas::new(&cas_home), &dir, &m, &outputs)
+    })
+    .await?;
+    match restored {
+        Ok(n) => Ok(Some((entry.run_id, n))),
+        Err(e) => {
+            crate::say!("sparkwing: job {name}: cache entry unusable ({e:#}); running the job");
+            Ok(None)
+        }
+    }
+}
+
+/// The outputs phase of a job that passed: its declared outputs stored in
+/// the CAS, indexed under its key and queued for the remote. `Ok(Err(why))`
+/// fails the job (an output missing); `Err` is sparkwing's own failure (the
+/// cache's files, a full disk).
+async fn store_outputs(
+    ctx: &Arc<Ctx>,
+    name: &str,
+    k: &str,
+    spec: &crate::pipeline::CacheSpec,
+) -> Result<std::result::Result<usize, String>> {
+    let (dir, cas_home, outputs) = (
+        ctx.project_dir.clone(),
+        ctx.home.clone(),
+        spec.outputs.clone(),
+    );
+    let snap =
+        tokio::task::spawn_blocking(move || cache::snapshot(&Cas::new(&cas_home), &dir, &outputs))
+            .await?;
+    let m = match snap {
+        Ok(m) => m,
+        Err(e) if crate::fault::is_storage(&e) => return Err(e),
+        Err(e) => return Ok(Err(format!("{e:#}"))),
+    };
+    let now = now_ms();
+    let entry = CacheEntry {
+        key: k.to_string(),
+        job: name.to_string(),
+        pipeline: ctx.pipeline.clone(),
+        run_id: ctx.run_id.clone(),
+        created_at: now,
+        expires_at: spec.ttl.map(|t| now.saturating_add(t.as_millis() as i64)),
+        manifest: serde_json::to_string(&m)?,
+        origin: "local".into(),
+    };
+    let queued = entry.clone();
+    db(ctx, move |s| s.cache_put(&entry)).await?;
+    replicate(ctx, move |r, _| r.cache(&queued)).await;
+    Ok(Ok(m.files.len()))
+}
+
+/// Records how a job ended and what the scheduler learns from it.
+/// Steps that never started end `cancelled` with a cancelled job, else
+/// `skipped`.
+async fn end_job(
+    ctx: &Arc<Ctx>,
+    name: &str,
+    started: Instant,
+    status: JobStatus,
+    cached_from_run: Option<String>,
+    error: Option<String>,
+    cache_note: String,
+) -> Result<JobResult> {
+    let (run, jn) = (ctx.run_id.clone(), name.to_string());
+    let st = status.as_str();
+    let rest_status = match status {
+        JobStatus::Cancelled => "cancelled",
+        _ => "skipped",
+    };
+    db(ctx, move |s| {
+        s.job_finished(
+            &run,
+            &jn,
+            &JobEnd {
+                status: st,
+                rest_status,
+                cache_key: None,
+                cached_from_run: cached_from_run.as_deref(),
+                error: error.as_deref(),
+            },
+        )
+    })
+    .await?;
+    Ok(JobResult {
+        status,
+        duration: started.elapsed(),
+        cache_note,
+    })
+}
+
+/// A job runs in phases: its cache key; this host's hold on the key; a
+/// cache hit (local, or another runner's), which ends it; its steps; its
+/// outputs stored.
 async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
     let started = Instant::now();
     let (run, jname) = (ctx.run_id.clone(), name.to_string());
@@ -754,26 +899,8 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
                 Err(e) => {
                     let why = format!("computing the cache key: {e:#}");
                     crate::say!("sparkwing: job {name}: {why}");
-                    let (run, jn, k) = (run.clone(), jname.clone(), why.clone());
-                    db(ctx, move |s| {
-                        s.job_finished(
-                            &run,
-                            &jn,
-                            &JobEnd {
-                                status: "failed",
-                                rest_status: "skipped",
-                                cache_key: None,
-                                cached_from_run: None,
-                                error: Some(&k),
-                            },
-                        )
-                    })
-                    .await?;
-                    return Ok(JobResult {
-                        status: JobStatus::Failed,
-                        duration: started.elapsed(),
-                        cache_note: "-".into(),
-                    });
+                    let f = JobStatus::Failed;
+                    return end_job(ctx, name, started, f, None, Some(why), "-".into()).await;
                 }
             }
         }
@@ -791,27 +918,9 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
         Some(k) => match hold_cache_key(ctx, name, k).await {
             Some(h) => h,
             None => {
-                let why = "cancelled while waiting for another run of this job";
-                let (run, jn) = (run.clone(), jname.clone());
-                db(ctx, move |s| {
-                    s.job_finished(
-                        &run,
-                        &jn,
-                        &JobEnd {
-                            status: "cancelled",
-                            rest_status: "cancelled",
-                            cache_key: None,
-                            cached_from_run: None,
-                            error: Some(why),
-                        },
-                    )
-                })
-                .await?;
-                return Ok(JobResult {
-                    status: JobStatus::Cancelled,
-                    duration: started.elapsed(),
-                    cache_note: "-".into(),
-                });
+                let why = "cancelled while waiting for another run of this job".to_string();
+                let c = JobStatus::Cancelled;
+                return end_job(ctx, name, started, c, None, Some(why), "-".into()).await;
             }
         },
         None => None,
@@ -819,80 +928,11 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
 
     // A cache hit restores the outputs and skips the steps.
     if let (Some(k), false) = (&key, ctx.no_cache) {
-        let outputs = job
-            .cache
-            .as_ref()
-            .map(|c| c.outputs.clone())
-            .unwrap_or_default();
-        let k2 = k.clone();
-        let mut found = db(ctx, move |s| s.cache_get(&k2)).await?;
-        // With a signing key, an entry imported without that key's
-        // signature is not trusted for a hit (it is checked on the remote
-        // again, and imported afresh if it verifies).
-        if let (Some(key), Some(e)) = (&ctx.signing, &found) {
-            // Entries from before origins were recorded ('unknown') are
-            // not vouched for either: the job runs once more.
-            let vouched = e.origin == "local" || e.origin == key.origin();
-            if !vouched {
-                found = None;
-            }
-        }
-        // A local miss may be another runner's hit.
-        if let (None, Some(target)) = (&found, &ctx.remote_cache) {
-            let signing = ctx.signing.as_deref();
-            match crate::remote_cache::fetch(target.as_ref(), &ctx.home, k, &outputs, signing).await
-            {
-                Ok(Some(entry)) => {
-                    let e2 = entry.clone();
-                    db(ctx, move |s| s.cache_import(&e2)).await?;
-                    found = Some(entry);
-                }
-                Ok(None) => {}
-                Err(e) => crate::say!(
-                    "sparkwing: job {name}: could not use the remote cache ({}); running the job",
-                    crate::util::one_line(&format!("{e:#}"), 1000)
-                ),
-            }
-        }
-        if let Some(entry) = found {
-            let dir = ctx.project_dir.clone();
-            let cas_home = ctx.home.clone();
-            let manifest = entry.manifest.clone();
-            let restored = tokio::task::spawn_blocking(move || -> Result<usize> {
-                let m: Manifest =
-                    serde_json::from_str(&manifest).context("reading the cache manifest")?;
-                cache::restore(&Cas::new(&cas_home), &dir, &m, &outputs)
-            })
-            .await?;
-            match restored {
-                Ok(n) => {
-                    let note = format!("restored from run {}", entry.run_id);
-                    crate::say!("sparkwing: job {name}: cache hit, {n} file(s) {note}");
-                    let (run, jn, from) = (run.clone(), jname.clone(), entry.run_id.clone());
-                    db(ctx, move |s| {
-                        s.job_finished(
-                            &run,
-                            &jn,
-                            &JobEnd {
-                                status: "cached",
-                                rest_status: "skipped",
-                                cache_key: None,
-                                cached_from_run: Some(&from),
-                                error: None,
-                            },
-                        )
-                    })
-                    .await?;
-                    return Ok(JobResult {
-                        status: JobStatus::Cached,
-                        duration: started.elapsed(),
-                        cache_note: note,
-                    });
-                }
-                Err(e) => crate::say!(
-                    "sparkwing: job {name}: cache entry unusable ({e:#}); running the job"
-                ),
-            }
+        if let Some((from, n)) = cache_hit(ctx, name, job, k).await? {
+            let note = format!("restored from run {from}");
+            crate::say!("sparkwing: job {name}: cache hit, {n} file(s) {note}");
+            let c = JobStatus::Cached;
+            return end_job(ctx, name, started, c, Some(from), None, note).await;
         }
     }
 
@@ -1069,36 +1109,9 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
 
     let mut cache_note = "-".to_string();
     if let (None, Some(k), Some(spec)) = (&failure, &key, &job.cache) {
-        let (dir, cas_home, outputs) = (
-            ctx.project_dir.clone(),
-            ctx.home.clone(),
-            spec.outputs.clone(),
-        );
-        let snap = tokio::task::spawn_blocking(move || {
-            cache::snapshot(&Cas::new(&cas_home), &dir, &outputs)
-        })
-        .await?;
-        match snap {
-            Ok(m) => {
-                let now = now_ms();
-                let entry = CacheEntry {
-                    key: k.clone(),
-                    job: name.to_string(),
-                    pipeline: ctx.pipeline.clone(),
-                    run_id: ctx.run_id.clone(),
-                    created_at: now,
-                    expires_at: spec.ttl.map(|t| now.saturating_add(t.as_millis() as i64)),
-                    manifest: serde_json::to_string(&m)?,
-                    origin: "local".into(),
-                };
-                let queued = entry.clone();
-                db(ctx, move |s| s.cache_put(&entry)).await?;
-                replicate(ctx, move |r, _| r.cache(&queued)).await;
-                cache_note = format!("stored ({} file(s))", m.files.len());
-            }
-            // The cache's own files (a full disk): sparkwing's failure.
-            Err(e) if crate::fault::is_storage(&e) => return Err(e),
-            Err(e) => failure = Some((JobStatus::Failed, format!("{e:#}"))),
+        match store_outputs(ctx, name, k, spec).await? {
+            Ok(files) => cache_note = format!("stored ({files} file(s))"),
+            Err(why) => failure = Some((JobStatus::Failed, why)),
         }
     }
     let (status, error) = match failure {
@@ -1108,31 +1121,7 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
             (s, Some(why))
         }
     };
-    let rest = if status == JobStatus::Cancelled {
-        "cancelled"
-    } else {
-        "skipped"
-    };
-    let (st, err) = (status.as_str(), error.clone());
-    db(ctx, move |s| {
-        s.job_finished(
-            &run,
-            &jname,
-            &JobEnd {
-                status: st,
-                rest_status: rest,
-                cache_key: None,
-                cached_from_run: None,
-                error: err.as_deref(),
-            },
-        )
-    })
-    .await?;
-    Ok(JobResult {
-        status,
-        duration: started.elapsed(),
-        cache_note,
-    })
+    end_job(ctx, name, started, status, None, error, cache_note).await
 }
 
 /// What a step inherits from its job: the job's deadline, and its hold on

@@ -70,6 +70,14 @@ fi
 step "format"
 cargo fmt --all -- --check
 
+step "the user build has no test hooks"
+# Fault injection (SPARKWING_SYNC_FAULTS) exists only with the test-hooks
+# feature, which only dev-dependencies turn on.
+if cargo tree --locked -e normal,features -i sparkwing-sync --prefix none | grep -q 'test-hooks'; then
+  echo "the test-hooks feature reaches a normal build of sparkwing: only [dev-dependencies] may enable it" >&2
+  exit 1
+fi
+
 step "lint"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 

@@ -7,8 +7,8 @@
 //! level, e.g. `info,sparkwing_sync=debug`); else sparkwing's own crates at
 //! the command's level: `info` for the long-running commands and nothing
 //! for the others (their output is what they print), one step more per
-//! `-v`, `warn` with `-q`. Every value logged is already cleaned: errors go
-//! through `sparkwing_sync::redact::scrub` before they become a field.
+//! `-v`, `warn` with `-q` (which never makes a silent command speak). Every
+//! line is cleaned on its way out ([`Scrubbed`]), whichever crate logged it.
 
 use std::str::FromStr;
 
@@ -39,7 +39,9 @@ const OURS: [&str; 4] = [
 /// The level a command logs at: `service` for the long-running ones.
 pub fn level(service: bool, verbose: u8, quiet: bool) -> LevelFilter {
     match (quiet, service, verbose) {
-        (true, _, _) => LevelFilter::WARN,
+        // Quieter, never louder: a command that logs nothing stays silent.
+        (true, true, _) => LevelFilter::WARN,
+        (true, false, _) => LevelFilter::OFF,
         (false, true, 0) => LevelFilter::INFO,
         (false, false, 0) => LevelFilter::OFF,
         (false, true, 1) | (false, false, 1) => LevelFilter::DEBUG,
@@ -67,11 +69,53 @@ pub fn filter(rust_log: Option<&str>, default: LevelFilter) -> (Targets, Option<
     }
 }
 
+/// Where log lines go: stderr, each event cleaned on its way out
+/// (`util::clean`: URL credentials and query strings, secret pairs and
+/// control characters), whichever crate wrote it. `RUST_LOG` can let other
+/// crates' events through (object_store logs the URLs it retries, query
+/// strings included): none of them reaches the terminal unscrubbed.
+struct Scrubbed;
+
+/// One event's bytes, written cleaned when the formatter is done with it.
+struct ScrubbedEvent(Vec<u8>);
+
+impl std::io::Write for ScrubbedEvent {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for ScrubbedEvent {
+    fn drop(&mut self) {
+        if self.0.is_empty() {
+            return;
+        }
+        let text = cleaned(&self.0);
+        let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), text.as_bytes());
+    }
+}
+
+/// A formatted event as it may reach the terminal.
+fn cleaned(event: &[u8]) -> String {
+    crate::util::clean(&String::from_utf8_lossy(event))
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Scrubbed {
+    type Writer = ScrubbedEvent;
+    fn make_writer(&'a self) -> ScrubbedEvent {
+        ScrubbedEvent(Vec::new())
+    }
+}
+
 /// Installs the process's subscriber (once; later calls do nothing).
 pub fn init(level: LevelFilter, format: LogFormat) {
     let (targets, problem) = filter(std::env::var("RUST_LOG").ok().as_deref(), level);
     let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(Scrubbed)
         .with_ansi(false)
         .with_target(false);
     let installed = match format {
@@ -81,7 +125,7 @@ pub fn init(level: LevelFilter, format: LogFormat) {
         LogFormat::Json => tracing_subscriber::registry()
             .with(
                 tracing_subscriber::fmt::layer()
-                    .with_writer(std::io::stderr)
+                    .with_writer(Scrubbed)
                     .json()
                     .flatten_event(true)
                     .with_filter(targets),
@@ -97,6 +141,25 @@ pub fn init(level: LevelFilter, format: LogFormat) {
 mod tests {
     use super::*;
 
+    /// Other crates' events (let through by RUST_LOG) are cleaned too:
+    /// a URL's user info and query string, and escape sequences.
+    #[test]
+    fn every_event_is_cleaned_on_its_way_out() {
+        let event = b"2026-11-29T06:00:00Z  INFO retrying url=https://acct.blob.core.windows.net/ctr/x?sv=1&sig=SECRETSIG user=http://u:pw@h/ \x1b[2J\n";
+        let out = cleaned(event);
+        assert!(!out.contains("SECRETSIG") && !out.contains("u:pw"), "{out}");
+        assert!(!out.contains('\u{1b}'), "{out}");
+        assert!(
+            out.contains("acct.blob.core.windows.net/ctr/x") && out.ends_with('\n'),
+            "{out}"
+        );
+        let json = br#"{"level":"WARN","error":"GET http://h/k?token=SECRETTOKEN failed","profile":"team"}"#;
+        let out = cleaned(json);
+        assert!(!out.contains("SECRETTOKEN"), "{out}");
+        let v: serde_json::Value = serde_json::from_str(&out).expect("still one JSON object");
+        assert_eq!(v["profile"], "team");
+    }
+
     #[test]
     fn levels_follow_the_command_and_the_flags() {
         assert_eq!(level(true, 0, false), LevelFilter::INFO);
@@ -105,7 +168,11 @@ mod tests {
         assert_eq!(level(true, 1, false), LevelFilter::DEBUG);
         assert_eq!(level(true, 2, false), LevelFilter::TRACE);
         assert_eq!(level(true, 0, true), LevelFilter::WARN);
-        assert_eq!(level(false, 0, true), LevelFilter::WARN);
+        assert_eq!(
+            level(false, 0, true),
+            LevelFilter::OFF,
+            "-q never adds lines"
+        );
     }
 
     #[test]

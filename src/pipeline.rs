@@ -151,18 +151,18 @@ pub fn resolve_profile(
     project: Option<&Project>,
     req: &crate::profile::Request,
 ) -> Result<crate::profile::Resolved> {
-    let side = match project {
-        Some(p) => Some(crate::profile::ProjectProfiles {
-            file: &p.file,
-            profiles: &p.config.profiles,
-            default: p.config.defaults.profile.as_deref(),
-            pipeline_profile: match req.pipeline {
-                Some(name) => p.pipeline(name)?.profile.as_deref(),
-                None => None,
-            },
-        }),
-        None => None,
-    };
+    let side = project.map(|p| crate::profile::ProjectProfiles {
+        file: &p.file,
+        profiles: &p.config.profiles,
+        default: p.config.defaults.profile.as_deref(),
+        pipeline_profile: match req.pipeline {
+            Some(name) => p
+                .pipeline(name)
+                .map(|pl| pl.profile.as_deref())
+                .map_err(|e| format!("{e:#}")),
+            None => Ok(None),
+        },
+    });
     crate::profile::resolve(side, req)
 }
 

@@ -418,7 +418,7 @@ pub fn laptop() -> ProfileDef {
 
 /// What a project contributes to resolving a profile (see
 /// `pipeline::resolve_profile`, which builds it from a loaded project).
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct ProjectProfiles<'a> {
     /// The project file, as errors and `sparkwing profile` name it.
     pub file: &'a Path,
@@ -426,8 +426,10 @@ pub struct ProjectProfiles<'a> {
     pub profiles: &'a UniqueMap<ProfileDef>,
     /// Its `defaults.profile`.
     pub default: Option<&'a str>,
-    /// The requested pipeline's own `profile:`.
-    pub pipeline_profile: Option<&'a str>,
+    /// The requested pipeline's own `profile:`, or why it could not be
+    /// looked up (an unknown pipeline: reported where resolution reports
+    /// its errors, so `--sw-local-only` still shows it as a note).
+    pub pipeline_profile: std::result::Result<Option<&'a str>, String>,
 }
 
 /// Resolves the profile for a request against the user file and project.
@@ -479,6 +481,7 @@ pub fn resolve(project: Option<ProjectProfiles<'_>>, req: &Request) -> Result<Re
 }
 
 fn resolve_selected(project: Option<ProjectProfiles<'_>>, req: &Request) -> Result<Resolved> {
+    let project = project.as_ref();
     let (user_file, user) = load_user_file()?;
     let mut considered = Vec::new();
     match &user {
@@ -500,7 +503,14 @@ fn resolve_selected(project: Option<ProjectProfiles<'_>>, req: &Request) -> Resu
             validate(p.file, name, def)?;
         }
     }
-    let pipeline_profile = project.and_then(|p| p.pipeline_profile.map(str::to_string));
+    let pipeline_profile = match project {
+        Some(p) => p
+            .pipeline_profile
+            .clone()
+            .map_err(|e| anyhow!(e))?
+            .map(str::to_string),
+        None => None,
+    };
     let default_profile = project.and_then(|p| p.default.map(str::to_string));
 
     let (name, source, why) = if let Some(flag) = req.flag {

@@ -263,7 +263,16 @@ pub fn daemon(
             })
             .await
         });
-        let report = task.await.context("the replay task failed")??;
+        // A second signal while the replay is still finishing its pass
+        // ends the daemon at once, as it does during the drain below.
+        let mut second = signals.clone();
+        let report = tokio::select! {
+            joined = task => joined.context("the replay task failed")??,
+            _ = second.wait_for(|n| *n >= 2) => {
+                tracing::warn!("a second signal: stopping now, without draining");
+                return anyhow::Ok(());
+            }
+        };
         reconciler.abort();
         tracing::info!(
             delivered = report.delivered,
@@ -284,7 +293,13 @@ pub fn daemon(
             tracing::warn!(
                 pending = n,
                 bytes = %human_bytes(bytes),
-                reason = %blocking_reason(&actor).await.trim_start().trim_start_matches('(').trim_end_matches(')'),
+                reason = %crate::util::clean(
+                    blocking_reason(&actor)
+                        .await
+                        .strip_prefix(" (")
+                        .and_then(|r| r.strip_suffix(')'))
+                        .unwrap_or_default()
+                ),
                 "sync daemon stopped with writes still queued; they go out with the next daemon, run or flush"
             );
         }

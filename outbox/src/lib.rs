@@ -1209,6 +1209,8 @@ impl Outbox {
             )?;
             Ok(n)
         })
+        // Every entry is due now: a listening daemon starts on them at once.
+        .inspect(|_| self.wake_listeners())
     }
 
     /// Changes whenever another connection (another process) commits to

@@ -297,20 +297,18 @@ impl SyncActor {
     pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<SyncReport, OutboxError> {
         tokio::pin!(shutdown);
         let mut total = SyncReport::default();
-        let ob = Arc::clone(&self.outbox);
-        let mut version = blocking(move || ob.data_version()).await?;
         // Pushed wake-ups, if this actor listens and the socket can be made;
         // `outbox.db` is then polled only as a fallback (a lost datagram, a
         // writer that cannot reach the socket).
-        let (_listener, pushes) = match self.cfg.push_wake {
+        let (_listener, mut pushes) = match self.cfg.push_wake {
             true => match self.outbox.wake_listener() {
-                Ok(l) => {
-                    let sock = l
-                        .socket()
-                        .ok()
-                        .and_then(|s| tokio::net::UnixDatagram::from_std(s).ok());
-                    (Some(l), sock)
-                }
+                Ok(l) => match l.socket().and_then(tokio::net::UnixDatagram::from_std) {
+                    Ok(sock) => (Some(l), Some(sock)),
+                    Err(e) => {
+                        tracing::info!(error = %e, "no pushed wake-ups (the wake-up socket could not be used); polling outbox.db every 200 ms");
+                        (None, None)
+                    }
+                },
                 Err(e) => {
                     tracing::info!(error = %e, "no pushed wake-ups (a socket under SPARKWING_HOME/wake/ could not be made); polling outbox.db every 200 ms");
                     (None, None)
@@ -318,12 +316,15 @@ impl SyncActor {
             },
             false => (None, None),
         };
-        let poll_every = match pushes {
-            Some(_) => self.cfg.tick,
-            None => Duration::from_millis(200),
-        };
         let mut buf = [0u8; 64];
         loop {
+            // Shutdown is honoured between passes even with a backlog.
+            if futures_util::FutureExt::now_or_never(&mut shutdown).is_some() {
+                return Ok(total);
+            }
+            // What this pass will see: a change after it wakes the next.
+            let ob = Arc::clone(&self.outbox);
+            let version = blocking(move || ob.data_version()).await?;
             let r = self.sync_once().await?;
             total.add(r);
             if r.streams > 0 {
@@ -338,6 +339,10 @@ impl SyncActor {
             if r.streams > 0 && r.failures == 0 {
                 continue;
             }
+            let poll_every = match pushes {
+                Some(_) => self.cfg.tick,
+                None => Duration::from_millis(200),
+            };
             let idle_until = Instant::now() + self.until_next_due().await?;
             let mut woken = false;
             let mut pushed = false;
@@ -345,26 +350,23 @@ impl SyncActor {
                 let step = idle_until
                     .saturating_duration_since(Instant::now())
                     .min(poll_every);
-                let push = async {
-                    match &pushes {
-                        Some(s) => {
-                            let _ = s.recv(&mut buf).await;
-                            // Several enqueues, one pass.
-                            while s.try_recv(&mut buf).is_ok() {}
-                        }
-                        None => std::future::pending().await,
-                    }
-                };
                 tokio::select! {
                     _ = &mut shutdown => return Ok(total),
                     _ = self.wake.notified() => { woken = true; break }
-                    _ = push => { pushed = true; break }
+                    ok = next_push(&pushes, &mut buf) => {
+                        if ok {
+                            pushed = true;
+                            break;
+                        }
+                        // A broken socket: poll from now on.
+                        tracing::info!("the wake-up socket failed; polling outbox.db every 200 ms");
+                        pushes = None;
+                    }
                     _ = tokio::time::sleep(step) => {}
                 }
                 let ob = Arc::clone(&self.outbox);
                 let v = blocking(move || ob.data_version()).await?;
                 if v != version {
-                    version = v;
                     woken = true;
                     break;
                 }
@@ -372,16 +374,40 @@ impl SyncActor {
                     break;
                 }
             }
-            if pushed {
-                continue;
-            }
-            if woken && !self.cfg.linger.is_zero() {
+            // Writes that come together go out together: a run's own
+            // actor lingers `linger`; a pushed daemon only PUSH_LINGER, so
+            // successive versions of a run document still collapse into
+            // one upload while delivery starts within milliseconds. A push
+            // during the linger ends it.
+            let linger = match (pushed, woken) {
+                (true, _) => PUSH_LINGER,
+                (false, true) => self.cfg.linger,
+                (false, false) => Duration::ZERO,
+            };
+            if !linger.is_zero() {
                 tokio::select! {
                     _ = &mut shutdown => return Ok(total),
-                    _ = tokio::time::sleep(self.cfg.linger) => {}
+                    _ = tokio::time::sleep(linger) => {}
+                    _ = next_push(&pushes, &mut buf), if !pushed => {}
                 }
             }
         }
+    }
+}
+
+/// How long a pushed daemon waits for more writes before its pass.
+const PUSH_LINGER: Duration = Duration::from_millis(3);
+
+/// The next pushed wake-up (several at once count as one): `true`, or
+/// `false` if the socket failed; never ready without a socket.
+async fn next_push(pushes: &Option<tokio::net::UnixDatagram>, buf: &mut [u8]) -> bool {
+    match pushes {
+        Some(s) => {
+            let ok = s.recv(buf).await.is_ok();
+            while s.try_recv(buf).is_ok() {}
+            ok
+        }
+        None => std::future::pending().await,
     }
 }
 

@@ -430,3 +430,27 @@ fn a_bad_s3_endpoint_variable_is_named() {
         assert!(!text(&out.stdout).contains("hi"), "nothing ran");
     }
 }
+
+/// `--sw-local-only` still resolves (to the local layout) when the
+/// pipeline named is unknown, noting why the profile would not resolve;
+/// without it, the unknown pipeline is the error.
+#[test]
+fn local_only_resolves_even_for_an_unknown_pipeline() {
+    let env = Env::with_pipelines(
+        "pipelines:\n  - name: work\n    jobs: {a: {steps: [{run: 'true'}]}}\n",
+    );
+    let out = env.run(&["profile", "--pipeline", "nosuch", "--sw-local-only"]);
+    expect_code(&out, 0);
+    assert!(
+        text(&out.stdout).contains("pinned to the local layout"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = env.run(&["profile", "--pipeline", "nosuch"]);
+    expect_code(&out, 2);
+    assert!(
+        text(&out.stderr).contains("no pipeline `nosuch`"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -137,8 +137,8 @@ fn local_home(n: usize) -> tempfile::TempDir {
                     &run.id,
                     j,
                     &JobEnd {
-                        status: "success",
-                        rest_status: "success",
+                        status: sparkwing::status::JobStatus::Success,
+                        rest_status: sparkwing::status::StepStatus::Success,
                         cache_key: None,
                         cached_from_run: None,
                         error: None,
@@ -146,7 +146,9 @@ fn local_home(n: usize) -> tempfile::TempDir {
                 )
                 .unwrap();
         }
-        store.run_finished(&run.id, "success", None).unwrap();
+        store
+            .run_finished(&run.id, sparkwing::status::RunStatus::Success, None)
+            .unwrap();
     }
     home
 }

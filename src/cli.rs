@@ -205,7 +205,7 @@ pub enum RunsCmd {
         #[arg(long)]
         pipeline: Option<String>,
         /// Only runs with this status.
-        #[arg(long, value_parser = ["waiting", "running", "success", "failed", "cancelled", "interrupted"])]
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(crate::status::RunStatus::ALL.iter().map(|s| s.as_str())))]
         status: Option<String>,
         /// At most this many runs.
         #[arg(long, default_value_t = 20)]
@@ -593,7 +593,7 @@ fn cmd_runs(project_flag: Option<&Path>, cmd: RunsCmd) -> Result<()> {
             if let (Some(name), Err(_)) = (&profile, store.find_run(&run)) {
                 let remote = remote_runs(project_flag, name)?;
                 let (doc, _) = runsview::merged_show(Some(&store), &remote, &home, &run)?;
-                if follow && doc["status"] == "running" {
+                if follow && doc["status"] == crate::status::RunStatus::Running.as_str() {
                     bail!("--follow works on this machine's runs; run {} is another runner's (its logs arrive in chunks: run the command again)", doc["id"]);
                 }
                 return runsview::remote_logs(&remote, &doc, job.as_deref(), tail);

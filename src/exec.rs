@@ -26,6 +26,8 @@ use crate::cache::{self, Cas, Manifest};
 use crate::pipeline::{Job, Pipeline, Project};
 use crate::remote::Remote;
 use crate::replicate::Replicator;
+pub use crate::status::JobStatus;
+use crate::status::{RunStatus, StepStatus};
 use crate::store::{CacheEntry, JobEnd, NewRun, RunRow, Store};
 use crate::util::{self, human_duration, now_ms};
 use sparkwing_schema::StorageFault;
@@ -48,40 +50,6 @@ pub struct RunOptions {
     pub workers: usize,
     pub no_cache: bool,
     pub profile: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JobStatus {
-    Pending,
-    Running,
-    Success,
-    Cached,
-    Failed,
-    Skipped,
-    Cancelled,
-}
-
-impl JobStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobStatus::Pending => "pending",
-            JobStatus::Running => "running",
-            JobStatus::Success => "success",
-            JobStatus::Cached => "cached",
-            JobStatus::Failed => "failed",
-            JobStatus::Skipped => "skipped",
-            JobStatus::Cancelled => "cancelled",
-        }
-    }
-    fn passed(self) -> bool {
-        matches!(self, JobStatus::Success | JobStatus::Cached)
-    }
-    fn blocks_dependents(self) -> bool {
-        matches!(
-            self,
-            JobStatus::Failed | JobStatus::Skipped | JobStatus::Cancelled
-        )
-    }
 }
 
 struct JobResult {
@@ -171,7 +139,7 @@ pub fn run_pipeline(project: &Project, pipeline: &Pipeline, opts: RunOptions) ->
     let row = RunRow {
         id: run_id.clone(),
         pipeline: pipeline.name.clone(),
-        status: "waiting".into(),
+        status: RunStatus::Waiting.as_str().into(),
         profile: opts.profile.clone(),
         project_dir: project.dir.to_string_lossy().into_owned(),
         host: util::hostname(),
@@ -323,14 +291,14 @@ fn run_recorded(
     let cancelled = *ctx.cancel.borrow();
     let all_passed = results.values().all(|r| r.status.passed());
     let status = if cancelled {
-        "cancelled"
+        RunStatus::Cancelled
     } else if all_passed {
-        "success"
+        RunStatus::Success
     } else {
-        "failed"
+        RunStatus::Failed
     };
     store.run_finished(&run_id, status, None)?;
-    print_summary(&run_id, status, started.elapsed(), &results);
+    print_summary(&run_id, status.as_str(), started.elapsed(), &results);
     if let Some((actor, repl)) = &sync {
         sync_warn(
             repl.events(store, &run_id, true)
@@ -346,8 +314,8 @@ fn run_recorded(
     }
     rt.shutdown_timeout(Duration::from_millis(100));
     Ok(match status {
-        "success" => 0,
-        "cancelled" => 130,
+        RunStatus::Success => 0,
+        RunStatus::Cancelled => 130,
         _ => 1,
     })
 }
@@ -458,7 +426,7 @@ async fn schedule(
                         "skipped: needs `{dep}`, which {}",
                         status[dep.as_str()].as_str()
                     );
-                    finish_unstarted(&ctx, name, "skipped", &why).await?;
+                    finish_unstarted(&ctx, name, JobStatus::Skipped, &why).await?;
                     status[name] = JobStatus::Skipped;
                     results.insert(
                         name.clone(),
@@ -517,7 +485,13 @@ async fn schedule(
     // Whatever never started was cancelled.
     for name in pipeline.jobs.keys() {
         if status[name] == JobStatus::Pending {
-            finish_unstarted(&ctx, name, "cancelled", "cancelled before it started").await?;
+            finish_unstarted(
+                &ctx,
+                name,
+                JobStatus::Cancelled,
+                "cancelled before it started",
+            )
+            .await?;
             results.insert(
                 name.clone(),
                 JobResult {
@@ -538,12 +512,7 @@ async fn schedule(
     Ok(ordered)
 }
 
-async fn finish_unstarted(
-    ctx: &Arc<Ctx>,
-    job: &str,
-    status: &'static str,
-    why: &str,
-) -> Result<()> {
+async fn finish_unstarted(ctx: &Arc<Ctx>, job: &str, status: JobStatus, why: &str) -> Result<()> {
     let (run, job, why) = (ctx.run_id.clone(), job.to_string(), why.to_string());
     db(ctx, move |s| {
         s.job_finished(
@@ -551,7 +520,7 @@ async fn finish_unstarted(
             &job,
             &JobEnd {
                 status,
-                rest_status: status,
+                rest_status: status.rest(),
                 cache_key: None,
                 cached_from_run: None,
                 error: Some(&why),
@@ -857,18 +826,13 @@ async fn end_job(
     cache_note: String,
 ) -> Result<JobResult> {
     let (run, jn) = (ctx.run_id.clone(), name.to_string());
-    let st = status.as_str();
-    let rest_status = match status {
-        JobStatus::Cancelled => "cancelled",
-        _ => "skipped",
-    };
     db(ctx, move |s| {
         s.job_finished(
             &run,
             &jn,
             &JobEnd {
-                status: st,
-                rest_status,
+                status,
+                rest_status: status.rest(),
                 cache_key: None,
                 cached_from_run: cached_from_run.as_deref(),
                 error: error.as_deref(),
@@ -1030,9 +994,9 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
         let s2 = Arc::clone(&sink);
         let _ = tokio::task::spawn_blocking(move || s2.ship_now()).await;
         let (st, code, fail) = match end {
-            Ok(StepEnd::Exited(0)) => ("success", Some(0), None),
+            Ok(StepEnd::Exited(0)) => (StepStatus::Success, Some(0), None),
             Ok(StepEnd::Exited(c)) => (
-                "failed",
+                StepStatus::Failed,
                 Some(c),
                 Some((
                     JobStatus::Failed,
@@ -1040,7 +1004,7 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
                 )),
             ),
             Ok(StepEnd::Signalled(sig)) => (
-                "failed",
+                StepStatus::Failed,
                 None,
                 Some((
                     JobStatus::Failed,
@@ -1052,7 +1016,7 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
                 )),
             ),
             Ok(StepEnd::TimedOut) => (
-                "failed",
+                StepStatus::Failed,
                 None,
                 Some((
                     JobStatus::Failed,
@@ -1063,12 +1027,12 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
                 )),
             ),
             Ok(StepEnd::Cancelled) => (
-                "cancelled",
+                StepStatus::Cancelled,
                 None,
                 Some((JobStatus::Cancelled, "cancelled".to_string())),
             ),
             Err(e) => (
-                "failed",
+                StepStatus::Failed,
                 None,
                 Some((
                     JobStatus::Failed,

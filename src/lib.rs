@@ -15,6 +15,7 @@
 //!   fields, `RUST_LOG`, text or JSON lines).
 //! - [`runsview`]: `runs list/show/logs`, merged with a remote's runs.
 //! - [`store`]: `state.db`: runs, jobs, steps, events, cache index.
+//! - [`status`]: `RunStatus`, `JobStatus`, `StepStatus`: one spelling each.
 //! - [`cache`]: cache keys, the content-addressed store, restore.
 //! - [`logs`]: per-job log files; tail and follow.
 //! - [`remote`]: a profile's remote surfaces as sync targets.
@@ -48,6 +49,7 @@ pub mod report;
 pub mod runsview;
 pub mod session;
 pub mod signing;
+pub mod status;
 pub mod store;
 pub mod synccmd;
 pub mod util;

@@ -2,6 +2,7 @@
 //! arrives (see `exec`), and `sparkwing runs logs` to read, tail and follow
 //! them.
 
+use crate::status::RunStatus;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -154,13 +155,13 @@ pub fn print(store: &Store, home: &Path, run: &RunRow, req: &LogRequest) -> Resu
     // Follow: poll the files; stop once the run is over and all is read.
     loop {
         let status = store.find_run(&run.id)?.shown_status().to_string();
-        let over = status != "running";
+        let over = RunStatus::parse(&status) != Some(RunStatus::Running);
         for r in &mut readers {
             r.pump(&mut out, multi, over)?;
         }
         out.flush()?;
         if over {
-            if status == "interrupted" {
+            if status == RunStatus::Interrupted.as_str() {
                 crate::say!(
                     "sparkwing: run {} was interrupted (its process is gone); its log ends here",
                     run.id

@@ -425,7 +425,7 @@ impl Replicator {
         }
         // A run that has ended writes no more events: close them all.
         // A live run (another process) closes its own as they come due.
-        let ended = !matches!(row.shown_status(), "running" | "waiting");
+        let ended = !crate::status::RunStatus::live(row.shown_status());
         let mut total = self.events(store, &row.id, ended)?;
         for job in store.jobs(&row.id)? {
             let len =

@@ -11,6 +11,7 @@
 //! blocking, so async callers go through `tokio::task::spawn_blocking`
 //! (see `exec`), never holding the lock across an `.await`.
 
+use crate::status::{JobStatus, RunStatus, StepStatus};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -67,10 +68,7 @@ impl RunRow {
     /// The status to show: a `running` run whose process on this host is
     /// gone was interrupted (killed, or the machine went down).
     pub fn shown_status(&self) -> &str {
-        if (self.status == "running" || self.status == "waiting")
-            && self.host == hostname()
-            && !pid_alive(self.pid)
-        {
+        if RunStatus::live(&self.status) && self.host == hostname() && !pid_alive(self.pid) {
             "interrupted"
         } else {
             &self.status
@@ -359,7 +357,7 @@ impl Store {
         run: &str,
         job: &str,
         idx: usize,
-        status: &str,
+        status: StepStatus,
         exit_code: Option<i32>,
     ) -> Result<()> {
         let ts = now_ms();
@@ -372,7 +370,7 @@ impl Store {
         })
     }
 
-    pub fn run_finished(&self, run: &str, status: &str, error: Option<&str>) -> Result<()> {
+    pub fn run_finished(&self, run: &str, status: RunStatus, error: Option<&str>) -> Result<()> {
         let ts = now_ms();
         let error = error.map(crate::profile::scrub);
         self.with_tx(|tx| {
@@ -840,8 +838,9 @@ impl Store {
 
 /// How a job ended, for [`Store::job_finished`].
 pub struct JobEnd<'a> {
-    pub status: &'a str,
-    pub rest_status: &'a str,
+    pub status: JobStatus,
+    /// What its steps that never started become.
+    pub rest_status: StepStatus,
     pub cache_key: Option<&'a str>,
     pub cached_from_run: Option<&'a str>,
     pub error: Option<&'a str>,

@@ -130,7 +130,7 @@ pub fn verify(home: &std::path::Path, remote: &Remote, only: Option<&str>) -> Re
             ..RunReport::default()
         };
         let status = row.shown_status().to_string();
-        if matches!(status.as_str(), "running" | "waiting") {
+        if crate::status::RunStatus::live(&status) {
             rr.skipped = Some(format!(
                 "still {status}; its remote copy catches up as it goes"
             ));

@@ -122,15 +122,6 @@ fn sync_word(v: &str) -> String {
     format!("<span class=\"sync sync-{class}\">{}</span>", esc(v))
 }
 
-pub const STATUSES: &[&str] = &[
-    "waiting",
-    "running",
-    "success",
-    "failed",
-    "cancelled",
-    "interrupted",
-];
-
 /// Runs per page of the runs list unless `limit` says otherwise.
 pub const PAGE: usize = 50;
 
@@ -181,7 +172,7 @@ pub fn runs_list(
         let _ = write!(h, "<option value=\"{}\">", esc(p));
     }
     h.push_str("</datalist><label>Status <select name=\"status\"><option value=\"\">any</option>");
-    for st in STATUSES {
+    for st in crate::status::RunStatus::ALL.iter().map(|s| s.as_str()) {
         let sel = if view.status == Some(st) {
             " selected"
         } else {

@@ -300,10 +300,14 @@ impl Listing {
 fn list_query(q: &HashMap<String, String>) -> Result<Listing, String> {
     let status = param(q, "status").map(String::from);
     if let Some(s) = &status {
-        if !html::STATUSES.contains(&s.as_str()) {
+        if crate::status::RunStatus::parse(s).is_none() {
+            let known: Vec<&str> = crate::status::RunStatus::ALL
+                .iter()
+                .map(|s| s.as_str())
+                .collect();
             return Err(format!(
                 "unknown status `{s}`; one of: {}",
-                html::STATUSES.join(", ")
+                known.join(", ")
             ));
         }
     }
@@ -368,9 +372,11 @@ async fn runs_page(State(app): State<App>, Query(q): Query<HashMap<String, Strin
         return html_response(StatusCode::OK, main);
     }
     // Refresh in place while something is in progress.
-    let live = rows
-        .iter()
-        .any(|r| matches!(r["status"].as_str(), Some("running" | "waiting")));
+    let live = rows.iter().any(|r| {
+        r["status"]
+            .as_str()
+            .is_some_and(crate::status::RunStatus::live)
+    });
     let refresh = live.then(|| {
         let mut params = vec!["fragment=1".to_string()];
         params.extend(html::list_params(&view, view.before));
@@ -423,7 +429,9 @@ async fn run_page(
     if q.contains_key("fragment") {
         return html_response(StatusCode::OK, main);
     }
-    let live = matches!(doc["status"].as_str(), Some("running" | "waiting"));
+    let live = doc["status"]
+        .as_str()
+        .is_some_and(crate::status::RunStatus::live);
     let refresh = live.then(|| format!("/runs/{}?fragment=1", html::enc(&id)));
     let title = format!("{} {}", doc["pipeline"].as_str().unwrap_or("run"), id);
     html_response(StatusCode::OK, page(&app, "runs", &title, &main, refresh))
@@ -605,7 +613,7 @@ async fn log_page(
     let main = html::log_page(&LogView {
         run: &id,
         job: &job,
-        status: if matches!(run_status, "interrupted") {
+        status: if run_status == crate::status::RunStatus::Interrupted.as_str() {
             run_status
         } else {
             &status

@@ -423,7 +423,9 @@ pub fn job_state(doc: &Value, job: &str) -> (bool, String) {
         .find(|j| j["name"] == job)
         .and_then(|j| j["status"].as_str())
         .unwrap_or_default();
-    let run_live = matches!(doc["status"].as_str(), Some("running" | "waiting"));
+    let run_live = doc["status"]
+        .as_str()
+        .is_some_and(crate::status::RunStatus::live);
     (
         run_live && matches!(status, "pending" | "running"),
         status.to_string(),

@@ -59,6 +59,7 @@
 //! Not deterministic to the bit: event timestamps and the segment linger
 //! read the wall clock. The schedule of each seed is.
 
+use sparkwing::status::{JobStatus, RunStatus, StepStatus};
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::io::Write as _;
@@ -549,9 +550,9 @@ impl World<'_> {
         let what;
         if open.is_empty() {
             let status = if self.rng.chance(70) {
-                "success"
+                RunStatus::Success
             } else {
-                "failed"
+                RunStatus::Failed
             };
             self.store
                 .run_finished(&id, status, None)
@@ -576,7 +577,11 @@ impl World<'_> {
                     let idx = job.next;
                     job.step_open = false;
                     job.next += 1;
-                    let (status, code) = if ok { ("success", 0) } else { ("failed", 1) };
+                    let (status, code) = if ok {
+                        (StepStatus::Success, 0)
+                    } else {
+                        (StepStatus::Failed, 1)
+                    };
                     self.store
                         .step_finished(&id, name, idx, status, Some(code))
                         .or_fail("step_finished")?;
@@ -593,8 +598,12 @@ impl World<'_> {
                 Phase::Running | Phase::Done => {
                     job.phase = Phase::Done;
                     let end = JobEnd {
-                        status: if ok { "success" } else { "failed" },
-                        rest_status: "skipped",
+                        status: if ok {
+                            JobStatus::Success
+                        } else {
+                            JobStatus::Failed
+                        },
+                        rest_status: StepStatus::Skipped,
                         cache_key: None,
                         cached_from_run: None,
                         error: (!ok).then_some("a step failed"),
@@ -1088,7 +1097,7 @@ impl World<'_> {
         for r in 0..self.runs.len() {
             if self.runs[r].live() {
                 self.store
-                    .run_finished(&self.runs[r].id, "success", None)
+                    .run_finished(&self.runs[r].id, RunStatus::Success, None)
                     .or_fail("run_finished")?;
                 self.runs[r].finished = true;
             }

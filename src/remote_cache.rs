@@ -8,7 +8,8 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
-use sparkwing_sync::target::{blob_key, read_limits};
+use sparkwing_sync::layout;
+use sparkwing_sync::target::read_limits;
 use sparkwing_sync::Target;
 
 use crate::cache::{Cas, Manifest};
@@ -88,7 +89,7 @@ pub async fn fetch(
     signing: Option<&SigningKey>,
 ) -> Result<Option<CacheEntry>> {
     let Some(body) = target
-        .read(&format!("keys/{key}.json"), read_limits::MANIFEST)
+        .read(&layout::manifest(key), read_limits::MANIFEST)
         .await
         .map_err(|e| anyhow!("{}", scrub(&e.message)))?
     else {
@@ -122,7 +123,7 @@ pub async fn fetch(
         // Read no more than the manifest says the blob holds: a larger
         // object is not this blob (a permanent failure to read it is the
         // same verdict as a hash mismatch).
-        let got = target.read(&blob_key(&f.sha256), f.size).await;
+        let got = target.read(&layout::blob(&f.sha256), f.size).await;
         let Some(bytes) = got.map_err(|e| match e.class {
             sparkwing_outbox::ErrorClass::Permanent => anyhow!(
                 "blob {} is corrupt or truncated on the remote: {}",
@@ -185,11 +186,7 @@ mod tests {
         ] {
             let doc = serde_json::json!({"key": key, "job": "j", "pipeline": "p", "run_id": "R", "created_at": 0,
                 "expires_at": null, "manifest": {"version": 1, "files": [{"path": "o", "sha256": sha, "size": 1, "mode": 420}]}});
-            std::fs::write(
-                remote.path().join(format!("keys/{key}.json")),
-                doc.to_string(),
-            )
-            .unwrap();
+            std::fs::write(remote.path().join(layout::manifest(key)), doc.to_string()).unwrap();
             let t = ObjectStoreTarget::filesystem(remote.path());
             let e = fetch(&t, home.path(), key, &["o".into()], None)
                 .await

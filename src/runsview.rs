@@ -8,6 +8,7 @@
 //! are the job's chunks listed in order. A remote that cannot be reached
 //! degrades to the local view with a warning, never an error.
 
+use sparkwing_sync::layout;
 use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 use std::path::Path;
@@ -205,7 +206,11 @@ impl RemoteRuns {
     /// Every run ID on the remote, oldest first.
     pub fn ids(&self) -> Result<Vec<String>> {
         let t = Arc::clone(&self.state);
-        self.block(async move { t.list_children("runs").await.map_err(|e| anyhow!("{e}")) })
+        self.block(async move {
+            t.list_children(layout::RUNS)
+                .await
+                .map_err(|e| anyhow!("{e}"))
+        })
     }
 
     /// The `run.json` of some runs (absent ones are left out), fetched
@@ -226,7 +231,7 @@ impl RemoteRuns {
                     }
                     let (t, id) = (Arc::clone(&t), id.clone());
                     set.spawn(async move {
-                        let key = format!("runs/{id}/run.json");
+                        let key = layout::run_document(&id);
                         (id, t.read(&key, read_limits::RUN_DOCUMENT).await)
                     });
                 }
@@ -264,7 +269,7 @@ impl RemoteRuns {
             .logs
             .clone()
             .ok_or_else(|| anyhow!("the profile keeps logs locally"))?;
-        let prefix = format!("{run}/{job}/");
+        let prefix = layout::log_prefix(run, job);
         let keys = self.block(async {
             t.list(&prefix)
                 .await
@@ -334,19 +339,7 @@ impl LastLines {
 
 /// The seq a log chunk key names (`<run>/<job>/<seq:010>.log`); `None` for
 /// anything else (a remote may hold any name).
-pub fn chunk_seq(key: &str) -> Option<u64> {
-    fixed_seq(key, ".log", 10)
-}
-
-/// The number a layout key's last segment names: exactly `width` digits
-/// then `suffix`; `None` for anything else.
-pub fn fixed_seq(key: &str, suffix: &str, width: usize) -> Option<u64> {
-    let digits = key.rsplit('/').next()?.strip_suffix(suffix)?;
-    if digits.len() != width || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
-}
+use sparkwing_sync::layout::chunk_seq;
 
 /// Most chunks a remote log is taken to have, 64 GiB of log (10 digits of seq allow more,
 /// but a hostile key must not make a reader allocate for them).

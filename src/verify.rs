@@ -22,7 +22,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
-use sparkwing_sync::target::{blob_key, read_limits, sha256_hex};
+use sparkwing_sync::layout;
+use sparkwing_sync::target::{read_limits, sha256_hex};
 use sparkwing_sync::Target;
 
 use crate::cache::Manifest;
@@ -165,7 +166,7 @@ pub fn verify(home: &std::path::Path, remote: &Remote, only: Option<&str>) -> Re
 
 /// The seq a segment key names (`runs/<run>/events/<seq:020>.ndjson`).
 fn segment_seq(key: &str) -> Option<i64> {
-    crate::runsview::fixed_seq(key, ".ndjson", 20).and_then(|s| i64::try_from(s).ok())
+    layout::segment_seq(key).and_then(|s| i64::try_from(s).ok())
 }
 
 async fn check_state(
@@ -176,7 +177,7 @@ async fn check_state(
 ) -> Result<()> {
     let run = &row.id;
     let local = store.events_after(run, 0)?;
-    let prefix = format!("runs/{run}/events/");
+    let prefix = layout::events_prefix(run);
     // A listing the remote refuses (a hostile object name, an outage) is
     // this run's problem, not the end of the whole report.
     let keys = match t.list(&prefix).await {
@@ -276,7 +277,7 @@ async fn check_state(
         ));
     }
     // The run document.
-    let key = format!("runs/{run}/run.json");
+    let key = layout::run_document(run);
     let doc: Value = match read(t, &key, read_limits::RUN_DOCUMENT).await {
         Ok(Some(b)) => match serde_json::from_slice(&b) {
             Ok(v) => v,
@@ -372,7 +373,7 @@ async fn check_logs(
         };
         let mut present: BTreeMap<i64, String> = BTreeMap::new();
         for k in keys {
-            match crate::runsview::chunk_seq(&k) {
+            match layout::chunk_seq(&k) {
                 Some(s) => {
                     present.insert(s as i64, k);
                 }
@@ -448,7 +449,7 @@ async fn check_cache(
     notes: &mut Vec<String>,
 ) -> Result<()> {
     for entry in store.cache_entries_of_run(&row.id)? {
-        let key = format!("keys/{}.json", entry.key);
+        let key = layout::manifest(&entry.key);
         let short = crate::util::clip(&entry.key, 12);
         let local: Manifest = serde_json::from_str(&entry.manifest)
             .with_context(|| format!("reading the local manifest of cache key {short}"))?;
@@ -497,7 +498,7 @@ async fn check_cache(
             let short_blob = crate::util::clip(&f.sha256, 12);
             // Up to 1 MiB more than expected is read and hashed, so a replaced
             // blob is reported by its hash; anything larger by its size.
-            match read(t, &blob_key(&f.sha256), f.size.saturating_add(1 << 20)).await {
+            match read(t, &layout::blob(&f.sha256), f.size.saturating_add(1 << 20)).await {
                 Ok(Some(b)) => {
                     let got = sha256_hex(&b);
                     if got != f.sha256 {

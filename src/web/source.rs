@@ -307,7 +307,7 @@ impl Source {
         }
         self.logs
             .clone()
-            .map(|t| LogLoc::Chunks(t, format!("{run}/{job}/")))
+            .map(|t| LogLoc::Chunks(t, sparkwing_sync::layout::log_prefix(run, job)))
     }
 
     /// The chunks of a remote log (`prefix` is `<run>/<job>/`), in order,
@@ -377,7 +377,11 @@ impl Source {
         }
         let t = self.artifacts.clone()?;
         let body = self
-            .read_object(&t, &format!("keys/{key}.json"), read_limits::MANIFEST)
+            .read_object(
+                &t,
+                &sparkwing_sync::layout::manifest(key),
+                read_limits::MANIFEST,
+            )
             .ok()??;
         // Another runner's document: shown only as far as it parses.
         let e = crate::remote_cache::parse_entry(key, &body).ok()?;

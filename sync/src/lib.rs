@@ -8,6 +8,7 @@
 //! # Layout
 //! - [`target`]: the [`Target`] contract, [`Op`] (what an outbox entry asks
 //!   for), [`TargetError`] and the remote object layout.
+//! - [`layout`]: the remote object layout's keys, spelled once.
 //! - [`object`]: [`ObjectStoreTarget`] over any `Arc<dyn ObjectStore>`, and
 //!   the `filesystem` surface built on it.
 //! - [`redact`]: masks URL credentials, query strings and secret pairs in
@@ -25,6 +26,7 @@ pub mod actor;
 pub mod conformance;
 #[cfg(any(test, feature = "test-hooks"))]
 pub mod fault;
+pub mod layout;
 pub mod none;
 pub mod object;
 pub mod observe;

@@ -1,5 +1,6 @@
 //! The contract between the replay actor and a remote.
 
+use crate::layout;
 use std::fmt;
 use std::time::Duration;
 
@@ -37,13 +38,11 @@ impl Op {
     /// layouts"), relative to the surface's prefix.
     pub fn key(&self) -> String {
         match self {
-            Op::StateEvents { run, first_seq, .. } => {
-                format!("runs/{run}/events/{first_seq:020}.ndjson")
-            }
-            Op::RunSummary { run, .. } => format!("runs/{run}/run.json"),
-            Op::LogChunk { run, job, seq, .. } => format!("{run}/{job}/{seq:010}.log"),
-            Op::CacheBlob { sha256, .. } => blob_key(sha256),
-            Op::CacheManifest { key, .. } => format!("keys/{key}.json"),
+            Op::StateEvents { run, first_seq, .. } => layout::event_segment(run, *first_seq),
+            Op::RunSummary { run, .. } => layout::run_document(run),
+            Op::LogChunk { run, job, seq, .. } => layout::log_chunk(run, job, *seq),
+            Op::CacheBlob { sha256, .. } => layout::blob(sha256),
+            Op::CacheManifest { key, .. } => layout::manifest(key),
         }
     }
 
@@ -71,7 +70,7 @@ impl Op {
 
 /// `cas/<sha[..2]>/<sha>`.
 pub fn blob_key(sha256: &str) -> String {
-    format!("cas/{}/{sha256}", &sha256[..2.min(sha256.len())])
+    layout::blob(sha256)
 }
 
 /// What a successful apply did.

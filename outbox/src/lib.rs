@@ -76,63 +76,84 @@ static CLAIMS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(
 /// How long a claim holds its streams unless renewed.
 pub const LEASE: Duration = Duration::from_secs(120);
 
-/// An outbox failure, with what was being done.
+/// An outbox failure by meaning, each with what was being done.
 #[derive(Debug)]
-pub struct OutboxError {
-    what: String,
-    source: Box<dyn std::error::Error + Send + Sync>,
+#[non_exhaustive]
+pub enum OutboxError {
+    /// One of the outbox's own files failed in a way its owner can act on:
+    /// a full disk, a damaged database, a missing permission, a lock held
+    /// too long. The fault names the file and the fix.
+    Storage { what: String, fault: StorageFault },
+    /// SQLite refused for another reason (a constraint, a bug).
+    Sqlite {
+        what: String,
+        source: rusqlite::Error,
+    },
+    /// A migration of `outbox.db` failed.
+    Migration {
+        what: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl fmt::Display for OutboxError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.what, self.source)
+        match self {
+            OutboxError::Storage { what, fault } => write!(f, "{what}: {fault}"),
+            OutboxError::Sqlite { what, source } => write!(f, "{what}: {source}"),
+            OutboxError::Migration { what, source } => write!(f, "{what}: {source}"),
+        }
     }
 }
 
 impl std::error::Error for OutboxError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(self.source.as_ref())
+        match self {
+            OutboxError::Storage { fault, .. } => Some(fault),
+            OutboxError::Sqlite { source, .. } => Some(source),
+            OutboxError::Migration { source, .. } => Some(source.as_ref()),
+        }
     }
 }
 
 pub type Result<T> = std::result::Result<T, OutboxError>;
 
-fn ctx<E: std::error::Error + Send + Sync + 'static>(
-    what: &str,
-) -> impl FnOnce(E) -> OutboxError + '_ {
-    move |e| OutboxError {
-        what: what.to_string(),
-        source: Box::new(e),
-    }
-}
-
 /// A failed SQLite call on the outbox at `path`: a storage problem (full
 /// disk, damage, permissions) becomes a [`StorageFault`] naming the file and
 /// the fix; anything else is kept as it is.
 fn sql_ctx<'a>(path: &'a Path, what: &'a str) -> impl FnOnce(rusqlite::Error) -> OutboxError + 'a {
-    move |e| OutboxError {
-        what: what.to_string(),
-        source: match StorageFault::from_sqlite(path, &e) {
-            Some(f) => Box::new(f),
-            None => Box::new(e),
+    move |e| match StorageFault::from_sqlite(path, &e) {
+        Some(fault) => OutboxError::Storage {
+            what: what.to_string(),
+            fault,
+        },
+        None => OutboxError::Sqlite {
+            what: what.to_string(),
+            source: e,
         },
     }
 }
 
 /// A failed file operation on the outbox's own files.
 fn io_ctx<'a>(path: &'a Path, what: &'a str) -> impl FnOnce(std::io::Error) -> OutboxError + 'a {
-    move |e| OutboxError {
+    move |e| OutboxError::Storage {
         what: what.to_string(),
-        source: Box::new(StorageFault::from_io(path, &e)),
+        fault: StorageFault::from_io(path, &e),
     }
 }
 
 impl OutboxError {
+    /// The storage fault behind it, if it is one.
+    pub fn fault(&self) -> Option<&StorageFault> {
+        match self {
+            OutboxError::Storage { fault, .. } => Some(fault),
+            _ => None,
+        }
+    }
+
     /// Whether the database file is damaged (not a busy or full one).
     pub fn is_damaged(&self) -> bool {
-        self.source
-            .downcast_ref::<StorageFault>()
-            .is_some_and(|f| f.problem == Problem::Damaged)
+        self.fault().is_some_and(|f| f.problem == Problem::Damaged)
     }
 }
 
@@ -403,7 +424,12 @@ fn prepare(conn: &mut Connection, path: &Path) -> Result<()> {
         Err(sparkwing_schema::SchemaError::Sql { source, .. }) => {
             return Err(sql("migrating outbox.db")(source))
         }
-        Err(e) => return Err(ctx("migrating outbox.db")(e)),
+        Err(e) => {
+            return Err(OutboxError::Migration {
+                what: "migrating outbox.db".into(),
+                source: Box::new(e),
+            })
+        }
     }
     // Damage past the header shows only when its pages are read: check
     // them now (the outbox is small: payloads above INLINE_LIMIT are
@@ -412,9 +438,9 @@ fn prepare(conn: &mut Connection, path: &Path) -> Result<()> {
         .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
         .map_err(sql("checking outbox.db"))?;
     if check != "ok" {
-        return Err(OutboxError {
+        return Err(OutboxError::Storage {
             what: "checking outbox.db".into(),
-            source: Box::new(StorageFault::new(Problem::Damaged, path, check)),
+            fault: StorageFault::new(Problem::Damaged, path, check),
         });
     }
     Ok(())
@@ -455,10 +481,9 @@ impl Outbox {
             .map_err(io_ctx(&lock_path, "opening outbox.lock"))?;
         // SAFETY: flock on a descriptor this function owns.
         if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) } != 0 {
-            return Err(OutboxError {
-                what: "locking outbox.lock".into(),
-                source: Box::new(std::io::Error::last_os_error()),
-            });
+            return Err(io_ctx(&lock_path, "locking outbox.lock")(
+                std::io::Error::last_os_error(),
+            ));
         }
         if !path.exists() {
             remove_companions(&path)?;
@@ -493,9 +518,11 @@ impl Outbox {
                 drop(conn);
                 conn = connect(&path)?;
                 prepare(&mut conn, &path)?;
-                let reason = match e.source.downcast_ref::<StorageFault>() {
+                let reason = match e.fault() {
                     Some(f) => f.detail.clone(),
-                    None => e.source.to_string(),
+                    None => std::error::Error::source(&e)
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| e.to_string()),
                 };
                 Some(SetAside {
                     path: aside,
@@ -1074,7 +1101,7 @@ impl Outbox {
     /// Statistics for every target that has entries or a record, or only `only`.
     pub fn stats(&self, only: Option<&[String]>) -> Result<Vec<TargetStats>> {
         let conn = self.lock();
-        let q = |e| ctx::<rusqlite::Error>("reading outbox statistics")(e);
+        let q = |e| self.ctx("reading outbox statistics")(e);
         let mut names: Vec<String> = conn
             .prepare("SELECT target FROM entries UNION SELECT target FROM targets ORDER BY 1")
             .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())

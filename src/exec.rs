@@ -106,7 +106,7 @@ async fn replicate(
     let r = tokio::task::spawn_blocking(move || f(&repl, &store)).await;
     match r {
         Ok(r) => sync_warn(r),
-        Err(e) => sync_warn::<usize>(Err(anyhow!("{e}"))),
+        Err(e) => sync_warn::<usize>(Err(anyhow::Error::new(e))),
     }
 }
 

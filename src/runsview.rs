@@ -209,7 +209,7 @@ impl RemoteRuns {
         self.block(async move {
             t.list_children(layout::RUNS)
                 .await
-                .map_err(|e| anyhow!("{e}"))
+                .map_err(anyhow::Error::new)
         })
     }
 
@@ -236,7 +236,7 @@ impl RemoteRuns {
                     });
                 }
                 while let Some(j) = set.join_next().await {
-                    let (id, r) = j.map_err(|e| anyhow!("{e}"))?;
+                    let (id, r) = j.map_err(anyhow::Error::new)?;
                     let doc = match r {
                         Ok(None) => continue,
                         Ok(Some(body)) => remote_doc::parse_run(&id, &body)

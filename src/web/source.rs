@@ -323,7 +323,7 @@ impl Source {
             });
         let (t, prefix) = (Arc::clone(t), prefix.to_string());
         block(async move {
-            let keys = t.list(&prefix).await.map_err(|e| anyhow!("{e}"))?;
+            let keys = t.list(&prefix).await.map_err(anyhow::Error::new)?;
             Ok(runsview::order_chunks(keys, expected))
         })
     }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use object_store::ObjectStoreExt;
-use sparkwing::store::{JobEnd, NewRun, RunRow, RunTargets, Store};
+use sparkwing::local::store::{JobEnd, NewRun, RunRow, RunTargets, Store};
 
 const WEB: &str = env!("CARGO_BIN_EXE_sparkwing-web");
 

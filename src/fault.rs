@@ -97,7 +97,7 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
 
 /// `e` as a [`RunAborted`] error for `run`, after recording the run as
 /// failed with `e` as the reason (best effort: saying so when that fails).
-pub fn abort_run(store: &crate::store::Store, run: &str, e: anyhow::Error) -> anyhow::Error {
+pub fn abort_run(store: &crate::local::store::Store, run: &str, e: anyhow::Error) -> anyhow::Error {
     let reason = crate::profile::scrub(&format!("{e:#}"));
     let recorded = store.run_failed(run, &reason).map_err(|r| {
         let why = format!("{r:#}");

@@ -2,57 +2,42 @@
 //! executor, the local store facade, the job cache and logs.
 //!
 //! # Layout
-//! - [`cli`]: flags, dispatch and exit codes (the binary is `cli::main`).
+//! By concern; `cmd` uses every other module and nothing uses `cmd`.
+//! - [`cmd`]: the commands: `cli` (flags, dispatch, exit codes; the binary
+//!   is `cmd::cli::main`), `sync` (`sparkwing sync` status, daemon, flush,
+//!   retry), `dashboard` (`sparkwing dashboard start/status/stop`).
+//! - [`run`]: running a pipeline here: `pipeline` (the pipeline file:
+//!   discovery, parsing, validation), `exec` (the job DAG: processes,
+//!   timeouts, signals; a job as phases), `cache` (keys, the
+//!   content-addressed store, restore, the per-key host hold), `logs`
+//!   (per-job log files, tail, follow), `gate` (the host-local cap on
+//!   concurrent runs).
+//! - [`local`]: `store`, `state.db`: runs, jobs, steps, events, cache index.
+//! - [`remote`]: the profile's remote: `targets` (surfaces as sync targets),
+//!   `replicate` (state.db into outbox entries; crash recovery), `session`
+//!   (outbox, actor and replicator wired once), `cache` (cross-runner cache
+//!   reads, verified), `doc` (remote run documents parsed into types),
+//!   `runs` (`runs list/show/logs` merged with the remote), `verify` (`sync
+//!   verify`), `signing` (HMAC-SHA256 manifests).
+//! - [`web`]: the dashboard (routes, pages, log streaming) and its sources.
+//! - [`profile`]: profile files, selection, validation, redaction.
+//! - [`status`]: `RunStatus`, `JobStatus`, `StepStatus`: one spelling each.
 //! - [`fault`]: exit codes by meaning; which errors mean "sparkwing itself
 //!   could not work".
-//! - [`pipeline`]: `.sparkwing/sparkwing.yaml`: discovery, parsing, validation.
-//! - [`profile`]: profile files, selection, validation, redaction.
-//! - [`exec`]: runs a pipeline's job DAG: processes, timeouts, signals.
-//! - [`gate`]: the host-local cap on concurrent runs (flock slots).
-//! - [`synccmd`]: `sparkwing sync` status, daemon, flush, retry.
-//! - [`session`]: `SyncSession`: outbox, actor and replicator, wired once.
-//! - [`logging`]: the long-running processes' logs (`tracing`: levels,
-//!   fields, `RUST_LOG`, text or JSON lines).
-//! - [`runsview`]: `runs list/show/logs`, merged with a remote's runs.
-//! - [`store`]: `state.db`: runs, jobs, steps, events, cache index.
-//! - [`status`]: `RunStatus`, `JobStatus`, `StepStatus`: one spelling each.
-//! - [`cache`]: cache keys, the content-addressed store, restore.
-//! - [`logs`]: per-job log files; tail and follow.
-//! - [`remote`]: a profile's remote surfaces as sync targets.
-//! - [`remote_doc`]: remote run documents parsed into types and bounded.
-//! - [`remote_cache`]: cross-runner cache reads from the remote, verified.
-//! - [`signing`]: HMAC-SHA256 signatures on cache manifests (optional).
-//! - [`replicate`]: event segments and log chunks recorded in `state.db`,
-//!   turned into outbox entries; crash recovery (reconcile).
-//! - [`verify`]: `sparkwing sync verify`, the remote compared with this machine.
+//! - [`logging`]: the long-running processes' logs (`tracing`).
 //! - [`report`]: the JSON documents of runs (CLI output and remote summaries).
-//! - [`yaml`]: YAML helpers with file:line:column errors.
-//! - [`util`]: run IDs, clocks, durations.
-//! - [`web`]: the dashboard (routes, pages, log streaming) and its sources.
-//! - [`dashboard`]: `sparkwing dashboard start/status/stop` (the background server).
+//! - [`yaml`]: YAML helpers with file:line:column errors and input limits.
+//! - [`util`]: run IDs, clocks, durations, byte counts, the runtime.
 
-pub mod cache;
-pub mod cli;
-pub mod dashboard;
-pub mod exec;
+pub mod cmd;
 pub mod fault;
-pub mod gate;
+pub mod local;
 pub mod logging;
-pub mod logs;
-pub mod pipeline;
 pub mod profile;
 pub mod remote;
-pub mod remote_cache;
-pub mod remote_doc;
-pub mod replicate;
 pub mod report;
-pub mod runsview;
-pub mod session;
-pub mod signing;
+pub mod run;
 pub mod status;
-pub mod store;
-pub mod synccmd;
 pub mod util;
-pub mod verify;
 pub mod web;
 pub mod yaml;

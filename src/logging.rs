@@ -186,12 +186,12 @@ mod tests {
         let (t, p) = filter(Some("warn,sparkwing_sync=debug"), LevelFilter::INFO);
         assert!(p.is_none());
         assert!(t.would_enable("sparkwing_sync::actor", &Level::DEBUG));
-        assert!(!t.would_enable("sparkwing::synccmd", &Level::INFO));
+        assert!(!t.would_enable("sparkwing::cmd::sync", &Level::INFO));
         assert!(t.would_enable("hyper", &Level::WARN));
         let (t, p) = filter(Some("sparkwing=loud"), LevelFilter::INFO);
         assert!(p.is_some_and(|p| p.contains("RUST_LOG=\"sparkwing=loud\" is not understood")));
         assert!(
-            t.would_enable("sparkwing::synccmd", &Level::INFO),
+            t.would_enable("sparkwing::cmd::sync", &Level::INFO),
             "the default applies"
         );
     }

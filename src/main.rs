@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    sparkwing::cli::main()
+    sparkwing::cmd::cli::main()
 }

@@ -624,7 +624,7 @@ impl Resolved {
                 }
             }
             if let Some(src) = &s.signing_key_source {
-                crate::signing::SigningKey::from_source(src, &format!("{at}: {role}"))?;
+                crate::remote::signing::SigningKey::from_source(src, &format!("{at}: {role}"))?;
             }
         }
         for (role, s) in surfaces(&self.def) {

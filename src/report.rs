@@ -6,8 +6,8 @@ use std::path::Path;
 use anyhow::Result;
 use serde_json::{json, Value};
 
-use crate::logs;
-use crate::store::{RunRow, Store};
+use crate::local::store::{RunRow, Store};
+use crate::run::logs;
 use crate::util::{now_ms, rfc3339_ms};
 
 /// Milliseconds between two times; to now while still open.

@@ -326,7 +326,7 @@ pub fn sanitize(s: &str) -> String {
 fn escape_controls(s: &str, keep: &[char]) -> String {
     s.chars()
         .flat_map(|c| {
-            if crate::remote_doc::is_deceptive(c) && !keep.contains(&c) {
+            if crate::remote::doc::is_deceptive(c) && !keep.contains(&c) {
                 c.escape_unicode().collect::<Vec<_>>()
             } else {
                 vec![c]
@@ -344,7 +344,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let tmp = tempfile::tempdir().unwrap();
         let home = tmp.path().join("home");
-        let store = crate::store::Store::open(&home).unwrap();
+        let store = crate::local::store::Store::open(&home).unwrap();
         drop(store);
         write_atomic(&home.join("dashboard.json"), b"{}").unwrap();
         let mode = |p: &str| {

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sparkwing::replicate::{decode_events, encode_event};
+use sparkwing::remote::replicate::{decode_events, encode_event};
 use sparkwing_sync::Op;
 
 fuzz_target!(|input: (u8, String, i64, Vec<u8>)| {
@@ -24,5 +24,5 @@ fuzz_target!(|input: (u8, String, i64, Vec<u8>)| {
             assert_eq!((a.seq, &a.kind, &a.job, &a.data), (b.seq, &b.kind, &b.job, &b.data));
         }
     }
-    let _ = serde_json::from_slice::<sparkwing::cache::Manifest>(&body);
+    let _ = serde_json::from_slice::<sparkwing::run::cache::Manifest>(&body);
 });

@@ -6,7 +6,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
-    if let Ok(file) = sparkwing::pipeline::parse_project(std::path::Path::new("fuzz.yaml"), text) {
+    if let Ok(file) = sparkwing::run::pipeline::parse_project(std::path::Path::new("fuzz.yaml"), text) {
         for p in &file.pipelines {
             for job in p.jobs.values() {
                 assert!(job.needs.iter().all(|n| p.jobs.contains_key(n)));

@@ -26,7 +26,7 @@ struct Args {
     #[arg(long, value_name = "SPEC")]
     artifacts_spec: Option<String>,
     /// Address to listen on (IP:PORT; port 0 picks a free one).
-    #[arg(long, value_name = "ADDR", default_value = sparkwing::dashboard::DEFAULT_ADDR)]
+    #[arg(long, value_name = "ADDR", default_value = sparkwing::cmd::dashboard::DEFAULT_ADDR)]
     addr: String,
     /// More detail in the logs (-v debug, -vv trace); RUST_LOG overrides.
     #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
@@ -44,7 +44,7 @@ fn run(args: Args) -> Result<()> {
         sparkwing::logging::level(true, args.verbose, args.quiet),
         args.log_format,
     );
-    let addr = sparkwing::dashboard::parse_addr(&args.addr)?;
+    let addr = sparkwing::cmd::dashboard::parse_addr(&args.addr)?;
     let limits = sparkwing::web::Limits::from_env()?;
     let rt = sparkwing::util::runtime()?;
     rt.block_on(async move {

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 use super::ansi::escape as esc;
-use crate::runsview::ListQuery;
+use crate::remote::runs::ListQuery;
 
 /// Percent-encodes a path segment or query value.
 pub fn enc(s: &str) -> String {

@@ -41,7 +41,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
 
-use crate::runsview::ListQuery;
+use crate::remote::runs::ListQuery;
 use html::{LogView, Page};
 use source::{LogLoc, Source};
 

@@ -14,12 +14,12 @@ use serde_json::{json, Value};
 use sparkwing_sync::target::read_limits;
 use sparkwing_sync::Target;
 
-use crate::logs;
-use crate::pipeline::Project;
+use crate::local::store::Store;
 use crate::profile::{Surface, SurfaceType};
+use crate::remote::runs::{self, ListQuery, RemoteRuns};
 use crate::report::{self, run_json};
-use crate::runsview::{self, ListQuery, RemoteRuns};
-use crate::store::Store;
+use crate::run::logs;
+use crate::run::pipeline::Project;
 
 /// How long a start-up reachability check of a spec may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -248,7 +248,7 @@ impl Source {
     /// be read.
     pub fn list(&self, q: &ListQuery) -> Result<(Vec<Value>, Option<String>)> {
         match (&self.remote, &self.store) {
-            (Some(remote), store) => runsview::merged_list(store.as_deref(), remote, q),
+            (Some(remote), store) => runs::merged_list(store.as_deref(), remote, q),
             (None, Some(store)) => {
                 let rows = store.list_runs_before(q.pipeline, q.status, q.before, q.limit)?;
                 Ok((
@@ -296,7 +296,7 @@ impl Source {
     pub fn log_loc(&self, run: &str, job: &str) -> Option<LogLoc> {
         // Both come from the URL (and may come from a remote document):
         // only names that can be a run and a job ever become a path or key.
-        if !crate::remote_doc::is_run_id(run) || !crate::pipeline::valid_name(job) {
+        if !crate::remote::doc::is_run_id(run) || !crate::run::pipeline::valid_name(job) {
             return None;
         }
         if let Some(home) = &self.home {
@@ -312,19 +312,19 @@ impl Source {
 
     /// The chunks of a remote log (`prefix` is `<run>/<job>/`), in order,
     /// one slot per chunk: `None` where one is missing, counting what the
-    /// run document promises (see [`runsview::order_chunks`]).
+    /// run document promises (see [`runs::order_chunks`]).
     pub fn chunk_keys(&self, t: &Arc<dyn Target>, prefix: &str) -> Result<Vec<Option<String>>> {
         let expected = prefix
             .trim_end_matches('/')
             .split_once('/')
             .and_then(|(run, job)| {
                 let doc = self.run(run).ok()?;
-                runsview::expected_chunks(&doc, job)
+                runs::expected_chunks(&doc, job)
             });
         let (t, prefix) = (Arc::clone(t), prefix.to_string());
         block(async move {
             let keys = t.list(&prefix).await.map_err(anyhow::Error::new)?;
-            Ok(runsview::order_chunks(keys, expected))
+            Ok(runs::order_chunks(keys, expected))
         })
     }
 
@@ -341,7 +341,7 @@ impl Source {
             Some(k) => self.read_object(t, k, read_limits::LOG_CHUNK)?,
             None => None,
         };
-        Ok(got.unwrap_or_else(|| Bytes::from(runsview::missing_marker(i, total))))
+        Ok(got.unwrap_or_else(|| Bytes::from(runs::missing_marker(i, total))))
     }
 
     /// One remote object of at most `max` bytes.
@@ -384,7 +384,7 @@ impl Source {
             )
             .ok()??;
         // Another runner's document: shown only as far as it parses.
-        let e = crate::remote_cache::parse_entry(key, &body).ok()?;
+        let e = crate::remote::cache::parse_entry(key, &body).ok()?;
         Some(json!({
             "key": e.key, "run_id": e.run_id, "job": e.job, "manifest": e.manifest,
             "from": crate::profile::scrub(t.id()),
@@ -399,8 +399,13 @@ impl Source {
         if !home.join("outbox.db").exists() {
             return Ok(Some(Vec::new()));
         }
-        let stats = crate::replicate::open_outbox(home)?.stats(ids.as_deref())?;
-        Ok(Some(stats.iter().map(crate::session::stats_json).collect()))
+        let stats = crate::remote::replicate::open_outbox(home)?.stats(ids.as_deref())?;
+        Ok(Some(
+            stats
+                .iter()
+                .map(crate::remote::session::stats_json)
+                .collect(),
+        ))
     }
 
     /// The project's pipelines (dashboard start in a project).
@@ -487,7 +492,7 @@ async fn open_target(flag: &str, spec: &Spec) -> Result<Arc<dyn Target>> {
             }
             Arc::new(sparkwing_sync::ObjectStoreTarget::filesystem(p.clone()))
         }
-        Spec::Object(s) => crate::remote::target_for(flag, s)?
+        Spec::Object(s) => crate::remote::targets::target_for(flag, s)?
             .ok_or_else(|| anyhow!("{flag}: not an object store"))?,
         Spec::Sqlite(_) => bail!("{flag}: a SQLite database holds run state only"),
     };

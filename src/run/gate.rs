@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::store::Store;
+use crate::local::store::Store;
 use crate::util::{human_duration, pid_alive};
 
 /// A held run slot; dropping it (or the process dying) frees it.

@@ -22,13 +22,13 @@ use indexmap::IndexMap;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 
-use crate::cache::{self, Cas, Manifest};
-use crate::pipeline::{Job, Pipeline, Project};
+use crate::local::store::{CacheEntry, JobEnd, NewRun, RunRow, Store};
+use crate::remote::replicate::Replicator;
 use crate::remote::Remote;
-use crate::replicate::Replicator;
+use crate::run::cache::{self, Cas, Manifest};
+use crate::run::pipeline::{Job, Pipeline, Project};
 pub use crate::status::JobStatus;
 use crate::status::{RunStatus, StepStatus};
-use crate::store::{CacheEntry, JobEnd, NewRun, RunRow, Store};
 use crate::util::{self, human_duration, now_ms};
 use sparkwing_schema::StorageFault;
 use sparkwing_sync::{SyncActor, SyncConfig};
@@ -75,7 +75,7 @@ struct Ctx {
     repl: Option<Arc<Replicator>>,
     /// The cache target, read on a local miss (Mode 2+).
     remote_cache: Option<Arc<dyn sparkwing_sync::Target>>,
-    signing: Option<Arc<crate::signing::SigningKey>>,
+    signing: Option<Arc<crate::remote::signing::SigningKey>>,
 }
 
 /// Runs a `state.db` call off the executor; when the run replicates, the
@@ -191,7 +191,7 @@ fn run_recorded(
 ) -> Result<i32> {
     let run_id = run_id.to_string();
     // Wait for a slot of the host-local gate (kernel-held: a crash frees it).
-    let slot = crate::gate::acquire(&opts.home, store, &run_id, opts.max_runs)?;
+    let slot = crate::run::gate::acquire(&opts.home, store, &run_id, opts.max_runs)?;
     store.admit_run(&run_id, slot.index)?;
     // Mode 2+: open the outbox, the actor that drains it, and the replicator
     // that feeds it. Earlier runs' leftovers (a crash) are queued first.
@@ -201,7 +201,7 @@ fn run_recorded(
         // The outbox is derived: a run never fails because it cannot be
         // opened. The run's targets are recorded in state.db, so the next
         // run, daemon or flush queues what this one wrote.
-        match crate::replicate::open_outbox(&opts.home) {
+        match crate::remote::replicate::open_outbox(&opts.home) {
             Ok(o) => Some(Arc::new(o)),
             Err(e) => {
                 crate::say!(
@@ -213,7 +213,7 @@ fn run_recorded(
         }
     };
     let sync = outbox.map(|outbox| {
-        let session = crate::session::SyncSession::over(
+        let session = crate::remote::session::SyncSession::over(
             outbox,
             &opts.home,
             &opts.remote,
@@ -269,7 +269,8 @@ fn run_recorded(
         let segmenter = ctx.repl.is_some().then(|| {
             let ctx = Arc::clone(&ctx);
             tokio::spawn(async move {
-                let every = Duration::from_millis(crate::replicate::SEGMENT_LINGER_MS as u64);
+                let every =
+                    Duration::from_millis(crate::remote::replicate::SEGMENT_LINGER_MS as u64);
                 let mut tick = tokio::time::interval(every);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
@@ -740,7 +741,7 @@ async fn cache_hit(
     // A local miss may be another runner's hit.
     if let (None, Some(target)) = (&found, &ctx.remote_cache) {
         let signing = ctx.signing.as_deref();
-        match crate::remote_cache::fetch(target.as_ref(), &ctx.home, k, &outputs, signing).await {
+        match crate::remote::cache::fetch(target.as_ref(), &ctx.home, k, &outputs, signing).await {
             Ok(Some(entry)) => {
                 let e2 = entry.clone();
                 db(ctx, move |s| s.cache_import(&e2)).await?;
@@ -781,7 +782,7 @@ async fn store_outputs(
     ctx: &Arc<Ctx>,
     name: &str,
     k: &str,
-    spec: &crate::pipeline::CacheSpec,
+    spec: &crate::run::pipeline::CacheSpec,
 ) -> Result<std::result::Result<usize, String>> {
     let (dir, cas_home, outputs) = (
         ctx.project_dir.clone(),
@@ -1233,7 +1234,7 @@ async fn finish_sync(actor: &SyncActor, timeout: Duration, signalled: &tokio::sy
     let line = match (drained, actor.pending().await) {
         (Ok(_), Ok((0, _))) => format!("sparkwing: synced to {}", actor.target_ids().join(", ")),
         (_, Ok((n, bytes))) => {
-            let why = crate::session::blocking_reason(actor).await;
+            let why = crate::remote::session::blocking_reason(actor).await;
             format!(
                 "sparkwing: {n} write(s) ({}) not yet delivered to {}{why}; they are safe in {} and go out with the next run, `sparkwing sync daemon` or `sparkwing sync flush`",
                 crate::util::human_bytes(bytes),

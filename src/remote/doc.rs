@@ -10,7 +10,7 @@
 //! lists beside the others; nothing here panics on any input (the fuzz
 //! target `remote_run_doc` checks).
 //!
-//! Cache manifests are parsed the same way by [`crate::remote_cache`].
+//! Cache manifests are parsed the same way by [`crate::remote::cache`].
 
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
@@ -108,14 +108,14 @@ pub fn is_deceptive(c: char) -> bool {
 }
 
 /// A pipeline or job name, by the rules a pipeline file's names follow
-/// ([`crate::pipeline::valid_name`]): such names become paths and keys.
+/// ([`crate::run::pipeline::valid_name`]): such names become paths and keys.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct PlainName(pub String);
 
 impl<'de> Deserialize<'de> for PlainName {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        checked(d, |s| match crate::pipeline::valid_name(s) {
+        checked(d, |s| match crate::run::pipeline::valid_name(s) {
             true => Ok(()),
             false => Err(format!(
                 "{:?} is not a pipeline or job name (letters, digits, -, _ and ., up to 100)",
@@ -141,7 +141,7 @@ impl<'de> Deserialize<'de> for RunId {
     }
 }
 
-/// A remote run document, as [`crate::replicate::remote_document`] writes it.
+/// A remote run document, as [`crate::remote::replicate::remote_document`] writes it.
 /// Fields sparkwing has always written are required; later additions are
 /// optional so older runners' documents still read.
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -14,8 +14,8 @@ use sparkwing_sync::{SyncActor, SyncConfig};
 
 use crate::util::{human_duration, now_ms, rfc3339_ms};
 
+use crate::remote::replicate::Replicator;
 use crate::remote::Remote;
-use crate::replicate::Replicator;
 
 pub struct SyncSession {
     pub actor: Arc<SyncActor>,
@@ -26,7 +26,7 @@ impl SyncSession {
     /// Opens `home`'s outbox (a damaged one is set aside, with a warning)
     /// and wires the session for `remote`'s targets.
     pub fn open(home: &Path, remote: &Remote, cfg: SyncConfig) -> Result<SyncSession> {
-        let outbox = Arc::new(crate::replicate::open_outbox(home)?);
+        let outbox = Arc::new(crate::remote::replicate::open_outbox(home)?);
         Ok(SyncSession::over(outbox, home, remote, cfg))
     }
 

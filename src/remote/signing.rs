@@ -2,7 +2,7 @@
 //!
 //! Without signing, anyone who can write the cache bucket chooses what every
 //! runner restores into its outputs (within the checks of
-//! [`crate::cache::check_manifest`]). With a key, a runner signs each
+//! [`crate::run::cache::check_manifest`]). With a key, a runner signs each
 //! manifest document it publishes with HMAC-SHA256 and treats a remote
 //! manifest that is unsigned, signed with another key, or altered in any
 //! byte as a miss (with a warning). Blobs need no signature of their own:
@@ -18,7 +18,7 @@ use anyhow::{bail, Result};
 use ring::hmac;
 use serde_json::{Map, Value};
 
-use crate::cache::hex;
+use crate::run::cache::hex;
 
 /// The field of a manifest document that carries its MAC.
 pub const FIELD: &str = "signature";

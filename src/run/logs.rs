@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 
-use crate::store::{RunRow, Store};
+use crate::local::store::{RunRow, Store};
 
 pub fn log_path(home: &Path, run: &str, job: &str) -> PathBuf {
     home.join("runs").join(run).join(format!("{job}.log"))

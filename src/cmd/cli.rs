@@ -13,13 +13,13 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::json;
 
-use crate::exec::{self, RunOptions};
-use crate::logs::{self, LogRequest};
-use crate::pipeline::{self, Pipeline};
+use crate::local::store::Store;
 use crate::profile::{self, Request};
 use crate::remote::Remote;
 use crate::report::{self, run_json};
-use crate::store::Store;
+use crate::run::exec::{self, RunOptions};
+use crate::run::logs::{self, LogRequest};
+use crate::run::pipeline::{self, Pipeline};
 use crate::util::table;
 
 /// The top-level help's examples and environment (the exit codes follow).
@@ -334,19 +334,19 @@ fn dispatch(cli: Cli) -> Result<u8> {
                     addr,
                     profile,
                     foreground,
-                } => crate::dashboard::start(
+                } => crate::cmd::dashboard::start(
                     &home,
                     project_flag,
-                    &crate::dashboard::StartArgs {
+                    &crate::cmd::dashboard::StartArgs {
                         addr,
                         profile,
                         foreground,
                     },
                 ),
                 DashboardCmd::Status { output } => {
-                    crate::dashboard::status(&home, output.format == Format::Json)
+                    crate::cmd::dashboard::status(&home, output.format == Format::Json)
                 }
-                DashboardCmd::Stop => crate::dashboard::stop(&home),
+                DashboardCmd::Stop => crate::cmd::dashboard::stop(&home),
             }
         }
     }
@@ -382,7 +382,7 @@ fn cmd_run(project_flag: Option<&Path>, args: RunArgs) -> Result<u8> {
                 Remote::from_profile(&resolved.def)?.observing_reads(&home_dir()?)
             },
             sync_timeout: args.sync_timeout,
-            max_runs: crate::gate::max_runs(profile::user_max_runs()?)?,
+            max_runs: crate::run::gate::max_runs(profile::user_max_runs()?)?,
             workers,
             no_cache: args.no_cache,
             profile: resolved.name.clone(),
@@ -490,7 +490,7 @@ fn cmd_pipeline_new(project_flag: Option<&Path>, name: &str) -> Result<()> {
 }
 
 /// The remote view of `--profile NAME` for the runs commands.
-fn remote_runs(project_flag: Option<&Path>, name: &str) -> Result<crate::runsview::RemoteRuns> {
+fn remote_runs(project_flag: Option<&Path>, name: &str) -> Result<crate::remote::runs::RemoteRuns> {
     let project = pipeline::optional_project(project_flag)?;
     let resolved = pipeline::resolve_profile(
         project.as_ref(),
@@ -504,11 +504,11 @@ fn remote_runs(project_flag: Option<&Path>, name: &str) -> Result<crate::runsvie
     let Some(state) = remote.state.clone() else {
         bail!("profile \"{name}\" keeps run state on this machine; `sparkwing runs` without --profile shows it");
     };
-    crate::runsview::RemoteRuns::new(state, remote.logs.clone())
+    crate::remote::runs::RemoteRuns::new(state, remote.logs.clone())
 }
 
 fn cmd_runs(project_flag: Option<&Path>, cmd: RunsCmd) -> Result<()> {
-    use crate::runsview;
+    use crate::remote::runs;
     let home = home_dir()?;
     let store = Store::open(&home)?;
     // Runs whose process died are recorded as interrupted (with an event
@@ -529,10 +529,10 @@ fn cmd_runs(project_flag: Option<&Path>, cmd: RunsCmd) -> Result<()> {
             let (rows, merged) = match &profile {
                 Some(name) => {
                     let remote = remote_runs(project_flag, name)?;
-                    let (rows, warning) = runsview::merged_list(
+                    let (rows, warning) = runs::merged_list(
                         Some(&store),
                         &remote,
-                        &runsview::ListQuery {
+                        &runs::ListQuery {
                             pipeline: pipeline.as_deref(),
                             status: status.as_deref(),
                             before: None,
@@ -559,7 +559,7 @@ fn cmd_runs(project_flag: Option<&Path>, cmd: RunsCmd) -> Result<()> {
                 )?;
                 return Ok(());
             }
-            out().write_all(runsview::render_list(&rows, merged).as_bytes())?;
+            out().write_all(runs::render_list(&rows, merged).as_bytes())?;
         }
         RunsCmd::Show {
             run,
@@ -568,20 +568,15 @@ fn cmd_runs(project_flag: Option<&Path>, cmd: RunsCmd) -> Result<()> {
         } => {
             let doc = match &profile {
                 Some(name) => {
-                    runsview::merged_show(
-                        Some(&store),
-                        &remote_runs(project_flag, name)?,
-                        &home,
-                        &run,
-                    )?
-                    .0
+                    runs::merged_show(Some(&store), &remote_runs(project_flag, name)?, &home, &run)?
+                        .0
                 }
                 None => report::run_document(&store, &store.find_run(&run)?, Some(&home))?,
             };
             if output.format == Format::Json {
                 return print_json(&doc);
             }
-            out().write_all(runsview::render_show(&doc).as_bytes())?;
+            out().write_all(runs::render_show(&doc).as_bytes())?;
         }
         RunsCmd::Logs {
             run,
@@ -592,11 +587,11 @@ fn cmd_runs(project_flag: Option<&Path>, cmd: RunsCmd) -> Result<()> {
         } => {
             if let (Some(name), Err(_)) = (&profile, store.find_run(&run)) {
                 let remote = remote_runs(project_flag, name)?;
-                let (doc, _) = runsview::merged_show(Some(&store), &remote, &home, &run)?;
+                let (doc, _) = runs::merged_show(Some(&store), &remote, &home, &run)?;
                 if follow && doc["status"] == crate::status::RunStatus::Running.as_str() {
                     bail!("--follow works on this machine's runs; run {} is another runner's (its logs arrive in chunks: run the command again)", doc["id"]);
                 }
-                return runsview::remote_logs(&remote, &doc, job.as_deref(), tail);
+                return runs::remote_logs(&remote, &doc, job.as_deref(), tail);
             }
             let r = store.find_run(&run)?;
             logs::print(
@@ -635,19 +630,19 @@ fn cmd_sync(project_flag: Option<&Path>, cmd: SyncCmd) -> Result<u8> {
     let explicit = flag.is_some();
     match cmd {
         SyncCmd::Status { output, .. } => {
-            crate::synccmd::status(&home, &resolved, explicit, output.format == Format::Json)
+            crate::cmd::sync::status(&home, &resolved, explicit, output.format == Format::Json)
                 .map(|_| 0)
         }
         SyncCmd::Daemon {
             drain_timeout,
             concurrency,
             ..
-        } => crate::synccmd::daemon(&home, &resolved, drain_timeout, concurrency as usize),
+        } => crate::cmd::sync::daemon(&home, &resolved, drain_timeout, concurrency as usize),
         SyncCmd::Flush {
             timeout,
             concurrency,
             ..
-        } => crate::synccmd::flush(&home, &resolved, timeout, concurrency as usize),
+        } => crate::cmd::sync::flush(&home, &resolved, timeout, concurrency as usize),
         SyncCmd::Verify { run, output, .. } => {
             let Some(remote) = crate::remote::remote_of(&resolved)? else {
                 bail!(
@@ -655,10 +650,10 @@ fn cmd_sync(project_flag: Option<&Path>, cmd: SyncCmd) -> Result<u8> {
                     resolved.name
                 );
             };
-            let report = crate::verify::verify(&home, &remote, run.as_deref())?;
-            crate::verify::print(&report, output.format == Format::Json)
+            let report = crate::remote::verify::verify(&home, &remote, run.as_deref())?;
+            crate::remote::verify::print(&report, output.format == Format::Json)
         }
-        SyncCmd::Retry { .. } => crate::synccmd::retry(&home, &resolved, explicit).map(|_| 0),
+        SyncCmd::Retry { .. } => crate::cmd::sync::retry(&home, &resolved, explicit).map(|_| 0),
     }
 }
 

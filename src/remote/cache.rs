@@ -12,11 +12,11 @@ use sparkwing_sync::layout;
 use sparkwing_sync::target::read_limits;
 use sparkwing_sync::Target;
 
-use crate::cache::{Cas, Manifest};
+use crate::local::store::CacheEntry;
 use crate::profile::scrub;
-use crate::remote_doc::{Bounded, PlainName, RunId, MAX_NAME};
-use crate::signing::SigningKey;
-use crate::store::CacheEntry;
+use crate::remote::doc::{Bounded, PlainName, RunId, MAX_NAME};
+use crate::remote::signing::SigningKey;
+use crate::run::cache::{Cas, Manifest};
 use crate::util::now_ms;
 
 /// Most files one remote manifest may name.
@@ -76,8 +76,8 @@ pub fn verify_signature(key: &str, body: &[u8], signing: &SigningKey) -> Result<
 
 /// Fetches the remote entry for `key` into the local CAS. `Ok(None)` when
 /// the remote has no live entry. With `signing`, the manifest must be signed
-/// with that key ([`crate::signing`]). The manifest must stay inside the
-/// job's declared `outputs` ([`crate::cache::check_manifest`]) before any
+/// with that key ([`crate::remote::signing`]). The manifest must stay inside the
+/// job's declared `outputs` ([`crate::run::cache::check_manifest`]) before any
 /// blob is downloaded: anyone who can write the bucket can plant one. Every
 /// blob is read bounded by the size the manifest gives it and verified by
 /// SHA-256 ([`Cas::put_bytes`]).
@@ -103,7 +103,7 @@ pub async fn fetch(
         return Ok(None);
     }
     let manifest = entry.manifest;
-    crate::cache::check_manifest(&manifest, outputs)
+    crate::run::cache::check_manifest(&manifest, outputs)
         .context("refusing the remote cache manifest")?;
     let cas = Cas::new(home);
     // What would be downloaded must fit in SPARKWING_HOME, or nothing is.
@@ -115,7 +115,7 @@ pub async fn fetch(
         .filter(|f| missing.insert(f.sha256.as_str()))
         .map(|f| f.size)
         .fold(0, u64::saturating_add);
-    crate::cache::check_room(home, want, "downloading the remote entry's blobs")?;
+    crate::run::cache::check_room(home, want, "downloading the remote entry's blobs")?;
     for f in manifest.files.iter().filter(|f| f.symlink.is_none()) {
         if cas.blob_path(&f.sha256).exists() {
             continue;
@@ -211,7 +211,7 @@ mod tests {
             "created_at": 0, "expires_at": null,
             "manifest": {"version": 1, "files": [{"path": "o", "sha256": "a".repeat(64), "size": 1, "mode": 420}]}});
         assert!(parse_entry("k", good.to_string().as_bytes()).is_ok());
-        let long = "x".repeat(crate::remote_doc::MAX_NAME + 1);
+        let long = "x".repeat(crate::remote::doc::MAX_NAME + 1);
         let with = |k: &str, v: serde_json::Value| {
             let mut d = good.clone();
             d[k] = v;

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sparkwing_schema::StorageFault;
 
-use crate::pipeline::Job;
+use crate::run::pipeline::Job;
 
 /// One file of a job's outputs.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

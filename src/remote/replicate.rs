@@ -27,11 +27,11 @@ use sparkwing_outbox::{Mark, NewEntry, Outbox, Payload, INLINE_LIMIT};
 use sparkwing_sync::target::{stream, OpKind};
 use tokio::sync::Notify;
 
-use crate::cache::{Cas, Manifest};
-use crate::logs::log_path;
+use crate::local::store::{CacheEntry, EventRow, RunTargets, Store};
+use crate::remote::signing::SigningKey;
 use crate::report;
-use crate::signing::SigningKey;
-use crate::store::{CacheEntry, EventRow, RunTargets, Store};
+use crate::run::cache::{Cas, Manifest};
+use crate::run::logs::log_path;
 
 /// Most events in one segment object.
 pub const SEGMENT_MAX: i64 = 256;
@@ -96,7 +96,7 @@ pub fn decode_events(body: &[u8]) -> Result<Vec<EventRow>, String> {
 /// without local paths, with `events_through` (its last event) and, per
 /// job, the log chunks and bytes the remote should hold, so a reader can
 /// tell a missing chunk from a log that ends there.
-pub fn remote_document(store: &Store, row: &crate::store::RunRow) -> Result<Value> {
+pub fn remote_document(store: &Store, row: &crate::local::store::RunRow) -> Result<Value> {
     let seq = store.last_event_seq(&row.id)?;
     let chunks = store.log_chunk_totals(&row.id)?;
     let mut doc = report::run_document(store, row, None)?;
@@ -411,7 +411,7 @@ impl Replicator {
     fn reconcile_run(
         &self,
         store: &Store,
-        row: &crate::store::RunRow,
+        row: &crate::local::store::RunRow,
         done_marks: &std::collections::HashMap<String, std::collections::HashSet<String>>,
     ) -> Result<usize> {
         let ids = self.target_ids();

@@ -20,10 +20,10 @@ use serde_json::{json, Value};
 use sparkwing_sync::target::read_limits;
 use sparkwing_sync::Target;
 
+use crate::local::store::Store;
 use crate::profile::scrub;
-use crate::remote_doc;
+use crate::remote::doc;
 use crate::report::{self, run_json};
-use crate::store::Store;
 use crate::util::{cell, human_duration, table};
 
 /// How long a remote read may take before the view falls back to local.
@@ -214,7 +214,7 @@ impl RemoteRuns {
     }
 
     /// The `run.json` of some runs (absent ones are left out), fetched
-    /// concurrently and parsed into types ([`crate::remote_doc`]). A run
+    /// concurrently and parsed into types ([`crate::remote::doc`]). A run
     /// whose document cannot be read or used is one `unreadable` row with
     /// the reason; it never fails the others.
     pub fn docs(&self, ids: &[String]) -> Result<HashMap<String, Value>> {
@@ -225,8 +225,8 @@ impl RemoteRuns {
             for chunk in ids.chunks(FETCH_CONCURRENCY) {
                 let mut set = tokio::task::JoinSet::new();
                 for id in chunk {
-                    if !remote_doc::is_run_id(id) {
-                        out.insert(id.clone(), remote_doc::unreadable(id, "not a run ID"));
+                    if !doc::is_run_id(id) {
+                        out.insert(id.clone(), doc::unreadable(id, "not a run ID"));
                         continue;
                     }
                     let (t, id) = (Arc::clone(&t), id.clone());
@@ -239,9 +239,9 @@ impl RemoteRuns {
                     let (id, r) = j.map_err(anyhow::Error::new)?;
                     let doc = match r {
                         Ok(None) => continue,
-                        Ok(Some(body)) => remote_doc::parse_run(&id, &body)
-                            .unwrap_or_else(|why| remote_doc::unreadable(&id, &why)),
-                        Err(e) => remote_doc::unreadable(
+                        Ok(Some(body)) => doc::parse_run(&id, &body)
+                            .unwrap_or_else(|why| doc::unreadable(&id, &why)),
+                        Err(e) => doc::unreadable(
                             &id,
                             &format!("could not read its run.json: {}", scrub(&e.message)),
                         ),

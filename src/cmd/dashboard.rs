@@ -84,9 +84,9 @@ fn healthy(addr: SocketAddr) -> bool {
 fn resolve(
     project_flag: Option<&Path>,
     name: Option<&str>,
-) -> Result<(profile::Resolved, Option<crate::pipeline::Project>)> {
-    let project = crate::pipeline::optional_project(project_flag)?;
-    let resolved = crate::pipeline::resolve_profile(
+) -> Result<(profile::Resolved, Option<crate::run::pipeline::Project>)> {
+    let project = crate::run::pipeline::optional_project(project_flag)?;
+    let resolved = crate::run::pipeline::resolve_profile(
         project.as_ref(),
         &Request {
             flag: name,
@@ -212,7 +212,7 @@ fn foreground(
     home: &Path,
     addr: SocketAddr,
     resolved: profile::Resolved,
-    project: Option<crate::pipeline::Project>,
+    project: Option<crate::run::pipeline::Project>,
 ) -> Result<u8> {
     let remote = crate::remote::remote_of(&resolved)?;
     let limits = crate::web::Limits::from_env()?;

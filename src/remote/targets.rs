@@ -8,9 +8,9 @@ use anyhow::{bail, Result};
 use sparkwing_sync::observe::ReadsObserved;
 use sparkwing_sync::{ObjectStoreTarget, Target};
 
+use crate::local::store::RunTargets;
 use crate::profile::{ProfileDef, Resolved, Surface, SurfaceType};
-use crate::signing::SigningKey;
-use crate::store::RunTargets;
+use crate::remote::signing::SigningKey;
 
 /// The targets of a profile's surfaces; `None` where a surface is local.
 #[derive(Debug, Default, Clone)]

@@ -26,11 +26,11 @@ use sparkwing_sync::layout;
 use sparkwing_sync::target::{read_limits, sha256_hex};
 use sparkwing_sync::Target;
 
-use crate::cache::Manifest;
-use crate::logs::log_path;
+use crate::local::store::{RunRow, Store};
+use crate::remote::replicate::decode_events;
 use crate::remote::Remote;
-use crate::replicate::decode_events;
-use crate::store::{RunRow, Store};
+use crate::run::cache::Manifest;
+use crate::run::logs::log_path;
 use crate::util::sanitize;
 
 /// What verification found for one run.
@@ -101,12 +101,12 @@ pub fn verify(home: &std::path::Path, remote: &Remote, only: Option<&str>) -> Re
         ..Report::default()
     };
     if home.join(sparkwing_outbox::OUTBOX_FILE).exists() {
-        let outbox = crate::replicate::open_outbox(home)?;
+        let outbox = crate::remote::replicate::open_outbox(home)?;
         report.pending = outbox.pending(&targets)?.0;
     }
     // Every run bound for one of these targets, with where it replicates.
     let mut runs: BTreeMap<String, RunRow> = BTreeMap::new();
-    let mut bound: HashMap<String, crate::store::RunTargets> = HashMap::new();
+    let mut bound: HashMap<String, crate::local::store::RunTargets> = HashMap::new();
     for t in &targets {
         for (r, to) in store.runs_for_target(t)? {
             bound.insert(r.id.clone(), to);
@@ -191,7 +191,7 @@ async fn check_state(
         }
     };
     // seq -> the segments it was found in, and its first decoded copy.
-    let mut seen: BTreeMap<i64, (Vec<i64>, crate::store::EventRow)> = BTreeMap::new();
+    let mut seen: BTreeMap<i64, (Vec<i64>, crate::local::store::EventRow)> = BTreeMap::new();
     for key in &keys {
         let Some(first) = segment_seq(key) else {
             problems.push(format!("unexpected object {key} (not a segment name)"));
@@ -232,7 +232,7 @@ async fn check_state(
             entry.0.push(first);
         }
     }
-    let local_seqs: HashMap<i64, &crate::store::EventRow> =
+    let local_seqs: HashMap<i64, &crate::local::store::EventRow> =
         local.iter().map(|e| (e.seq, e)).collect();
     let mut missing = Vec::new();
     for e in &local {
@@ -295,7 +295,7 @@ async fn check_state(
             return Ok(());
         }
     };
-    let want = crate::replicate::remote_document(store, row)?;
+    let want = crate::remote::replicate::remote_document(store, row)?;
     // A field of the remote document as shown in a message (it may hold
     // anything: cut short).
     let shown = |k: &str, absent: &str| {

@@ -11,12 +11,12 @@ use serde_json::json;
 use sparkwing_outbox::{Connectivity, TargetStats, OUTBOX_FILE};
 use sparkwing_sync::{SyncActor, SyncConfig};
 
+use crate::local::store::Store;
 use crate::profile::Resolved;
 use crate::remote::remote_of;
+use crate::remote::replicate::Replicator;
+use crate::remote::session::{ago, blocking_reason, stats_json};
 use crate::remote::Remote;
-use crate::replicate::Replicator;
-use crate::session::{ago, blocking_reason, stats_json};
-use crate::store::Store;
 use crate::util::{human_bytes, human_duration, now_ms};
 
 /// How often a running daemon re-queues what crashed runs left behind.
@@ -88,7 +88,7 @@ pub fn status(
         (None, false) => None,
     };
     let stats = if home.join(OUTBOX_FILE).exists() {
-        crate::replicate::open_outbox(home)?.stats(ids.as_deref())?
+        crate::remote::replicate::open_outbox(home)?.stats(ids.as_deref())?
     } else {
         Vec::new()
     };
@@ -134,7 +134,7 @@ fn open_sync(
         push_wake: true,
         ..SyncConfig::default()
     };
-    let s = crate::session::SyncSession::open(home, remote, cfg)?;
+    let s = crate::remote::session::SyncSession::open(home, remote, cfg)?;
     Ok((s.actor, s.repl, store))
 }
 
@@ -311,7 +311,7 @@ pub fn daemon(
 /// `sync retry`: re-queues quarantined entries and lifts auth stops.
 pub fn retry(home: &std::path::Path, resolved: &Resolved, explicit: bool) -> Result<()> {
     let remote = remote_of(resolved)?;
-    let outbox = crate::replicate::open_outbox(home)?;
+    let outbox = crate::remote::replicate::open_outbox(home)?;
     let ids: Option<Vec<String>> = match (&remote, explicit) {
         (Some(r), _) => Some(r.targets().iter().map(|t| t.id().to_string()).collect()),
         (None, true) => Some(Vec::new()),

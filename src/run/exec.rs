@@ -1246,3 +1246,98 @@ async fn finish_sync(actor: &SyncActor, timeout: Duration, signalled: &tokio::sy
     };
     crate::say!("{line}");
 }
+
+#[cfg(test)]
+mod tests {
+    //! The scheduler, in process: real `sh` steps, a real `state.db` in a
+    //! temporary home, Mode 1.
+    use super::*;
+    use crate::run::pipeline::{parse_project, Project};
+
+    struct Fixture {
+        _tmp: tempfile::TempDir,
+        home: PathBuf,
+        project: Project,
+    }
+
+    fn fixture(yaml: &str) -> Fixture {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("project");
+        std::fs::create_dir_all(dir.join(".sparkwing")).unwrap();
+        let file = dir.join(".sparkwing/sparkwing.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        let config = parse_project(&file, yaml).unwrap();
+        Fixture {
+            home: tmp.path().join("home"),
+            _tmp: tmp,
+            project: Project { dir, file, config },
+        }
+    }
+
+    fn run(f: &Fixture, workers: usize) -> (i32, IndexMap<String, crate::local::store::JobRow>) {
+        let pipeline = f.project.pipeline("p").unwrap();
+        let code = run_pipeline(
+            &f.project,
+            pipeline,
+            RunOptions {
+                home: f.home.clone(),
+                remote: Remote::default(),
+                sync_timeout: Duration::ZERO,
+                max_runs: 4,
+                workers,
+                no_cache: false,
+                profile: "laptop".into(),
+            },
+        )
+        .unwrap();
+        let store = Store::open(&f.home).unwrap();
+        let run = store.list_runs(None, None, 1).unwrap().remove(0);
+        let jobs = store
+            .jobs(&run.id)
+            .unwrap()
+            .into_iter()
+            .map(|j| (j.name.clone(), j))
+            .collect();
+        (code, jobs)
+    }
+
+    #[test]
+    fn a_failure_skips_its_dependents_and_nothing_else() {
+        let f = fixture(
+            "pipelines:\n  - name: p\n    jobs:\n      a: { steps: [{ run: 'exit 3' }] }\n      b: { needs: [a], steps: [{ run: 'true' }] }\n      c: { needs: [b], steps: [{ run: 'true' }] }\n      d: { steps: [{ run: 'true' }] }\n",
+        );
+        let (code, jobs) = run(&f, 2);
+        assert_eq!(code, 1);
+        let status = |j: &str| jobs[j].status.as_str();
+        assert_eq!(status("a"), "failed");
+        assert_eq!(status("b"), "skipped");
+        assert_eq!(status("c"), "skipped", "transitively");
+        assert_eq!(status("d"), "success", "an independent job still runs");
+        assert!(jobs["b"]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("needs `a`")));
+        // It never ran: it is recorded as starting when it ended.
+        assert_eq!(jobs["b"].started_at, jobs["b"].finished_at);
+    }
+
+    #[test]
+    fn needs_order_the_jobs_and_one_worker_runs_one_job_at_a_time() {
+        let f = fixture(
+            "pipelines:\n  - name: p\n    jobs:\n      first: { steps: [{ run: 'sleep 0.05' }] }\n      second: { steps: [{ run: 'sleep 0.05' }] }\n      last: { needs: [first, second], steps: [{ run: 'true' }] }\n",
+        );
+        let (code, jobs) = run(&f, 1);
+        assert_eq!(code, 0);
+        assert!(
+            jobs.values().all(|j| j.status == "success"),
+            "{:?}",
+            jobs.keys()
+        );
+        let s = |j: &str| jobs[j].started_at.unwrap();
+        let e = |j: &str| jobs[j].finished_at.unwrap();
+        // One worker: the two roots do not overlap.
+        assert!(s("second") >= e("first") || s("first") >= e("second"));
+        // `needs`: the last starts after both have finished.
+        assert!(s("last") >= e("first") && s("last") >= e("second"));
+    }
+}

@@ -848,6 +848,118 @@ async fn end_job(
     })
 }
 
+/// The job's log file, opened for appending, and what ships it.
+fn open_sink(ctx: &Arc<Ctx>, name: &str) -> Result<Arc<Sink>> {
+    let log_path = ctx.run_dir.join(format!("{name}.log"));
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| anyhow!(StorageFault::from_io(&log_path, &e)))?;
+    let written = log.metadata().map(|m| m.len()).unwrap_or(0);
+    let sink = Arc::new(Sink {
+        log: Mutex::new(LogFile {
+            file: log,
+            written,
+            shipped: written,
+            shipped_at: Instant::now(),
+            failed: None,
+        }),
+        path: log_path,
+        job: name.to_string(),
+        prefix: ctx.prefix.then(|| format!("[{name}] ")),
+        ship: ctx.repl.clone().map(|r| {
+            (
+                r,
+                Arc::clone(&ctx.store),
+                ctx.run_id.clone(),
+                name.to_string(),
+            )
+        }),
+    });
+    Ok(sink)
+}
+
+/// A step's environment: the job's, the step's, then sparkwing's own.
+fn step_env(
+    ctx: &Arc<Ctx>,
+    name: &str,
+    job: &Job,
+    step: &crate::run::pipeline::Step,
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = job
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.0.clone()))
+        .collect();
+    env.extend(step.env.iter().map(|(k, v)| (k.clone(), v.0.clone())));
+    env.push(("SPARKWING_RUN_ID".into(), ctx.run_id.clone()));
+    env.push(("SPARKWING_JOB".into(), name.to_string()));
+    env.push(("SPARKWING_PIPELINE".into(), ctx.pipeline.clone()));
+    env.push((
+        "SPARKWING_PROJECT_DIR".into(),
+        ctx.project_dir.to_string_lossy().into_owned(),
+    ));
+    env
+}
+
+/// How step `i` ended, as its status, exit code and (when it failed or
+/// was cancelled) the job's status and reason.
+fn step_outcome(
+    end: Result<StepEnd>,
+    i: usize,
+    step: &crate::run::pipeline::Step,
+    job: &Job,
+) -> (StepStatus, Option<i32>, Option<(JobStatus, String)>) {
+    match end {
+        Ok(StepEnd::Exited(0)) => (StepStatus::Success, Some(0), None),
+        Ok(StepEnd::Exited(c)) => (
+            StepStatus::Failed,
+            Some(c),
+            Some((
+                JobStatus::Failed,
+                format!("step {} (`{}`) exited with code {c}", i + 1, step.label()),
+            )),
+        ),
+        Ok(StepEnd::Signalled(sig)) => (
+            StepStatus::Failed,
+            None,
+            Some((
+                JobStatus::Failed,
+                format!(
+                    "step {} (`{}`) was killed by signal {sig}",
+                    i + 1,
+                    step.label()
+                ),
+            )),
+        ),
+        Ok(StepEnd::TimedOut) => (
+            StepStatus::Failed,
+            None,
+            Some((
+                JobStatus::Failed,
+                format!(
+                    "timed out after {}",
+                    human_duration(job.timeout.unwrap_or_default())
+                ),
+            )),
+        ),
+        Ok(StepEnd::Cancelled) => (
+            StepStatus::Cancelled,
+            None,
+            Some((JobStatus::Cancelled, "cancelled".to_string())),
+        ),
+        Err(e) => (
+            StepStatus::Failed,
+            None,
+            Some((
+                JobStatus::Failed,
+                format!("step {} could not start: {e:#}", i + 1),
+            )),
+        ),
+    }
+}
+
 /// A job runs in phases: its cache key; this host's hold on the key; a
 /// cache hit (local, or another runner's), which ends it; its steps; its
 /// outputs stored.
@@ -901,33 +1013,7 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
         }
     }
 
-    let log_path = ctx.run_dir.join(format!("{name}.log"));
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(|e| anyhow!(StorageFault::from_io(&log_path, &e)))?;
-    let written = log.metadata().map(|m| m.len()).unwrap_or(0);
-    let sink = Arc::new(Sink {
-        log: Mutex::new(LogFile {
-            file: log,
-            written,
-            shipped: written,
-            shipped_at: Instant::now(),
-            failed: None,
-        }),
-        path: log_path,
-        job: name.to_string(),
-        prefix: ctx.prefix.then(|| format!("[{name}] ")),
-        ship: ctx.repl.clone().map(|r| {
-            (
-                r,
-                Arc::clone(&ctx.store),
-                ctx.run_id.clone(),
-                name.to_string(),
-            )
-        }),
-    });
+    let sink = open_sink(ctx, name)?;
     if !ctx.prefix {
         crate::say!("sparkwing: ▶ {name}");
     }
@@ -964,19 +1050,7 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
             Some(w) => ctx.project_dir.join(w),
             None => ctx.project_dir.clone(),
         };
-        let mut env: Vec<(String, String)> = job
-            .env
-            .iter()
-            .map(|(k, v)| (k.clone(), v.0.clone()))
-            .collect();
-        env.extend(step.env.iter().map(|(k, v)| (k.clone(), v.0.clone())));
-        env.push(("SPARKWING_RUN_ID".into(), ctx.run_id.clone()));
-        env.push(("SPARKWING_JOB".into(), name.to_string()));
-        env.push(("SPARKWING_PIPELINE".into(), ctx.pipeline.clone()));
-        env.push((
-            "SPARKWING_PROJECT_DIR".into(),
-            ctx.project_dir.to_string_lossy().into_owned(),
-        ));
+        let env = step_env(ctx, name, job, step);
         let end = run_step(
             ctx,
             &step.run,
@@ -994,53 +1068,7 @@ async fn run_job(ctx: &Arc<Ctx>, name: &str, job: &Job) -> Result<JobResult> {
         // recorded as done.
         let s2 = Arc::clone(&sink);
         let _ = tokio::task::spawn_blocking(move || s2.ship_now()).await;
-        let (st, code, fail) = match end {
-            Ok(StepEnd::Exited(0)) => (StepStatus::Success, Some(0), None),
-            Ok(StepEnd::Exited(c)) => (
-                StepStatus::Failed,
-                Some(c),
-                Some((
-                    JobStatus::Failed,
-                    format!("step {} (`{}`) exited with code {c}", i + 1, step.label()),
-                )),
-            ),
-            Ok(StepEnd::Signalled(sig)) => (
-                StepStatus::Failed,
-                None,
-                Some((
-                    JobStatus::Failed,
-                    format!(
-                        "step {} (`{}`) was killed by signal {sig}",
-                        i + 1,
-                        step.label()
-                    ),
-                )),
-            ),
-            Ok(StepEnd::TimedOut) => (
-                StepStatus::Failed,
-                None,
-                Some((
-                    JobStatus::Failed,
-                    format!(
-                        "timed out after {}",
-                        human_duration(job.timeout.unwrap_or_default())
-                    ),
-                )),
-            ),
-            Ok(StepEnd::Cancelled) => (
-                StepStatus::Cancelled,
-                None,
-                Some((JobStatus::Cancelled, "cancelled".to_string())),
-            ),
-            Err(e) => (
-                StepStatus::Failed,
-                None,
-                Some((
-                    JobStatus::Failed,
-                    format!("step {} could not start: {e:#}", i + 1),
-                )),
-            ),
-        };
+        let (st, code, fail) = step_outcome(end, i, step, job);
         let recorded = {
             let (run, jn) = (run.clone(), jname.clone());
             db(ctx, move |s| s.step_finished(&run, &jn, i, st, code)).await
@@ -1299,6 +1327,44 @@ mod tests {
             .map(|j| (j.name.clone(), j))
             .collect();
         (code, jobs)
+    }
+
+    #[test]
+    fn a_steps_end_maps_to_its_status_and_the_jobs_reason() {
+        let f = fixture(
+            "pipelines:\n  - name: p\n    jobs:\n      j: { timeout: 90s, steps: [{ run: 'make it' }] }\n",
+        );
+        let job = &f.project.pipeline("p").unwrap().jobs["j"];
+        let step = &job.steps[0];
+        let o = |end| step_outcome(end, 0, step, job);
+        assert_eq!(
+            o(Ok(StepEnd::Exited(0))),
+            (StepStatus::Success, Some(0), None)
+        );
+        let (st, code, fail) = o(Ok(StepEnd::Exited(3)));
+        assert_eq!((st, code), (StepStatus::Failed, Some(3)));
+        assert_eq!(
+            fail,
+            Some((
+                JobStatus::Failed,
+                "step 1 (`make it`) exited with code 3".into()
+            ))
+        );
+        let (st, _, fail) = o(Ok(StepEnd::TimedOut));
+        assert_eq!(st, StepStatus::Failed);
+        assert!(fail
+            .is_some_and(|(s, why)| s == JobStatus::Failed && why.starts_with("timed out after")));
+        assert_eq!(
+            o(Ok(StepEnd::Cancelled)),
+            (
+                StepStatus::Cancelled,
+                None,
+                Some((JobStatus::Cancelled, "cancelled".into()))
+            )
+        );
+        let (st, _, fail) = o(Err(anyhow!("no sh")));
+        assert_eq!(st, StepStatus::Failed);
+        assert_eq!(fail.unwrap().1, "step 1 could not start: no sh");
     }
 
     #[test]

@@ -18,11 +18,14 @@ const PIPELINES: &str = r#"pipelines:
       out:
         steps:
           - run: "head -c 6000000 /dev/zero | tr '\\0' x | fold -w 99"
+  # The step waits until its first line is in the log (so the log has a
+  # page of its own) before it fills the disk: the next write to fail must
+  # be state.db's, not the log's first one (a race CI lost once).
   - name: fill
     jobs:
       a:
         steps:
-          - run: "echo filling; head -c 8000000 /dev/zero > \"$SPARKWING_HOME/filler\"; echo full"
+          - run: "echo filling; while ! grep -qs filling \"$SPARKWING_HOME/runs/$SPARKWING_RUN_ID/a.log\"; do sleep 0.05; done; head -c 8000000 /dev/zero > \"$SPARKWING_HOME/filler\"; echo full"
           - run: echo never
   - name: hello
     jobs:

@@ -15,7 +15,7 @@ use crate::local::store::Store;
 use crate::profile::Resolved;
 use crate::remote::remote_of;
 use crate::remote::replicate::Replicator;
-use crate::remote::session::{ago, blocking_reason, stats_json};
+use crate::remote::session::{ago, blocking_reason, clause, stats_json};
 use crate::remote::Remote;
 use crate::util::{human_bytes, human_duration, now_ms};
 
@@ -169,7 +169,7 @@ pub fn flush(
                 crate::say!(
                     "sparkwing: flushing: {n} write(s) ({}) left{}",
                     human_bytes(bytes),
-                    blocking_reason(&actor).await
+                    clause(&blocking_reason(&actor).await)
                 );
             }
         }
@@ -187,7 +187,7 @@ pub fn flush(
         );
         return Ok(0);
     }
-    let why = rt.block_on(blocking_reason(&actor));
+    let why = clause(&rt.block_on(blocking_reason(&actor)));
     crate::say!(
         "sparkwing: flush gave up after {}: {} write(s) ({}) and {quarantined} quarantined still queued for {}{why}",
         human_duration(timeout),
@@ -293,13 +293,7 @@ pub fn daemon(
             tracing::warn!(
                 pending = n,
                 bytes = %human_bytes(bytes),
-                reason = %crate::util::clean(
-                    blocking_reason(&actor)
-                        .await
-                        .strip_prefix(" (")
-                        .and_then(|r| r.strip_suffix(')'))
-                        .unwrap_or_default()
-                ),
+                reason = %blocking_reason(&actor).await,
                 "sync daemon stopped with writes still queued; they go out with the next daemon, run or flush"
             );
         }

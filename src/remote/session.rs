@@ -51,7 +51,7 @@ pub fn ago(ms: i64) -> String {
     human_duration(Duration::from_millis((now_ms() - ms).max(0) as u64))
 }
 
-/// Why entries are still queued, as a parenthesised clause ("" if unknown).
+/// Why entries are still queued ("" if unknown).
 pub async fn blocking_reason(actor: &SyncActor) -> String {
     let (ob, ids) = (Arc::clone(actor.outbox()), actor.target_ids().to_vec());
     let stats = tokio::task::spawn_blocking(move || ob.stats(Some(&ids))).await;
@@ -84,10 +84,14 @@ pub fn reason(stats: &[TargetStats]) -> String {
             ));
         }
     }
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!(" ({})", parts.join("; "))
+    parts.join("; ")
+}
+
+/// A reason as a parenthesised clause to append to a line, or nothing.
+pub fn clause(reason: &str) -> String {
+    match reason {
+        "" => String::new(),
+        r => format!(" ({r})"),
     }
 }
 

@@ -1262,7 +1262,9 @@ async fn finish_sync(actor: &SyncActor, timeout: Duration, signalled: &tokio::sy
     let line = match (drained, actor.pending().await) {
         (Ok(_), Ok((0, _))) => format!("sparkwing: synced to {}", actor.target_ids().join(", ")),
         (_, Ok((n, bytes))) => {
-            let why = crate::remote::session::blocking_reason(actor).await;
+            let why = crate::remote::session::clause(
+                &crate::remote::session::blocking_reason(actor).await,
+            );
             format!(
                 "sparkwing: {n} write(s) ({}) not yet delivered to {}{why}; they are safe in {} and go out with the next run, `sparkwing sync daemon` or `sparkwing sync flush`",
                 crate::util::human_bytes(bytes),

@@ -957,13 +957,31 @@ mod tests {
         format!("http://127.0.0.1:{port}")
     }
 
+    /// An S3 target at `endpoint` that does not retry.
+    fn s3_at(endpoint: String, allow_http: bool) -> ObjectStoreTarget {
+        let store = object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(endpoint)
+            .with_bucket_name("b")
+            .with_region("us-east-1")
+            .with_access_key_id("k")
+            .with_secret_access_key("s")
+            .with_retry(object_store::RetryConfig {
+                backoff: object_store::BackoffConfig::default(),
+                max_retries: 0,
+                retry_timeout: std::time::Duration::from_secs(1),
+            })
+            .with_client_options(client_options(allow_http))
+            .build()
+            .unwrap();
+        ObjectStoreTarget::new("s3:b/", Arc::new(store), "")
+    }
+
     /// Only network failures, 5xx and 429 are worth retrying; a bucket that
     /// is not there or a request the server cannot take is the setup's
     /// fault (issue 11). Real HTTP answers through object_store's client,
     /// which also pins the error wording `http_status` reads.
     #[tokio::test]
     async fn classifies_http_statuses() {
-        use object_store::aws::AmazonS3Builder;
         use sparkwing_outbox::ErrorClass as C;
         install_crypto_provider();
         let cases = [
@@ -988,21 +1006,7 @@ mod tests {
                 C::Transient,
             )]);
         for (endpoint, status, want) in cases {
-            let store = AmazonS3Builder::new()
-                .with_endpoint(endpoint)
-                .with_bucket_name("b")
-                .with_region("us-east-1")
-                .with_access_key_id("k")
-                .with_secret_access_key("s")
-                .with_retry(object_store::RetryConfig {
-                    backoff: object_store::BackoffConfig::default(),
-                    max_retries: 0,
-                    retry_timeout: std::time::Duration::from_secs(1),
-                })
-                .with_client_options(client_options(true))
-                .build()
-                .unwrap();
-            let t = ObjectStoreTarget::new("s3:b/", Arc::new(store), "");
+            let t = s3_at(endpoint, true);
             let e = t.apply(&op(0)).await.unwrap_err();
             assert_eq!(e.class, want, "{status} on a put: {e}");
             let e = t.list("R/").await.unwrap_err();
@@ -1010,17 +1014,10 @@ mod tests {
         }
         // An http endpoint the client was not allowed to use: every request
         // fails to build, which waiting does not cure.
-        let store = AmazonS3Builder::new()
-            .with_endpoint(answering("200 OK"))
-            .with_bucket_name("b")
-            .with_region("us-east-1")
-            .with_access_key_id("k")
-            .with_secret_access_key("s")
-            .with_client_options(client_options(false))
-            .build()
-            .unwrap();
-        let t = ObjectStoreTarget::new("s3:b/", Arc::new(store), "");
-        let e = t.apply(&op(0)).await.unwrap_err();
+        let e = s3_at(answering("200 OK"), false)
+            .apply(&op(0))
+            .await
+            .unwrap_err();
         assert_eq!(e.class, C::Config, "http refused: {e}");
         // Nothing listening: a network failure.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -1028,21 +1025,7 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let store = AmazonS3Builder::new()
-            .with_endpoint(format!("http://127.0.0.1:{port}"))
-            .with_bucket_name("b")
-            .with_region("us-east-1")
-            .with_access_key_id("k")
-            .with_secret_access_key("s")
-            .with_retry(object_store::RetryConfig {
-                backoff: object_store::BackoffConfig::default(),
-                max_retries: 0,
-                retry_timeout: std::time::Duration::from_secs(1),
-            })
-            .with_client_options(client_options(true))
-            .build()
-            .unwrap();
-        let t = ObjectStoreTarget::new("s3:b/", Arc::new(store), "");
+        let t = s3_at(format!("http://127.0.0.1:{port}"), true);
         assert_eq!(t.apply(&op(0)).await.unwrap_err().class, C::Transient);
     }
 

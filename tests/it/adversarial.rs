@@ -6,7 +6,6 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::providers::Provider;
 use crate::util::*;
 
 const WORK: &str = r#"pipelines:
@@ -14,53 +13,6 @@ const WORK: &str = r#"pipelines:
     jobs:
       talk: { steps: [{ run: 'echo hello' }] }
 "#;
-
-/// README "Offline, refused or misconfigured": a bucket (container) that
-/// does not exist stops the target as `misconfigured`, on every provider
-/// (the suite checks it on S3 only).
-fn a_missing_bucket_is_misconfigured(p: Provider) {
-    let Some(server) = p.start() else { return };
-    let env = Env::new();
-    env.write_project(&format!(
-        "{}{WORK}",
-        server.profile(&server.endpoint, "shared", "nevermade")
-    ));
-    let mut c = env.cmd(&[
-        "run",
-        "work",
-        "--profile",
-        "shared",
-        "--sw-sync-timeout",
-        "3s",
-    ]);
-    c.envs(server.env());
-    let out = c.output().unwrap();
-    expect_code(&out, 0);
-    let mut c = env.cmd(&["sync", "status", "--profile", "shared", "-o", "json"]);
-    c.envs(server.env());
-    let st: serde_json::Value = serde_json::from_slice(&c.output().unwrap().stdout).unwrap();
-    for t in st["targets"].as_array().unwrap() {
-        if t["pending_entries"].as_u64().unwrap() > 0 {
-            assert_eq!(t["connectivity"], "misconfigured", "{p:?}: {st}");
-        }
-    }
-}
-
-mod a_missing_bucket_is_misconfigured {
-    use crate::providers::Provider;
-    #[test]
-    fn s3() {
-        super::a_missing_bucket_is_misconfigured(Provider::S3)
-    }
-    #[test]
-    fn azure() {
-        super::a_missing_bucket_is_misconfigured(Provider::Azure)
-    }
-    #[test]
-    fn gcs() {
-        super::a_missing_bucket_is_misconfigured(Provider::Gcs)
-    }
-}
 
 fn s3_env(endpoint: &str, bucket: &str) -> Env {
     let env = Env::new();
@@ -71,9 +23,7 @@ fn s3_env(endpoint: &str, bucket: &str) -> Env {
 }
 
 fn s3_run(env: &Env, args: &[&str]) -> std::process::Output {
-    let mut c = env.cmd(args);
-    c.envs(S3_ENV);
-    c.output().unwrap()
+    crate::s3::s3_cmd(env, args).output().unwrap()
 }
 
 /// Issue 11: "only network-level failures, 5xx and 429 are transient" was

@@ -43,6 +43,7 @@ on_every_provider!(
     replication_through_an_outage_equals_local,
     a_second_runner_hits_the_cache_and_reads_every_runners_runs,
     objects_carry_their_content_type,
+    a_missing_bucket_is_misconfigured,
 );
 
 /// The target conformance suite (`sparkwing_sync::conformance`) over an
@@ -573,5 +574,36 @@ fn gcs_credentials_files_name_the_emulator() {
             "{var}: {:?}",
             snap.keys().collect::<Vec<_>>()
         );
+    }
+}
+
+/// README "Offline, refused or misconfigured": a bucket (container) that
+/// does not exist stops the target as `misconfigured`, on every provider
+/// (`s3::a_missing_bucket_or_…` checks the 400 and 501 cases on S3).
+fn a_missing_bucket_is_misconfigured(p: Provider) {
+    let Some(server) = p.start() else { return };
+    let env = Env::new();
+    env.write_project(&format!(
+        "{}pipelines:\n  - name: work\n    jobs:\n      talk: {{ steps: [{{ run: 'echo hello' }}] }}\n",
+        server.profile(&server.endpoint, "shared", "nevermade")
+    ));
+    let mut c = env.cmd(&[
+        "run",
+        "work",
+        "--profile",
+        "shared",
+        "--sw-sync-timeout",
+        "3s",
+    ]);
+    c.envs(server.env());
+    let out = c.output().unwrap();
+    expect_code(&out, 0);
+    let mut c = env.cmd(&["sync", "status", "--profile", "shared", "-o", "json"]);
+    c.envs(server.env());
+    let st: serde_json::Value = serde_json::from_slice(&c.output().unwrap().stdout).unwrap();
+    for t in st["targets"].as_array().unwrap() {
+        if t["pending_entries"].as_u64().unwrap() > 0 {
+            assert_eq!(t["connectivity"], "misconfigured", "{p:?}: {st}");
+        }
     }
 }

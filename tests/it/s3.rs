@@ -67,7 +67,7 @@ fn s3_status(env: &Env) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn s3_cmd(env: &Env, args: &[&str]) -> std::process::Command {
+pub(crate) fn s3_cmd(env: &Env, args: &[&str]) -> std::process::Command {
     let mut c = env.cmd(args);
     c.envs(S3_ENV);
     c

@@ -100,8 +100,9 @@ fn bench_replay(
     let entries = common::backlog_entries(backlog, logs.path());
     let ob = Arc::new(Outbox::open(home.path()).unwrap());
     // As a run builds it: objects typed with their content type.
-    let target: Arc<dyn Target> =
+    let objects =
         Arc::new(ObjectStoreTarget::new("bench:ours/", store("ours"), "").with_content_types());
+    let target: Arc<dyn Target> = Arc::clone(&objects) as Arc<dyn Target>;
     ob.enqueue(target.id(), &entries, &[]).unwrap();
     let actor = SyncActor::new(
         Arc::clone(&ob),
@@ -123,13 +124,13 @@ fn bench_replay(
         "everything delivered"
     );
     // The same objects, read back, then put raw into another bucket.
-    let keys = rt.block_on(target.list("")).unwrap();
+    let keys = rt.block_on(objects.list("")).unwrap();
     let mut objects: Vec<(String, Bytes)> = keys
         .iter()
         .map(|k| {
             (
                 k.clone(),
-                rt.block_on(target.read(k, u64::MAX)).unwrap().unwrap(),
+                rt.block_on(objects.read(k, u64::MAX)).unwrap().unwrap(),
             )
         })
         .collect();

@@ -5,7 +5,8 @@
 //! |---|---|
 //! | 0 | success |
 //! | 1 | a run failed (a job failed), `sync verify` found a difference, `sync flush` timed out |
-//! | 2 | invalid input (pipeline, profile, flags, an unknown run): nothing ran |
+//! | 2 | invalid input (pipeline, profile, flags, an unknown run, credentials or a bucket a remote refuses): nothing ran |
+//! | 69 | a remote could not be read (unreachable, timed out, a server error, or an object it cannot serve): nothing changed; try again |
 //! | 74 | sparkwing itself could not work: its own files (`state.db`, `outbox.db`, logs, the cache) hit a full disk, missing permissions or damage, or it failed during a run |
 //! | 130 | a run was cancelled (Ctrl-C, SIGTERM) |
 //!
@@ -19,20 +20,26 @@
 //! started and could not go on), any other SQLite or outbox error (sparkwing
 //! uses SQLite only for its own databases, so that is a bug or a storage
 //! problem, never bad input), or an I/O error that is a full disk or a
-//! read-only filesystem. Everything else is input the user can fix: 2.
+//! read-only filesystem. A remote's failure keeps its class to the end (a
+//! [`sparkwing_sync::TargetError`] in the chain): credentials or a set-up
+//! the remote refuses are input to fix (2); a remote that could not answer
+//! is [`REMOTE_UNAVAILABLE`] (69, `EX_UNAVAILABLE`). Everything else is
+//! input the user can fix: 2.
 
 use std::fmt;
 
+use sparkwing_outbox::ErrorClass;
 use sparkwing_schema::StorageFault;
 
 pub const SUCCESS: u8 = 0;
 pub const RUN_FAILED: u8 = 1;
 pub const INVALID_INPUT: u8 = 2;
+pub const REMOTE_UNAVAILABLE: u8 = 69;
 pub const COULD_NOT_WORK: u8 = 74;
 pub const CANCELLED: u8 = 130;
 
 /// The exit codes as `--help` and README state them.
-pub const EXIT_CODES_HELP: &str = "Exit status:\n  0    success\n  1    a run failed (a job failed); `sync verify` found a difference; `sync flush` timed out\n  2    invalid input (pipeline, profile, flags, an unknown run): nothing ran\n  74   sparkwing itself could not work: a full disk, missing permissions or a damaged\n       state.db under SPARKWING_HOME, or a failure of its own during a run (the run is\n       then recorded as failed, with the reason); the message names the file and the fix\n  130  the run was cancelled (Ctrl-C, SIGTERM)\n  (`dashboard status` exits 3 when the dashboard is not running)";
+pub const EXIT_CODES_HELP: &str = "Exit status:\n  0    success\n  1    a run failed (a job failed); `sync verify` found a difference; `sync flush` timed out\n  2    invalid input (pipeline, profile, flags, an unknown run, credentials or a bucket\n       a remote refuses): nothing ran\n  69   a remote could not be read (unreachable, timed out, a server error): try again\n  74   sparkwing itself could not work: a full disk, missing permissions or a damaged\n       state.db under SPARKWING_HOME, or a failure of its own during a run (the run is\n       then recorded as failed, with the reason); the message names the file and the fix\n  130  the run was cancelled (Ctrl-C, SIGTERM)\n  (`dashboard status` exits 3 when the dashboard is not running)";
 
 /// The context of an error that stopped a run after it was recorded as
 /// started: whether its failure could be recorded in `state.db`.
@@ -89,9 +96,14 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
             })
     });
     if own {
-        COULD_NOT_WORK
-    } else {
-        INVALID_INPUT
+        return COULD_NOT_WORK;
+    }
+    let remote = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<sparkwing_sync::TargetError>());
+    match remote.map(|t| t.class) {
+        Some(ErrorClass::Auth | ErrorClass::Config) | None => INVALID_INPUT,
+        Some(_) => REMOTE_UNAVAILABLE,
     }
 }
 
@@ -119,6 +131,25 @@ mod tests {
     use anyhow::{anyhow, Context};
     use sparkwing_schema::Problem;
     use std::path::Path;
+
+    /// A remote's failure keeps its class through every context to the
+    /// exit code.
+    #[test]
+    fn remote_failures_exit_by_their_class() {
+        use sparkwing_sync::TargetError;
+        let down = anyhow::Error::new(TargetError::transient("connection refused"))
+            .context("reading the runs of s3:b/state");
+        assert_eq!(exit_code(&down), REMOTE_UNAVAILABLE);
+        let too_big = anyhow::Error::new(TargetError::permanent("object is 9 GB"));
+        assert_eq!(exit_code(&too_big), REMOTE_UNAVAILABLE);
+        for refused in [
+            TargetError::auth("403"),
+            TargetError::config("no such bucket"),
+        ] {
+            let e = anyhow::Error::new(refused).context("x");
+            assert_eq!(exit_code(&e), INVALID_INPUT);
+        }
+    }
 
     #[test]
     fn storage_faults_and_aborted_runs_are_could_not_work_through_contexts() {

@@ -143,6 +143,41 @@ impl JobStatus {
     }
 }
 
+/// How a status reads at a glance: the dashboard's colour and symbol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tone {
+    /// Passed (success; cached).
+    Ok,
+    Bad,
+    Running,
+    /// Not started yet (waiting for a slot; pending).
+    Waiting,
+    /// Stopped before its end (cancelled; interrupted).
+    Stopped,
+    /// Did not run (skipped).
+    Muted,
+}
+
+impl Tone {
+    /// The tone of any run, job or step status string; `None` for a word
+    /// none of them knows (a newer runner's, shown plainly).
+    pub fn of(status: &str) -> Option<Tone> {
+        if RunStatus::parse(status) == Some(RunStatus::Waiting) {
+            return Some(Tone::Waiting);
+        }
+        // Job statuses are a superset of step statuses and share the run
+        // statuses' other words.
+        Some(match JobStatus::parse(status)? {
+            JobStatus::Success | JobStatus::Cached => Tone::Ok,
+            JobStatus::Failed => Tone::Bad,
+            JobStatus::Running => Tone::Running,
+            JobStatus::Pending => Tone::Waiting,
+            JobStatus::Cancelled | JobStatus::Interrupted => Tone::Stopped,
+            JobStatus::Skipped => Tone::Muted,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,6 +232,11 @@ mod tests {
             err.to_string().contains("unknown RunStatus \"exploded\""),
             "{err}"
         );
+        // Every status of every kind has a tone; other words have none.
+        for s in runs.iter().chain(&jobs).chain(&steps) {
+            assert!(Tone::of(s).is_some(), "{s}");
+        }
+        assert_eq!(Tone::of("exploded"), None);
         assert!(RunStatus::live("waiting") && RunStatus::live("running"));
         assert!(!RunStatus::live("success") && !RunStatus::live("nonsense"));
     }

@@ -292,12 +292,7 @@ pub fn table(rows: &[Vec<String>]) -> String {
 
 /// At most `max` characters of `s` (on a character boundary), with `…`
 /// when cut: for values from outside the process shown in a message.
-pub fn clip(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_string(),
-    }
-}
+pub use sparkwing_sync::doc::clip;
 
 /// `s` with control characters (escape sequences, carriage returns) shown
 /// as `\u{..}` escapes, so text from a remote cannot drive the terminal.
@@ -326,7 +321,7 @@ pub fn sanitize(s: &str) -> String {
 fn escape_controls(s: &str, keep: &[char]) -> String {
     s.chars()
         .flat_map(|c| {
-            if crate::remote::doc::is_deceptive(c) && !keep.contains(&c) {
+            if sparkwing_sync::doc::is_deceptive(c) && !keep.contains(&c) {
                 c.escape_unicode().collect::<Vec<_>>()
             } else {
                 vec![c]

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sparkwing::remote::replicate::{decode_events, encode_event};
+use sparkwing_sync::doc::{decode_events, Event};
 use sparkwing_sync::Op;
 
 fuzz_target!(|input: (u8, String, i64, Vec<u8>)| {
@@ -17,7 +17,7 @@ fuzz_target!(|input: (u8, String, i64, Vec<u8>)| {
         assert_eq!(parsed.body().as_ref(), body.as_slice());
     }
     if let Ok(events) = decode_events(&body) {
-        let again: Vec<u8> = events.iter().flat_map(encode_event).collect();
+        let again: Vec<u8> = events.iter().flat_map(Event::encode).collect();
         let back = decode_events(&again).expect("re-encoded events decode");
         assert_eq!(back.len(), events.len());
         for (a, b) in events.iter().zip(&back) {

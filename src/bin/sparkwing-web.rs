@@ -85,7 +85,7 @@ fn main() -> ExitCode {
                 "sparkwing-web: {}",
                 sparkwing::util::clean(&format!("{e:#}"))
             );
-            ExitCode::from(2)
+            ExitCode::from(sparkwing::fault::exit_code(&e))
         }
     }
 }

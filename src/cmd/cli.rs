@@ -504,7 +504,7 @@ fn remote_runs(project_flag: Option<&Path>, name: &str) -> Result<crate::remote:
     let Some(state) = remote.state.clone() else {
         bail!("profile \"{name}\" keeps run state on this machine; `sparkwing runs` without --profile shows it");
     };
-    crate::remote::runs::RemoteRuns::new(state, remote.logs.clone())
+    crate::remote::runs::RemoteRuns::new(state.view, remote.logs.map(|e| e.view))
 }
 
 fn cmd_runs(project_flag: Option<&Path>, cmd: RunsCmd) -> Result<()> {

@@ -69,7 +69,7 @@ impl RunRow {
     /// gone was interrupted (killed, or the machine went down).
     pub fn shown_status(&self) -> &str {
         if RunStatus::live(&self.status) && self.host == hostname() && !pid_alive(self.pid) {
-            "interrupted"
+            RunStatus::Interrupted.as_str()
         } else {
             &self.status
         }
@@ -121,16 +121,8 @@ pub struct RunTargets {
     pub cache: Option<String>,
 }
 
-/// One row of a run's event log.
-#[derive(Debug, Clone, Serialize)]
-pub struct EventRow {
-    pub run: String,
-    pub seq: i64,
-    pub ts: i64,
-    pub kind: String,
-    pub job: Option<String>,
-    pub data: Value,
-}
+/// One row of a run's event log (the type a remote's events read into).
+pub use sparkwing_sync::doc::Event as EventRow;
 
 /// A new run, with its jobs (name, needs) and steps (job, index, name).
 pub struct NewRun<'a> {
@@ -272,14 +264,14 @@ impl Store {
             )?;
             for (i, (name, needs)) in new.jobs.iter().enumerate() {
                 tx.execute(
-                    "INSERT INTO jobs (run_id, name, position, needs, status) VALUES (?1, ?2, ?3, ?4, 'pending')",
-                    params![r.id, name, i as i64, serde_json::to_string(needs).unwrap_or_default()],
+                    "INSERT INTO jobs (run_id, name, position, needs, status) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![r.id, name, i as i64, serde_json::to_string(needs).unwrap_or_default(), JobStatus::Pending],
                 )?;
             }
             for (job, idx, name) in &new.steps {
                 tx.execute(
-                    "INSERT INTO steps (run_id, job, idx, name, status) VALUES (?1, ?2, ?3, ?4, 'pending')",
-                    params![r.id, job, *idx as i64, name],
+                    "INSERT INTO steps (run_id, job, idx, name, status) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![r.id, job, *idx as i64, name, StepStatus::Pending],
                 )?;
             }
             event(tx, &r.id, None, "run.started", json!({
@@ -293,9 +285,11 @@ impl Store {
     pub fn waiting_runs(&self, host: &str) -> Result<Vec<(String, i64)>> {
         self.read(|c| {
             let mut st = c.prepare_cached(
-                "SELECT id, pid FROM runs WHERE status = 'waiting' AND host = ?1 ORDER BY id",
+                "SELECT id, pid FROM runs WHERE status = ?2 AND host = ?1 ORDER BY id",
             )?;
-            let rows = st.query_map([host], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let rows = st.query_map(params![host, RunStatus::Waiting], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
             rows.collect()
         })
     }
@@ -303,7 +297,10 @@ impl Store {
     /// A waiting run got its slot.
     pub fn admit_run(&self, run: &str, slot: usize) -> Result<()> {
         self.with_tx(|tx| {
-            tx.execute("UPDATE runs SET status = 'running' WHERE id = ?1", [run])?;
+            tx.execute(
+                "UPDATE runs SET status = ?2 WHERE id = ?1",
+                params![run, RunStatus::Running],
+            )?;
             event(tx, run, None, "run.admitted", json!({"slot": slot}))
         })
     }
@@ -312,8 +309,8 @@ impl Store {
         let ts = now_ms();
         self.with_tx(|tx| {
             tx.execute(
-                "UPDATE jobs SET status = 'running', started_at = ?3, cache_key = ?4 WHERE run_id = ?1 AND name = ?2",
-                params![run, job, ts, cache_key],
+                "UPDATE jobs SET status = ?5, started_at = ?3, cache_key = ?4 WHERE run_id = ?1 AND name = ?2",
+                params![run, job, ts, cache_key, JobStatus::Running],
             )?;
             event(tx, run, Some(job), "job.started", json!({"cache_key": cache_key}))
         })
@@ -332,8 +329,8 @@ impl Store {
                 params![run, job, end.status, ts, end.cache_key, end.cached_from_run, error],
             )?;
             tx.execute(
-                "UPDATE steps SET status = ?3 WHERE run_id = ?1 AND job = ?2 AND status = 'pending'",
-                params![run, job, end.rest_status],
+                "UPDATE steps SET status = ?3 WHERE run_id = ?1 AND job = ?2 AND status = ?4",
+                params![run, job, end.rest_status, StepStatus::Pending],
             )?;
             event(tx, run, Some(job), "job.finished", json!({
                 "status": end.status, "cached_from_run": end.cached_from_run, "error": error,
@@ -345,8 +342,8 @@ impl Store {
         let ts = now_ms();
         self.with_tx(|tx| {
             tx.execute(
-                "UPDATE steps SET status = 'running', started_at = ?4 WHERE run_id = ?1 AND job = ?2 AND idx = ?3",
-                params![run, job, idx as i64, ts],
+                "UPDATE steps SET status = ?5, started_at = ?4 WHERE run_id = ?1 AND job = ?2 AND idx = ?3",
+                params![run, job, idx as i64, ts, StepStatus::Running],
             )?;
             event(tx, run, Some(job), "step.started", json!({"index": idx}))
         })
@@ -398,29 +395,31 @@ impl Store {
             let ts = now_ms();
             self.with_tx(|tx| {
                 let n = tx.execute(
-                    "UPDATE runs SET status = 'failed', finished_at = ?2, error = ?3
-                     WHERE id = ?1 AND status IN ('waiting', 'running')",
-                    params![run, ts, reason],
+                    "UPDATE runs SET status = ?4, finished_at = ?2, error = ?3
+                     WHERE id = ?1 AND status IN (?5, ?6)",
+                    params![run, ts, reason, RunStatus::Failed, RunStatus::Waiting, RunStatus::Running],
                 )?;
                 if n == 0 {
                     return Ok(());
                 }
                 tx.execute(
-                    "UPDATE jobs SET status = 'failed', finished_at = ?2, error = COALESCE(error, ?3)
-                     WHERE run_id = ?1 AND status = 'running'",
-                    params![run, ts, reason],
+                    "UPDATE jobs SET status = ?4, finished_at = ?2, error = COALESCE(error, ?3)
+                     WHERE run_id = ?1 AND status = ?5",
+                    params![run, ts, reason, JobStatus::Failed, JobStatus::Running],
                 )?;
                 tx.execute(
-                    "UPDATE steps SET status = 'failed', finished_at = ?2 WHERE run_id = ?1 AND status = 'running'",
-                    params![run, ts],
+                    "UPDATE steps SET status = ?3, finished_at = ?2 WHERE run_id = ?1 AND status = ?4",
+                    params![run, ts, StepStatus::Failed, StepStatus::Running],
                 )?;
-                for table in ["jobs", "steps"] {
-                    tx.execute(
-                        &format!("UPDATE {table} SET status = 'skipped' WHERE run_id = ?1 AND status = 'pending'"),
-                        [run],
-                    )?;
-                }
-                event(tx, run, None, "run.finished", json!({"status": "failed", "error": reason}))
+                tx.execute(
+                    "UPDATE jobs SET status = ?2 WHERE run_id = ?1 AND status = ?3",
+                    params![run, JobStatus::Skipped, JobStatus::Pending],
+                )?;
+                tx.execute(
+                    "UPDATE steps SET status = ?2 WHERE run_id = ?1 AND status = ?3",
+                    params![run, StepStatus::Skipped, StepStatus::Pending],
+                )?;
+                event(tx, run, None, "run.finished", json!({"status": RunStatus::Failed, "error": reason}))
             })
         };
         match write() {
@@ -454,7 +453,7 @@ impl Store {
     ) -> Result<Vec<RunRow>> {
         // `interrupted` is derived, not stored: filter it after reading.
         let (db_status, derived) = match status {
-            Some("interrupted") => (None, true),
+            Some(s) if s == RunStatus::Interrupted.as_str() => (None, true),
             s => (s, false),
         };
         let mut rows = self.read(|c| {
@@ -474,6 +473,28 @@ impl Store {
             rows.truncate(limit);
         }
         Ok(rows)
+    }
+
+    /// Every run's ID, ascending (IDs sort by the time they were made).
+    pub fn run_ids(&self) -> Result<Vec<String>> {
+        self.read(|c| {
+            let mut st = c.prepare("SELECT id FROM runs ORDER BY id")?;
+            let rows = st.query_map([], |r| r.get(0))?;
+            rows.collect()
+        })
+    }
+
+    /// The run with exactly this ID, if there is one.
+    pub fn run_by_id(&self, id: &str) -> Result<Option<RunRow>> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT id, pipeline, status, profile, project_dir, host, pid, started_at, finished_at, error
+                 FROM runs WHERE id = ?1",
+                [id],
+                run_row,
+            )
+            .optional()
+        })
     }
 
     /// Finds a run by full ID, unique ID prefix, or `latest`.
@@ -727,9 +748,12 @@ impl Store {
         let host = hostname();
         let candidates: Vec<(String, i64)> = self.read(|c| {
             let mut st = c.prepare_cached(
-                "SELECT id, pid FROM runs WHERE status IN ('running', 'waiting') AND host = ?1",
+                "SELECT id, pid FROM runs WHERE status IN (?2, ?3) AND host = ?1",
             )?;
-            let rows = st.query_map([&host], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let rows = st.query_map(
+                params![&host, RunStatus::Running, RunStatus::Waiting],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
             rows.collect()
         })?;
         let dead: Vec<(String, i64)> = candidates
@@ -742,22 +766,22 @@ impl Store {
             let changed = self.with_tx(|tx| {
                 let msg = format!("interrupted: process {pid} on {host} is gone (killed, or the machine went down)");
                 let n = tx.execute(
-                    "UPDATE runs SET status = 'interrupted', finished_at = ?2, error = COALESCE(error, ?3)
-                     WHERE id = ?1 AND status IN ('running', 'waiting')",
-                    params![id, ts, msg],
+                    "UPDATE runs SET status = ?4, finished_at = ?2, error = COALESCE(error, ?3)
+                     WHERE id = ?1 AND status IN (?5, ?6)",
+                    params![id, ts, msg, RunStatus::Interrupted, RunStatus::Running, RunStatus::Waiting],
                 )?;
                 if n == 0 {
                     return Ok(false);
                 }
                 tx.execute(
-                    "UPDATE jobs SET status = 'interrupted', finished_at = ?2 WHERE run_id = ?1 AND status = 'running'",
-                    params![id, ts],
+                    "UPDATE jobs SET status = ?3, finished_at = ?2 WHERE run_id = ?1 AND status = ?4",
+                    params![id, ts, JobStatus::Interrupted, JobStatus::Running],
                 )?;
                 tx.execute(
-                    "UPDATE steps SET status = 'interrupted', finished_at = ?2 WHERE run_id = ?1 AND status = 'running'",
-                    params![id, ts],
+                    "UPDATE steps SET status = ?3, finished_at = ?2 WHERE run_id = ?1 AND status = ?4",
+                    params![id, ts, StepStatus::Interrupted, StepStatus::Running],
                 )?;
-                event(tx, &id, None, "run.interrupted", json!({"status": "interrupted", "pid": pid, "host": host}))?;
+                event(tx, &id, None, "run.interrupted", json!({"status": RunStatus::Interrupted, "pid": pid, "host": host}))?;
                 Ok(true)
             })?;
             if changed {

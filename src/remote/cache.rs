@@ -8,16 +8,14 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
-use sparkwing_sync::layout;
-use sparkwing_sync::target::read_limits;
-use sparkwing_sync::Target;
+use sparkwing_sync::RemoteView;
 
 use crate::local::store::CacheEntry;
 use crate::profile::scrub;
-use crate::remote::doc::{Bounded, PlainName, RunId, MAX_NAME};
 use crate::remote::signing::SigningKey;
 use crate::run::cache::{Cas, Manifest};
 use crate::util::now_ms;
+use sparkwing_sync::doc::{Bounded, PlainName, RunId, MAX_NAME};
 
 /// Most files one remote manifest may name.
 pub const MAX_FILES: usize = 1_000_000;
@@ -82,14 +80,14 @@ pub fn verify_signature(key: &str, body: &[u8], signing: &SigningKey) -> Result<
 /// blob is read bounded by the size the manifest gives it and verified by
 /// SHA-256 ([`Cas::put_bytes`]).
 pub async fn fetch(
-    target: &dyn Target,
+    view: &dyn RemoteView,
     home: &Path,
     key: &str,
     outputs: &[String],
     signing: Option<&SigningKey>,
 ) -> Result<Option<CacheEntry>> {
-    let Some(body) = target
-        .read(&layout::manifest(key), read_limits::MANIFEST)
+    let Some(body) = view
+        .manifest(key)
         .await
         .map_err(|e| anyhow!("{}", scrub(&e.message)))?
     else {
@@ -123,7 +121,7 @@ pub async fn fetch(
         // Read no more than the manifest says the blob holds: a larger
         // object is not this blob (a permanent failure to read it is the
         // same verdict as a hash mismatch).
-        let got = target.read(&layout::blob(&f.sha256), f.size).await;
+        let got = view.blob(&f.sha256, f.size).await;
         let Some(bytes) = got.map_err(|e| match e.class {
             sparkwing_outbox::ErrorClass::Permanent => anyhow!(
                 "blob {} is corrupt or truncated on the remote: {}",
@@ -170,33 +168,38 @@ pub async fn fetch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sparkwing_sync::ObjectStoreTarget;
+    use sparkwing_sync::{layout, ObjectStoreTarget, ObjectView};
+
+    fn view(dir: &Path) -> ObjectView {
+        ObjectView::new(std::sync::Arc::new(ObjectStoreTarget::filesystem(dir)))
+    }
 
     #[tokio::test]
     async fn a_hostile_remote_manifest_is_refused_not_followed() {
         let remote = tempfile::tempdir().unwrap();
         let home = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(remote.path().join("keys")).unwrap();
+        let k1 = "1".repeat(64);
+        let k2 = "2".repeat(64);
         for (key, sha) in [
             (
-                "k1",
+                k1.as_str(),
                 "éééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééé",
             ),
-            ("k2", "../../../../etc/passwd"),
+            (k2.as_str(), "../../../../etc/passwd"),
         ] {
             let doc = serde_json::json!({"key": key, "job": "j", "pipeline": "p", "run_id": "R", "created_at": 0,
                 "expires_at": null, "manifest": {"version": 1, "files": [{"path": "o", "sha256": sha, "size": 1, "mode": 420}]}});
             std::fs::write(remote.path().join(layout::manifest(key)), doc.to_string()).unwrap();
-            let t = ObjectStoreTarget::filesystem(remote.path());
-            let e = fetch(&t, home.path(), key, &["o".into()], None)
+            let e = fetch(&view(remote.path()), home.path(), key, &["o".into()], None)
                 .await
                 .unwrap_err();
             assert!(format!("{e:#}").contains("invalid blob"), "{e:#}");
         }
         assert!(fetch(
-            &ObjectStoreTarget::filesystem(remote.path()),
+            &view(remote.path()),
             home.path(),
-            "absent",
+            &"a".repeat(64),
             &[],
             None
         )
@@ -211,7 +214,7 @@ mod tests {
             "created_at": 0, "expires_at": null,
             "manifest": {"version": 1, "files": [{"path": "o", "sha256": "a".repeat(64), "size": 1, "mode": 420}]}});
         assert!(parse_entry("k", good.to_string().as_bytes()).is_ok());
-        let long = "x".repeat(crate::remote::doc::MAX_NAME + 1);
+        let long = "x".repeat(sparkwing_sync::doc::MAX_NAME + 1);
         let with = |k: &str, v: serde_json::Value| {
             let mut d = good.clone();
             d[k] = v;

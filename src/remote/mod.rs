@@ -1,10 +1,10 @@
-//! Everything that talks to a profile's remote: its surfaces as sync
-//! targets, replication into the outbox, the sync session, cross-runner
-//! cache reads, remote documents parsed into types, merged views of runs,
-//! `sync verify`, and signed manifests.
+//! Everything that talks to a profile's remote: its surfaces as endpoints
+//! (a sync target to write, a view to read), replication into the outbox,
+//! the sync session, cross-runner cache reads, merged views of runs, `sync
+//! verify`, and signed manifests. Key formats are not spelled here: they
+//! live in `sparkwing_sync` (`layout`, `view`).
 
 pub mod cache;
-pub mod doc;
 pub mod replicate;
 pub mod runs;
 pub mod session;
@@ -12,4 +12,4 @@ pub mod signing;
 pub mod targets;
 pub mod verify;
 
-pub use targets::{remote_of, Remote};
+pub use targets::{remote_of, Endpoint, Remote};

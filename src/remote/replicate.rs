@@ -22,14 +22,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use serde_json::{json, Value};
 use sparkwing_outbox::{Mark, NewEntry, Outbox, Payload, INLINE_LIMIT};
+use sparkwing_sync::doc::Event;
 use sparkwing_sync::target::{stream, OpKind};
 use tokio::sync::Notify;
 
-use crate::local::store::{CacheEntry, EventRow, RunTargets, Store};
+use crate::local::store::{CacheEntry, RunTargets, Store};
 use crate::remote::signing::SigningKey;
-use crate::report;
 use crate::run::cache::{Cas, Manifest};
 use crate::run::logs::log_path;
 
@@ -49,67 +48,6 @@ pub const LOG_CHUNK: u64 = 1 << 20;
 /// after a newer one.
 pub fn summary_version(last_event_seq: i64, log_chunks: i64) -> i64 {
     (last_event_seq << 32) | (log_chunks & 0xffff_ffff)
-}
-
-/// One event as a line of a segment object.
-pub fn encode_event(e: &EventRow) -> Vec<u8> {
-    let mut line = serde_json::to_vec(&json!({
-        "run": e.run, "seq": e.seq, "ts": e.ts, "kind": e.kind, "job": e.job, "data": e.data,
-    }))
-    .unwrap_or_default();
-    line.push(b'\n');
-    line
-}
-
-/// Parses the lines of a segment object (the inverse of [`encode_event`]).
-/// A line that is not an event is an error naming its number.
-pub fn decode_events(body: &[u8]) -> Result<Vec<EventRow>, String> {
-    let mut out = Vec::new();
-    for (i, line) in body.split(|&b| b == b'\n').enumerate() {
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let v: Value = serde_json::from_slice(line).map_err(|e| format!("line {}: {e}", i + 1))?;
-        let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
-        let n = |k: &str| v.get(k).and_then(Value::as_i64);
-        match (s("run"), n("seq"), n("ts"), s("kind")) {
-            (Some(run), Some(seq), Some(ts), Some(kind)) => out.push(EventRow {
-                run,
-                seq,
-                ts,
-                kind,
-                job: s("job"),
-                data: v.get("data").cloned().unwrap_or(Value::Null),
-            }),
-            _ => {
-                return Err(format!(
-                    "line {}: not an event (needs run, seq, ts, kind)",
-                    i + 1
-                ))
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// The run document as a remote holds it (`run.json`): the local document
-/// without local paths, with `events_through` (its last event) and, per
-/// job, the log chunks and bytes the remote should hold, so a reader can
-/// tell a missing chunk from a log that ends there.
-pub fn remote_document(store: &Store, row: &crate::local::store::RunRow) -> Result<Value> {
-    let seq = store.last_event_seq(&row.id)?;
-    let chunks = store.log_chunk_totals(&row.id)?;
-    let mut doc = report::run_document(store, row, None)?;
-    doc["events_through"] = json!(seq);
-    if let Some(jobs) = doc["jobs"].as_array_mut() {
-        for j in jobs {
-            let name = j["name"].as_str().unwrap_or_default().to_string();
-            let (n, bytes) = chunks.get(&name).copied().unwrap_or((0, 0));
-            j["log_chunks"] = json!(n);
-            j["log_bytes"] = json!(bytes);
-        }
-    }
-    Ok(doc)
 }
 
 /// Opens `home/outbox.db` for any command. When the open found it damaged
@@ -184,7 +122,7 @@ impl Replicator {
         for (first, last) in store.segments_after(run, high)? {
             let mut body = Vec::new();
             for e in store.events_between(run, first, last)? {
-                body.extend(encode_event(&e));
+                body.extend(Event::encode(&e));
             }
             entries.push(NewEntry {
                 stream: stream.clone(),
@@ -227,7 +165,7 @@ impl Replicator {
             return Ok(0);
         }
         let row = store.find_run(run)?;
-        let doc = remote_document(store, &row)?;
+        let doc = crate::local::view::remote_document(store, &row)?;
         let body = serde_json::to_vec(&doc)?;
         let payload = if body.len() <= INLINE_LIMIT {
             Payload::Inline(body)
@@ -323,10 +261,7 @@ impl Replicator {
                 },
             });
         }
-        let mut doc = json!({
-            "key": entry.key, "job": entry.job, "pipeline": entry.pipeline, "run_id": entry.run_id,
-            "created_at": entry.created_at, "expires_at": entry.expires_at, "manifest": manifest,
-        });
+        let mut doc = crate::run::cache::manifest_document(entry, &manifest);
         if let (Some(key), Some(map)) = (&self.signing, doc.as_object_mut()) {
             key.sign(map);
         }
@@ -451,36 +386,5 @@ impl Replicator {
             }
         }
         Ok(total)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn events_round_trip_through_segment_lines() {
-        let e = EventRow {
-            run: "R".into(),
-            seq: 7,
-            ts: 1,
-            kind: "job.started".into(),
-            job: Some("build".into()),
-            data: json!({"cache_key": null, "note": "line\nbreak"}),
-        };
-        let mut body = encode_event(&e);
-        body.extend(encode_event(&EventRow {
-            seq: 8,
-            job: None,
-            ..e.clone()
-        }));
-        let back = decode_events(&body).unwrap();
-        assert_eq!(back.len(), 2);
-        assert_eq!(back[0].seq, 7);
-        assert_eq!(back[0].data, e.data);
-        assert_eq!(back[1].job, None);
-        assert!(decode_events(b"{\"seq\":1}\n")
-            .unwrap_err()
-            .contains("line 1"));
     }
 }

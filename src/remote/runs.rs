@@ -8,21 +8,20 @@
 //! are the job's chunks listed in order. A remote that cannot be reached
 //! degrades to the local view with a warning, never an error.
 
-use sparkwing_sync::layout;
 use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
-use sparkwing_sync::target::read_limits;
-use sparkwing_sync::Target;
+use sparkwing_sync::doc::clip;
+use sparkwing_sync::view::RunRead;
+use sparkwing_sync::RemoteView;
 
 use crate::local::store::Store;
 use crate::profile::scrub;
-use crate::remote::doc;
 use crate::report::{self, run_json};
 use crate::util::{cell, human_duration, table};
 
@@ -151,8 +150,8 @@ pub fn render_show(doc: &Value) -> String {
 
 /// The remote side of a merged view.
 pub struct RemoteRuns {
-    pub state: Arc<dyn Target>,
-    pub logs: Option<Arc<dyn Target>>,
+    pub state: Arc<dyn RemoteView>,
+    pub logs: Option<Arc<dyn RemoteView>>,
     rt: Rt,
 }
 
@@ -165,7 +164,7 @@ enum Rt {
 }
 
 impl RemoteRuns {
-    pub fn new(state: Arc<dyn Target>, logs: Option<Arc<dyn Target>>) -> Result<Self> {
+    pub fn new(state: Arc<dyn RemoteView>, logs: Option<Arc<dyn RemoteView>>) -> Result<Self> {
         let rt = crate::util::runtime()?;
         Ok(RemoteRuns {
             state,
@@ -176,8 +175,8 @@ impl RemoteRuns {
 
     /// A view that blocks on `handle` (call it only off the async workers).
     pub fn with_handle(
-        state: Arc<dyn Target>,
-        logs: Option<Arc<dyn Target>>,
+        state: Arc<dyn RemoteView>,
+        logs: Option<Arc<dyn RemoteView>>,
         handle: tokio::runtime::Handle,
     ) -> Self {
         RemoteRuns {
@@ -191,10 +190,11 @@ impl RemoteRuns {
         let f = async {
             match tokio::time::timeout(REMOTE_TIMEOUT, f).await {
                 Ok(r) => r,
-                Err(_) => Err(anyhow!(
-                    "no answer within {}",
-                    human_duration(REMOTE_TIMEOUT)
-                )),
+                // Unanswered is a remote that could not be read (its class
+                // decides the exit code).
+                Err(_) => Err(anyhow::Error::new(sparkwing_sync::TargetError::transient(
+                    format!("no answer within {}", human_duration(REMOTE_TIMEOUT)),
+                ))),
             }
         };
         match &self.rt {
@@ -206,15 +206,11 @@ impl RemoteRuns {
     /// Every run ID on the remote, oldest first.
     pub fn ids(&self) -> Result<Vec<String>> {
         let t = Arc::clone(&self.state);
-        self.block(async move {
-            t.list_children(layout::RUNS)
-                .await
-                .map_err(anyhow::Error::new)
-        })
+        self.block(async move { t.run_ids().await.map_err(anyhow::Error::new) })
     }
 
     /// The `run.json` of some runs (absent ones are left out), fetched
-    /// concurrently and parsed into types ([`crate::remote::doc`]). A run
+    /// concurrently and parsed into types ([`sparkwing_sync::doc`]). A run
     /// whose document cannot be read or used is one `unreadable` row with
     /// the reason; it never fails the others.
     pub fn docs(&self, ids: &[String]) -> Result<HashMap<String, Value>> {
@@ -225,25 +221,21 @@ impl RemoteRuns {
             for chunk in ids.chunks(FETCH_CONCURRENCY) {
                 let mut set = tokio::task::JoinSet::new();
                 for id in chunk {
-                    if !doc::is_run_id(id) {
-                        out.insert(id.clone(), doc::unreadable(id, "not a run ID"));
-                        continue;
-                    }
                     let (t, id) = (Arc::clone(&t), id.clone());
                     set.spawn(async move {
-                        let key = layout::run_document(&id);
-                        (id, t.read(&key, read_limits::RUN_DOCUMENT).await)
+                        let r = t.run(&id).await;
+                        (id, r)
                     });
                 }
                 while let Some(j) = set.join_next().await {
                     let (id, r) = j.map_err(anyhow::Error::new)?;
                     let doc = match r {
                         Ok(None) => continue,
-                        Ok(Some(body)) => doc::parse_run(&id, &body)
-                            .unwrap_or_else(|why| doc::unreadable(&id, &why)),
-                        Err(e) => doc::unreadable(
+                        Ok(Some(RunRead::Doc(d))) => d.to_value(),
+                        Ok(Some(RunRead::Unreadable(why))) => unreadable(&id, &why),
+                        Err(e) => unreadable(
                             &id,
-                            &format!("could not read its run.json: {}", scrub(&e.message)),
+                            &format!("could not read its document: {}", scrub(&e.message)),
                         ),
                     };
                     out.insert(id, doc);
@@ -269,19 +261,15 @@ impl RemoteRuns {
             .logs
             .clone()
             .ok_or_else(|| anyhow!("the profile keeps logs locally"))?;
-        let prefix = layout::log_prefix(run, job);
-        let keys = self.block(async {
-            t.list(&prefix)
-                .await
-                .map_err(|e| anyhow!("{}", scrub(&e.message)))
-        })?;
-        let chunks = order_chunks(keys, expected);
-        for (i, k) in chunks.iter().enumerate() {
-            let got = match k {
-                Some(k) => self.block(async {
-                    t.read(k, read_limits::LOG_CHUNK)
+        let present =
+            self.block(async { t.log_chunks(run, job).await.map_err(anyhow::Error::new) })?;
+        let chunks = order_chunks(present.seqs, expected);
+        for (i, seq) in chunks.iter().enumerate() {
+            let got = match seq {
+                Some(seq) => self.block(async {
+                    t.log_chunk(run, job, *seq)
                         .await
-                        .map_err(|e| anyhow!("{}", scrub(&e.message)))
+                        .map_err(anyhow::Error::new)
                 })?,
                 None => None,
             };
@@ -337,31 +325,27 @@ impl LastLines {
     }
 }
 
-/// The seq a log chunk key names (`<run>/<job>/<seq:010>.log`); `None` for
-/// anything else (a remote may hold any name).
-use sparkwing_sync::layout::chunk_seq;
+/// The row shown for a remote run whose document could not be used.
+pub fn unreadable(id: &str, why: &str) -> Value {
+    json!({"id": clip(id, 64), "pipeline": "?", "status": "unreadable",
+           "error": clip(why, 500), "jobs": []})
+}
 
 /// Most chunks a remote log is taken to have, 64 GiB of log (10 digits of seq allow more,
 /// but a hostile key must not make a reader allocate for them).
 const MAX_CHUNKS: u64 = 1 << 16;
 
-/// A remote log's chunk keys in order of their seq, one slot per chunk from
-/// 0: `None` where a chunk is missing (a gap, or fewer chunks than the
-/// `expected` count a run document promises). Keys that are not chunk
-/// names are ignored; a seq present twice is kept once.
-pub fn order_chunks(keys: Vec<String>, expected: Option<u64>) -> Vec<Option<String>> {
-    let mut by_seq: std::collections::BTreeMap<u64, String> = std::collections::BTreeMap::new();
-    for k in keys {
-        if let Some(s) = chunk_seq(&k).filter(|s| *s < MAX_CHUNKS) {
-            by_seq.entry(s).or_insert(k);
-        }
-    }
-    let n = by_seq
-        .keys()
-        .next_back()
+/// A remote log's chunks in order of their seq, one slot per chunk from 0:
+/// `None` where a chunk is missing (a gap, or fewer chunks than the
+/// `expected` count a run document promises). A seq present twice is kept
+/// once; seqs past [`MAX_CHUNKS`] are ignored.
+pub fn order_chunks(seqs: Vec<u64>, expected: Option<u64>) -> Vec<Option<u64>> {
+    let present: BTreeSet<u64> = seqs.into_iter().filter(|s| *s < MAX_CHUNKS).collect();
+    let n = present
+        .last()
         .map_or(0, |s| s + 1)
         .max(expected.unwrap_or(0).min(MAX_CHUNKS));
-    (0..n).map(|i| by_seq.remove(&i)).collect()
+    (0..n).map(|i| present.contains(&i).then_some(i)).collect()
 }
 
 /// What a reader says where a chunk is missing (the log is never shown as
@@ -375,7 +359,7 @@ pub fn missing_marker(i: usize, total: usize) -> Vec<u8> {
 }
 
 /// `log of job X: chunk 2 of 5 missing on the remote`, or `None`.
-pub fn missing_note(job: &str, chunks: &[Option<String>]) -> Option<String> {
+pub fn missing_note(job: &str, chunks: &[Option<u64>]) -> Option<String> {
     let missing: Vec<String> = chunks
         .iter()
         .enumerate()
@@ -392,7 +376,7 @@ pub fn missing_note(job: &str, chunks: &[Option<String>]) -> Option<String> {
         n => Some(format!(
             "log of job {job}: {n} of {} chunks missing on the remote ({})",
             chunks.len(),
-            crate::util::clip(&missing.join(", "), 80)
+            clip(&missing.join(", "), 80)
         )),
     }
 }
@@ -519,9 +503,9 @@ pub fn merged_show(
         doc["sync"] = json!("local");
         return Ok((doc, None));
     }
-    let ids = remote.ids().map_err(|e| {
-        anyhow!(
-            "run `{id}` is not on this machine and {} could not be read: {e:#}",
+    let ids = remote.ids().with_context(|| {
+        format!(
+            "run `{id}` is not on this machine and {} could not be read",
             remote.state.id()
         )
     })?;
@@ -639,32 +623,22 @@ mod tests {
 
     #[test]
     fn remote_chunks_are_ordered_deduplicated_and_gaps_named() {
-        let k = |s: u64| format!("R/j/{s:010}.log");
-        let keys = vec![
-            k(2),
-            k(0),
-            "R/j/0000000001.log#1".into(),
-            "R/j/x.log".into(),
-            k(0),
-        ];
-        let chunks = order_chunks(keys, None);
-        assert_eq!(chunks, vec![Some(k(0)), None, Some(k(2))]);
+        let chunks = order_chunks(vec![2, 0, 0], None);
+        assert_eq!(chunks, vec![Some(0), None, Some(2)]);
         assert_eq!(
             missing_note("j", &chunks).as_deref(),
             Some("log of job j: chunk 2 of 3 missing on the remote")
         );
         // The run document promises 5: the last two are missing too.
-        let chunks = order_chunks(vec![k(0), k(1), k(2)], Some(5));
+        let chunks = order_chunks(vec![0, 1, 2], Some(5));
         assert_eq!(chunks.len(), 5);
         assert!(missing_note("j", &chunks).is_some_and(|m| m.contains("2 of 5 chunks")));
-        // A hostile key cannot make a reader allocate billions of slots.
-        assert!(order_chunks(vec![k(9_999_999_999)], None).is_empty());
+        // A hostile seq cannot make a reader allocate billions of slots.
+        assert!(order_chunks(vec![9_999_999_999], None).is_empty());
         assert_eq!(
             order_chunks(vec![], Some(u64::MAX)).len() as u64,
             MAX_CHUNKS
         );
-        assert_eq!(chunk_seq("R/j/0000000002.log"), Some(2));
-        assert_eq!(chunk_seq(""), None);
     }
 
     #[test]

@@ -1,23 +1,49 @@
-//! The remote side of a profile: one sync [`Target`] per surface that is
-//! not local, and the run's target addresses.
+//! The remote side of a profile: one [`Endpoint`] per surface that is not
+//! local (a sync [`Target`] that writes it and a [`RemoteView`] that reads
+//! it), and the run's target addresses.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Result};
 use sparkwing_sync::observe::ReadsObserved;
-use sparkwing_sync::{ObjectStoreTarget, Target};
+use sparkwing_sync::{ObjectStoreTarget, ObjectView, RemoteView, Target};
 
 use crate::local::store::RunTargets;
 use crate::profile::{ProfileDef, Resolved, Surface, SurfaceType};
 use crate::remote::signing::SigningKey;
 
-/// The targets of a profile's surfaces; `None` where a surface is local.
+/// One remote surface: the target the replay actor writes it through and
+/// the view readers read it through (the same objects, or the same
+/// database, seen from both sides).
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub target: Arc<dyn Target>,
+    pub view: Arc<dyn RemoteView>,
+}
+
+impl Endpoint {
+    /// An object store surface: written and read as objects.
+    pub fn objects(t: ObjectStoreTarget) -> Endpoint {
+        let t = Arc::new(t);
+        Endpoint {
+            target: Arc::clone(&t) as Arc<dyn Target>,
+            view: Arc::new(ObjectView::new(t)),
+        }
+    }
+
+    /// The target's id (the outbox address, with no secret in it).
+    pub fn id(&self) -> &str {
+        self.target.id()
+    }
+}
+
+/// The surfaces of a profile; `None` where a surface is local.
 #[derive(Debug, Default, Clone)]
 pub struct Remote {
-    pub state: Option<Arc<dyn Target>>,
-    pub logs: Option<Arc<dyn Target>>,
-    pub cache: Option<Arc<dyn Target>>,
+    pub state: Option<Endpoint>,
+    pub logs: Option<Endpoint>,
+    pub cache: Option<Endpoint>,
     /// The key cache manifests are signed and checked with
     /// (`cache.signing_key_source`); `None` leaves them unsigned.
     pub signing: Option<Arc<SigningKey>>,
@@ -33,7 +59,8 @@ fn expand_home(path: &str) -> PathBuf {
     }
 }
 
-pub(crate) fn target_for(role: &str, s: &Surface) -> Result<Option<Arc<dyn Target>>> {
+/// The endpoint of a surface; `None` for a local one.
+pub(crate) fn endpoint_for(role: &str, s: &Surface) -> Result<Option<Endpoint>> {
     match s.kind {
         SurfaceType::Sqlite => Ok(None),
         SurfaceType::Filesystem => {
@@ -42,9 +69,11 @@ pub(crate) fn target_for(role: &str, s: &Surface) -> Result<Option<Arc<dyn Targe
             if !dir.is_absolute() {
                 bail!("{role}: filesystem path `{raw}` must be absolute (or start with ~/)");
             }
-            Ok(Some(Arc::new(ObjectStoreTarget::filesystem(dir))))
+            Ok(Some(Endpoint::objects(ObjectStoreTarget::filesystem(dir))))
         }
-        SurfaceType::S3 | SurfaceType::Gcs | SurfaceType::AzureBlob => Ok(Some(cloud_target(role, s)?)),
+        SurfaceType::S3 | SurfaceType::Gcs | SurfaceType::AzureBlob => {
+            Ok(Some(Endpoint::objects(cloud_target(role, s)?)))
+        }
         other => bail!(
             "{role}: type {} is recognized but not implemented in this build; use --sw-local-only to run locally",
             other.as_str()
@@ -53,14 +82,17 @@ pub(crate) fn target_for(role: &str, s: &Surface) -> Result<Option<Arc<dyn Targe
 }
 
 impl Remote {
-    /// Builds the targets of a (validated, runnable) profile.
+    /// Builds the endpoints of a (validated, runnable) profile.
     pub fn from_profile(def: &ProfileDef) -> Result<Remote> {
-        let one = |role: &str, s: &Option<Surface>| -> Result<Option<Arc<dyn Target>>> {
-            let t = match s {
-                Some(s) => target_for(role, s)?,
+        let one = |role: &str, s: &Option<Surface>| -> Result<Option<Endpoint>> {
+            let e = match s {
+                Some(s) => endpoint_for(role, s)?,
                 None => None,
             };
-            Ok(t.map(with_faults))
+            Ok(e.map(|e| Endpoint {
+                target: with_faults(e.target),
+                view: e.view,
+            }))
         };
         Ok(Remote {
             state: one("state", &def.state)?,
@@ -77,12 +109,15 @@ impl Remote {
         })
     }
 
-    /// Each target records in `home`'s outbox what reads learn about its
+    /// Each view records in `home`'s outbox what reads learn about its
     /// connectivity (`sync status` then shows a target just read from as
     /// online).
     pub fn observing_reads(self, home: &std::path::Path) -> Remote {
-        let wrap = |t: Option<Arc<dyn Target>>| -> Option<Arc<dyn Target>> {
-            t.map(|t| Arc::new(ReadsObserved::new(t, home)) as Arc<dyn Target>)
+        let wrap = |e: Option<Endpoint>| -> Option<Endpoint> {
+            e.map(|e| Endpoint {
+                view: Arc::new(ReadsObserved::new(e.view, home)),
+                target: e.target,
+            })
         };
         Remote {
             state: wrap(self.state),
@@ -99,16 +134,16 @@ impl Remote {
     /// The distinct targets, in state, logs, cache order.
     pub fn targets(&self) -> Vec<Arc<dyn Target>> {
         let mut out: Vec<Arc<dyn Target>> = Vec::new();
-        for t in [&self.state, &self.logs, &self.cache].into_iter().flatten() {
-            if !out.iter().any(|o| o.id() == t.id()) {
-                out.push(Arc::clone(t));
+        for e in [&self.state, &self.logs, &self.cache].into_iter().flatten() {
+            if !out.iter().any(|o| o.id() == e.id()) {
+                out.push(Arc::clone(&e.target));
             }
         }
         out
     }
 
     pub fn run_targets(&self) -> RunTargets {
-        let id = |t: &Option<Arc<dyn Target>>| t.as_ref().map(|t| t.id().to_string());
+        let id = |e: &Option<Endpoint>| e.as_ref().map(|e| e.id().to_string());
         RunTargets {
             state: id(&self.state),
             logs: id(&self.logs),
@@ -329,7 +364,7 @@ fn env_set(names: &[&str]) -> bool {
         .any(|n| std::env::var_os(n).is_some_and(|v| !v.is_empty()))
 }
 
-fn cloud_target(role: &str, s: &Surface) -> Result<Arc<dyn Target>> {
+fn cloud_target(role: &str, s: &Surface) -> Result<ObjectStoreTarget> {
     use sparkwing_sync::object_store::aws::AmazonS3Builder;
     use sparkwing_sync::object_store::azure::MicrosoftAzureBuilder;
     use sparkwing_sync::object_store::gcp::GoogleCloudStorageBuilder;
@@ -519,11 +554,9 @@ fn cloud_target(role: &str, s: &Surface) -> Result<Arc<dyn Target>> {
         }
         _ => bail!("{role}: type {t} is not an object store"),
     }
-    Ok(Arc::new(
-        ObjectStoreTarget::new(id, store, &prefix)
-            .with_retry_after(seen)
-            .with_content_types(),
-    ))
+    Ok(ObjectStoreTarget::new(id, store, &prefix)
+        .with_retry_after(seen)
+        .with_content_types())
 }
 
 /// The remote targets of a resolved profile, or `None` for a local one.

@@ -22,13 +22,12 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
-use sparkwing_sync::layout;
-use sparkwing_sync::target::{read_limits, sha256_hex};
-use sparkwing_sync::Target;
+use sparkwing_sync::target::sha256_hex;
+use sparkwing_sync::view::RunRead;
+use sparkwing_sync::RemoteView;
 
 use crate::local::store::{RunRow, Store};
-use crate::remote::replicate::decode_events;
-use crate::remote::Remote;
+use crate::remote::{Endpoint, Remote};
 use crate::run::cache::Manifest;
 use crate::run::logs::log_path;
 use crate::util::sanitize;
@@ -77,14 +76,14 @@ impl Report {
     }
 }
 
-/// A remote read, with the error turned into text naming the object.
-async fn read(t: &Arc<dyn Target>, key: &str, max: u64) -> Result<Option<bytes::Bytes>, String> {
-    t.read(key, max).await.map_err(|e| {
+/// A remote read's error as text naming what was read.
+fn failed(what: &str) -> impl FnOnce(sparkwing_sync::TargetError) -> String + '_ {
+    move |e| {
         format!(
-            "could not read {key}: {}",
+            "could not read {what}: {}",
             crate::profile::scrub(&e.message)
         )
-    })
+    }
 }
 
 /// Compares every local run bound for `remote` (or only `only`) with what
@@ -139,10 +138,10 @@ pub fn verify(home: &std::path::Path, remote: &Remote, only: Option<&str>) -> Re
             continue;
         }
         let mine = bound.get(&id).cloned().unwrap_or_default();
-        let same = |t: &Option<Arc<dyn Target>>, theirs: &Option<String>| {
-            t.as_ref()
-                .filter(|t| theirs.as_deref() == Some(t.id()))
-                .cloned()
+        let same = |e: &Option<Endpoint>, theirs: &Option<String>| {
+            e.as_ref()
+                .filter(|e| theirs.as_deref() == Some(e.id()))
+                .map(|e| Arc::clone(&e.view))
         };
         if let Some(t) = same(&remote.state, &mine.state) {
             rt.block_on(check_state(&store, &t, &row, &mut rr.problems))?;
@@ -164,54 +163,34 @@ pub fn verify(home: &std::path::Path, remote: &Remote, only: Option<&str>) -> Re
     Ok(report)
 }
 
-/// The seq a segment key names (`runs/<run>/events/<seq:020>.ndjson`).
-fn segment_seq(key: &str) -> Option<i64> {
-    layout::segment_seq(key).and_then(|s| i64::try_from(s).ok())
-}
-
 async fn check_state(
     store: &Store,
-    t: &Arc<dyn Target>,
+    t: &Arc<dyn RemoteView>,
     row: &RunRow,
     problems: &mut Vec<String>,
 ) -> Result<()> {
     let run = &row.id;
     let local = store.events_after(run, 0)?;
-    let prefix = layout::events_prefix(run);
     // A listing the remote refuses (a hostile object name, an outage) is
     // this run's problem, not the end of the whole report.
-    let keys = match t.list(&prefix).await {
-        Ok(k) => k,
+    let stored = match t.events(run).await.map_err(failed("the run's events")) {
+        Ok(s) => s,
         Err(e) => {
-            problems.push(format!(
-                "could not list {prefix}: {}",
-                crate::profile::scrub(&e.message)
-            ));
-            Vec::new()
+            problems.push(e);
+            Default::default()
         }
     };
+    for stray in &stored.strays {
+        problems.push(format!("unexpected object {stray} (not a segment name)"));
+    }
     // seq -> the segments it was found in, and its first decoded copy.
     let mut seen: BTreeMap<i64, (Vec<i64>, crate::local::store::EventRow)> = BTreeMap::new();
-    for key in &keys {
-        let Some(first) = segment_seq(key) else {
-            problems.push(format!("unexpected object {key} (not a segment name)"));
-            continue;
-        };
-        let body = match read(t, key, read_limits::EVENT_SEGMENT).await {
-            Ok(Some(b)) => b,
-            Ok(None) => {
-                problems.push(format!("segment {first} was listed but cannot be read"));
-                continue;
-            }
-            Err(e) => {
-                problems.push(e);
-                continue;
-            }
-        };
-        let events = match decode_events(&body) {
+    for seg in stored.segments {
+        let first = seg.first_seq;
+        let events = match seg.events {
             Ok(ev) => ev,
             Err(e) => {
-                problems.push(format!("segment {first} is not a list of events: {e}"));
+                problems.push(format!("segment {first}: {e}"));
                 continue;
             }
         };
@@ -276,16 +255,14 @@ async fn check_state(
             ranges(&extra)
         ));
     }
-    // The run document.
-    let key = layout::run_document(run);
-    let doc: Value = match read(t, &key, read_limits::RUN_DOCUMENT).await {
-        Ok(Some(b)) => match serde_json::from_slice(&b) {
-            Ok(v) => v,
-            Err(e) => {
-                problems.push(format!("run.json is not JSON: {e}"));
-                return Ok(());
-            }
-        },
+    // The run document, as types: what sparkwing writes, field by field
+    // (a field no reader knows is not compared: no reader would see it).
+    let doc: Value = match t.run(run).await.map_err(failed("the run document")) {
+        Ok(Some(RunRead::Doc(d))) => d.to_value(),
+        Ok(Some(RunRead::Unreadable(why))) => {
+            problems.push(format!("the run document is unreadable: {why}"));
+            return Ok(());
+        }
         Ok(None) => {
             problems.push("run.json missing on the remote".into());
             return Ok(());
@@ -295,7 +272,7 @@ async fn check_state(
             return Ok(());
         }
     };
-    let want = crate::remote::replicate::remote_document(store, row)?;
+    let want = crate::local::view::remote_document(store, row)?;
     // A field of the remote document as shown in a message (it may hold
     // anything: cut short).
     let shown = |k: &str, absent: &str| {
@@ -343,7 +320,7 @@ async fn check_state(
 async fn check_logs(
     home: &std::path::Path,
     store: &Store,
-    t: &Arc<dyn Target>,
+    t: &Arc<dyn RemoteView>,
     row: &RunRow,
     problems: &mut Vec<String>,
 ) -> Result<()> {
@@ -360,37 +337,32 @@ async fn check_logs(
                 local_len - covered
             ));
         }
-        let prefix = format!("{run}/{}/", job.name);
-        let keys = match t.list(&prefix).await {
-            Ok(k) => k,
+        let listed = match t.log_chunks(run, &job.name).await {
+            Ok(l) => l,
             Err(e) => {
-                problems.push(format!(
-                    "could not list {prefix}: {}",
-                    crate::profile::scrub(&e.message)
-                ));
+                problems.push(failed(&format!("the log of job {}", job.name))(e));
                 continue;
             }
         };
-        let mut present: BTreeMap<i64, String> = BTreeMap::new();
-        for k in keys {
-            match layout::chunk_seq(&k) {
-                Some(s) => {
-                    present.insert(s as i64, k);
-                }
-                None => problems.push(format!("log of job {}: unexpected object {k}", job.name)),
-            }
+        for k in listed.strays {
+            problems.push(format!("log of job {}: unexpected object {k}", job.name));
         }
+        let mut present: std::collections::BTreeSet<i64> = listed
+            .seqs
+            .iter()
+            .filter_map(|s| i64::try_from(*s).ok())
+            .collect();
         let total = chunks.len();
         let file = std::fs::File::open(&path).ok();
         for (seq, offset, len) in &chunks {
-            let Some(key) = present.remove(seq) else {
+            if !present.remove(seq) {
                 problems.push(format!(
                     "log of job {}: chunk {} of {total} missing on the remote",
                     job.name,
                     seq + 1
                 ));
                 continue;
-            };
+            }
             let want = match &file {
                 Some(f) => read_range(f, *offset, *len),
                 None => Err(std::io::Error::other("the local log file is gone")),
@@ -406,7 +378,11 @@ async fn check_logs(
                     continue;
                 }
             };
-            match read(t, &key, read_limits::LOG_CHUNK).await {
+            let got = t
+                .log_chunk(run, &job.name, u64::try_from(*seq).unwrap_or(u64::MAX))
+                .await
+                .map_err(failed(&format!("chunk {} of job {}", seq + 1, job.name)));
+            match got {
                 Ok(Some(got)) if got.as_ref() == want.as_slice() => {}
                 Ok(Some(got)) => problems.push(format!(
                     "log of job {}: chunk {} of {total} differs ({} bytes remote, {} local)",
@@ -423,7 +399,7 @@ async fn check_logs(
                 Err(e) => problems.push(e),
             }
         }
-        for (seq, _) in present {
+        for seq in present {
             problems.push(format!(
                 "log of job {}: chunk {} on the remote, but this machine recorded {total}",
                 job.name,
@@ -443,17 +419,16 @@ fn read_range(f: &std::fs::File, offset: u64, len: u64) -> std::io::Result<Vec<u
 
 async fn check_cache(
     store: &Store,
-    t: &Arc<dyn Target>,
+    t: &Arc<dyn RemoteView>,
     row: &RunRow,
     problems: &mut Vec<String>,
     notes: &mut Vec<String>,
 ) -> Result<()> {
     for entry in store.cache_entries_of_run(&row.id)? {
-        let key = layout::manifest(&entry.key);
         let short = crate::util::clip(&entry.key, 12);
         let local: Manifest = serde_json::from_str(&entry.manifest)
             .with_context(|| format!("reading the local manifest of cache key {short}"))?;
-        match read(t, &key, read_limits::MANIFEST).await {
+        match t.manifest(&entry.key).await.map_err(failed("the manifest")) {
             Ok(Some(b)) => match serde_json::from_slice::<Value>(&b)
                 .ok()
                 .and_then(|v| serde_json::from_value::<Manifest>(v.get("manifest")?.clone()).ok())
@@ -498,7 +473,11 @@ async fn check_cache(
             let short_blob = crate::util::clip(&f.sha256, 12);
             // Up to 1 MiB more than expected is read and hashed, so a replaced
             // blob is reported by its hash; anything larger by its size.
-            match read(t, &layout::blob(&f.sha256), f.size.saturating_add(1 << 20)).await {
+            let got = t
+                .blob(&f.sha256, f.size.saturating_add(1 << 20))
+                .await
+                .map_err(failed("a blob"));
+            match got {
                 Ok(Some(b)) => {
                     let got = sha256_hex(&b);
                     if got != f.sha256 {
@@ -603,20 +582,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_from_a_remote_parse_without_panicking() {
-        assert_eq!(
-            segment_seq("runs/R/events/00000000000000000007.ndjson"),
-            Some(7)
-        );
-        assert_eq!(segment_seq("runs/R/events/7.ndjson"), None);
-        assert_eq!(
-            segment_seq("runs/R/events/99999999999999999999.ndjson"),
-            None
-        );
-        assert_eq!(
-            segment_seq("runs/R/events/0000000000000000000x.ndjson"),
-            None
-        );
+    fn ranges_of_seqs() {
         assert_eq!(ranges(&[1, 2, 3, 7, 9, 10]), "1-3, 7, 9-10");
     }
 

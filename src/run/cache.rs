@@ -39,6 +39,19 @@ pub struct Manifest {
     pub files: Vec<FileEntry>,
 }
 
+/// A cache entry's manifest document, as a remote holds it (unsigned;
+/// the replicator signs it when the profile has a key): the entry's
+/// provenance and its files.
+pub fn manifest_document(
+    entry: &crate::local::store::CacheEntry,
+    manifest: &Manifest,
+) -> serde_json::Value {
+    serde_json::json!({
+        "key": entry.key, "job": entry.job, "pipeline": entry.pipeline, "run_id": entry.run_id,
+        "created_at": entry.created_at, "expires_at": entry.expires_at, "manifest": manifest,
+    })
+}
+
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

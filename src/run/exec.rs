@@ -74,7 +74,7 @@ struct Ctx {
     /// Set when the profile has remote surfaces.
     repl: Option<Arc<Replicator>>,
     /// The cache target, read on a local miss (Mode 2+).
-    remote_cache: Option<Arc<dyn sparkwing_sync::Target>>,
+    remote_cache: Option<Arc<dyn sparkwing_sync::RemoteView>>,
     signing: Option<Arc<crate::remote::signing::SigningKey>>,
 }
 
@@ -244,7 +244,7 @@ fn run_recorded(
         cancel: cancel_rx,
         groups: Arc::clone(&groups),
         repl: sync.as_ref().map(|(_, r)| Arc::clone(r)),
-        remote_cache: opts.remote.cache.clone(),
+        remote_cache: opts.remote.cache.as_ref().map(|e| Arc::clone(&e.view)),
         signing: opts.remote.signing.clone(),
     });
     let started = Instant::now();
@@ -739,9 +739,9 @@ async fn cache_hit(
         }
     }
     // A local miss may be another runner's hit.
-    if let (None, Some(target)) = (&found, &ctx.remote_cache) {
+    if let (None, Some(view)) = (&found, &ctx.remote_cache) {
         let signing = ctx.signing.as_deref();
-        match crate::remote::cache::fetch(target.as_ref(), &ctx.home, k, &outputs, signing).await {
+        match crate::remote::cache::fetch(view.as_ref(), &ctx.home, k, &outputs, signing).await {
             Ok(Some(entry)) => {
                 let e2 = entry.clone();
                 db(ctx, move |s| s.cache_import(&e2)).await?;

@@ -254,14 +254,7 @@ pub fn parse_project(file: &Path, text: &str) -> Result<ProjectFile> {
 
 /// Names of pipelines and jobs become file names and environment values:
 /// letters, digits, `-`, `_` and `.`, not starting with `.`.
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 100
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-}
+pub use sparkwing_sync::doc::valid_name;
 
 fn validate(file: &Path, config: &ProjectFile) -> Result<(), String> {
     let f = file.display();

@@ -17,7 +17,7 @@ pub fn escape_into(out: &mut String, s: &str) {
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
             '\n' | '\r' | '\t' => out.push(c),
-            c if crate::remote::doc::is_deceptive(c) => out.extend(c.escape_unicode()),
+            c if sparkwing_sync::doc::is_deceptive(c) => out.extend(c.escape_unicode()),
             c => out.push(c),
         }
     }

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::ansi::escape as esc;
 use crate::remote::runs::ListQuery;
+use crate::status::{JobStatus, Tone};
 
 /// Percent-encodes a path segment or query value.
 pub fn enc(s: &str) -> String {
@@ -79,16 +80,17 @@ impl Page<'_> {
 
 /// A status shown by colour, symbol and word.
 pub fn badge(status: &str) -> String {
-    let (class, sym) = match status {
-        "success" => ("ok", "✓"),
-        "cached" => ("ok", "♻"),
-        "failed" => ("bad", "✗"),
-        "running" => ("run", "●"),
-        "waiting" | "pending" => ("wait", "○"),
-        "cancelled" | "interrupted" => ("warn", "■"),
-        "skipped" => ("muted", "–"),
-        _ => ("muted", "?"),
+    let sym = match (Tone::of(status), JobStatus::parse(status)) {
+        (_, Some(JobStatus::Cached)) => "♻",
+        (Some(Tone::Ok), _) => "✓",
+        (Some(Tone::Bad), _) => "✗",
+        (Some(Tone::Running), _) => "●",
+        (Some(Tone::Waiting), _) => "○",
+        (Some(Tone::Stopped), _) => "■",
+        (Some(Tone::Muted), _) => "–",
+        (None, _) => "?",
     };
+    let class = status_class(status);
     format!(
         "<span class=\"st st-{class}\">{sym} {}</span>",
         esc(if status.is_empty() { "unknown" } else { status })
@@ -274,14 +276,15 @@ fn layers(jobs: &[Value]) -> Vec<(String, usize, Vec<String>)> {
         .collect()
 }
 
+/// The CSS class of a status's tone (`st-ok`, `st-bad`, …).
 fn status_class(st: &str) -> &'static str {
-    match st {
-        "success" | "cached" => "ok",
-        "failed" => "bad",
-        "running" => "run",
-        "cancelled" | "interrupted" => "warn",
-        "pending" | "waiting" => "wait",
-        _ => "muted",
+    match Tone::of(st) {
+        Some(Tone::Ok) => "ok",
+        Some(Tone::Bad) => "bad",
+        Some(Tone::Running) => "run",
+        Some(Tone::Stopped) => "warn",
+        Some(Tone::Waiting) => "wait",
+        Some(Tone::Muted) | None => "muted",
     }
 }
 
@@ -427,7 +430,7 @@ pub fn run_detail(doc: &Value, caches: &HashMap<String, Value>) -> String {
                 h,
                 "<p class=\"cache\">cache key <span class=\"mono\">{}</span>{}</p>",
                 esc(key.get(..16).unwrap_or(key)),
-                if s(j, "status") == "success" {
+                if JobStatus::parse(s(j, "status")) == Some(JobStatus::Success) {
                     " · outputs saved"
                 } else {
                     ""

@@ -476,12 +476,12 @@ fn read_more(src: &Source, loc: &LogLoc, cursor: u64, max: u64) -> Result<(Vec<u
             let n = buf.len() as u64;
             Ok((buf, cursor + n))
         }
-        LogLoc::Chunks(t, prefix) => {
-            let keys = src.chunk_keys(t, prefix)?;
+        LogLoc::Chunks(log) => {
+            let keys = src.chunk_keys(log)?;
             let mut out = Vec::new();
             let mut c = cursor;
             while (c as usize) < keys.len() && (out.len() as u64) < max {
-                let b = src.read_chunk(t, &keys[c as usize], c as usize, keys.len())?;
+                let b = src.read_chunk(log, keys[c as usize], c as usize, keys.len())?;
                 out.extend_from_slice(&b);
                 c += 1;
             }
@@ -538,14 +538,14 @@ fn read_tail(src: &Source, loc: &LogLoc) -> Result<Tailed> {
             });
             Ok((buf, note, len))
         }
-        LogLoc::Chunks(t, prefix) => {
-            let keys = src.chunk_keys(t, prefix)?;
+        LogLoc::Chunks(log) => {
+            let keys = src.chunk_keys(log)?;
             let mut parts: Vec<Bytes> = Vec::new();
             let mut size = 0u64;
             let mut first = keys.len();
             while first > 0 && size < TAIL_BYTES {
                 first -= 1;
-                let b = src.read_chunk(t, &keys[first], first, keys.len())?;
+                let b = src.read_chunk(log, keys[first], first, keys.len())?;
                 size += b.len() as u64;
                 parts.push(b);
             }
@@ -683,21 +683,21 @@ async fn log_raw(
             }
             Err(_) => Body::empty(),
         },
-        Some(LogLoc::Chunks(t, prefix)) => {
+        Some(LogLoc::Chunks(log)) => {
             let src = Arc::clone(&app.src);
-            let (s2, t2, p2) = (Arc::clone(&src), Arc::clone(&t), prefix.clone());
+            let (s2, l2) = (Arc::clone(&src), log.clone());
             let keys = Arc::new(
-                blocking(move || s2.chunk_keys(&t2, &p2))
+                blocking(move || s2.chunk_keys(&l2))
                     .await
                     .unwrap_or_default(),
             );
             // One chunk (at most 1 MiB) in memory at a time.
             let s = futures_util::stream::unfold(0usize, move |i| {
-                let (src, t, keys) = (Arc::clone(&src), Arc::clone(&t), Arc::clone(&keys));
+                let (src, log, keys) = (Arc::clone(&src), log.clone(), Arc::clone(&keys));
                 async move {
-                    let key = keys.get(i)?.clone();
+                    let slot = *keys.get(i)?;
                     let total = keys.len();
-                    let got = blocking(move || src.read_chunk(&t, &key, i, total)).await;
+                    let got = blocking(move || src.read_chunk(&log, slot, i, total)).await;
                     match got {
                         Ok(b) => Some((Ok::<_, std::io::Error>(b), i + 1)),
                         Err(e) => Some((Err(std::io::Error::other(e.to_string())), usize::MAX)),

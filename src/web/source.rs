@@ -11,8 +11,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
 use serde_json::{json, Value};
-use sparkwing_sync::target::read_limits;
-use sparkwing_sync::Target;
+use sparkwing_sync::RemoteView;
 
 use crate::local::store::Store;
 use crate::profile::{Surface, SurfaceType};
@@ -120,8 +119,16 @@ pub fn parse_spec(flag: &str, raw: &str) -> Result<Spec> {
 pub enum LogLoc {
     /// This machine's log file (it may still be growing).
     File(PathBuf),
-    /// Another runner's chunks: `<run>/<job>/<seq>.log` on the logs target.
-    Chunks(Arc<dyn Target>, String),
+    /// Another runner's chunks, on the logs surface.
+    Chunks(RemoteLog),
+}
+
+/// A job's log on a remote.
+#[derive(Clone)]
+pub struct RemoteLog {
+    pub view: Arc<dyn RemoteView>,
+    pub run: String,
+    pub job: String,
 }
 
 impl LogLoc {
@@ -145,8 +152,8 @@ pub struct Source {
     /// Where local log files are (`home/runs/<run>/<job>.log`).
     home: Option<PathBuf>,
     remote: Option<Arc<RemoteRuns>>,
-    logs: Option<Arc<dyn Target>>,
-    artifacts: Option<Arc<dyn Target>>,
+    logs: Option<Arc<dyn RemoteView>>,
+    artifacts: Option<Arc<dyn RemoteView>>,
     /// The outbox to report on, and the target IDs of the profile.
     sync: Option<(PathBuf, Option<Vec<String>>)>,
     project: Option<Project>,
@@ -172,20 +179,20 @@ impl Source {
             .map(|t| t.id().to_string())
             .collect();
         let label = match &remote.state {
-            Some(t) => format!("profile {} · {}", parts.profile, t.id()),
+            Some(e) => format!("profile {} · {}", parts.profile, e.id()),
             None => format!("profile {} · this machine", parts.profile),
         };
+        let view = |e: &Option<crate::remote::Endpoint>| e.as_ref().map(|e| Arc::clone(&e.view));
+        let logs = view(&remote.logs);
         Ok(Source {
             label,
             profile: Some(parts.profile),
             store: Some(store),
             home: Some(parts.home.clone()),
-            remote: remote
-                .state
-                .clone()
-                .map(|s| Arc::new(RemoteRuns::with_handle(s, remote.logs.clone(), handle))),
-            logs: remote.logs.clone(),
-            artifacts: remote.cache.clone(),
+            remote: view(&remote.state)
+                .map(|s| Arc::new(RemoteRuns::with_handle(s, logs.clone(), handle))),
+            logs,
+            artifacts: view(&remote.cache),
             sync: Some((parts.home, Some(ids))),
             project: parts.project,
         })
@@ -215,11 +222,11 @@ impl Source {
                     .with_context(|| format!("--state-spec: opening {}", p.display()))?;
                 (Some(Arc::new(store)), Some(home), None)
             }
-            other => (None, None, Some(open_target("--state-spec", other).await?)),
+            other => (None, None, Some(open_view("--state-spec", other).await?)),
         };
-        let logs = optional_target("--logs-spec", "logs", logs_spec, &mut label).await?;
+        let logs = optional_view("--logs-spec", "logs", logs_spec, &mut label).await?;
         let artifacts =
-            optional_target("--artifacts-spec", "artifacts", artifacts, &mut label).await?;
+            optional_view("--artifacts-spec", "artifacts", artifacts, &mut label).await?;
         Ok(Source {
             label: label.join(" · "),
             profile: None,
@@ -296,7 +303,7 @@ impl Source {
     pub fn log_loc(&self, run: &str, job: &str) -> Option<LogLoc> {
         // Both come from the URL (and may come from a remote document):
         // only names that can be a run and a job ever become a path or key.
-        if !crate::remote::doc::is_run_id(run) || !crate::run::pipeline::valid_name(job) {
+        if !sparkwing_sync::doc::is_run_id(run) || !crate::run::pipeline::valid_name(job) {
             return None;
         }
         if let Some(home) = &self.home {
@@ -305,26 +312,31 @@ impl Source {
                 return Some(LogLoc::File(p));
             }
         }
-        self.logs
-            .clone()
-            .map(|t| LogLoc::Chunks(t, sparkwing_sync::layout::log_prefix(run, job)))
+        self.logs.clone().map(|view| {
+            LogLoc::Chunks(RemoteLog {
+                view,
+                run: run.to_string(),
+                job: job.to_string(),
+            })
+        })
     }
 
-    /// The chunks of a remote log (`prefix` is `<run>/<job>/`), in order,
-    /// one slot per chunk: `None` where one is missing, counting what the
-    /// run document promises (see [`runs::order_chunks`]).
-    pub fn chunk_keys(&self, t: &Arc<dyn Target>, prefix: &str) -> Result<Vec<Option<String>>> {
-        let expected = prefix
-            .trim_end_matches('/')
-            .split_once('/')
-            .and_then(|(run, job)| {
-                let doc = self.run(run).ok()?;
-                runs::expected_chunks(&doc, job)
-            });
-        let (t, prefix) = (Arc::clone(t), prefix.to_string());
+    /// The chunks of a remote log, in order, one slot per chunk: `None`
+    /// where one is missing, counting what the run document promises (see
+    /// [`runs::order_chunks`]).
+    pub fn chunk_keys(&self, log: &RemoteLog) -> Result<Vec<Option<u64>>> {
+        let expected = self
+            .run(&log.run)
+            .ok()
+            .and_then(|doc| runs::expected_chunks(&doc, &log.job));
+        let log = log.clone();
         block(async move {
-            let keys = t.list(&prefix).await.map_err(anyhow::Error::new)?;
-            Ok(runs::order_chunks(keys, expected))
+            let present = log
+                .view
+                .log_chunks(&log.run, &log.job)
+                .await
+                .map_err(anyhow::Error::new)?;
+            Ok(runs::order_chunks(present.seqs, expected))
         })
     }
 
@@ -332,26 +344,24 @@ impl Source {
     /// missing (slot `i` of `total`).
     pub fn read_chunk(
         &self,
-        t: &Arc<dyn Target>,
-        key: &Option<String>,
+        log: &RemoteLog,
+        slot: Option<u64>,
         i: usize,
         total: usize,
     ) -> Result<Bytes> {
-        let got = match key {
-            Some(k) => self.read_object(t, k, read_limits::LOG_CHUNK)?,
+        let got = match slot {
+            Some(seq) => {
+                let log = log.clone();
+                block(async move {
+                    log.view
+                        .log_chunk(&log.run, &log.job, seq)
+                        .await
+                        .map_err(|e| anyhow!("{}", crate::profile::scrub(&e.message)))
+                })?
+            }
             None => None,
         };
         Ok(got.unwrap_or_else(|| Bytes::from(runs::missing_marker(i, total))))
-    }
-
-    /// One remote object of at most `max` bytes.
-    pub fn read_object(&self, t: &Arc<dyn Target>, key: &str, max: u64) -> Result<Option<Bytes>> {
-        let (t, key) = (Arc::clone(t), key.to_string());
-        block(async move {
-            t.read(&key, max)
-                .await
-                .map_err(|e| anyhow!("{}", crate::profile::scrub(&e.message)))
-        })
     }
 
     /// A job's status, and whether its log can still grow (its run is in
@@ -376,18 +386,14 @@ impl Source {
             }
         }
         let t = self.artifacts.clone()?;
-        let body = self
-            .read_object(
-                &t,
-                &sparkwing_sync::layout::manifest(key),
-                read_limits::MANIFEST,
-            )
-            .ok()??;
+        let k = key.to_string();
+        let body =
+            block(async move { t.manifest(&k).await.map_err(anyhow::Error::new) }).ok()??;
         // Another runner's document: shown only as far as it parses.
         let e = crate::remote::cache::parse_entry(key, &body).ok()?;
         Some(json!({
             "key": e.key, "run_id": e.run_id, "job": e.job, "manifest": e.manifest,
-            "from": crate::profile::scrub(t.id()),
+            "from": crate::profile::scrub(self.artifacts.as_ref().map_or("", |t| t.id())),
         }))
     }
 
@@ -436,7 +442,11 @@ pub fn job_state(doc: &Value, job: &str) -> (bool, String) {
         .as_str()
         .is_some_and(crate::status::RunStatus::live);
     (
-        run_live && matches!(status, "pending" | "running"),
+        run_live
+            && matches!(
+                crate::status::JobStatus::parse(status),
+                Some(crate::status::JobStatus::Pending | crate::status::JobStatus::Running)
+            ),
         status.to_string(),
     )
 }
@@ -465,24 +475,24 @@ fn describe(spec: &Spec) -> String {
     }
 }
 
-/// The target of an optional spec flag, named in the header `label`.
-async fn optional_target(
+/// The view of an optional spec flag, named in the header `label`.
+async fn optional_view(
     flag: &str,
     name: &str,
     raw: Option<&str>,
     label: &mut Vec<String>,
-) -> Result<Option<Arc<dyn Target>>> {
+) -> Result<Option<Arc<dyn RemoteView>>> {
     let Some(raw) = raw else {
         return Ok(None);
     };
     let spec = parse_spec(flag, raw)?;
     label.push(format!("{name} {}", describe(&spec)));
-    Ok(Some(open_target(flag, &spec).await?))
+    Ok(Some(open_view(flag, &spec).await?))
 }
 
-/// A spec's target, with one read to prove it reachable and readable.
-async fn open_target(flag: &str, spec: &Spec) -> Result<Arc<dyn Target>> {
-    let t: Arc<dyn Target> = match spec {
+/// A spec's view, with one read to prove it reachable and readable.
+async fn open_view(flag: &str, spec: &Spec) -> Result<Arc<dyn RemoteView>> {
+    let t: Arc<dyn RemoteView> = match spec {
         Spec::Dir(p) => {
             if !p.is_dir() {
                 bail!(
@@ -490,26 +500,32 @@ async fn open_target(flag: &str, spec: &Spec) -> Result<Arc<dyn Target>> {
                     p.display()
                 );
             }
-            Arc::new(sparkwing_sync::ObjectStoreTarget::filesystem(p.clone()))
+            crate::remote::Endpoint::objects(sparkwing_sync::ObjectStoreTarget::filesystem(
+                p.clone(),
+            ))
+            .view
         }
-        Spec::Object(s) => crate::remote::targets::target_for(flag, s)?
-            .ok_or_else(|| anyhow!("{flag}: not an object store"))?,
+        Spec::Object(s) => {
+            crate::remote::targets::endpoint_for(flag, s)?
+                .ok_or_else(|| anyhow!("{flag}: not an object store"))?
+                .view
+        }
         Spec::Sqlite(_) => bail!("{flag}: a SQLite database holds run state only"),
     };
-    let probe = tokio::time::timeout(PROBE_TIMEOUT, t.read("sparkwing-web-probe", 1)).await;
-    match probe {
-        Ok(Ok(_)) => Ok(t),
-        Ok(Err(e)) => bail!(
-            "{flag}: {} cannot be read ({}): check the endpoint, the bucket and the credentials in the environment",
-            t.id(),
-            crate::profile::scrub(&e.to_string())
-        ),
-        Err(_) => bail!(
-            "{flag}: {} did not answer within {}s; check the endpoint (SPARKWING_S3_ENDPOINT for S3) and the network",
-            t.id(),
+    let probe = tokio::time::timeout(PROBE_TIMEOUT, t.probe()).await;
+    // The failure keeps its class (it decides the exit code).
+    let e = match probe {
+        Ok(Ok(_)) => return Ok(t),
+        Ok(Err(e)) => e,
+        Err(_) => sparkwing_sync::TargetError::transient(format!(
+            "no answer within {}s",
             PROBE_TIMEOUT.as_secs()
-        ),
-    }
+        )),
+    };
+    Err(anyhow::Error::new(e).context(format!(
+        "{flag}: {} cannot be read: check the endpoint (SPARKWING_S3_ENDPOINT for S3), the bucket, the credentials in the environment and the network",
+        t.id()
+    )))
 }
 
 #[cfg(test)]

@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use sparkwing_outbox::ErrorClass;
 
 use crate::target::{Applied, Op, Target, TargetError};
@@ -106,24 +105,6 @@ impl Target for FaultTarget {
         self.faults().journal.push(op.key());
         Ok(r)
     }
-
-    async fn read(&self, key: &str, max: u64) -> Result<Option<Bytes>, TargetError> {
-        self.pause().await;
-        self.check()?;
-        self.inner.read(key, max).await
-    }
-
-    async fn list(&self, prefix: &str) -> Result<Vec<String>, TargetError> {
-        self.pause().await;
-        self.check()?;
-        self.inner.list(prefix).await
-    }
-
-    async fn list_children(&self, prefix: &str) -> Result<Vec<String>, TargetError> {
-        self.pause().await;
-        self.check()?;
-        self.inner.list_children(prefix).await
-    }
 }
 
 /// Appends `<pid> <key>` to a file after every successful apply. Each line
@@ -160,17 +141,5 @@ impl Target for JournalTarget {
         std::io::Write::write_all(&mut *f, line.as_bytes())
             .map_err(|e| TargetError::transient(format!("writing the journal: {e}")))?;
         Ok(r)
-    }
-
-    async fn read(&self, key: &str, max: u64) -> Result<Option<Bytes>, TargetError> {
-        self.inner.read(key, max).await
-    }
-
-    async fn list(&self, prefix: &str) -> Result<Vec<String>, TargetError> {
-        self.inner.list(prefix).await
-    }
-
-    async fn list_children(&self, prefix: &str) -> Result<Vec<String>, TargetError> {
-        self.inner.list_children(prefix).await
     }
 }

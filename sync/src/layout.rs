@@ -77,6 +77,14 @@ mod tests {
         );
         assert_eq!(segment_seq(&event_segment("R", 7)), Some(7));
         assert_eq!(segment_seq("runs/R/events/7.ndjson"), None);
+        assert_eq!(
+            segment_seq("runs/R/events/99999999999999999999.ndjson"),
+            None
+        );
+        assert_eq!(
+            segment_seq("runs/R/events/0000000000000000000x.ndjson"),
+            None
+        );
         assert_eq!(log_chunk("R", "j", 3), "R/j/0000000003.log");
         assert_eq!(chunk_seq(&log_chunk("R", "j", 3)), Some(3));
         assert_eq!(chunk_seq("R/j/000000000x.log"), None);

@@ -1,11 +1,10 @@
 //! The `none` target of Mode 1: nothing leaves the machine.
 
 use async_trait::async_trait;
-use bytes::Bytes;
 
 use crate::target::{Applied, Op, Target, TargetError};
 
-/// Accepts every op and keeps nothing. Reads find nothing.
+/// Accepts every op and keeps nothing (Mode 1 has no remote to read).
 #[derive(Debug, Default)]
 pub struct NoneTarget;
 
@@ -17,13 +16,5 @@ impl Target for NoneTarget {
 
     async fn apply(&self, _op: &Op) -> Result<Applied, TargetError> {
         Ok(Applied::Discarded)
-    }
-
-    async fn read(&self, _key: &str, _max: u64) -> Result<Option<Bytes>, TargetError> {
-        Ok(None)
-    }
-
-    async fn list(&self, _prefix: &str) -> Result<Vec<String>, TargetError> {
-        Ok(Vec::new())
     }
 }

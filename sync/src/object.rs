@@ -657,8 +657,16 @@ impl Target for ObjectStoreTarget {
         let (done, err) = self.write_dir(ops).await;
         (done.len(), err)
     }
+}
 
-    async fn read(&self, key: &str, max: u64) -> Result<Option<Bytes>, TargetError> {
+/// Key-shaped reads of the object layout, for [`crate::view::ObjectView`]
+/// (the only reader that spells keys) and for tests that look at objects.
+impl ObjectStoreTarget {
+    /// Reads one object, at most `max` bytes of it: an object larger than
+    /// `max` is a permanent error naming its size, and is never read into
+    /// memory (remote objects are outside input; see
+    /// [`crate::target::read_limits`]). `Ok(None)` for an absent key.
+    pub async fn read(&self, key: &str, max: u64) -> Result<Option<Bytes>, TargetError> {
         if let Source::Directory(..) = &self.source {
             let (fs, _, root) = self.local().await?;
             let path = fs
@@ -677,7 +685,9 @@ impl Target for ObjectStoreTarget {
         }
     }
 
-    async fn list_children(&self, prefix: &str) -> Result<Vec<String>, TargetError> {
+    /// The distinct next path segments under `prefix` (`runs/` gives the
+    /// run IDs), sorted; one request per page with delimiter listing.
+    pub async fn list_children(&self, prefix: &str) -> Result<Vec<String>, TargetError> {
         if let Source::Directory(..) = &self.source {
             let root = self.local().await?.2.clone();
             let rel = prefix.trim_end_matches('/').to_string();
@@ -698,7 +708,8 @@ impl Target for ObjectStoreTarget {
         Ok(out)
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<String>, TargetError> {
+    /// Every key under `prefix` (a layout prefix such as `runs/`), sorted.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, TargetError> {
         if let Source::Directory(..) = &self.source {
             let root = self.local().await?.2.clone();
             let rel = prefix.trim_end_matches('/').to_string();

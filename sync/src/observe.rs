@@ -1,4 +1,4 @@
-//! [`ReadsObserved`]: a wrapper target that records what reads learn about
+//! [`ReadsObserved`]: a wrapper view that records what reads learn about
 //! a target's connectivity in `outbox.db`, so `sparkwing sync status` shows
 //! a target that was just read from as `online` (and one whose reads fail
 //! for network reasons as `offline`), not `unknown`, even when nothing has
@@ -18,13 +18,14 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use sparkwing_outbox::{ErrorClass, Outbox};
 
-use crate::target::{Applied, Op, Target, TargetError};
+use crate::target::TargetError;
+use crate::view::{LogChunks, RemoteView, RunEvents, RunRead};
 
 /// How often an unchanged state is written again.
 pub const EVERY: Duration = Duration::from_secs(5);
 
 pub struct ReadsObserved {
-    inner: Arc<dyn Target>,
+    inner: Arc<dyn RemoteView>,
     home: PathBuf,
     /// Opened on first use; `None` if it could not be (then nothing is
     /// recorded: observing is never worth failing a read).
@@ -34,7 +35,7 @@ pub struct ReadsObserved {
 
 impl ReadsObserved {
     /// Wraps `inner`, recording into `home/outbox.db`.
-    pub fn new(inner: Arc<dyn Target>, home: impl Into<PathBuf>) -> Self {
+    pub fn new(inner: Arc<dyn RemoteView>, home: impl Into<PathBuf>) -> Self {
         ReadsObserved {
             inner,
             home: home.into(),
@@ -88,35 +89,55 @@ impl std::fmt::Debug for ReadsObserved {
     }
 }
 
+/// Each read, then its outcome noted.
+macro_rules! observed {
+    ($self:ident, $call:expr) => {{
+        let r = $call.await;
+        $self.note(&r).await;
+        r
+    }};
+}
+
 #[async_trait]
-impl Target for ReadsObserved {
+impl RemoteView for ReadsObserved {
     fn id(&self) -> &str {
         self.inner.id()
     }
 
-    async fn apply(&self, op: &Op) -> Result<Applied, TargetError> {
-        self.inner.apply(op).await
+    async fn probe(&self) -> Result<(), TargetError> {
+        observed!(self, self.inner.probe())
     }
 
-    async fn apply_all(&self, ops: &[Op]) -> (usize, Option<TargetError>) {
-        self.inner.apply_all(ops).await
+    async fn run_ids(&self) -> Result<Vec<String>, TargetError> {
+        observed!(self, self.inner.run_ids())
     }
 
-    async fn read(&self, key: &str, max: u64) -> Result<Option<Bytes>, TargetError> {
-        let r = self.inner.read(key, max).await;
-        self.note(&r).await;
-        r
+    async fn run(&self, run: &str) -> Result<Option<RunRead>, TargetError> {
+        observed!(self, self.inner.run(run))
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<String>, TargetError> {
-        let r = self.inner.list(prefix).await;
-        self.note(&r).await;
-        r
+    async fn events(&self, run: &str) -> Result<RunEvents, TargetError> {
+        observed!(self, self.inner.events(run))
     }
 
-    async fn list_children(&self, prefix: &str) -> Result<Vec<String>, TargetError> {
-        let r = self.inner.list_children(prefix).await;
-        self.note(&r).await;
-        r
+    async fn log_chunks(&self, run: &str, job: &str) -> Result<LogChunks, TargetError> {
+        observed!(self, self.inner.log_chunks(run, job))
+    }
+
+    async fn log_chunk(
+        &self,
+        run: &str,
+        job: &str,
+        seq: u64,
+    ) -> Result<Option<Bytes>, TargetError> {
+        observed!(self, self.inner.log_chunk(run, job, seq))
+    }
+
+    async fn manifest(&self, key: &str) -> Result<Option<Bytes>, TargetError> {
+        observed!(self, self.inner.manifest(key))
+    }
+
+    async fn blob(&self, sha256: &str, max: u64) -> Result<Option<Bytes>, TargetError> {
+        observed!(self, self.inner.blob(sha256, max))
     }
 }

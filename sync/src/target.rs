@@ -170,8 +170,10 @@ impl std::error::Error for TargetError {}
 ///   credentials are `Auth`; a target set up wrong (no such bucket, 400,
 ///   501) is `Config`; a request the remote will never accept is
 ///   `Permanent`.
-/// - `read` returns `Ok(None)` for an absent key; `list` returns every key
-///   under a prefix of the layout, sorted.
+///
+/// A target only writes: reading a remote is [`crate::view::RemoteView`]'s
+/// contract, so a backend that is not an object keyspace (Postgres, the
+/// controller) implements both in its own terms.
 #[async_trait]
 pub trait Target: Send + Sync + fmt::Debug {
     /// `kind:fingerprint`, e.g. `filesystem:/mnt/team/sparkwing`.
@@ -187,34 +189,6 @@ pub trait Target: Send + Sync + fmt::Debug {
     /// surface writes a claim's objects from one blocking thread).
     async fn apply_all(&self, ops: &[Op]) -> (usize, Option<TargetError>) {
         apply_each(self, ops).await
-    }
-
-    /// Reads one object of the layout, at most `max` bytes of it: an object
-    /// larger than `max` is a permanent error naming its size, and is never
-    /// read into memory (remote objects are outside input; see
-    /// [`read_limits`] for the bound of each kind).
-    async fn read(&self, key: &str, max: u64) -> Result<Option<Bytes>, TargetError>;
-
-    /// Lists the keys under `prefix` (a layout prefix such as `runs/`).
-    async fn list(&self, prefix: &str) -> Result<Vec<String>, TargetError>;
-
-    /// The distinct next path segments under `prefix` (`runs/` gives the
-    /// run IDs), sorted. Backends with delimiter listing answer in one
-    /// request per page instead of listing every object.
-    async fn list_children(&self, prefix: &str) -> Result<Vec<String>, TargetError> {
-        let prefix = format!("{}/", prefix.trim_end_matches('/'));
-        let mut out: Vec<String> = self
-            .list(&prefix)
-            .await?
-            .into_iter()
-            .filter_map(|k| {
-                k.strip_prefix(&prefix)
-                    .and_then(|r| r.split('/').next())
-                    .map(str::to_string)
-            })
-            .collect();
-        out.dedup();
-        Ok(out)
     }
 }
 
@@ -311,12 +285,6 @@ impl Op {
         let bad = |why: &str| {
             TargetError::permanent(format!("malformed outbox entry ({op} {subject:?}): {why}"))
         };
-        let name_ok = |s: &str| {
-            !s.is_empty()
-                && !s.starts_with('.')
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        };
         let hex_ok = |s: &str| {
             s.len() == 64
                 && s.chars()
@@ -327,7 +295,7 @@ impl Op {
         };
         match kind {
             OpKind::StateEvents => {
-                if !name_ok(subject) {
+                if !crate::doc::is_run_id(subject) {
                     return Err(bad("run id"));
                 }
                 Ok(Op::StateEvents {
@@ -337,7 +305,7 @@ impl Op {
                 })
             }
             OpKind::RunSummary => {
-                if !name_ok(subject) {
+                if !crate::doc::is_run_id(subject) {
                     return Err(bad("run id"));
                 }
                 Ok(Op::RunSummary {
@@ -347,7 +315,7 @@ impl Op {
             }
             OpKind::LogChunk => {
                 let (run, job) = subject.split_once('/').ok_or_else(|| bad("want run/job"))?;
-                if !name_ok(run) || !name_ok(job) {
+                if !crate::doc::is_run_id(run) || !crate::doc::valid_name(job) {
                     return Err(bad("run or job name"));
                 }
                 Ok(Op::LogChunk {

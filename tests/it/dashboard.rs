@@ -419,7 +419,8 @@ fn sparkwing_web_serves_a_mode_1_state_db_and_names_bad_specs() {
         &["--state-spec", "/tmp", "--logs-spec", "s3://bkt/logs"],
         &envs,
     );
-    expect_code(&out, 2);
+    // Exit 69: a remote that could not be read (not input to fix).
+    expect_code(&out, 69);
     let err = text(&out.stderr);
     assert!(
         err.contains("--logs-spec: s3:bkt/logs") && err.contains("cannot be read"),

@@ -148,3 +148,44 @@ pipelines:
     let out = run.wait_with_output().unwrap();
     expect_code(&out, 0);
 }
+
+/// Issue 12: a remote that cannot be read keeps its class to the exit
+/// code: `runs show --profile` of a run that is not on this machine exits
+/// 69 when the share is not mounted (not 2: nothing about the input is
+/// wrong), and `runs list --profile` still shows this machine's runs.
+#[test]
+fn a_remote_that_cannot_be_read_exits_69_and_lists_degrade() {
+    let env = Env::new();
+    let gone = env.dir().join("not-mounted");
+    let r = gone.display();
+    env.write_project(&format!(
+        "profiles:\n  team:\n    state: {{ type: filesystem, path: {r}/state }}\n    logs: {{ type: filesystem, path: {r}/logs }}\n    cache: {{ type: filesystem, path: {r}/cache }}\n"
+    ));
+    let out = env
+        .cmd(&[
+            "runs",
+            "show",
+            "01KB4ZJ0Q1V6Y5N3G7T0M8D2XS",
+            "--profile",
+            "team",
+        ])
+        .output()
+        .unwrap();
+    expect_code(&out, 69);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("is not on this machine") && err.contains("could not be read"),
+        "{err}"
+    );
+    let out = env
+        .cmd(&["runs", "list", "--profile", "team"])
+        .output()
+        .unwrap();
+    expect_code(&out, 0);
+    assert!(
+        text(&out.stderr).contains("could not read"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!gone.exists(), "a reader never creates the share");
+}

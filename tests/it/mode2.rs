@@ -44,20 +44,27 @@ on_every_provider!(
     a_second_runner_hits_the_cache_and_reads_every_runners_runs,
     objects_carry_their_content_type,
     a_missing_bucket_is_misconfigured,
+    the_local_store_and_the_bucket_answer_reads_alike,
 );
 
-/// The target conformance suite (`sparkwing_sync::conformance`) over an
-/// `ObjectStoreTarget` of the provider's raw client, under a prefix.
+/// The target conformance suite (`sparkwing_sync::conformance::run_all`)
+/// over an `ObjectStoreTarget` of the provider's raw client, under a
+/// prefix, read back through the object view of the same objects.
 fn conformance(p: Provider) {
     let Some(server) = p.start() else { return };
     server.bucket("conformance");
-    let t = server.target("conformance", "team/prefix");
+    let t = std::sync::Arc::new(server.target("conformance", "team/prefix"));
+    let view = sparkwing_sync::ObjectView::new(std::sync::Arc::clone(&t));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(sparkwing_sync::conformance::run_all(&t, p.name()));
+    rt.block_on(sparkwing_sync::conformance::run_all(
+        &*t,
+        Some(&view),
+        p.name(),
+    ));
     // Everything landed under the prefix.
     let snap = server.snapshot("conformance");
     assert!(!snap.is_empty(), "{p:?}: the suite wrote nothing");
@@ -606,4 +613,89 @@ fn a_missing_bucket_is_misconfigured(p: Provider) {
             assert_eq!(t["connectivity"], "misconfigured", "{p:?}: {st}");
         }
     }
+}
+
+/// One conformance body (`sparkwing_sync::conformance::view_suite`) over
+/// the local store's view and the provider's object views of the same
+/// run, after a real run and a flush: both answer every read with the same
+/// values, which are what the local store's own rows and files hold.
+fn the_local_store_and_the_bucket_answer_reads_alike(p: Provider) {
+    use sparkwing::local::store::Store;
+    use sparkwing::local::view::{remote_document, LocalView};
+    use sparkwing_sync::conformance::{view_suite, Expected, Surfaces};
+    use sparkwing_sync::{ObjectView, RemoteView};
+    use std::sync::Arc;
+
+    let Some(server) = p.start() else { return };
+    server.bucket("views");
+    let a = Runner::new(&server, &server.endpoint, "views");
+    a.ok(&["run", "work", "--profile", "shared"]);
+    a.ok(&["sync", "flush", "--profile", "shared", "--timeout", "120s"]);
+
+    // What the run wrote, from the local store's rows and files.
+    let home = a.env.sw_home();
+    let store = Arc::new(Store::open(&home).unwrap());
+    let run = store.run_ids().unwrap().pop().expect("the run");
+    let row = store.run_by_id(&run).unwrap().unwrap();
+    let doc = remote_document(&store, &row).unwrap();
+    let doc = sparkwing_sync::doc::parse_run(&run, doc.to_string().as_bytes())
+        .unwrap()
+        .to_value();
+    let entry = store
+        .cache_entries_of_run(&run)
+        .unwrap()
+        .pop()
+        .expect("the cache entry");
+    let manifest: sparkwing::run::cache::Manifest = serde_json::from_str(&entry.manifest).unwrap();
+    let file = manifest
+        .files
+        .iter()
+        .find(|f| f.path.ends_with("noise.bin"))
+        .expect("noise.bin in the manifest");
+    let cas = sparkwing::run::cache::Cas::new(&home);
+    let want = Expected {
+        run: run.clone(),
+        doc,
+        events: store.events_after(&run, 0).unwrap(),
+        job: "talk".into(),
+        log: std::fs::read(sparkwing::run::logs::log_path(&home, &run, "talk")).unwrap(),
+        cache_key: entry.key.clone(),
+        manifest: serde_json::to_vec(&sparkwing::run::cache::manifest_document(&entry, &manifest))
+            .unwrap()
+            .into(),
+        blob: std::fs::read(cas.blob_path(&file.sha256)).unwrap().into(),
+    };
+    assert!(!want.events.is_empty() && !want.log.is_empty());
+    assert_eq!(want.blob.len(), 70_000);
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let local = LocalView::new(Arc::clone(&store), &home);
+    let object = |prefix: &str| ObjectView::new(Arc::new(server.target("views", prefix)));
+    let (state, logs, cache) = (object("state"), object("logs"), object("cache"));
+    rt.block_on(async {
+        view_suite(
+            Surfaces {
+                state: &local,
+                logs: &local,
+                cache: &local,
+            },
+            &want,
+        )
+        .await;
+        view_suite(
+            Surfaces {
+                state: &state,
+                logs: &logs,
+                cache: &cache,
+            },
+            &want,
+        )
+        .await;
+        // And the bucket's surfaces hold nothing the other surfaces do.
+        assert!(logs.run_ids().await.unwrap().is_empty(), "{p:?}");
+    });
 }

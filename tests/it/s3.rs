@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sparkwing_sync::object_store::aws::AmazonS3Builder;
-use sparkwing_sync::{ObjectStoreTarget, Target};
+use sparkwing_sync::ObjectStoreTarget;
 
 use crate::sync::assert_remote_equals_local;
 use crate::util::*;
@@ -71,14 +71,6 @@ pub(crate) fn s3_cmd(env: &Env, args: &[&str]) -> std::process::Command {
     let mut c = env.cmd(args);
     c.envs(S3_ENV);
     c
-}
-
-#[test]
-fn the_s3_target_passes_the_conformance_suite() {
-    let Some(moto) = moto() else { return };
-    moto.bucket("conformance");
-    let t = s3_target(&moto.endpoint, "conformance", "team/prefix");
-    rt().block_on(sparkwing_sync::conformance::run_all(&t, "s3"));
 }
 
 #[test]

@@ -214,28 +214,6 @@ impl Target for SimTarget {
             Ok(applied)
         })
     }
-
-    fn read<'s, 'k, 'f>(
-        &'s self,
-        key: &'k str,
-        max: u64,
-    ) -> BoxFut<'f, Result<Option<Bytes>, TargetError>>
-    where
-        's: 'f,
-        'k: 'f,
-        Self: 'f,
-    {
-        self.inner.read(key, max)
-    }
-
-    fn list<'s, 'k, 'f>(&'s self, prefix: &'k str) -> BoxFut<'f, Result<Vec<String>, TargetError>>
-    where
-        's: 'f,
-        'k: 'f,
-        Self: 'f,
-    {
-        self.inner.list(prefix)
-    }
 }
 
 // ---------------------------------------------------------------- world

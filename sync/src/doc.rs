@@ -1,20 +1,23 @@
-//! Documents read from a remote, parsed into types and bounded before use.
+//! The documents a remote holds, as types, bounded before use.
 //!
 //! A remote is written by other machines, possibly hostile ones (DESIGN.md,
-//! invariant 10). A run document (`runs/<id>/run.json`) is parsed into
-//! [`RunDoc`]: every field has a type, every string a length bound, every
-//! list a count bound. What the rest of the program sees is the typed
-//! document serialized back, so a field this module does not know, or a
-//! value of the wrong type, never reaches a page or a terminal. A document
-//! that does not parse becomes one `unreadable` run ([`unreadable`]) that
-//! lists beside the others; nothing here panics on any input (the fuzz
-//! target `remote_run_doc` checks).
+//! invariant 10). A run document is parsed into [`RunDoc`]: every field has
+//! a type, every string a length bound, every list a count bound, so a
+//! field this module does not know, or a value of the wrong type, never
+//! reaches a page or a terminal. Events are parsed into [`Event`]. Nothing
+//! here panics on any input (the fuzz target `remote_run_doc` checks).
 //!
-//! Cache manifests are parsed the same way by [`crate::remote::cache`].
+//! These are the values a [`crate::view::RemoteView`] returns, whatever
+//! the remote is (an object store, the local store, later Postgres or the
+//! controller). Cache manifests are signed documents: a view returns their
+//! exact bytes and the cache parses them after checking the signature
+//! (`sparkwing::remote::cache`), with the bounded types below.
 
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+#[cfg(test)]
+use serde_json::json;
+use serde_json::Value;
 
 /// Longest name (run ID, pipeline, job, step, host, status, cache key).
 pub const MAX_NAME: usize = 4 << 10;
@@ -107,19 +110,38 @@ pub fn is_deceptive(c: char) -> bool {
             | '\u{2060}'..='\u{206f}' | '\u{feff}' | '\u{e0000}'..='\u{e007f}')
 }
 
-/// A pipeline or job name, by the rules a pipeline file's names follow
-/// ([`crate::run::pipeline::valid_name`]): such names become paths and keys.
+/// Whether `name` can be a pipeline or job name: 1 to 100 of `A-Z`, `a-z`,
+/// `0-9`, `-`, `_`, `.`, not starting with `.`. Such names become paths
+/// and keys (a pipeline file's names follow the same rule).
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 100
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// `s` cut to `max` characters, with `…` where it was cut.
+pub fn clip(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+/// A pipeline or job name ([`valid_name`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct PlainName(pub String);
 
 impl<'de> Deserialize<'de> for PlainName {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        checked(d, |s| match crate::run::pipeline::valid_name(s) {
+        checked(d, |s| match valid_name(s) {
             true => Ok(()),
             false => Err(format!(
                 "{:?} is not a pipeline or job name (letters, digits, -, _ and ., up to 100)",
-                crate::util::clip(s, 40)
+                clip(s, 40)
             )),
         })
         .map(PlainName)
@@ -135,13 +157,14 @@ impl<'de> Deserialize<'de> for RunId {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         checked(d, |s| match is_run_id(s) {
             true => Ok(()),
-            false => Err(format!("{:?} is not a run ID", crate::util::clip(s, 40))),
+            false => Err(format!("{:?} is not a run ID", clip(s, 40))),
         })
         .map(RunId)
     }
 }
 
-/// A remote run document, as [`crate::remote::replicate::remote_document`] writes it.
+/// A run document, as a runner's replicator writes it (`run.json` in an
+/// object store).
 /// Fields sparkwing has always written are required; later additions are
 /// optional so older runners' documents still read.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -246,9 +269,8 @@ pub fn is_run_id(id: &str) -> bool {
 }
 
 /// Parses the `run.json` of run `id` (the name of its directory on the
-/// remote). The document must name that same run. Returns the typed
-/// document as JSON, holding only the fields known here.
-pub fn parse_run(id: &str, body: &[u8]) -> Result<Value, String> {
+/// remote). The document must name that same run.
+pub fn parse_run(id: &str, body: &[u8]) -> Result<RunDoc, String> {
     let doc: RunDoc = serde_json::from_slice(body).map_err(|e| {
         let what = match e.classify() {
             serde_json::error::Category::Syntax | serde_json::error::Category::Eof => "is not JSON",
@@ -259,16 +281,72 @@ pub fn parse_run(id: &str, body: &[u8]) -> Result<Value, String> {
     if doc.id.0 != id {
         return Err(format!(
             "its run.json names another run ({})",
-            crate::util::clip(&doc.id.0, 64)
+            clip(&doc.id.0, 64)
         ));
     }
-    serde_json::to_value(&doc).map_err(|e| format!("its run.json: {e}"))
+    Ok(doc)
 }
 
-/// The row shown for a remote run whose document could not be used.
-pub fn unreadable(id: &str, why: &str) -> Value {
-    json!({"id": crate::util::clip(id, 64), "pipeline": "?", "status": "unreadable",
-           "error": crate::util::clip(why, 500), "jobs": []})
+impl RunDoc {
+    /// The document as JSON: only the fields known here, in the order
+    /// sparkwing writes them.
+    pub fn to_value(&self) -> Value {
+        // Plain strings, numbers and lists always serialize.
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+/// One event of a run's log, as the local store keeps it and a remote
+/// holds it (one JSON object per line of an event segment).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    pub run: String,
+    pub seq: i64,
+    pub ts: i64,
+    pub kind: String,
+    pub job: Option<String>,
+    pub data: Value,
+}
+
+impl Event {
+    /// The event as one line of a segment object.
+    pub fn encode(&self) -> Vec<u8> {
+        // Strings, numbers and a JSON value always serialize.
+        let mut line = serde_json::to_vec(self).unwrap_or_default();
+        line.push(b'\n');
+        line
+    }
+}
+
+/// Parses the lines of a segment object (the inverse of [`Event::encode`]).
+/// A line that is not an event is an error naming its number.
+pub fn decode_events(body: &[u8]) -> Result<Vec<Event>, String> {
+    let mut out = Vec::new();
+    for (i, line) in body.split(|&b| b == b'\n').enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let v: Value = serde_json::from_slice(line).map_err(|e| format!("line {}: {e}", i + 1))?;
+        let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+        let n = |k: &str| v.get(k).and_then(Value::as_i64);
+        match (s("run"), n("seq"), n("ts"), s("kind")) {
+            (Some(run), Some(seq), Some(ts), Some(kind)) => out.push(Event {
+                run,
+                seq,
+                ts,
+                kind,
+                job: s("job"),
+                data: v.get("data").cloned().unwrap_or(Value::Null),
+            }),
+            _ => {
+                return Err(format!(
+                    "line {}: not an event (needs run, seq, ts, kind)",
+                    i + 1
+                ))
+            }
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -291,7 +369,7 @@ mod tests {
     fn our_own_documents_read_back_unchanged() {
         let v = good("R1");
         let back = parse_run("R1", v.to_string().as_bytes()).unwrap();
-        assert_eq!(back, v);
+        assert_eq!(back.to_value(), v);
     }
 
     #[test]
@@ -299,7 +377,7 @@ mod tests {
         let mut v = good("R1");
         v["evil"] = json!("\u{1b}]52;c;AAAA\u{7}");
         let back = parse_run("R1", v.to_string().as_bytes()).unwrap();
-        assert!(back.get("evil").is_none());
+        assert!(back.to_value().get("evil").is_none());
 
         let long = "x".repeat(MAX_NAME + 1);
         let many: Vec<Value> = (0..=MAX_ITEMS).map(|i| json!(format!("j{i}"))).collect();
@@ -423,6 +501,40 @@ mod tests {
             let e = parse_run("R1", &body).unwrap_err();
             assert!(e.contains(want), "{want:?} not in {e:?}");
         }
+    }
+
+    #[test]
+    fn events_round_trip_through_segment_lines() {
+        let e = Event {
+            run: "R".into(),
+            seq: 7,
+            ts: 1,
+            kind: "job.started".into(),
+            job: Some("build".into()),
+            data: json!({"cache_key": null, "note": "line\nbreak"}),
+        };
+        // The exact bytes earlier releases wrote: a rebuilt outbox must
+        // write the same segment objects.
+        assert_eq!(
+            String::from_utf8(e.encode()).unwrap(),
+            "{\"run\":\"R\",\"seq\":7,\"ts\":1,\"kind\":\"job.started\",\"job\":\"build\",\"data\":{\"cache_key\":null,\"note\":\"line\\nbreak\"}}\n"
+        );
+        let mut body = e.encode();
+        body.extend(
+            Event {
+                seq: 8,
+                job: None,
+                ..e.clone()
+            }
+            .encode(),
+        );
+        let back = decode_events(&body).unwrap();
+        assert_eq!(back.len(), 2);
+        assert_eq!(back[0], e);
+        assert_eq!(back[1].job, None);
+        assert!(decode_events(b"{\"seq\":1}\n")
+            .unwrap_err()
+            .contains("line 1"));
     }
 
     #[test]

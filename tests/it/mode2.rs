@@ -629,6 +629,11 @@ fn the_local_store_and_the_bucket_answer_reads_alike(p: Provider) {
     let Some(server) = p.start() else { return };
     server.bucket("views");
     let a = Runner::new(&server, &server.endpoint, "views");
+    // A job slow enough that the run's events close in several segments.
+    a.env.write_project(&format!(
+        "{}{WORK}      slow:\n        steps: [{{ run: 'sleep 1.3' }}, {{ run: 'sleep 1.3' }}, {{ run: 'true' }}]\n",
+        server.profile(&server.endpoint, "shared", "views")
+    ));
     a.ok(&["run", "work", "--profile", "shared"]);
     a.ok(&["sync", "flush", "--profile", "shared", "--timeout", "120s"]);
 
@@ -674,6 +679,11 @@ fn the_local_store_and_the_bucket_answer_reads_alike(p: Provider) {
         .build()
         .unwrap();
     let local = LocalView::new(Arc::clone(&store), &home);
+    let segments = rt.block_on(local.events(&run)).unwrap().segments.len();
+    assert!(
+        segments >= 2,
+        "{p:?}: the run's events are in {segments} segment(s)"
+    );
     let object = |prefix: &str| ObjectView::new(Arc::new(server.target("views", prefix)));
     let (state, logs, cache) = (object("state"), object("logs"), object("cache"));
     rt.block_on(async {

@@ -689,6 +689,7 @@ mod tests {
             base: Duration::from_millis(1),
             cap: Duration::from_millis(10),
             max_times: None,
+            seed: None,
         };
         let outbox = Arc::new(Outbox::open_with(home.path(), policy).unwrap());
         let target = Arc::new(FaultTarget::new(Arc::new(ObjectStoreTarget::filesystem(

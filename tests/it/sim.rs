@@ -366,6 +366,7 @@ fn no_backoff() -> DecorrelatedJitterBuilder {
         base: Duration::ZERO,
         cap: Duration::ZERO,
         max_times: None,
+        seed: None,
     }
 }
 

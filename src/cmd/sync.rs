@@ -4,7 +4,9 @@
 
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use serde_json::json;
@@ -158,20 +160,38 @@ pub fn flush(
     let tty = std::io::stderr().is_terminal();
     let deadline = Instant::now() + timeout;
     let left = rt.block_on(async {
+        let second = Duration::from_secs(1);
+        let mut progress = tokio::time::interval_at(Instant::now() + second, second);
         loop {
-            let step = (Instant::now() + Duration::from_secs(1)).min(deadline);
-            actor.drain(step).await?;
+            // One drain to the deadline, with the progress line printed
+            // beside it: a drain cut into steps would cancel, at each
+            // step's end, an upload that takes longer than a step.
+            let drained = actor.drain(deadline);
+            tokio::pin!(drained);
+            loop {
+                tokio::select! {
+                    r = &mut drained => {
+                        r?;
+                        break;
+                    }
+                    _ = progress.tick(), if tty => {
+                        let (n, bytes) = actor.pending().await?;
+                        crate::say!(
+                            "sparkwing: flushing: {n} write(s) ({}) left{}",
+                            human_bytes(bytes),
+                            clause(&blocking_reason(&actor).await)
+                        );
+                    }
+                }
+            }
             let (n, bytes) = actor.pending().await?;
             if n == 0 || Instant::now() >= deadline {
                 return anyhow::Ok((n, bytes));
             }
-            if tty {
-                crate::say!(
-                    "sparkwing: flushing: {n} write(s) ({}) left{}",
-                    human_bytes(bytes),
-                    clause(&blocking_reason(&actor).await)
-                );
-            }
+            // The drain ended early because every target with entries is
+            // stopped (credentials refused, misconfigured): look again
+            // every second until the deadline.
+            tokio::time::sleep_until((Instant::now() + second).min(deadline)).await;
         }
     })?;
     let quarantined: u64 = actor
@@ -263,8 +283,10 @@ pub fn daemon(
             })
             .await
         });
-        // A second signal while the replay is still finishing its pass
-        // ends the daemon at once, as it does during the drain below.
+        // The first signal ends the replay promptly, even mid-pass: the
+        // deliveries under way are cancelled and their entries stay
+        // queued, for the drain below to take up again under its deadline.
+        // A second signal ends the daemon at once, here or in the drain.
         let mut second = signals.clone();
         let report = tokio::select! {
             joined = task => joined.context("the replay task failed")??,

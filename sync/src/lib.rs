@@ -20,8 +20,12 @@
 //!   delay and outages, and one that journals deliveries.
 //! - [`actor`]: [`SyncActor`]: claims, delivers, settles; `sync_once`.
 //! - `conformance` (feature `test-hooks`): the suite every target passes.
+//! - `clock` (feature `test-hooks`): `TokioClock`, an outbox clock that
+//!   follows tokio's (pausable) time, for exact timing tests.
 
 pub mod actor;
+#[cfg(any(test, feature = "test-hooks"))]
+pub mod clock;
 #[cfg(any(test, feature = "test-hooks"))]
 pub mod conformance;
 #[cfg(any(test, feature = "test-hooks"))]

@@ -11,18 +11,15 @@ use tokio::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 use sparkwing_outbox::{Connectivity, TargetStats, OUTBOX_FILE};
-use sparkwing_sync::{SyncActor, SyncConfig};
+use sparkwing_sync::SyncConfig;
 
-use crate::local::store::Store;
 use crate::profile::Resolved;
 use crate::remote::remote_of;
-use crate::remote::replicate::Replicator;
-use crate::remote::session::{ago, blocking_reason, clause, stats_json};
+use crate::remote::session::{
+    ago, blocking_reason, clause, stats_json, SyncSession, RECONCILE_EVERY,
+};
 use crate::remote::Remote;
 use crate::util::{human_bytes, human_duration, now_ms};
-
-/// How often a running daemon re-queues what crashed runs left behind.
-const RECONCILE_EVERY: Duration = Duration::from_secs(30);
 
 fn stats_text(s: &TargetStats) -> String {
     let mut out = format!("{}\n", s.target);
@@ -123,12 +120,8 @@ pub fn status(
     Ok(())
 }
 
-fn open_sync(
-    home: &std::path::Path,
-    remote: &Remote,
-    concurrency: usize,
-) -> Result<(Arc<SyncActor>, Arc<Replicator>, Store)> {
-    let store = Store::open(home)?;
+/// The session of `flush` and `daemon`, reconciled once.
+fn open_sync(home: &std::path::Path, remote: &Remote, concurrency: usize) -> Result<SyncSession> {
     let cfg = SyncConfig {
         concurrency,
         // A daemon starts on another process's enqueue at once (only its
@@ -136,8 +129,9 @@ fn open_sync(
         push_wake: true,
         ..SyncConfig::default()
     };
-    let s = crate::remote::session::SyncSession::open(home, remote, cfg)?;
-    Ok((s.actor, s.repl, store))
+    let session = SyncSession::open(home, remote, cfg)?;
+    session.reconcile_once()?;
+    Ok(session)
 }
 
 /// `sync flush`: exits 0 only once nothing is queued for the profile.
@@ -154,8 +148,8 @@ pub fn flush(
         );
         return Ok(0);
     };
-    let (actor, repl, store) = open_sync(home, &remote, concurrency)?;
-    repl.reconcile(&store)?;
+    let session = open_sync(home, &remote, concurrency)?;
+    let actor = &session.actor;
     let rt = crate::util::runtime()?;
     let tty = std::io::stderr().is_terminal();
     let deadline = Instant::now() + timeout;
@@ -179,7 +173,7 @@ pub fn flush(
                         crate::say!(
                             "sparkwing: flushing: {n} write(s) ({}) left{}",
                             human_bytes(bytes),
-                            clause(&blocking_reason(&actor).await)
+                            clause(&blocking_reason(actor).await)
                         );
                     }
                 }
@@ -207,7 +201,7 @@ pub fn flush(
         );
         return Ok(0);
     }
-    let why = clause(&rt.block_on(blocking_reason(&actor)));
+    let why = clause(&rt.block_on(blocking_reason(actor)));
     crate::say!(
         "sparkwing: flush gave up after {}: {} write(s) ({}) and {quarantined} quarantined still queued for {}{why}",
         human_duration(timeout),
@@ -232,8 +226,8 @@ pub fn daemon(
             resolved.name
         );
     };
-    let (actor, repl, store) = open_sync(home, &remote, concurrency)?;
-    repl.reconcile(&store)?;
+    let session = Arc::new(open_sync(home, &remote, concurrency)?);
+    let actor = &session.actor;
     let rt = crate::util::runtime()?;
     tracing::info!(
         profile = %resolved.name,
@@ -245,24 +239,6 @@ pub fn daemon(
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
-        // Runs that crash while the daemon is up leave writes that only a
-        // reconcile queues: do one every RECONCILE_EVERY.
-        let store = Arc::new(store);
-        let reconciler = {
-            let (repl, store) = (Arc::clone(&repl), Arc::clone(&store));
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(RECONCILE_EVERY).await;
-                    let (r, s) = (Arc::clone(&repl), Arc::clone(&store));
-                    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || r.reconcile(&s)).await {
-                        tracing::warn!(
-                            error = %crate::util::clean(&format!("{e:#}")),
-                            "could not re-queue leftovers of crashed runs"
-                        );
-                    }
-                }
-            })
-        };
         // Signals counted: the first stops the replay and starts the drain,
         // the second ends the drain at once (everything stays queued).
         let (signals_tx, mut signals) = tokio::sync::watch::channel(0u32);
@@ -275,7 +251,19 @@ pub fn daemon(
                 signals_tx.send_modify(|n| *n += 1);
             }
         });
-        let a = Arc::clone(&actor);
+        // Runs that crash while the daemon is up leave writes that only a
+        // reconcile queues: one every RECONCILE_EVERY, until the first signal.
+        tokio::spawn({
+            let (session, mut first) = (Arc::clone(&session), signals.clone());
+            async move {
+                session
+                    .reconcile_every(RECONCILE_EVERY, async move {
+                        let _ = first.wait_for(|n| *n >= 1).await;
+                    })
+                    .await
+            }
+        });
+        let a = Arc::clone(actor);
         let mut first = signals.clone();
         let task = tokio::spawn(async move {
             a.run(async move {
@@ -295,7 +283,6 @@ pub fn daemon(
                 return anyhow::Ok(());
             }
         };
-        reconciler.abort();
         tracing::info!(
             delivered = report.delivered,
             bytes = %human_bytes(report.bytes),
@@ -315,7 +302,7 @@ pub fn daemon(
             tracing::warn!(
                 pending = n,
                 bytes = %human_bytes(bytes),
-                reason = %blocking_reason(&actor).await,
+                reason = %blocking_reason(actor).await,
                 "sync daemon stopped with writes still queued; they go out with the next daemon, run or flush"
             );
         }

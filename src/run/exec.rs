@@ -215,11 +215,12 @@ fn run_recorded(
     let sync = outbox.map(|outbox| {
         let session = crate::remote::session::SyncSession::over(
             outbox,
+            Arc::clone(store),
             &opts.home,
             &opts.remote,
             SyncConfig::default(),
         );
-        sync_warn(session.repl.reconcile(store));
+        sync_warn(session.reconcile_once());
         (session.actor, session.repl)
     });
     crate::say!(

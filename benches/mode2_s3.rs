@@ -115,7 +115,7 @@ fn bench_replay(
     );
     let start = Instant::now();
     let report = rt
-        .block_on(actor.drain(Instant::now() + Duration::from_secs(3600)))
+        .block_on(actor.drain((Instant::now() + Duration::from_secs(3600)).into()))
         .unwrap();
     let ours = start.elapsed();
     assert_eq!(

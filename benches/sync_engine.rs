@@ -210,7 +210,7 @@ fn replay_ours(
     settle_disk();
     let start = Instant::now();
     let report = rt
-        .block_on(actor.drain(Instant::now() + Duration::from_secs(600)))
+        .block_on(actor.drain((Instant::now() + Duration::from_secs(600)).into()))
         .unwrap();
     let took = start.elapsed();
     assert_eq!(rt.block_on(actor.pending()).unwrap().0, 0);

@@ -3,7 +3,8 @@
 //! schedule (decorrelated jitter, see [`backoff`]), quarantine, connectivity
 //! records and the statistics that `sparkwing sync status` prints; and
 //! [`host`], the one copy of the clock, host name and process-liveness
-//! check that leases (and the main crate) use.
+//! check that leases (and the main crate) use; [`clock`], the [`Clock`]
+//! the schedule and leases are read from (the wall clock, or a test's).
 //!
 //! It knows nothing about remotes, HTTP or pipelines: an entry is an opaque
 //! `op` on a `subject` with a payload, addressed to a `target` string.
@@ -42,18 +43,20 @@
 //! no permission) are [`StorageFault`]s naming the file and the fix.
 
 pub mod backoff;
+pub mod clock;
 pub mod host;
 pub mod wake;
 
 use std::fmt;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::backoff::{DecorrelatedJitter, DecorrelatedJitterBuilder};
+use crate::clock::{Clock, SystemClock};
 use crate::host::{hostname, now_ms, pid_alive};
 use sparkwing_schema::{Problem, StorageFault};
 
@@ -366,6 +369,7 @@ pub struct Outbox {
     path: PathBuf,
     owner: Owner,
     policy: DecorrelatedJitterBuilder,
+    clock: Arc<dyn Clock>,
     set_aside: Option<SetAside>,
 }
 
@@ -550,8 +554,23 @@ impl Outbox {
                 pid,
             },
             policy,
+            clock: Arc::new(SystemClock),
             set_aside,
         })
+    }
+
+    /// This outbox scheduling by `clock` instead of the wall clock: retry
+    /// times, leases and connectivity records are read from it. For tests
+    /// (the default, [`SystemClock`], is the only sound choice when other
+    /// processes share `outbox.db`: they judge leases by the wall clock).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The clock this outbox schedules by (the actor reads the same one).
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
     }
 
     pub fn path(&self) -> &Path {
@@ -631,7 +650,7 @@ impl Outbox {
     /// and an older run summary can never be queued after a newer one.
     /// Returns how many entries were new.
     pub fn enqueue(&self, target: &str, entries: &[NewEntry], marks: &[Mark]) -> Result<usize> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         self.tx_with("enqueueing into outbox.db", true, |tx| {
             let mut n = 0;
             let mut streams = tx.prepare_cached(
@@ -788,7 +807,7 @@ impl Outbox {
         max_bytes: u64,
         auth_probe: Duration,
     ) -> Result<Vec<Claim>> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let owner = self.owner.clone();
         self.tx("claiming outbox entries", |tx| {
             let mut claims = Vec::new();
@@ -935,7 +954,7 @@ impl Outbox {
 
     /// Extends the leases of streams still being delivered.
     pub fn renew(&self, claims: &[&Claim]) -> Result<()> {
-        let until = now_ms() + LEASE.as_millis() as i64;
+        let until = self.clock.now_ms() + LEASE.as_millis() as i64;
         self.tx("renewing leases", |tx| {
             for c in claims {
                 tx.prepare_cached(
@@ -958,7 +977,7 @@ impl Outbox {
         took: Duration,
         failure: Option<(ErrorClass, &str, Option<Duration>)>,
     ) -> Result<()> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let done = &claim.entries[..delivered.min(claim.entries.len())];
         let bytes: u64 = done.iter().map(|e| e.payload.len()).sum();
         self.tx("settling a delivery", |tx| {
@@ -1078,7 +1097,7 @@ impl Outbox {
     /// stopped as `auth_failed` or `misconfigured` keeps that state: only a
     /// delivery (or `sync retry`) clears it.
     pub fn observe_read(&self, target: &str, online: bool, error: Option<&str>) -> Result<()> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let state = if online {
             Connectivity::Online
         } else {
@@ -1218,7 +1237,7 @@ impl Outbox {
     /// Re-queues quarantined entries (and lifts an auth stop) for one target
     /// or all. Returns how many entries were re-queued.
     pub fn retry(&self, target: Option<&str>) -> Result<usize> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         self.tx("re-queueing quarantined entries", |tx| {
             let n = tx.execute(
                 "UPDATE entries SET quarantined = 0, next_attempt_at = ?2, backoff_ms = 0
@@ -1274,6 +1293,7 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ManualClock;
 
     fn entry(stream: &str, seq: i64, body: &str) -> NewEntry {
         NewEntry {
@@ -1290,7 +1310,22 @@ mod tests {
             base: Duration::from_millis(1),
             cap: Duration::from_millis(5),
             max_times: None,
+            seed: None,
         }
+    }
+
+    /// An outbox in a fresh home scheduling by a clock the test moves.
+    fn manual(policy: DecorrelatedJitterBuilder) -> (tempfile::TempDir, Outbox, Arc<ManualClock>) {
+        let home = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let ob = Outbox::open_with(home.path(), policy)
+            .unwrap()
+            .with_clock(Arc::clone(&clock) as Arc<dyn Clock>);
+        (home, ob, clock)
+    }
+
+    fn claim_all(ob: &Outbox) -> Vec<Claim> {
+        ob.claim(&all(), 10, 10, u64::MAX, Duration::ZERO).unwrap()
     }
 
     const T: &str = "filesystem:/remote";
@@ -1530,8 +1565,7 @@ mod tests {
 
     #[test]
     fn transient_failures_reschedule_and_permanent_ones_quarantine_one_stream() {
-        let home = tempfile::tempdir().unwrap();
-        let ob = Outbox::open_with(home.path(), fast()).unwrap();
+        let (_home, ob, clock) = manual(fast());
         ob.enqueue(
             T,
             &[
@@ -1554,7 +1588,8 @@ mod tests {
         let st = &ob.stats(None).unwrap()[0];
         assert_eq!(st.connectivity, Some(Connectivity::Offline));
         assert_eq!(st.last_error_class.as_deref(), Some("transient"));
-        std::thread::sleep(Duration::from_millis(10));
+        // Past the policy's cap: the retry is due.
+        clock.advance(fast().cap);
         let again = ob.claim(&all(), 10, 10, u64::MAX, Duration::ZERO).unwrap();
         let bad = again.iter().find(|c| c.stream == "bad").unwrap();
         assert_eq!(bad.entries[0].attempts, 1);
@@ -1583,8 +1618,7 @@ mod tests {
 
     #[test]
     fn auth_failure_stops_the_target_and_keeps_entries() {
-        let home = tempfile::tempdir().unwrap();
-        let ob = Outbox::open_with(home.path(), fast()).unwrap();
+        let (_home, ob, clock) = manual(fast());
         ob.enqueue(T, &[entry("a", 1, "x"), entry("b", 1, "y")], &[])
             .unwrap();
         let c = ob
@@ -1597,7 +1631,7 @@ mod tests {
             Some((ErrorClass::Auth, "403 Forbidden", None)),
         )
         .unwrap();
-        std::thread::sleep(Duration::from_millis(10));
+        clock.advance(fast().cap);
         assert!(ob
             .claim(&all(), 10, 10, u64::MAX, Duration::from_secs(3600))
             .unwrap()
@@ -1614,6 +1648,97 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    /// A failed entry is due exactly its delay later, the delay resuming
+    /// from the previous one (decorrelated jitter: within `[base, 3 x
+    /// previous]`, capped); a `Retry-After` longer than the delay wins.
+    #[test]
+    fn a_retry_is_due_exactly_its_backoff_later_and_retry_after_wins() {
+        let policy = DecorrelatedJitterBuilder {
+            base: Duration::from_secs(1),
+            cap: Duration::from_secs(60),
+            max_times: None,
+            seed: Some(42),
+        };
+        let (home, ob, clock) = manual(policy);
+        ob.enqueue(T, &[entry("s", 1, "x")], &[]).unwrap();
+        let db = Connection::open(home.path().join(OUTBOX_FILE)).unwrap();
+        let stored = || -> i64 {
+            db.query_row("SELECT backoff_ms FROM entries", [], |r| r.get(0))
+                .unwrap()
+        };
+        let mut prev = Duration::ZERO;
+        for attempt in 1..=8 {
+            let c = claim_all(&ob);
+            assert_eq!(c.len(), 1, "attempt {attempt} is due");
+            ob.settle(
+                &c[0],
+                0,
+                Duration::ZERO,
+                Some((ErrorClass::Transient, "503", None)),
+            )
+            .unwrap();
+            let delay = Duration::from_millis(stored() as u64);
+            let expected = DecorrelatedJitter::resume(policy, prev).next().unwrap();
+            assert_eq!(delay, expected, "attempt {attempt} resumes from {prev:?}");
+            let high = if prev.is_zero() {
+                policy.base
+            } else {
+                prev * 3
+            };
+            assert!(delay >= policy.base && delay <= high.min(policy.cap));
+            let now = clock.now_ms();
+            assert_eq!(
+                ob.next_due(&all()).unwrap(),
+                Some(now + delay.as_millis() as i64)
+            );
+            clock.advance(delay - Duration::from_millis(1));
+            assert!(claim_all(&ob).is_empty(), "attempt {attempt}: not yet due");
+            clock.advance(Duration::from_millis(1));
+            prev = delay;
+        }
+        assert!(prev > policy.base * 3, "the delays grew: {prev:?}");
+        // The server asks for longer than the backoff: its wish is kept.
+        let c = claim_all(&ob);
+        let asked = Duration::from_secs(600);
+        ob.settle(
+            &c[0],
+            0,
+            Duration::ZERO,
+            Some((ErrorClass::Transient, "429", Some(asked))),
+        )
+        .unwrap();
+        let now = clock.now_ms();
+        assert_eq!(
+            ob.next_due(&all()).unwrap(),
+            Some(now + asked.as_millis() as i64)
+        );
+        clock.advance(asked - Duration::from_millis(1));
+        assert!(claim_all(&ob).is_empty(), "not before Retry-After");
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(claim_all(&ob).len(), 1);
+    }
+
+    /// A live lease holds its stream for exactly [`LEASE`] from its claim
+    /// or its last renewal, against every other worker.
+    #[test]
+    fn a_lease_holds_for_exactly_its_term_and_a_renewal_extends_it() {
+        let (home, ob, clock) = manual(fast());
+        let other = Outbox::open_with(home.path(), fast())
+            .unwrap()
+            .with_clock(Arc::clone(&clock) as Arc<dyn Clock>);
+        ob.enqueue(T, &[entry("s", 1, "x")], &[]).unwrap();
+        let start = clock.now_ms();
+        let c = claim_all(&ob);
+        assert_eq!(c[0].lease_until, start + LEASE.as_millis() as i64);
+        clock.advance(LEASE / 2);
+        ob.renew(&[&c[0]]).unwrap();
+        // The renewal counts from when it was made, not from the claim.
+        clock.advance(LEASE - Duration::from_millis(1));
+        assert!(claim_all(&other).is_empty(), "renewed: still held");
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(claim_all(&other).len(), 1, "expired: free for others");
     }
 
     #[test]

@@ -4,23 +4,22 @@
 
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 use sparkwing_outbox::{Connectivity, TargetStats, OUTBOX_FILE};
-use sparkwing_sync::{SyncActor, SyncConfig};
+use sparkwing_sync::SyncConfig;
 
-use crate::local::store::Store;
 use crate::profile::Resolved;
 use crate::remote::remote_of;
-use crate::remote::replicate::Replicator;
-use crate::remote::session::{ago, blocking_reason, clause, stats_json};
+use crate::remote::session::{
+    ago, blocking_reason, clause, stats_json, SyncSession, RECONCILE_EVERY,
+};
 use crate::remote::Remote;
 use crate::util::{human_bytes, human_duration, now_ms};
-
-/// How often a running daemon re-queues what crashed runs left behind.
-const RECONCILE_EVERY: Duration = Duration::from_secs(30);
 
 fn stats_text(s: &TargetStats) -> String {
     let mut out = format!("{}\n", s.target);
@@ -121,12 +120,8 @@ pub fn status(
     Ok(())
 }
 
-fn open_sync(
-    home: &std::path::Path,
-    remote: &Remote,
-    concurrency: usize,
-) -> Result<(Arc<SyncActor>, Arc<Replicator>, Store)> {
-    let store = Store::open(home)?;
+/// The session of `flush` and `daemon`, reconciled once.
+fn open_sync(home: &std::path::Path, remote: &Remote, concurrency: usize) -> Result<SyncSession> {
     let cfg = SyncConfig {
         concurrency,
         // A daemon starts on another process's enqueue at once (only its
@@ -134,8 +129,9 @@ fn open_sync(
         push_wake: true,
         ..SyncConfig::default()
     };
-    let s = crate::remote::session::SyncSession::open(home, remote, cfg)?;
-    Ok((s.actor, s.repl, store))
+    let session = SyncSession::open(home, remote, cfg)?;
+    session.reconcile_once()?;
+    Ok(session)
 }
 
 /// `sync flush`: exits 0 only once nothing is queued for the profile.
@@ -152,26 +148,44 @@ pub fn flush(
         );
         return Ok(0);
     };
-    let (actor, repl, store) = open_sync(home, &remote, concurrency)?;
-    repl.reconcile(&store)?;
+    let session = open_sync(home, &remote, concurrency)?;
+    let actor = &session.actor;
     let rt = crate::util::runtime()?;
     let tty = std::io::stderr().is_terminal();
     let deadline = Instant::now() + timeout;
     let left = rt.block_on(async {
+        let second = Duration::from_secs(1);
+        let mut progress = tokio::time::interval_at(Instant::now() + second, second);
         loop {
-            let step = (Instant::now() + Duration::from_secs(1)).min(deadline);
-            actor.drain(step).await?;
+            // One drain to the deadline, with the progress line printed
+            // beside it: a drain cut into steps would cancel, at each
+            // step's end, an upload that takes longer than a step.
+            let drained = actor.drain(deadline);
+            tokio::pin!(drained);
+            loop {
+                tokio::select! {
+                    r = &mut drained => {
+                        r?;
+                        break;
+                    }
+                    _ = progress.tick(), if tty => {
+                        let (n, bytes) = actor.pending().await?;
+                        crate::say!(
+                            "sparkwing: flushing: {n} write(s) ({}) left{}",
+                            human_bytes(bytes),
+                            clause(&blocking_reason(actor).await)
+                        );
+                    }
+                }
+            }
             let (n, bytes) = actor.pending().await?;
             if n == 0 || Instant::now() >= deadline {
                 return anyhow::Ok((n, bytes));
             }
-            if tty {
-                crate::say!(
-                    "sparkwing: flushing: {n} write(s) ({}) left{}",
-                    human_bytes(bytes),
-                    clause(&blocking_reason(&actor).await)
-                );
-            }
+            // The drain ended early because every target with entries is
+            // stopped (credentials refused, misconfigured): look again
+            // every second until the deadline.
+            tokio::time::sleep_until((Instant::now() + second).min(deadline)).await;
         }
     })?;
     let quarantined: u64 = actor
@@ -187,7 +201,7 @@ pub fn flush(
         );
         return Ok(0);
     }
-    let why = clause(&rt.block_on(blocking_reason(&actor)));
+    let why = clause(&rt.block_on(blocking_reason(actor)));
     crate::say!(
         "sparkwing: flush gave up after {}: {} write(s) ({}) and {quarantined} quarantined still queued for {}{why}",
         human_duration(timeout),
@@ -212,8 +226,8 @@ pub fn daemon(
             resolved.name
         );
     };
-    let (actor, repl, store) = open_sync(home, &remote, concurrency)?;
-    repl.reconcile(&store)?;
+    let session = Arc::new(open_sync(home, &remote, concurrency)?);
+    let actor = &session.actor;
     let rt = crate::util::runtime()?;
     tracing::info!(
         profile = %resolved.name,
@@ -225,24 +239,6 @@ pub fn daemon(
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
-        // Runs that crash while the daemon is up leave writes that only a
-        // reconcile queues: do one every RECONCILE_EVERY.
-        let store = Arc::new(store);
-        let reconciler = {
-            let (repl, store) = (Arc::clone(&repl), Arc::clone(&store));
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(RECONCILE_EVERY).await;
-                    let (r, s) = (Arc::clone(&repl), Arc::clone(&store));
-                    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || r.reconcile(&s)).await {
-                        tracing::warn!(
-                            error = %crate::util::clean(&format!("{e:#}")),
-                            "could not re-queue leftovers of crashed runs"
-                        );
-                    }
-                }
-            })
-        };
         // Signals counted: the first stops the replay and starts the drain,
         // the second ends the drain at once (everything stays queued).
         let (signals_tx, mut signals) = tokio::sync::watch::channel(0u32);
@@ -255,7 +251,19 @@ pub fn daemon(
                 signals_tx.send_modify(|n| *n += 1);
             }
         });
-        let a = Arc::clone(&actor);
+        // Runs that crash while the daemon is up leave writes that only a
+        // reconcile queues: one every RECONCILE_EVERY, until the first signal.
+        tokio::spawn({
+            let (session, mut first) = (Arc::clone(&session), signals.clone());
+            async move {
+                session
+                    .reconcile_every(RECONCILE_EVERY, async move {
+                        let _ = first.wait_for(|n| *n >= 1).await;
+                    })
+                    .await
+            }
+        });
+        let a = Arc::clone(actor);
         let mut first = signals.clone();
         let task = tokio::spawn(async move {
             a.run(async move {
@@ -263,8 +271,10 @@ pub fn daemon(
             })
             .await
         });
-        // A second signal while the replay is still finishing its pass
-        // ends the daemon at once, as it does during the drain below.
+        // The first signal ends the replay promptly, even mid-pass: the
+        // deliveries under way are cancelled and their entries stay
+        // queued, for the drain below to take up again under its deadline.
+        // A second signal ends the daemon at once, here or in the drain.
         let mut second = signals.clone();
         let report = tokio::select! {
             joined = task => joined.context("the replay task failed")??,
@@ -273,7 +283,6 @@ pub fn daemon(
                 return anyhow::Ok(());
             }
         };
-        reconciler.abort();
         tracing::info!(
             delivered = report.delivered,
             bytes = %human_bytes(report.bytes),
@@ -293,7 +302,7 @@ pub fn daemon(
             tracing::warn!(
                 pending = n,
                 bytes = %human_bytes(bytes),
-                reason = %blocking_reason(&actor).await,
+                reason = %blocking_reason(actor).await,
                 "sync daemon stopped with writes still queued; they go out with the next daemon, run or flush"
             );
         }

@@ -1,7 +1,9 @@
-//! One sync session: the outbox, the actor that drains it and the
+//! One sync session: the outbox, the actor that drains it, the
 //! replicator that feeds it (the actor's waker, so a replicated write wakes
-//! the actor), wired once for `run`, `sync daemon` and `sync flush`.
+//! the actor) and the reconcile that repairs what a crash left unqueued,
+//! wired once for `run`, `sync daemon` and `sync flush`.
 
+use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -14,24 +16,38 @@ use sparkwing_sync::{SyncActor, SyncConfig};
 
 use crate::util::{human_duration, now_ms, rfc3339_ms};
 
+use crate::local::store::Store;
 use crate::remote::replicate::Replicator;
 use crate::remote::Remote;
+
+/// How often a long-running session (the daemon) re-queues what runs that
+/// crashed while it was up left behind.
+pub const RECONCILE_EVERY: Duration = Duration::from_secs(30);
 
 pub struct SyncSession {
     pub actor: Arc<SyncActor>,
     pub repl: Arc<Replicator>,
+    /// The local store the replicator reads and reconciles from.
+    pub store: Arc<Store>,
 }
 
 impl SyncSession {
-    /// Opens `home`'s outbox (a damaged one is set aside, with a warning)
-    /// and wires the session for `remote`'s targets.
+    /// Opens `home`'s `state.db` and outbox (a damaged outbox is set aside,
+    /// with a warning) and wires the session for `remote`'s targets.
     pub fn open(home: &Path, remote: &Remote, cfg: SyncConfig) -> Result<SyncSession> {
+        let store = Arc::new(Store::open(home)?);
         let outbox = Arc::new(crate::remote::replicate::open_outbox(home)?);
-        Ok(SyncSession::over(outbox, home, remote, cfg))
+        Ok(SyncSession::over(outbox, store, home, remote, cfg))
     }
 
-    /// A session over an outbox already open.
-    pub fn over(outbox: Arc<Outbox>, home: &Path, remote: &Remote, cfg: SyncConfig) -> SyncSession {
+    /// A session over an outbox and a store already open.
+    pub fn over(
+        outbox: Arc<Outbox>,
+        store: Arc<Store>,
+        home: &Path,
+        remote: &Remote,
+        cfg: SyncConfig,
+    ) -> SyncSession {
         let actor = Arc::new(SyncActor::new(Arc::clone(&outbox), remote.targets(), cfg));
         let repl = Arc::new(
             Replicator::new(
@@ -42,7 +58,57 @@ impl SyncSession {
             )
             .with_signing(remote.signing.clone()),
         );
-        SyncSession { actor, repl }
+        SyncSession { actor, repl, store }
+    }
+
+    /// Queues whatever the local store holds for this session's targets
+    /// and the outbox lacks (a crash between a local write and its enqueue,
+    /// a run whose process died, a deleted `outbox.db`); returns how many
+    /// entries were new. Blocking SQLite work: call it before the runtime
+    /// starts or from `spawn_blocking`. Every run, daemon and flush calls it
+    /// as it starts; [`SyncSession::reconcile_every`] repeats it.
+    pub fn reconcile_once(&self) -> Result<usize> {
+        self.repl.reconcile(&self.store)
+    }
+
+    /// [`SyncSession::reconcile_once`] every `every` (the first one `every`
+    /// from now) until `shutdown` resolves, which ends it at once. A failed
+    /// reconcile is logged and tried again at the next tick.
+    pub async fn reconcile_every(&self, every: Duration, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        // A reconcile that took longer than `every` is followed by a full
+        // interval, not by a burst catching up.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = tick.tick() => {}
+            }
+            let (repl, store) = (Arc::clone(&self.repl), Arc::clone(&self.store));
+            // On a blocking thread (SQLite). A shutdown does not wait for
+            // it: the thread finishes its short transactions on its own,
+            // and whatever it had not queued yet the next reconcile queues.
+            let reconciled = tokio::task::spawn_blocking(move || repl.reconcile(&store));
+            let error = tokio::select! {
+                _ = &mut shutdown => return,
+                done = reconciled => match done {
+                    Ok(Ok(n)) => {
+                        if n > 0 {
+                            tracing::info!(queued = n, "re-queued writes that crashed runs left behind");
+                        }
+                        continue;
+                    }
+                    Ok(Err(e)) => crate::util::clean(&format!("{e:#}")),
+                    Err(e) => format!("the reconcile thread failed: {e}"),
+                },
+            };
+            tracing::warn!(
+                error = %error,
+                retry_in = %human_duration(every),
+                "could not re-queue leftovers of crashed runs; trying again later"
+            );
+        }
     }
 }
 
@@ -116,4 +182,77 @@ pub fn stats_json(s: &TargetStats) -> Value {
         "delivered_bytes": s.delivered_bytes,
         "drain_estimate_s": s.drain_estimate_secs(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::local::store::{NewRun, RunRow};
+    use sparkwing_sync::ObjectStoreTarget;
+
+    /// The timer reconciles exactly every `every`, so a run that crashed
+    /// while the session was up is queued by the next tick, and it stops at
+    /// once on shutdown.
+    #[tokio::test(start_paused = true)]
+    async fn the_reconcile_timer_queues_a_crashed_runs_writes_and_stops_on_shutdown() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (home, dir) = (tmp.path().join("home"), tmp.path().join("remote"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let remote = Remote {
+            state: Some(crate::remote::Endpoint::objects(
+                ObjectStoreTarget::filesystem(&dir),
+            )),
+            ..Remote::default()
+        };
+        let s = Arc::new(SyncSession::open(&home, &remote, SyncConfig::default()).unwrap());
+        assert_eq!(s.reconcile_once().unwrap(), 0, "nothing to queue yet");
+        let every = Duration::from_secs(30);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let timer = tokio::spawn({
+            let s = Arc::clone(&s);
+            async move {
+                s.reconcile_every(every, async {
+                    let _ = stopped.await;
+                })
+                .await
+            }
+        });
+        // A run recorded for the session's target by a process that died
+        // before it queued anything.
+        let row = RunRow {
+            id: "01CRASHEDRUN0000000000000A".into(),
+            pipeline: "p".into(),
+            status: "running".into(),
+            profile: "shared".into(),
+            project_dir: "/project".into(),
+            host: crate::util::hostname(),
+            pid: 999_999_999,
+            started_at: now_ms(),
+            finished_at: None,
+            error: None,
+        };
+        s.store
+            .create_run(&NewRun {
+                run: &row,
+                targets: remote.run_targets(),
+                jobs: Vec::new(),
+                steps: Vec::new(),
+            })
+            .unwrap();
+        let pending = || s.actor.outbox().pending(s.actor.target_ids()).unwrap().0;
+        tokio::time::sleep(every - Duration::from_millis(1)).await;
+        assert_eq!(pending(), 0, "no reconcile before its interval");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(
+            pending() > 0,
+            "the tick at {every:?} queued the crashed run"
+        );
+        let asked = tokio::time::Instant::now();
+        stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(1), timer)
+            .await
+            .expect("the timer ends on shutdown")
+            .unwrap();
+        assert_eq!(tokio::time::Instant::now(), asked, "at once");
+    }
 }

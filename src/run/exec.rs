@@ -215,11 +215,12 @@ fn run_recorded(
     let sync = outbox.map(|outbox| {
         let session = crate::remote::session::SyncSession::over(
             outbox,
+            Arc::clone(store),
             &opts.home,
             &opts.remote,
             SyncConfig::default(),
         );
-        sync_warn(session.repl.reconcile(store));
+        sync_warn(session.reconcile_once());
         (session.actor, session.repl)
     });
     crate::say!(
@@ -305,12 +306,16 @@ fn run_recorded(
             repl.events(store, &run_id, true)
                 .and_then(|_| repl.summary(store, &run_id)),
         );
-        let _ = stop_actor.send(());
         rt.block_on(async {
+            // The final drain runs beside the run's actor, which is
+            // stopped only afterwards: stopping it first would cancel the
+            // deliveries it has under way, only for the drain to redo them.
+            // Both respect each other's leases.
+            finish_sync(actor, opts.sync_timeout, &signalled).await;
+            let _ = stop_actor.send(());
             if let Some(t) = actor_task {
                 let _ = t.await;
             }
-            finish_sync(actor, opts.sync_timeout, &signalled).await;
         });
     }
     rt.shutdown_timeout(Duration::from_millis(100));
@@ -1253,7 +1258,7 @@ fn pump(mut reader: std::io::PipeReader, sink: &Sink) {
 /// Waits up to `timeout` for the run's writes to reach the remote, then
 /// says in one line what is left and how it will be delivered.
 async fn finish_sync(actor: &SyncActor, timeout: Duration, signalled: &tokio::sync::Notify) {
-    let deadline = Instant::now() + timeout;
+    let deadline = tokio::time::Instant::now() + timeout;
     // Ctrl-C while waiting: stop waiting (everything stays queued).
     let drained = tokio::select! {
         r = actor.drain(deadline) => r.map(|_| ()),

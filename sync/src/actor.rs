@@ -9,13 +9,29 @@
 //! Wake-ups: an in-process [`Notify`] (a run enqueues and pokes it), the
 //! outbox's `data_version` (another process committed), the earliest retry
 //! time, and a periodic tick.
+//!
+//! Stopping: [`SyncActor::run`]'s shutdown and [`SyncActor::drain`]'s
+//! deadline are watched during a pass too, not only between passes. When
+//! one fires, the pass claims nothing more, cancels the deliveries under
+//! way (their futures are dropped, so an HTTP request in flight is
+//! abandoned) and releases every claim it holds with nothing delivered:
+//! the entries stay queued, unacknowledged and not counted as failures,
+//! and the next pass (this process's or another's) delivers them again,
+//! writing the same objects with the same bytes.
+//!
+//! Time: every instant is tokio's ([`tokio::time::Instant`], sleeps,
+//! intervals) and every Unix-ms decision (a retry due, a lease left) reads
+//! the outbox's [`Clock`], so tests run the actor on paused time.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
+use sparkwing_outbox::clock::Clock;
 use sparkwing_outbox::{Claim, Connectivity, ErrorClass, Outbox, OutboxError, Payload};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -85,6 +101,14 @@ impl SyncReport {
 /// asked for, and what it got.
 type PendingClaim = tokio::task::JoinHandle<Result<(usize, Vec<Claim>), OutboxError>>;
 
+/// How a delivery task ended.
+enum Outcome {
+    /// Delivered this many entries, then stopped at this error, if any.
+    Done(usize, Option<TargetError>),
+    /// Cancelled by a stop before it finished: what it wrote is unknown.
+    Cancelled,
+}
+
 pub struct SyncActor {
     outbox: Arc<Outbox>,
     targets: HashMap<String, Arc<dyn Target>>,
@@ -140,8 +164,20 @@ impl SyncActor {
 
     /// One pass over what is ready now: keeps up to `concurrency` streams
     /// in flight, claiming another as each one settles, until no stream is
-    /// ready. Returns what it delivered.
+    /// ready. Returns what it delivered. The synchronous entry for tests and
+    /// one-shot callers; nothing stops it early.
     pub async fn sync_once(&self) -> Result<SyncReport, OutboxError> {
+        let mut never = std::future::pending::<()>();
+        Ok(self.pass(&mut never).await?.0)
+    }
+
+    /// [`SyncActor::sync_once`], stopped early when `stop` resolves (see
+    /// the module's "Stopping"). Returns what it delivered and whether
+    /// `stop` resolved; once it has, it is not polled again.
+    async fn pass<S: Future<Output = ()> + Unpin>(
+        &self,
+        stop: &mut S,
+    ) -> Result<(SyncReport, bool), OutboxError> {
         // An event loop over three kinds of work, none of which waits for
         // another: claiming streams (a blocking outbox transaction),
         // delivering them (async, at most `concurrency` at once) and
@@ -150,43 +186,80 @@ impl SyncActor {
         // worker (this one included) can claim it twice.
         let cfg = self.cfg;
         let mut report = SyncReport::default();
-        let mut delivering = JoinSet::new();
+        // A stop reaches the delivery tasks through this channel rather
+        // than `JoinSet::abort_all`: a task that sees it returns its claim,
+        // which the pass still has to release (an aborted task's claim
+        // would be lost with it and stay leased until the lease runs out).
+        let (cancel, cancelled) = tokio::sync::watch::channel(false);
+        let mut delivering: JoinSet<(Claim, Outcome, Duration)> = JoinSet::new();
         let mut settling: JoinSet<Result<bool, OutboxError>> = JoinSet::new();
         let mut claiming: Option<PendingClaim> = None;
         let mut queued: std::collections::VecDeque<Claim> = Default::default();
         let mut ready = true;
+        let mut stopping = false;
         loop {
-            if ready && claiming.is_none() && queued.len() < cfg.concurrency {
-                let want = 2 * cfg.concurrency - queued.len();
-                let (ob, ids) = (Arc::clone(&self.outbox), self.ids.clone());
-                claiming = Some(tokio::task::spawn_blocking(move || {
-                    ob.claim(&ids, want, cfg.max_entries, cfg.max_bytes, cfg.auth_probe)
-                        .map(|c| (want, c))
-                }));
-            }
-            while delivering.len() < cfg.concurrency {
-                let Some(claim) = queued.pop_front() else {
-                    break;
-                };
-                let Some(target) = self.targets.get(&claim.target).cloned() else {
-                    continue;
-                };
-                let outbox = Arc::clone(&self.outbox);
-                delivering.spawn(async move {
-                    let start = Instant::now();
-                    let (n, err) =
-                        deliver_renewing(&outbox, target.as_ref(), &claim, cfg.renew_every).await;
-                    (claim, n, start.elapsed(), err)
-                });
+            if stopping {
+                // Claimed but never started: released as they are.
+                while let Some(claim) = queued.pop_front() {
+                    self.release(&mut settling, claim, Duration::ZERO);
+                }
+            } else {
+                if ready && claiming.is_none() && queued.len() < cfg.concurrency {
+                    let want = 2 * cfg.concurrency - queued.len();
+                    let (ob, ids) = (Arc::clone(&self.outbox), self.ids.clone());
+                    claiming = Some(tokio::task::spawn_blocking(move || {
+                        ob.claim(&ids, want, cfg.max_entries, cfg.max_bytes, cfg.auth_probe)
+                            .map(|c| (want, c))
+                    }));
+                }
+                while delivering.len() < cfg.concurrency {
+                    let Some(claim) = queued.pop_front() else {
+                        break;
+                    };
+                    let Some(target) = self.targets.get(&claim.target).cloned() else {
+                        continue;
+                    };
+                    let outbox = Arc::clone(&self.outbox);
+                    let mut cancelled = cancelled.clone();
+                    delivering.spawn(async move {
+                        let start = Instant::now();
+                        // Dropping the delivery future is what cancels it:
+                        // its request, its lease renewal. `biased`: one that
+                        // finished as the stop came counts as delivered.
+                        let outcome = tokio::select! {
+                            biased;
+                            (n, err) = deliver_renewing(&outbox, target.as_ref(), &claim, cfg.renew_every) => {
+                                Outcome::Done(n, err)
+                            }
+                            _ = cancelled.wait_for(|c| *c) => Outcome::Cancelled,
+                        };
+                        (claim, outcome, start.elapsed())
+                    });
+                }
             }
             if delivering.is_empty() && settling.is_empty() && claiming.is_none() {
                 break;
             }
             tokio::select! {
+                _ = &mut *stop, if !stopping => {
+                    stopping = true;
+                    let _ = cancel.send(true);
+                }
                 Some(joined) = delivering.join_next() => {
-                    let (claim, n, took, err) = match joined {
+                    let (claim, outcome, took) = match joined {
                         Ok(x) => x,
                         Err(e) => std::panic::resume_unwind(e.into_panic()),
+                    };
+                    let (n, err) = match outcome {
+                        Outcome::Done(n, err) => (n, err),
+                        Outcome::Cancelled => {
+                            tracing::debug!(
+                                target_id = %claim.target, stream = %claim.stream,
+                                "delivery cancelled by a stop; its entries stay queued"
+                            );
+                            self.release(&mut settling, claim, took);
+                            continue;
+                        }
                     };
                     report.delivered += n as u64;
                     report.bytes += claim.entries[..n].iter().map(|e| e.payload.len()).sum::<u64>();
@@ -221,6 +294,9 @@ impl SyncActor {
                         ready = true;
                     }
                 }
+                // A claim transaction is never abandoned, even when
+                // stopping: it may have leased streams, which are then
+                // released at the top of the loop.
                 claimed = async { claiming.as_mut().expect("guarded").await }, if claiming.is_some() => {
                     claiming = None;
                     let (want, claims) = claimed.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
@@ -231,17 +307,34 @@ impl SyncActor {
                 }
             }
         }
-        Ok(report)
+        Ok((report, stopping))
+    }
+
+    /// Settles `claim` with nothing delivered and no failure: its lease is
+    /// released and its entries stay queued as they were (no attempt
+    /// counted, no retry delay), due again at once.
+    fn release(
+        &self,
+        settling: &mut JoinSet<Result<bool, OutboxError>>,
+        claim: Claim,
+        took: Duration,
+    ) {
+        let ob = Arc::clone(&self.outbox);
+        settling.spawn_blocking(move || ob.settle(&claim, 0, took, None).map(|_| false));
     }
 
     /// Delivers until nothing is pending or `deadline` passes. Returns what
-    /// was delivered; check [`SyncActor::pending`] for what is left.
+    /// was delivered; check [`SyncActor::pending`] for what is left. The
+    /// deadline holds within a pass too: deliveries still under way when it
+    /// passes are cancelled and their entries stay queued.
     pub async fn drain(&self, deadline: Instant) -> Result<SyncReport, OutboxError> {
         let mut total = SyncReport::default();
+        let stop = tokio::time::sleep_until(deadline);
+        tokio::pin!(stop);
         loop {
-            let r = self.sync_once().await?;
+            let (r, stopped) = self.pass(&mut stop).await?;
             total.add(r);
-            if self.pending().await?.0 == 0 || Instant::now() >= deadline {
+            if stopped || self.pending().await?.0 == 0 || Instant::now() >= deadline {
                 return Ok(total);
             }
             // Waiting cannot help while every target that has entries is
@@ -281,10 +374,7 @@ impl SyncActor {
     async fn until_next_due(&self) -> Result<Duration, OutboxError> {
         let (ob, ids) = (Arc::clone(&self.outbox), self.ids.clone());
         let due = blocking(move || ob.next_due(&ids)).await?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
+        let now = self.outbox.clock().now_ms();
         Ok(match due {
             Some(t) if t > now => Duration::from_millis((t - now) as u64).min(self.cfg.tick),
             Some(_) => Duration::from_millis(20),
@@ -292,8 +382,10 @@ impl SyncActor {
         })
     }
 
-    /// Replays until `shutdown` resolves, then returns (it does not drain:
-    /// callers that want a final flush call [`SyncActor::drain`]).
+    /// Replays until `shutdown` resolves, then returns promptly, even in
+    /// the middle of a pass: the deliveries under way are cancelled and
+    /// their entries stay queued (see the module's "Stopping"). It does not
+    /// drain: callers that want a final flush call [`SyncActor::drain`].
     pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<SyncReport, OutboxError> {
         tokio::pin!(shutdown);
         let mut total = SyncReport::default();
@@ -325,8 +417,12 @@ impl SyncActor {
             // What this pass will see: a change after it wakes the next.
             let ob = Arc::clone(&self.outbox);
             let version = blocking(move || ob.data_version()).await?;
-            let r = self.sync_once().await?;
+            // And during the pass: a shutdown cancels what is under way.
+            let (r, stopped) = self.pass(&mut shutdown).await?;
             total.add(r);
+            if stopped {
+                return Ok(total);
+            }
             if r.streams > 0 {
                 tracing::debug!(
                     streams = r.streams,
@@ -412,14 +508,19 @@ async fn next_push(pushes: &Option<tokio::net::UnixDatagram>, buf: &mut [u8]) ->
 }
 
 /// Delivers a claim's entries in order; returns how many succeeded and the
-/// error that stopped it, if any.
-pub async fn deliver(target: &dyn Target, claim: &Claim) -> (usize, Option<TargetError>) {
+/// error that stopped it, if any. `clock` is the outbox's, which set the
+/// claim's lease.
+pub async fn deliver(
+    target: &dyn Target,
+    claim: &Claim,
+    clock: &dyn Clock,
+) -> (usize, Option<TargetError>) {
     // A claim whose lease has run out (or nearly: this process may have
     // been paused, a laptop asleep) is not delivered: another worker may
     // have taken the stream since and written a newer run document, which
     // this older one must not overwrite. Settling it with nothing
     // delivered releases it for a fresh claim.
-    if !lease_left(claim) {
+    if !lease_left(claim, clock.now_ms()) {
         return (0, None);
     }
     let entries = &claim.entries;
@@ -557,7 +658,7 @@ pub async fn deliver_renewing(
         }
     };
     tokio::select! {
-        r = deliver(target, claim) => r,
+        r = deliver(target, claim, outbox.clock().as_ref()) => r,
         // (The renewal loop never ends by itself.)
         _ = renew => (0, None),
     }
@@ -566,13 +667,10 @@ pub async fn deliver_renewing(
 /// How long before its lease runs out a claim is no longer started.
 pub const LEASE_MARGIN: Duration = Duration::from_secs(30);
 
-/// Whether `claim` still has enough of its lease left to start delivering.
-pub fn lease_left(claim: &Claim) -> bool {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
-    now + (LEASE_MARGIN.as_millis() as i64) < claim.lease_until
+/// Whether `claim` still has enough of its lease left at `now_ms` (Unix
+/// ms, by the outbox's clock) to start delivering.
+pub fn lease_left(claim: &Claim, now_ms: i64) -> bool {
+    now_ms + (LEASE_MARGIN.as_millis() as i64) < claim.lease_until
 }
 
 fn concat(parts: &[Bytes]) -> Bytes {
@@ -668,11 +766,12 @@ async fn read_payloads(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::TokioClock;
     use crate::fault::FaultTarget;
     use crate::object::ObjectStoreTarget;
     use crate::target::sha256_hex;
-    use sparkwing_outbox::backoff::DecorrelatedJitterBuilder;
-    use sparkwing_outbox::{NewEntry, Payload};
+    use sparkwing_outbox::backoff::{DecorrelatedJitter, DecorrelatedJitterBuilder};
+    use sparkwing_outbox::{NewEntry, Payload, LEASE};
 
     struct Rig {
         _home: tempfile::TempDir,
@@ -682,15 +781,30 @@ mod tests {
         remote: std::path::PathBuf,
     }
 
-    fn rig() -> Rig {
-        let home = tempfile::tempdir().unwrap();
-        let remote = tempfile::tempdir().unwrap();
-        let policy = DecorrelatedJitterBuilder {
+    /// Retries within 10 ms.
+    fn quick() -> DecorrelatedJitterBuilder {
+        DecorrelatedJitterBuilder {
             base: Duration::from_millis(1),
             cap: Duration::from_millis(10),
             max_times: None,
-        };
-        let outbox = Arc::new(Outbox::open_with(home.path(), policy).unwrap());
+            seed: None,
+        }
+    }
+
+    fn rig() -> Rig {
+        rig_with(quick())
+    }
+
+    /// An outbox on tokio's clock (so tests on paused time assert retry
+    /// times and leases exactly) and a filesystem remote behind faults.
+    fn rig_with(policy: DecorrelatedJitterBuilder) -> Rig {
+        let home = tempfile::tempdir().unwrap();
+        let remote = tempfile::tempdir().unwrap();
+        let outbox = Arc::new(
+            Outbox::open_with(home.path(), policy)
+                .unwrap()
+                .with_clock(Arc::new(TokioClock::new())),
+        );
         let target = Arc::new(FaultTarget::new(Arc::new(ObjectStoreTarget::filesystem(
             remote.path(),
         ))));
@@ -738,6 +852,57 @@ mod tests {
 
     fn far() -> Instant {
         Instant::now() + Duration::from_secs(30)
+    }
+
+    /// Another worker on the same `outbox.db` and clock (a second process,
+    /// as far as leases go: another owner).
+    fn other_worker(r: &Rig) -> Outbox {
+        Outbox::open_with(r._home.path(), quick())
+            .unwrap()
+            .with_clock(Arc::clone(r.outbox.clock()))
+    }
+
+    fn claim_all(ob: &Outbox, r: &Rig) -> Vec<Claim> {
+        ob.claim(
+            &[r.target.id().to_string()],
+            8,
+            100,
+            1 << 20,
+            Duration::ZERO,
+        )
+        .unwrap()
+    }
+
+    /// The leases held in `outbox.db`: `(stream, until)`.
+    fn leases(r: &Rig) -> Vec<(String, i64)> {
+        let db = rusqlite::Connection::open(r.outbox.path()).unwrap();
+        let mut st = db
+            .prepare("SELECT stream, until FROM leases ORDER BY stream")
+            .unwrap();
+        st.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    /// The stored backoff delay and attempt count of the only queued entry.
+    fn backoff_of_head(r: &Rig) -> (Duration, i64) {
+        let db = rusqlite::Connection::open(r.outbox.path()).unwrap();
+        db.query_row(
+            "SELECT backoff_ms, attempts FROM entries ORDER BY stream, seq LIMIT 1",
+            [],
+            |row| {
+                Ok((
+                    Duration::from_millis(row.get::<_, i64>(0)? as u64),
+                    row.get(1)?,
+                ))
+            },
+        )
+        .unwrap()
+    }
+
+    fn ms(d: Duration) -> i64 {
+        d.as_millis() as i64
     }
 
     #[tokio::test]
@@ -806,80 +971,100 @@ mod tests {
     }
 
     /// A worker paused past its lease (a laptop asleep) must not write what
-    /// it claimed: another may have delivered newer versions since.
-    #[tokio::test]
+    /// it claimed: another may have delivered newer versions since. The
+    /// cut-off is exact: [`LEASE_MARGIN`] before the lease runs out.
+    #[tokio::test(start_paused = true)]
     async fn a_claim_past_its_lease_is_not_delivered_and_is_released() {
         let r = rig();
         let id = r.target.id().to_string();
         r.outbox
             .enqueue(&id, &[log("R1", "a", 0, "a0\n")], &[])
             .unwrap();
-        let mut claims = r
-            .outbox
-            .claim(std::slice::from_ref(&id), 8, 100, 1 << 20, Duration::ZERO)
-            .unwrap();
-        let mut claim = claims.remove(0);
-        claim.lease_until = 0;
-        assert_eq!(deliver(r.target.as_ref(), &claim).await, (0, None));
+        let clock = Arc::clone(r.outbox.clock());
+        let claim = claim_all(&r.outbox, &r).remove(0);
+        assert_eq!(claim.lease_until, clock.now_ms() + ms(LEASE));
+        tokio::time::advance(LEASE - LEASE_MARGIN - Duration::from_millis(1)).await;
+        assert!(
+            lease_left(&claim, clock.now_ms()),
+            "1 ms before the cut-off"
+        );
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(
+            deliver(r.target.as_ref(), &claim, clock.as_ref()).await,
+            (0, None)
+        );
         assert!(r.target.journal().is_empty(), "nothing was written");
+        // Still leased until the lease itself runs out.
+        let other = other_worker(&r);
+        assert!(claim_all(&other, &r).is_empty());
         r.outbox
             .settle(&claim, 0, Duration::from_millis(1), None)
             .unwrap();
-        // Released: a fresh claim delivers it.
+        // Released: a fresh claim delivers it, once.
         let a = actor(&r);
         assert_eq!(a.drain(far()).await.unwrap().delivered, 1);
         assert_eq!(r.target.journal(), vec!["R1/a/0000000000.log".to_string()]);
     }
 
-    /// A slow delivery renews its lease, so no other worker takes the
-    /// stream over while it is still writing.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    /// A slow delivery renews its lease every `renew_every` (a quarter of
+    /// the lease), so no other worker takes the stream over while it is
+    /// still writing: here one that takes three leases' time.
+    #[tokio::test(start_paused = true)]
     async fn a_slow_delivery_keeps_its_lease_renewed() {
         let r = rig();
         let id = r.target.id().to_string();
         r.outbox
             .enqueue(&id, &[log("R1", "a", 0, "a0\n")], &[])
             .unwrap();
-        r.target.set_delay(Duration::from_secs(3));
-        let cfg = SyncConfig {
-            renew_every: Duration::from_millis(20),
-            ..Default::default()
-        };
-        let a = Arc::new(SyncActor::new(
-            Arc::clone(&r.outbox),
-            vec![r.target.clone() as Arc<dyn Target>],
-            cfg,
-        ));
-        let db = rusqlite::Connection::open(r.outbox.path()).unwrap();
-        let until = || -> Option<i64> {
-            db.query_row("SELECT until FROM leases", [], |row| row.get(0))
-                .ok()
-        };
+        r.target.set_delay(LEASE * 3);
+        let a = Arc::new(actor(&r));
+        let every = a.cfg.renew_every;
+        assert_eq!(every, LEASE / 4);
+        let clock = Arc::clone(r.outbox.clock());
+        let other = other_worker(&r);
+        let t0 = clock.now_ms();
         let task = tokio::spawn({
             let a = Arc::clone(&a);
             async move { a.sync_once().await }
         });
-        let first = loop {
-            if let Some(u) = until() {
-                break u;
-            }
-            assert!(!task.is_finished(), "delivered before its lease was seen");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        };
-        let renewed = loop {
-            match until() {
-                Some(u) if u > first => break true,
-                _ if task.is_finished() => break false,
-                _ => tokio::time::sleep(Duration::from_millis(5)).await,
-            }
-        };
-        assert!(renewed, "the lease was never renewed during a 3 s delivery");
+        // Between renewals (never at one, so the order of two timers due
+        // at the same instant does not matter).
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        while clock.now_ms() - t0 < ms(LEASE * 3) {
+            let since = clock.now_ms() - t0;
+            let renewed_at = t0 + since / ms(every) * ms(every);
+            assert_eq!(
+                leases(&r),
+                vec![(
+                    crate::target::stream::log("R1", "a"),
+                    renewed_at + ms(LEASE)
+                )],
+                "{since} ms into the delivery"
+            );
+            assert!(
+                claim_all(&other, &r).is_empty(),
+                "{since} ms into the delivery, another worker took the stream"
+            );
+            assert!(!task.is_finished());
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        }
         assert_eq!(task.await.unwrap().unwrap().delivered, 1);
+        assert!(leases(&r).is_empty(), "released once settled");
+        assert_eq!(r.target.journal(), vec!["R1/a/0000000000.log".to_string()]);
     }
 
-    #[tokio::test]
+    /// Each transient failure reschedules the stream exactly its backoff
+    /// later, the delay resuming from the previous one (decorrelated jitter,
+    /// seeded so the schedule is known), and nothing is tried before.
+    #[tokio::test(start_paused = true)]
     async fn transient_failures_back_off_then_recover() {
-        let r = rig();
+        let policy = DecorrelatedJitterBuilder {
+            base: Duration::from_secs(1),
+            cap: Duration::from_secs(60),
+            max_times: None,
+            seed: Some(42),
+        };
+        let r = rig_with(policy);
         let id = r.target.id().to_string();
         r.outbox
             .enqueue(
@@ -888,45 +1073,207 @@ mod tests {
                 &[],
             )
             .unwrap();
-        r.target.fail_next(3, ErrorClass::Transient, None);
+        let failures = 6;
+        r.target.fail_next(failures, ErrorClass::Transient, None);
         let a = actor(&r);
-        let first = a.sync_once().await.unwrap();
-        assert_eq!((first.delivered, first.failures), (0, 1));
-        let st = &r.outbox.stats(None).unwrap()[0];
-        assert_eq!(st.connectivity, Some(Connectivity::Offline));
-        let rep = a.drain(far()).await.unwrap();
-        assert_eq!(rep.delivered, 2);
+        let clock = Arc::clone(r.outbox.clock());
+        let mut prev = Duration::ZERO;
+        for attempt in 1..=failures as i64 {
+            let rep = a.sync_once().await.unwrap();
+            assert_eq!((rep.streams, rep.delivered, rep.failures), (1, 0, 1));
+            let st = &r.outbox.stats(None).unwrap()[0];
+            assert_eq!(st.connectivity, Some(Connectivity::Offline));
+            let (delay, attempts) = backoff_of_head(&r);
+            assert_eq!(attempts, attempt);
+            let expected = DecorrelatedJitter::resume(policy, prev).next().unwrap();
+            assert_eq!(delay, expected, "attempt {attempt} resumes from {prev:?}");
+            assert_eq!(
+                r.outbox.next_due(std::slice::from_ref(&id)).unwrap(),
+                Some(clock.now_ms() + ms(delay)),
+                "attempt {attempt}: due exactly its delay later"
+            );
+            tokio::time::advance(delay - Duration::from_millis(1)).await;
+            assert_eq!(
+                a.sync_once().await.unwrap().streams,
+                0,
+                "attempt {attempt}: too early"
+            );
+            tokio::time::advance(Duration::from_millis(1)).await;
+            prev = delay;
+        }
+        assert!(prev > policy.base * 3, "the delays grew: {prev:?}");
+        let rep = a.sync_once().await.unwrap();
+        assert_eq!((rep.delivered, rep.failures), (2, 0));
         assert_eq!(
             r.outbox.stats(None).unwrap()[0].connectivity,
             Some(Connectivity::Online)
         );
+        assert_eq!(
+            r.target.journal(),
+            vec![
+                "R/j/0000000000.log".to_string(),
+                "R/j/0000000001.log".to_string()
+            ]
+        );
     }
 
-    #[tokio::test]
+    /// A `Retry-After` longer than the backoff is waited out exactly.
+    #[tokio::test(start_paused = true)]
     async fn retry_after_is_honoured() {
         let r = rig();
         let id = r.target.id().to_string();
         r.outbox
             .enqueue(&id, &[log("R", "j", 0, "x\n")], &[])
             .unwrap();
-        r.target
-            .fail_next(1, ErrorClass::Transient, Some(Duration::from_secs(30)));
+        let asked = Duration::from_secs(30);
+        r.target.fail_next(1, ErrorClass::Transient, Some(asked));
         let a = actor(&r);
-        a.sync_once().await.unwrap();
-        let due = r.outbox.next_due(&[id]).unwrap().unwrap();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as i64;
-        assert!(due >= now + 29_000, "due in {} ms", due - now);
+        let clock = Arc::clone(r.outbox.clock());
+        assert_eq!(a.sync_once().await.unwrap().failures, 1);
+        let (delay, _) = backoff_of_head(&r);
+        assert!(delay < asked, "the backoff alone would retry sooner");
+        assert_eq!(
+            r.outbox.next_due(std::slice::from_ref(&id)).unwrap(),
+            Some(clock.now_ms() + ms(asked))
+        );
+        tokio::time::advance(asked - Duration::from_millis(1)).await;
         assert_eq!(
             a.sync_once().await.unwrap().streams,
             0,
             "nothing is due before Retry-After"
         );
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(a.sync_once().await.unwrap().delivered, 1);
     }
 
+    /// Issue 12: a shutdown during a pass is honoured at once, not after
+    /// the deliveries under way end (they could take minutes): they are
+    /// cancelled, their claims released, their entries still queued as if
+    /// never tried; the next pass delivers each exactly once.
+    #[tokio::test(start_paused = true)]
+    async fn a_shutdown_during_a_slow_delivery_cancels_it_and_keeps_its_entries() {
+        let r = rig();
+        let id = r.target.id().to_string();
+        let entries = [
+            log("R", "a", 0, "a0\n"),
+            log("R", "a", 1, "a1\n"),
+            log("R", "b", 0, "b0\n"),
+        ];
+        r.outbox.enqueue(&id, &entries, &[]).unwrap();
+        r.target.set_delay(Duration::from_secs(3600));
+        let a = Arc::new(actor(&r));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let runner = tokio::spawn({
+            let a = Arc::clone(&a);
+            async move {
+                a.run(async {
+                    let _ = stopped.await;
+                })
+                .await
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(leases(&r).len(), 2, "both streams are being delivered");
+        let asked = Instant::now();
+        stop.send(()).unwrap();
+        let report = runner.await.unwrap().unwrap();
+        assert_eq!(
+            Instant::now() - asked,
+            Duration::ZERO,
+            "run returned without waiting for the deliveries under way"
+        );
+        assert_eq!((report.delivered, report.failures), (0, 0));
+        assert!(r.target.journal().is_empty(), "nothing was written");
+        // Released, not acknowledged, not failed: due again at once.
+        assert!(leases(&r).is_empty(), "every claim is released");
+        assert_eq!(a.pending().await.unwrap().0, 3);
+        assert_eq!(
+            backoff_of_head(&r),
+            (Duration::ZERO, 0),
+            "no attempt counted"
+        );
+        assert_eq!(r.outbox.stats(None).unwrap()[0].connectivity, None);
+        // Delivered later, exactly once, byte for byte.
+        r.target.set_delay(Duration::ZERO);
+        let rep = a.drain(far()).await.unwrap();
+        assert_eq!((rep.delivered, a.pending().await.unwrap().0), (3, 0));
+        let mut journal = r.target.journal();
+        journal.sort();
+        assert_eq!(
+            journal,
+            [
+                "R/a/0000000000.log",
+                "R/a/0000000001.log",
+                "R/b/0000000000.log"
+            ]
+        );
+        for (key, body) in [
+            ("R/a/0000000000.log", "a0\n"),
+            ("R/a/0000000001.log", "a1\n"),
+            ("R/b/0000000000.log", "b0\n"),
+        ] {
+            assert_eq!(std::fs::read(r.remote.join(key)).unwrap(), body.as_bytes());
+        }
+    }
+
+    /// A drain's deadline holds within a pass: a delivery still under way
+    /// when it passes is cancelled and its entries stay queued.
+    #[tokio::test(start_paused = true)]
+    async fn a_drain_ends_at_its_deadline_during_a_slow_delivery() {
+        let r = rig();
+        let id = r.target.id().to_string();
+        r.outbox
+            .enqueue(&id, &[log("R", "a", 0, "a0\n")], &[])
+            .unwrap();
+        r.target.set_delay(Duration::from_secs(3600));
+        let a = actor(&r);
+        let start = Instant::now();
+        let rep = a.drain(start + Duration::from_secs(10)).await.unwrap();
+        assert_eq!(Instant::now() - start, Duration::from_secs(10));
+        assert_eq!(rep.delivered, 0);
+        assert!(leases(&r).is_empty(), "the claim is released");
+        assert_eq!(a.pending().await.unwrap().0, 1);
+        r.target.set_delay(Duration::ZERO);
+        assert_eq!(a.drain(far()).await.unwrap().delivered, 1);
+        assert_eq!(r.target.journal(), vec!["R/a/0000000000.log".to_string()]);
+        assert_eq!(
+            std::fs::read(r.remote.join("R/a/0000000000.log")).unwrap(),
+            b"a0\n"
+        );
+    }
+
+    /// A cancelled delivery to a directory stops writing: its batch runs on
+    /// a blocking thread, which dropping the future does not stop by
+    /// itself, and the claim is released right after (real time: the
+    /// thread is real).
     #[tokio::test]
+    async fn a_cancelled_directory_batch_stops_before_its_next_object() {
+        let remote = tempfile::tempdir().unwrap();
+        let target = ObjectStoreTarget::filesystem(remote.path());
+        let ops: Vec<Op> = (0..10_000)
+            .map(|i| {
+                let subject = crate::target::stream::log_subject("R", "j");
+                Op::from_entry(
+                    OpKind::LogChunk.as_str(),
+                    &subject,
+                    i,
+                    Bytes::from_static(b"x\n"),
+                )
+                .unwrap()
+            })
+            .collect();
+        // Polled once (the batch starts on its thread), then dropped.
+        let started = tokio::time::timeout(Duration::ZERO, target.apply_all(&ops)).await;
+        assert!(started.is_err(), "the batch was still being written");
+        let written = || std::fs::read_dir(remote.path().join("R/j")).map_or(0, |d| d.count());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let at_rest = written();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(written(), at_rest, "the thread went on writing");
+        assert!(at_rest < ops.len(), "all {at_rest} objects were written");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_failed_run_document_leaves_only_its_newest_version_queued() {
         let r = rig();
         let id = r.target.id().to_string();
@@ -948,7 +1295,7 @@ mod tests {
             .outbox
             .claim(&ids, 1, 10, u64::MAX, Duration::ZERO)
             .unwrap();
-        let (n, err) = deliver(r.target.as_ref(), &claim[0]).await;
+        let (n, err) = deliver(r.target.as_ref(), &claim[0], r.outbox.clock().as_ref()).await;
         assert_eq!(n, 2, "versions 1 and 2 are superseded by 3");
         let e = err.unwrap();
         r.outbox
@@ -959,7 +1306,8 @@ mod tests {
                 Some((e.class, &e.message, None)),
             )
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Past the policy's cap: the retry is due.
+        tokio::time::advance(quick().cap).await;
         // So a retry, even one entry long, never sends an older version.
         let again = r
             .outbox

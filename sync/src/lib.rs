@@ -26,8 +26,12 @@
 //! - [`actor`]: [`SyncActor`]: claims, delivers, settles; `sync_once`.
 //! - `conformance` (feature `test-hooks`): the suites every target and
 //!   every view pass.
+//! - `clock` (feature `test-hooks`): `TokioClock`, an outbox clock that
+//!   follows tokio's (pausable) time, for exact timing tests.
 
 pub mod actor;
+#[cfg(any(test, feature = "test-hooks"))]
+pub mod clock;
 #[cfg(any(test, feature = "test-hooks"))]
 pub mod conformance;
 pub mod doc;

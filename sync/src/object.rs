@@ -172,9 +172,28 @@ impl ObjectStoreTarget {
                 }
             }
         }
+        // A blocking thread is not cancelled with the future awaiting it:
+        // when the actor cancels a delivery (a shutdown, a drain's
+        // deadline) and drops this future, the flag stops the batch before
+        // its next object, so it does not go on writing a claim that has
+        // been released; only the object being written then still lands.
+        struct StopOnDrop(Arc<std::sync::atomic::AtomicBool>);
+        impl Drop for StopOnDrop {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        let cancelled = StopOnDrop(Arc::default());
+        let stopped = Arc::clone(&cancelled.0);
         let written = tokio::task::spawn_blocking(move || {
             let mut done = Vec::with_capacity(items.len());
             for (path, op) in &items {
+                if stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                    return (
+                        done,
+                        Some(TargetError::transient("the delivery was cancelled")),
+                    );
+                }
                 match write_local(&root, path, op) {
                     Ok(a) => done.push(a),
                     Err(e) => return (done, Some(e)),

@@ -79,6 +79,7 @@ use sparkwing::remote::replicate::Replicator;
 use sparkwing::run::cache::{Cas, FileEntry, Manifest};
 use sparkwing::run::logs::log_path;
 use sparkwing_outbox::backoff::DecorrelatedJitterBuilder;
+use sparkwing_outbox::clock::SystemClock;
 use sparkwing_outbox::{Claim, Outbox};
 use sparkwing_sync::target::sha256_hex;
 use sparkwing_sync::{Applied, ObjectStoreTarget, Op, Target, TargetError};
@@ -344,6 +345,7 @@ fn no_backoff() -> DecorrelatedJitterBuilder {
         base: Duration::ZERO,
         cap: Duration::ZERO,
         max_times: None,
+        seed: None,
     }
 }
 
@@ -749,9 +751,9 @@ impl World<'_> {
         };
         let written_before = self.target.remote().journal.len();
         let target: &dyn Target = &*self.target;
-        let (n, err) = self
-            .rt
-            .block_on(sparkwing_sync::actor::deliver(target, &claim));
+        let (n, err) =
+            self.rt
+                .block_on(sparkwing_sync::actor::deliver(target, &claim, &SystemClock));
         let wrote = self.target.remote().journal.len() > written_before;
         self.note(format!(
             "P{p} delivers {}{} ({} entries): {n} ok{}",
@@ -1102,9 +1104,11 @@ impl World<'_> {
                 break;
             }
             for c in &claims {
-                let (n, err) = self
-                    .rt
-                    .block_on(sparkwing_sync::actor::deliver(&*self.target, c));
+                let (n, err) = self.rt.block_on(sparkwing_sync::actor::deliver(
+                    &*self.target,
+                    c,
+                    &SystemClock,
+                ));
                 self.open(0)?
                     .outbox
                     .settle(

@@ -256,8 +256,10 @@ pub struct Claim {
     pub lease: String,
 }
 
-/// How a delivery failed (DESIGN invariant 6).
+/// How a delivery failed (DESIGN invariant 6). Other crates match it with
+/// a fallback arm: a new class (say, "throttled") may come.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ErrorClass {
     /// Connect errors, timeouts, 5xx, 429: back off and retry.
     Transient,

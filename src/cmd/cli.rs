@@ -386,6 +386,7 @@ fn cmd_run(project_flag: Option<&Path>, args: RunArgs) -> Result<u8> {
             workers,
             no_cache: args.no_cache,
             profile: resolved.name.clone(),
+            stop: None,
         },
     )?;
     Ok(code as u8)

@@ -50,6 +50,10 @@ pub struct RunOptions {
     pub workers: usize,
     pub no_cache: bool,
     pub profile: String,
+    /// A shutdown signal besides SIGINT/SIGTERM: when it turns `true` the
+    /// run is cancelled as by a first Ctrl-C (tests, and an embedding
+    /// agent that stops a run).
+    pub stop: Option<watch::Receiver<bool>>,
 }
 
 struct JobResult {
@@ -252,7 +256,19 @@ fn run_recorded(
     let (stop_actor, stopped) = tokio::sync::oneshot::channel::<()>();
     let signalled = Arc::new(tokio::sync::Notify::new());
     let (result, actor_task) = rt.block_on(async {
-        tokio::spawn(watch_signals(cancel_tx, groups, Arc::clone(&signalled)));
+        let cancel_tx = Arc::new(cancel_tx);
+        tokio::spawn(watch_signals(
+            Arc::clone(&cancel_tx),
+            groups,
+            Arc::clone(&signalled),
+        ));
+        if let Some(mut stop) = opts.stop.clone() {
+            tokio::spawn(async move {
+                if stop.wait_for(|s| *s).await.is_ok() {
+                    let _ = cancel_tx.send(true);
+                }
+            });
+        }
         let actor_task = sync.as_ref().map(|(actor, _)| {
             let actor = Arc::clone(actor);
             tokio::spawn(async move {
@@ -357,7 +373,7 @@ fn print_summary(
 /// First SIGINT/SIGTERM: cancel (steps get SIGTERM, then SIGKILL after a
 /// grace period). Second: SIGKILL every step's process group at once.
 async fn watch_signals(
-    cancel: watch::Sender<bool>,
+    cancel: Arc<watch::Sender<bool>>,
     groups: Arc<Mutex<HashSet<i32>>>,
     signalled: Arc<tokio::sync::Notify>,
 ) {
@@ -1310,6 +1326,14 @@ mod tests {
     }
 
     fn run(f: &Fixture, workers: usize) -> (i32, IndexMap<String, crate::local::store::JobRow>) {
+        run_until(f, workers, None)
+    }
+
+    fn run_until(
+        f: &Fixture,
+        workers: usize,
+        stop: Option<watch::Receiver<bool>>,
+    ) -> (i32, IndexMap<String, crate::local::store::JobRow>) {
         let pipeline = f.project.pipeline("p").unwrap();
         let code = run_pipeline(
             &f.project,
@@ -1322,6 +1346,7 @@ mod tests {
                 workers,
                 no_cache: false,
                 profile: "laptop".into(),
+                stop,
             },
         )
         .unwrap();
@@ -1412,5 +1437,93 @@ mod tests {
         assert!(s("second") >= e("first") || s("first") >= e("second"));
         // `needs`: the last starts after both have finished.
         assert!(s("last") >= e("first") && s("last") >= e("second"));
+    }
+
+    #[test]
+    fn a_timed_out_job_fails_and_skips_its_rest_and_its_dependents() {
+        let f = fixture(
+            "pipelines:\n  - name: p\n    jobs:\n      slow: { timeout: 1s, steps: [{ run: 'sleep 30' }, { run: 'true' }] }\n      after: { needs: [slow], steps: [{ run: 'true' }] }\n      other: { steps: [{ run: 'true' }] }\n",
+        );
+        let (code, jobs) = run(&f, 2);
+        assert_eq!(code, 1);
+        let status = |j: &str| jobs[j].status.as_str();
+        assert_eq!(status("slow"), "failed");
+        assert!(
+            jobs["slow"]
+                .error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("timed out after 1")),
+            "{:?}",
+            jobs["slow"].error
+        );
+        assert_eq!(status("after"), "skipped");
+        assert_eq!(status("other"), "success");
+        let store = Store::open(&f.home).unwrap();
+        let run = store.list_runs(None, None, 1).unwrap().remove(0);
+        assert_eq!(run.status, "failed");
+        let steps: Vec<(i64, String)> = store
+            .steps(&run.id)
+            .unwrap()
+            .into_iter()
+            .filter(|s| s.job == "slow")
+            .map(|s| (s.index, s.status))
+            .collect();
+        assert_eq!(
+            steps,
+            vec![(0, "failed".to_string()), (1, "skipped".to_string())]
+        );
+    }
+
+    /// A stop (as a first Ctrl-C) while a job runs: the running step is
+    /// stopped, its job and the jobs that never started end `cancelled`,
+    /// a job that already passed keeps its status, and the run exits 130.
+    #[test]
+    fn a_stop_cancels_the_running_job_and_what_never_started() {
+        let f = fixture(
+            "pipelines:\n  - name: p\n    jobs:\n      quick: { steps: [{ run: 'true' }] }\n      long: { needs: [quick], steps: [{ run: 'sleep 30' }, { run: 'true' }] }\n      next: { needs: [long], steps: [{ run: 'true' }] }\n",
+        );
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let home = f.home.clone();
+        // Stop once `long`'s first step is running.
+        let watcher = std::thread::spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(20));
+            let Ok(store) = Store::open(&home) else {
+                continue;
+            };
+            let Ok(runs) = store.list_runs(None, None, 1) else {
+                continue;
+            };
+            let Some(run) = runs.first() else { continue };
+            let running = store.steps(&run.id).is_ok_and(|steps| {
+                steps
+                    .iter()
+                    .any(|s| s.job == "long" && s.index == 0 && s.status == "running")
+            });
+            if running {
+                let _ = stop_tx.send(true);
+                return;
+            }
+        });
+        let (code, jobs) = run_until(&f, 2, Some(stop_rx));
+        watcher.join().unwrap();
+        assert_eq!(code, 130);
+        let status = |j: &str| jobs[j].status.as_str();
+        assert_eq!(status("quick"), "success");
+        assert_eq!(status("long"), "cancelled");
+        assert_eq!(status("next"), "cancelled");
+        let store = Store::open(&f.home).unwrap();
+        let run = store.list_runs(None, None, 1).unwrap().remove(0);
+        assert_eq!(run.status, "cancelled");
+        let long: Vec<(i64, String)> = store
+            .steps(&run.id)
+            .unwrap()
+            .into_iter()
+            .filter(|s| s.job == "long")
+            .map(|s| (s.index, s.status))
+            .collect();
+        assert_eq!(
+            long,
+            vec![(0, "cancelled".to_string()), (1, "cancelled".to_string())]
+        );
     }
 }

@@ -105,8 +105,17 @@ pub fn too_large(key: &str, size: u64, max: u64) -> TargetError {
     ))
 }
 
-/// A classified delivery failure.
+/// A classified failure of a target or a view, by meaning ([`ErrorClass`]).
+///
+/// The underlying error (object_store's, an I/O error) is kept as a
+/// message, redacted when it is made ([`crate::object::classify`]), not as
+/// a `source`: those errors carry request URLs, and a signed URL's query
+/// string is a credential. What callers act on is the class (retry, stop
+/// the target, quarantine; the CLI's exit code), which is kept whole.
+/// Built with the constructors ([`TargetError::transient`] and its
+/// siblings); other crates cannot spell a new one field by field.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TargetError {
     pub class: ErrorClass,
     pub message: String,

@@ -5,6 +5,7 @@ mod adversarial;
 mod browser;
 mod cache;
 mod checker;
+mod compat;
 mod concurrency;
 mod dashboard;
 mod exactly_once;

@@ -477,7 +477,7 @@ fn read_more(src: &Source, loc: &LogLoc, cursor: u64, max: u64) -> Result<(Vec<u
             Ok((buf, cursor + n))
         }
         LogLoc::Chunks(log) => {
-            let keys = src.chunk_keys(log)?;
+            let keys = src.chunk_slots(log)?;
             let mut out = Vec::new();
             let mut c = cursor;
             while (c as usize) < keys.len() && (out.len() as u64) < max {
@@ -539,7 +539,7 @@ fn read_tail(src: &Source, loc: &LogLoc) -> Result<Tailed> {
             Ok((buf, note, len))
         }
         LogLoc::Chunks(log) => {
-            let keys = src.chunk_keys(log)?;
+            let keys = src.chunk_slots(log)?;
             let mut parts: Vec<Bytes> = Vec::new();
             let mut size = 0u64;
             let mut first = keys.len();
@@ -687,7 +687,7 @@ async fn log_raw(
             let src = Arc::clone(&app.src);
             let (s2, l2) = (Arc::clone(&src), log.clone());
             let keys = Arc::new(
-                blocking(move || s2.chunk_keys(&l2))
+                blocking(move || s2.chunk_slots(&l2))
                     .await
                     .unwrap_or_default(),
             );

@@ -324,7 +324,7 @@ impl Source {
     /// The chunks of a remote log, in order, one slot per chunk: `None`
     /// where one is missing, counting what the run document promises (see
     /// [`runs::order_chunks`]).
-    pub fn chunk_keys(&self, log: &RemoteLog) -> Result<Vec<Option<u64>>> {
+    pub fn chunk_slots(&self, log: &RemoteLog) -> Result<Vec<Option<u64>>> {
         let expected = self
             .run(&log.run)
             .ok()

@@ -152,7 +152,9 @@ pub fn flush(
     let actor = &session.actor;
     let rt = crate::util::runtime()?;
     let tty = std::io::stderr().is_terminal();
-    let deadline = Instant::now() + timeout;
+    let started = Instant::now();
+    let deadline = started + timeout;
+    let mut done = sparkwing_sync::SyncReport::default();
     let left = rt.block_on(async {
         let second = Duration::from_secs(1);
         let mut progress = tokio::time::interval_at(Instant::now() + second, second);
@@ -165,7 +167,7 @@ pub fn flush(
             loop {
                 tokio::select! {
                     r = &mut drained => {
-                        r?;
+                        done.add(r?);
                         break;
                     }
                     _ = progress.tick(), if tty => {
@@ -194,16 +196,25 @@ pub fn flush(
         .iter()
         .map(|s| s.quarantined)
         .sum();
+    let delivered = match done.delivered {
+        0 => "delivered nothing".to_string(),
+        n => format!(
+            "delivered {n} write(s), {}, in {}",
+            human_bytes(done.bytes),
+            human_duration(started.elapsed())
+        ),
+    };
     if left.0 == 0 && quarantined == 0 {
-        crate::say!(
-            "sparkwing: flushed: nothing queued for {}",
-            actor.target_ids().join(", ")
-        );
+        let targets = actor.target_ids().join(", ");
+        match done.delivered {
+            0 => crate::say!("sparkwing: flushed: nothing queued for {targets}"),
+            _ => crate::say!("sparkwing: flushed: {delivered} to {targets}"),
+        }
         return Ok(0);
     }
     let why = clause(&rt.block_on(blocking_reason(actor)));
     crate::say!(
-        "sparkwing: flush gave up after {}: {} write(s) ({}) and {quarantined} quarantined still queued for {}{why}",
+        "sparkwing: flush gave up after {} ({delivered}): {} write(s) ({}) and {quarantined} quarantined still queued for {}{why}",
         human_duration(timeout),
         left.0,
         human_bytes(left.1),
@@ -289,17 +300,23 @@ pub fn daemon(
             drain_timeout = %human_duration(drain_timeout),
             "stopping: draining what is queued"
         );
+        let mut total = report;
         tokio::select! {
-            drained = actor.drain(Instant::now() + drain_timeout) => { drained?; }
+            drained = actor.drain(Instant::now() + drain_timeout) => { total.add(drained?); }
             _ = signals.wait_for(|n| *n >= 2) => {
                 tracing::warn!("a second signal: stopping now, without draining");
             }
         }
         let (n, bytes) = actor.pending().await?;
         if n == 0 {
-            tracing::info!("sync daemon stopped; nothing left queued");
+            tracing::info!(
+                delivered = total.delivered,
+                bytes = %human_bytes(total.bytes),
+                "sync daemon stopped; nothing left queued"
+            );
         } else {
             tracing::warn!(
+                delivered = total.delivered,
                 pending = n,
                 bytes = %human_bytes(bytes),
                 reason = %blocking_reason(actor).await,

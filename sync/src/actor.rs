@@ -89,7 +89,8 @@ pub struct SyncReport {
 }
 
 impl SyncReport {
-    fn add(&mut self, o: SyncReport) {
+    /// Adds another pass's (or drain's) counts to these.
+    pub fn add(&mut self, o: SyncReport) {
         self.streams += o.streams;
         self.delivered += o.delivered;
         self.bytes += o.bytes;

@@ -150,13 +150,35 @@ fn an_unreachable_remote_never_fails_a_run_and_the_backlog_replays() {
         "{}",
         text(&out.stderr)
     );
-    // The share comes back.
+    let queued: u64 = status_json(&s.env, "team")["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["pending_entries"].as_u64().unwrap())
+        .sum();
+    // The share comes back: the flush says what it delivered (issue 13),
+    // exactly the backlog `sync status` counted.
     s.mount();
     let out = s
         .env
         .run(&["sync", "flush", "--profile", "team", "--timeout", "60s"]);
     expect_code(&out, 0);
+    let e = text(&out.stderr);
+    assert!(
+        e.contains(&format!(
+            "sparkwing: flushed: delivered {queued} write(s), "
+        )),
+        "{queued} queued: {e}"
+    );
     assert_remote_equals_local(&s.env.sw_home(), &s.remote);
+    // Nothing left: the next flush says so.
+    let out = s.env.run(&["sync", "flush", "--profile", "team"]);
+    expect_code(&out, 0);
+    assert!(
+        text(&out.stderr).contains("flushed: nothing queued"),
+        "{}",
+        text(&out.stderr)
+    );
     let st = status_json(&s.env, "team");
     assert!(st["targets"]
         .as_array()

@@ -153,6 +153,8 @@ pub struct RemoteRuns {
     pub state: Arc<dyn RemoteView>,
     pub logs: Option<Arc<dyn RemoteView>>,
     rt: Rt,
+    /// How long one remote read may take ([`REMOTE_TIMEOUT`]).
+    timeout: Duration,
 }
 
 /// The runtime remote reads block on: the CLI owns one; the dashboard lends
@@ -170,6 +172,7 @@ impl RemoteRuns {
             state,
             logs,
             rt: Rt::Owned(rt),
+            timeout: REMOTE_TIMEOUT,
         })
     }
 
@@ -183,17 +186,25 @@ impl RemoteRuns {
             state,
             logs,
             rt: Rt::Borrowed(handle),
+            timeout: REMOTE_TIMEOUT,
         }
     }
 
+    /// The same view with another time limit per read (tests).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
     fn block<T>(&self, f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
-        let f = async {
-            match tokio::time::timeout(REMOTE_TIMEOUT, f).await {
+        let limit = self.timeout;
+        let f = async move {
+            match tokio::time::timeout(limit, f).await {
                 Ok(r) => r,
                 // Unanswered is a remote that could not be read (its class
                 // decides the exit code).
                 Err(_) => Err(anyhow::Error::new(sparkwing_sync::TargetError::transient(
-                    format!("no answer within {}", human_duration(REMOTE_TIMEOUT)),
+                    format!("no answer within {}", human_duration(limit)),
                 ))),
             }
         };
@@ -442,6 +453,7 @@ pub fn merged_list(
         .collect();
     all.reverse();
     let mut rows = Vec::new();
+    let mut docs_failed: Option<String> = None;
     let mut i = 0;
     while rows.len() < limit && i < all.len() {
         // The next page of candidates; fetch the remote ones together.
@@ -452,10 +464,21 @@ pub fn merged_list(
             .filter(|id| !local.contains_key(**id))
             .map(|id| (*id).clone())
             .collect();
-        let docs = if need.is_empty() {
+        // The IDs listed, but their documents may not come (a remote that
+        // hangs on reads): like a listing that fails, that degrades to
+        // what this machine has, with a warning, never an error.
+        let docs = if need.is_empty() || docs_failed.is_some() {
             HashMap::new()
         } else {
-            remote.docs(&need)?
+            match remote.docs(&need) {
+                Ok(d) => d,
+                Err(e) => {
+                    docs_failed = Some(crate::util::sanitize(&scrub(&format!(
+                        "could not read the runs on {target} ({e:#}); showing this machine's runs only"
+                    ))));
+                    HashMap::new()
+                }
+            }
         };
         for id in page {
             let row = match local.get(id) {
@@ -487,7 +510,7 @@ pub fn merged_list(
             }
         }
     }
-    Ok((rows, warning))
+    Ok((rows, warning.or(docs_failed)))
 }
 
 /// One run's document: local when this machine has it, else the remote's.
@@ -638,6 +661,76 @@ mod tests {
         assert_eq!(
             order_chunks(vec![], Some(u64::MAX)).len() as u64,
             MAX_CHUNKS
+        );
+    }
+
+    /// A remote that lists its runs but never answers for their documents
+    /// (a proxy or share that hangs on reads) degrades `runs list
+    /// --profile` to this machine's runs with a warning, as a listing that
+    /// fails does; it is not an error (it was, exiting 69 after 15 s).
+    #[test]
+    fn a_remote_that_hangs_on_documents_degrades_the_list_to_a_warning() {
+        use async_trait::async_trait;
+        use bytes::Bytes;
+        use sparkwing_sync::view::{LogChunks, RunEvents};
+        use sparkwing_sync::TargetError;
+
+        #[derive(Debug)]
+        struct Hangs;
+        #[async_trait]
+        impl RemoteView for Hangs {
+            fn id(&self) -> &str {
+                "test:hangs"
+            }
+            async fn probe(&self) -> Result<(), TargetError> {
+                Ok(())
+            }
+            async fn run_ids(&self) -> Result<Vec<String>, TargetError> {
+                Ok(vec!["01M8K9H70J68EA8RZACW4CBG3J".into()])
+            }
+            async fn run(&self, _: &str) -> Result<Option<RunRead>, TargetError> {
+                std::future::pending().await
+            }
+            async fn events(&self, _: &str) -> Result<RunEvents, TargetError> {
+                std::future::pending().await
+            }
+            async fn log_chunks(&self, _: &str, _: &str) -> Result<LogChunks, TargetError> {
+                std::future::pending().await
+            }
+            async fn log_chunk(
+                &self,
+                _: &str,
+                _: &str,
+                _: u64,
+            ) -> Result<Option<Bytes>, TargetError> {
+                std::future::pending().await
+            }
+            async fn manifest(&self, _: &str) -> Result<Option<Bytes>, TargetError> {
+                std::future::pending().await
+            }
+            async fn blob(&self, _: &str, _: u64) -> Result<Option<Bytes>, TargetError> {
+                std::future::pending().await
+            }
+        }
+        let remote = RemoteRuns::new(Arc::new(Hangs), None)
+            .unwrap()
+            .with_timeout(Duration::from_millis(50));
+        let q = ListQuery {
+            limit: 20,
+            ..ListQuery::default()
+        };
+        let (rows, warning) = merged_list(None, &remote, &q).unwrap();
+        assert!(rows.is_empty(), "{rows:?}");
+        let w = warning.expect("a warning");
+        assert!(w.contains("showing this machine's runs only"), "{w}");
+        // `runs show` of that run still says the remote could not be read.
+        let home = tempfile::tempdir().unwrap();
+        let e = merged_show(None, &remote, home.path(), "01M8K9H70J68")
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(
+            crate::fault::exit_code(&e),
+            crate::fault::REMOTE_UNAVAILABLE
         );
     }
 

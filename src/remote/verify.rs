@@ -86,6 +86,24 @@ fn failed(what: &str) -> impl FnOnce(sparkwing_sync::TargetError) -> String + '_
     }
 }
 
+/// A remote read's outcome for the report. A permanent failure is an
+/// object the remote holds but will not serve as what it should be (too
+/// large, a link, not a file): a discrepancy of this run, as text. Any
+/// other failure is a remote that did not answer (an outage, a timeout,
+/// refused credentials): its objects were not seen, so nothing can be said
+/// about them, and verification ends with that failure's class (exit 69, or
+/// 2 for credentials) rather than reporting what it could not read as
+/// missing.
+fn answered<T>(r: Result<T, sparkwing_sync::TargetError>, what: &str) -> Result<Result<T, String>> {
+    match r {
+        Err(e) if e.class != sparkwing_outbox::ErrorClass::Permanent => Err(anyhow::Error::new(e)
+            .context(format!(
+                "could not read {what} on the remote; nothing was verified, try again"
+            ))),
+        r => Ok(r.map_err(failed(what))),
+    }
+}
+
 /// Compares every local run bound for `remote` (or only `only`) with what
 /// the remote holds.
 pub fn verify(home: &std::path::Path, remote: &Remote, only: Option<&str>) -> Result<Report> {
@@ -171,9 +189,10 @@ async fn check_state(
 ) -> Result<()> {
     let run = &row.id;
     let local = store.events_after(run, 0)?;
-    // A listing the remote refuses (a hostile object name, an outage) is
-    // this run's problem, not the end of the whole report.
-    let stored = match t.events(run).await.map_err(failed("the run's events")) {
+    // A listing the remote refuses (a hostile object name) is this run's
+    // problem, not the end of the whole report; an outage ends it
+    // ([`answered`]).
+    let stored = match answered(t.events(run).await, "the run's events")? {
         Ok(s) => s,
         Err(e) => {
             problems.push(e);
@@ -257,7 +276,7 @@ async fn check_state(
     }
     // The run document, as types: what sparkwing writes, field by field
     // (a field no reader knows is not compared: no reader would see it).
-    let doc: Value = match t.run(run).await.map_err(failed("the run document")) {
+    let doc: Value = match answered(t.run(run).await, "the run document")? {
         Ok(Some(RunRead::Doc(d))) => d.to_value(),
         Ok(Some(RunRead::Unreadable(why))) => {
             problems.push(format!("the run document is unreadable: {why}"));
@@ -337,10 +356,13 @@ async fn check_logs(
                 local_len - covered
             ));
         }
-        let listed = match t.log_chunks(run, &job.name).await {
+        let listed = match answered(
+            t.log_chunks(run, &job.name).await,
+            &format!("the log of job {}", job.name),
+        )? {
             Ok(l) => l,
             Err(e) => {
-                problems.push(failed(&format!("the log of job {}", job.name))(e));
+                problems.push(e);
                 continue;
             }
         };
@@ -378,10 +400,11 @@ async fn check_logs(
                     continue;
                 }
             };
-            let got = t
-                .log_chunk(run, &job.name, u64::try_from(*seq).unwrap_or(u64::MAX))
-                .await
-                .map_err(failed(&format!("chunk {} of job {}", seq + 1, job.name)));
+            let got = answered(
+                t.log_chunk(run, &job.name, u64::try_from(*seq).unwrap_or(u64::MAX))
+                    .await,
+                &format!("chunk {} of job {}", seq + 1, job.name),
+            )?;
             match got {
                 Ok(Some(got)) if got.as_ref() == want.as_slice() => {}
                 Ok(Some(got)) => problems.push(format!(
@@ -428,7 +451,7 @@ async fn check_cache(
         let short = crate::util::clip(&entry.key, 12);
         let local: Manifest = serde_json::from_str(&entry.manifest)
             .with_context(|| format!("reading the local manifest of cache key {short}"))?;
-        match t.manifest(&entry.key).await.map_err(failed("the manifest")) {
+        match answered(t.manifest(&entry.key).await, "the manifest")? {
             Ok(Some(b)) => match serde_json::from_slice::<Value>(&b)
                 .ok()
                 .and_then(|v| serde_json::from_value::<Manifest>(v.get("manifest")?.clone()).ok())
@@ -473,10 +496,10 @@ async fn check_cache(
             let short_blob = crate::util::clip(&f.sha256, 12);
             // Up to 1 MiB more than expected is read and hashed, so a replaced
             // blob is reported by its hash; anything larger by its size.
-            let got = t
-                .blob(&f.sha256, f.size.saturating_add(1 << 20))
-                .await
-                .map_err(failed("a blob"));
+            let got = answered(
+                t.blob(&f.sha256, f.size.saturating_add(1 << 20)).await,
+                "a blob",
+            )?;
             match got {
                 Ok(Some(b)) => {
                     let got = sha256_hex(&b);

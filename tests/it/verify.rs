@@ -251,3 +251,27 @@ fn verify_explains_a_local_profile_and_an_unknown_run() {
         text(&out.stderr)
     );
 }
+
+/// A remote that cannot be read is not a remote that lacks the data:
+/// `sync verify` against a share that is away (or a bucket that does not
+/// answer) exits 69 and says nothing was verified, instead of exiting 1
+/// with every event, chunk and blob reported "missing on the remote".
+#[test]
+fn verify_of_a_remote_that_cannot_be_read_exits_69_and_claims_nothing_missing() {
+    let (env, remote, _run) = one_run();
+    let away = remote.with_extension("away");
+    std::fs::rename(&remote, &away).unwrap();
+    for args in [
+        &["sync", "verify", "--profile", "team"][..],
+        &["sync", "verify", "--profile", "team", "-o", "json"][..],
+    ] {
+        let out = env.run(args);
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(69), "{args:?}\n{stdout}{stderr}");
+        assert!(!stdout.contains("missing"), "{stdout}");
+        assert!(stderr.contains("nothing was verified"), "{stderr}");
+    }
+    std::fs::rename(&away, &remote).unwrap();
+    let (code, out, _) = verify(&env);
+    assert_eq!(code, 0, "{out}");
+}

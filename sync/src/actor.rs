@@ -253,6 +253,22 @@ impl SyncActor {
                     };
                     let (n, err) = match outcome {
                         Outcome::Done(n, err) => (n, err),
+                        Outcome::Cancelled if Self::rewrites(&claim) => {
+                            // A request the server already has may still
+                            // land after the stop. For an immutable object
+                            // that is harmless (the same bytes again), but a
+                            // run document is rewritten: released now, a
+                            // newer version delivered at once could be
+                            // overwritten by this older one, for good. So
+                            // the claim keeps its lease, which outlives the
+                            // client's request timeout, and the stream is
+                            // delivered again only after it has run out.
+                            tracing::debug!(
+                                target_id = %claim.target, stream = %claim.stream,
+                                "delivery of a run document cancelled by a stop; its entries stay queued, leased until the request it may have sent is over"
+                            );
+                            continue;
+                        }
                         Outcome::Cancelled => {
                             tracing::debug!(
                                 target_id = %claim.target, stream = %claim.stream,
@@ -309,6 +325,15 @@ impl SyncActor {
             }
         }
         Ok((report, stopping))
+    }
+
+    /// Whether a claim rewrites an object in place (a run document): one its
+    /// cancelled request could overwrite with older bytes if it landed late.
+    fn rewrites(claim: &Claim) -> bool {
+        claim
+            .entries
+            .iter()
+            .any(|e| OpKind::parse(&e.op) == Some(OpKind::RunSummary))
     }
 
     /// Settles `claim` with nothing delivered and no failure: its lease is
@@ -1215,6 +1240,73 @@ mod tests {
         ] {
             assert_eq!(std::fs::read(r.remote.join(key)).unwrap(), body.as_bytes());
         }
+    }
+
+    /// A run document's delivery cancelled by a stop keeps its lease (a
+    /// request the server already has may land late, and a newer version
+    /// delivered meanwhile would be overwritten by it): the stream is
+    /// delivered again only once the lease has run out, which is after the
+    /// client's request timeout; then exactly the newest version lands.
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_run_document_stays_leased_until_its_request_is_over() {
+        assert!(
+            sparkwing_outbox::LEASE - SyncConfig::default().renew_every
+                > crate::object::REQUEST_TIMEOUT,
+            "a kept lease outlives any request the client still has open"
+        );
+        let r = rig();
+        let id = r.target.id().to_string();
+        let doc = |v: i64| NewEntry {
+            stream: "summary/R1".into(),
+            seq: v,
+            op: OpKind::RunSummary.as_str().into(),
+            subject: "R1".into(),
+            payload: Payload::Inline(format!("{{\"v\":{v}}}").into_bytes()),
+        };
+        r.outbox
+            .enqueue(&id, &[doc(1), log("R1", "a", 0, "a0\n")], &[])
+            .unwrap();
+        r.target.set_delay(Duration::from_secs(3600));
+        let a = Arc::new(actor(&r));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let runner = tokio::spawn({
+            let a = Arc::clone(&a);
+            async move {
+                a.run(async {
+                    let _ = stopped.await;
+                })
+                .await
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        stop.send(()).unwrap();
+        runner.await.unwrap().unwrap();
+        // The log chunk's claim is released; the document's is kept.
+        let held = leases(&r);
+        assert_eq!(held.len(), 1, "{held:?}");
+        assert_eq!(held[0].0, "summary/R1");
+        r.target.set_delay(Duration::ZERO);
+        // A newer version arrives; a drain now delivers the log chunk only.
+        r.outbox.enqueue(&id, &[doc(2)], &[]).unwrap();
+        let rep = a.sync_once().await.unwrap();
+        assert_eq!(rep.delivered, 1);
+        assert_eq!(r.target.journal(), ["R1/a/0000000000.log"]);
+        assert!(!r.remote.join("runs/R1/run.json").exists());
+        // Once the lease has run out, the newest version lands, once.
+        tokio::time::advance(sparkwing_outbox::LEASE).await;
+        let rep = a.drain(far()).await.unwrap();
+        assert_eq!((rep.delivered, a.pending().await.unwrap().0), (2, 0));
+        let writes = r
+            .target
+            .journal()
+            .into_iter()
+            .filter(|k| k == "runs/R1/run.json")
+            .count();
+        assert_eq!(writes, 1);
+        assert_eq!(
+            std::fs::read_to_string(r.remote.join("runs/R1/run.json")).unwrap(),
+            "{\"v\":2}"
+        );
     }
 
     /// A drain's deadline holds within a pass: a delivery still under way

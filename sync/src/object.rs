@@ -866,11 +866,16 @@ pub fn client_retry() -> object_store::RetryConfig {
 }
 
 /// Timeouts for cloud requests.
+/// How long the client waits for one request before it gives up on it.
+/// A stopped delivery of a run document keeps its lease longer than this
+/// (see the actor's `rewrites`).
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub fn client_options(allow_http: bool) -> object_store::ClientOptions {
     object_store::ClientOptions::new()
         .with_allow_http(allow_http)
         .with_connect_timeout(std::time::Duration::from_secs(5))
-        .with_timeout(std::time::Duration::from_secs(60))
+        .with_timeout(REQUEST_TIMEOUT)
 }
 
 /// The `Retry-After` a server last sent with a 429 or 503, shared between

@@ -94,6 +94,36 @@ struct UserFile {
     /// The host-local gate: at most this many runs at once.
     #[serde(default)]
     max_runs: Option<u32>,
+    /// The local cache's bounds.
+    #[serde(default)]
+    cache: Option<UserCache>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct UserCache {
+    /// The local cache's size limit (`10GiB`, `500MB`): least recently
+    /// used entries are evicted past it.
+    #[serde(default)]
+    max_size: Option<String>,
+}
+
+/// `cache: { max_size: }` from the user profile file, in bytes, when set.
+pub fn user_cache_max_size() -> Result<Option<u64>> {
+    let (path, _) = user_file_path();
+    let Ok(text) = yaml::read_file(&path) else {
+        return Ok(None);
+    };
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    let file: UserFile = yaml::parse(&path, &text).map_err(anyhow::Error::msg)?;
+    match file.cache.and_then(|c| c.max_size) {
+        None => Ok(None),
+        Some(s) => crate::util::parse_size(&s)
+            .map(Some)
+            .map_err(|why| anyhow::anyhow!("{}: cache.max_size: {why}", path.display())),
+    }
 }
 
 /// `max_runs:` from the user profile file, when set (and valid).

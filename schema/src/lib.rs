@@ -53,6 +53,11 @@ pub const SQLITE_MIGRATIONS: &[Migration] = &[
         name: "0004_cache_origin.sql",
         sql: include_str!("../sqlite/0004_cache_origin.sql"),
     },
+    Migration {
+        version: 5,
+        name: "0005_cache_last_used.sql",
+        sql: include_str!("../sqlite/0005_cache_last_used.sql"),
+    },
 ];
 
 /// The schema version this binary expects of `state.db`.

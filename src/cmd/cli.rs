@@ -73,9 +73,47 @@ pub enum Command {
     /// The outbox and its replay to the profile's remote: status, daemon, flush, verify, retry.
     #[command(subcommand)]
     Sync(SyncCmd),
+    /// The local job cache: its entries, its size against its limit, pruning.
+    #[command(subcommand)]
+    Cache(CacheCmd),
     /// The web dashboard of this machine's runs (merged with the profile's remote): start, status, stop.
     #[command(subcommand)]
     Dashboard(DashboardCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CacheCmd {
+    /// Every cache entry, most recently used first: its key, job, producing run, files and size.
+    List {
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// How many entries, the bytes they name, what the CAS holds on disk, and the size limit.
+    Stats {
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Remove expired entries, entries unused for a while, or the least recently used ones past a size; then the blobs no entry names.
+    #[command(
+        after_help = "An entry a running job is restoring or saving is kept (it is named as busy). A blob no entry names is kept for an hour (a save in progress may be about to name it) unless this prune removed the entry that named it.\n\nThe limit a save enforces by itself is `cache: { max_size: 10GiB }` in the user profile file (default 10 GiB).\n\nExamples:\n  sparkwing cache prune --older-than 30d      entries unused for 30 days\n  sparkwing cache prune --max-size 2GiB       least recently used first, down to 2 GiB\n  sparkwing cache prune --max-size 0 --dry-run   what emptying the cache would remove"
+    )]
+    Prune {
+        /// Remove entries last used (stored or restored) longer ago than this (e.g. 30d, 12h).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+        older_than: Option<Duration>,
+        /// Then remove the least recently used entries until the rest fit in this size (e.g. 2GiB, 500MB).
+        #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+        max_size: Option<u64>,
+        /// Say what would be removed, remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+}
+
+fn parse_size_arg(s: &str) -> Result<u64, String> {
+    crate::util::parse_size(s)
 }
 
 #[derive(Subcommand, Debug)]
@@ -327,6 +365,21 @@ fn dispatch(cli: Cli) -> Result<u8> {
         Command::Runs(cmd) => cmd_runs(project_flag, cmd).map(|_| 0),
         Command::Profile(args) => cmd_profile(project_flag, args).map(|_| 0),
         Command::Sync(cmd) => cmd_sync(project_flag, cmd),
+        Command::Cache(cmd) => {
+            let home = home_dir()?;
+            let json = |o: &OutputArg| o.format == Format::Json;
+            match cmd {
+                CacheCmd::List { output } => crate::cmd::cache::list(&home, json(&output)),
+                CacheCmd::Stats { output } => crate::cmd::cache::stats(&home, json(&output)),
+                CacheCmd::Prune {
+                    older_than,
+                    max_size,
+                    dry_run,
+                    output,
+                } => crate::cmd::cache::prune(&home, older_than, max_size, dry_run, json(&output)),
+            }
+            .map(|_| 0)
+        }
         Command::Dashboard(cmd) => {
             let home = home_dir()?;
             match cmd {
@@ -386,6 +439,7 @@ fn cmd_run(project_flag: Option<&Path>, args: RunArgs) -> Result<u8> {
             workers,
             no_cache: args.no_cache,
             profile: resolved.name.clone(),
+            cache_max_size: profile::user_cache_max_size()?,
             stop: None,
         },
     )?;

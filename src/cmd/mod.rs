@@ -1,7 +1,8 @@
-//! The commands: flags and dispatch (`cli`), `sparkwing sync …` (`sync`)
-//! and `sparkwing dashboard …` (`dashboard`). Commands use every other
+//! The commands: flags and dispatch (`cli`), `sparkwing sync …` (`sync`),
+//! `sparkwing cache …` (`cache`) and `sparkwing dashboard …` (`dashboard`). Commands use every other
 //! module; nothing uses them.
 
+pub mod cache;
 pub mod cli;
 pub mod dashboard;
 pub mod sync;

@@ -839,6 +839,38 @@ impl Store {
         })
     }
 
+    /// Marks a cache entry as used now (a hit restored it): the last to
+    /// be evicted when the local cache is over its size limit.
+    pub fn cache_touch(&self, key: &str) -> Result<()> {
+        let now = now_ms();
+        self.with_tx(|tx| {
+            tx.execute(
+                "UPDATE cache_entries SET last_used_at = ?2 WHERE key = ?1",
+                params![key, now],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Every cache entry (expired ones too), least recently used first,
+    /// with when it was last used.
+    pub fn cache_index(&self) -> Result<Vec<(CacheEntry, i64)>> {
+        self.read(|c| {
+            let mut st = c.prepare(
+                "SELECT key, job, pipeline, run_id, created_at, expires_at, manifest, origin,
+                        COALESCE(last_used_at, created_at)
+                 FROM cache_entries ORDER BY COALESCE(last_used_at, created_at), key",
+            )?;
+            let rows = st.query_map([], |r| Ok((cache_row(r)?, r.get(8)?)))?;
+            rows.collect()
+        })
+    }
+
+    /// Forgets a cache entry (its blobs are collected separately).
+    pub fn cache_remove(&self, key: &str) -> Result<bool> {
+        self.with_tx(|tx| Ok(tx.execute("DELETE FROM cache_entries WHERE key = ?1", [key])? > 0))
+    }
+
     /// Records a cache entry another runner produced (fetched from the
     /// remote). No event: the run that produced it is not a local run.
     pub fn cache_import(&self, e: &CacheEntry) -> Result<()> {
@@ -873,11 +905,12 @@ pub struct JobEnd<'a> {
 /// One cache key, one manifest: the newest write wins.
 fn upsert_cache_entry(tx: &rusqlite::Transaction, e: &CacheEntry) -> rusqlite::Result<()> {
     tx.execute(
-        "INSERT INTO cache_entries (key, job, pipeline, run_id, created_at, expires_at, manifest, origin)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+        "INSERT INTO cache_entries (key, job, pipeline, run_id, created_at, expires_at, manifest, origin, last_used_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
          ON CONFLICT (key) DO UPDATE SET job = excluded.job, pipeline = excluded.pipeline,
            run_id = excluded.run_id, created_at = excluded.created_at,
-           expires_at = excluded.expires_at, manifest = excluded.manifest, origin = excluded.origin",
+           expires_at = excluded.expires_at, manifest = excluded.manifest, origin = excluded.origin,
+           last_used_at = excluded.last_used_at",
         params![
             e.key,
             e.job,
@@ -886,7 +919,8 @@ fn upsert_cache_entry(tx: &rusqlite::Transaction, e: &CacheEntry) -> rusqlite::R
             e.created_at,
             e.expires_at,
             e.manifest,
-            e.origin
+            e.origin,
+            now_ms()
         ],
     )?;
     Ok(())

@@ -50,6 +50,9 @@ pub struct RunOptions {
     pub workers: usize,
     pub no_cache: bool,
     pub profile: String,
+    /// The local cache's size limit ([`crate::run::evict`]); `None`: the
+    /// default.
+    pub cache_max_size: Option<u64>,
     /// A shutdown signal besides SIGINT/SIGTERM: when it turns `true` the
     /// run is cancelled as by a first Ctrl-C (tests, and an embedding
     /// agent that stops a run).
@@ -80,6 +83,7 @@ struct Ctx {
     /// The cache target, read on a local miss (Mode 2+).
     remote_cache: Option<Arc<dyn sparkwing_sync::RemoteView>>,
     signing: Option<Arc<crate::remote::signing::SigningKey>>,
+    cache_max_size: u64,
 }
 
 /// Runs a `state.db` call off the executor; when the run replicates, the
@@ -251,6 +255,9 @@ fn run_recorded(
         repl: sync.as_ref().map(|(_, r)| Arc::clone(r)),
         remote_cache: opts.remote.cache.as_ref().map(|e| Arc::clone(&e.view)),
         signing: opts.remote.signing.clone(),
+        cache_max_size: opts
+            .cache_max_size
+            .unwrap_or(crate::run::evict::DEFAULT_MAX_SIZE),
     });
     let started = Instant::now();
     let (stop_actor, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -787,7 +794,14 @@ async fn cache_hit(
     })
     .await?;
     match restored {
-        Ok(n) => Ok(Some((entry.run_id, n))),
+        Ok(n) => {
+            // The most recently used: the last to be evicted.
+            let key = entry.key.clone();
+            if let Err(e) = db(ctx, move |s| s.cache_touch(&key)).await {
+                crate::say!("sparkwing: job {name}: could not record the cache hit ({e:#})");
+            }
+            Ok(Some((entry.run_id, n)))
+        }
         Err(e) => {
             crate::say!("sparkwing: job {name}: cache entry unusable ({e:#}); running the job");
             Ok(None)
@@ -832,6 +846,20 @@ async fn store_outputs(
     let queued = entry.clone();
     db(ctx, move |s| s.cache_put(&entry)).await?;
     replicate(ctx, move |r, _| r.cache(&queued)).await;
+    // Back under the size limit, least recently used first (this entry is
+    // held, so it stays). A failure here never fails the job.
+    let (home, max) = (ctx.home.clone(), ctx.cache_max_size);
+    match db(ctx, move |s| crate::run::evict::enforce(&home, s, max)).await {
+        Ok(Some(p)) if !p.removed_entries.is_empty() => crate::say!(
+            "sparkwing: job {name}: the local cache was over its {} limit; evicted {} least recently used entr{} ({} freed)",
+            crate::util::human_bytes(max),
+            p.removed_entries.len(),
+            if p.removed_entries.len() == 1 { "y" } else { "ies" },
+            crate::util::human_bytes(p.freed_bytes)
+        ),
+        Ok(_) => {}
+        Err(e) => crate::say!("sparkwing: job {name}: could not trim the local cache ({e:#})"),
+    }
     Ok(Ok(m.files.len()))
 }
 
@@ -1346,6 +1374,7 @@ mod tests {
                 workers,
                 no_cache: false,
                 profile: "laptop".into(),
+                cache_max_size: None,
                 stop,
             },
         )

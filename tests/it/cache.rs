@@ -218,3 +218,173 @@ pipelines:
     assert_eq!(jobs["compile"]["status"], "cached");
     assert_eq!(jobs["compile"]["cached_from_run"], ids[0]);
 }
+
+/// One pipeline per job, so the jobs are stored in a known order.
+const BOUNDED: &str = r#"
+pipelines:
+  - name: pa
+    jobs:
+      a: { cache: { key: [a.txt], outputs: [out-a] }, steps: [{ run: 'mkdir -p out-a && head -c 3000 /dev/urandom > out-a/f && echo ran >> ran-a' }] }
+  - name: pb
+    jobs:
+      b: { cache: { key: [b.txt], outputs: [out-b] }, steps: [{ run: 'mkdir -p out-b && head -c 3000 /dev/urandom > out-b/f && echo ran >> ran-b' }] }
+  - name: pc
+    jobs:
+      c: { cache: { key: [c.txt], outputs: [out-c] }, steps: [{ run: 'mkdir -p out-c && head -c 3000 /dev/urandom > out-c/f && echo ran >> ran-c' }] }
+  - name: pd
+    jobs:
+      d: { cache: { key: [d.txt], outputs: [out-d] }, steps: [{ run: 'mkdir -p out-d && head -c 3000 /dev/urandom > out-d/f && echo ran >> ran-d' }] }
+"#;
+
+fn ran(env: &Env, job: &str) -> usize {
+    std::fs::read_to_string(env.dir().join(format!("ran-{job}")))
+        .unwrap_or_default()
+        .lines()
+        .count()
+}
+
+/// Every blob file under the CAS.
+fn blobs_on_disk(env: &Env) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(dirs) = std::fs::read_dir(env.sw_home().join("cas")) else {
+        return out;
+    };
+    for d in dirs.flatten() {
+        for f in std::fs::read_dir(d.path()).unwrap().flatten() {
+            out.push(f.file_name().to_string_lossy().into_owned());
+        }
+    }
+    out.sort();
+    out
+}
+
+fn keys_of(list: &serde_json::Value) -> Vec<(String, String)> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["job"].as_str().unwrap().to_string(),
+                e["key"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Issue 13: `cache list|stats|prune`, least-recently-used eviction by an
+/// explicit prune and by the user file's `cache.max_size` after a save, and
+/// the blobs of what was evicted collected (byte counts exact).
+#[test]
+fn the_local_cache_is_listed_measured_and_bounded_least_recently_used_first() {
+    let env = Env::with_pipelines(BOUNDED);
+    for f in ["a", "b", "c", "d"] {
+        std::fs::write(env.dir().join(format!("{f}.txt")), f).unwrap();
+    }
+    for p in ["pa", "pb", "pc"] {
+        expect_code(&env.run(&["run", p]), 0);
+    }
+    // `a` restored: now the most recently used.
+    std::fs::remove_dir_all(env.dir().join("out-a")).unwrap();
+    expect_code(&env.run(&["run", "pa"]), 0);
+    assert_eq!(ran(&env, "a"), 1, "a hit");
+    let list = env.json(&["cache", "list", "-o", "json"]);
+    let keys = keys_of(&list);
+    let jobs: Vec<&str> = keys.iter().map(|(j, _)| j.as_str()).collect();
+    assert_eq!(jobs, ["a", "c", "b"], "most recently used first");
+    assert!(list
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["bytes"] == 3000 && e["files"] == 1));
+    let stats = env.json(&["cache", "stats", "-o", "json"]);
+    assert_eq!(stats["entries"], 3);
+    assert_eq!(stats["bytes_named"], 9000);
+    assert_eq!(stats["bytes_on_disk"], 9000);
+    assert_eq!(stats["blobs_on_disk"], 3);
+    assert_eq!(stats["max_size"], 10u64 << 30);
+    let shown = text(&env.run(&["cache", "stats"]).stdout);
+    assert!(
+        shown.contains("3 blobs") && shown.contains("10.0 GiB"),
+        "{shown}"
+    );
+
+    // A dry run removes nothing.
+    let dry = env.json(&[
+        "cache",
+        "prune",
+        "--older-than",
+        "0s",
+        "--dry-run",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(dry["removed_entries"].as_array().unwrap().len(), 3);
+    assert_eq!(dry["freed_bytes"], 9000);
+    assert_eq!(
+        keys_of(&env.json(&["cache", "list", "-o", "json"])).len(),
+        3
+    );
+    assert_eq!(blobs_on_disk(&env).len(), 3);
+
+    // Down to 6500 bytes: the least recently used (b) goes, and its blob.
+    let b_key = keys.iter().find(|(j, _)| j == "b").unwrap().1.clone();
+    let pruned = env.json(&["cache", "prune", "--max-size", "6500", "-o", "json"]);
+    assert_eq!(pruned["removed_entries"], serde_json::json!([b_key]));
+    assert_eq!(
+        (
+            pruned["removed_blobs"].as_u64(),
+            pruned["freed_bytes"].as_u64()
+        ),
+        (Some(1), Some(3000))
+    );
+    assert_eq!(pruned["bytes_left"], 6000);
+    let jobs: Vec<String> = keys_of(&env.json(&["cache", "list", "-o", "json"]))
+        .into_iter()
+        .map(|(j, _)| j)
+        .collect();
+    assert_eq!(jobs, ["a", "c"]);
+    assert_eq!(blobs_on_disk(&env).len(), 2);
+    // b computes again; a still restores.
+    std::fs::remove_dir_all(env.dir().join("out-b")).unwrap();
+    expect_code(&env.run(&["run", "pb"]), 0);
+    assert_eq!(ran(&env, "b"), 2, "b was evicted: computed again");
+    std::fs::remove_dir_all(env.dir().join("out-a")).unwrap();
+    expect_code(&env.run(&["run", "pa"]), 0);
+    assert_eq!(ran(&env, "a"), 1, "a is still a hit");
+    assert_eq!(
+        std::fs::metadata(env.dir().join("out-a/f")).unwrap().len(),
+        3000
+    );
+
+    // A limit in the user file: a save trims the cache by itself, keeping
+    // the entry it just stored.
+    env.write_user_profiles("cache: { max_size: 6500 }\n");
+    let out = env.run(&["run", "pd"]);
+    expect_code(&out, 0);
+    assert!(
+        text(&out.stderr).contains("evicted"),
+        "{}",
+        text(&out.stderr)
+    );
+    let jobs: Vec<String> = keys_of(&env.json(&["cache", "list", "-o", "json"]))
+        .into_iter()
+        .map(|(j, _)| j)
+        .collect();
+    assert_eq!(jobs, ["d", "a"], "the two most recently used fit");
+    let stats = env.json(&["cache", "stats", "-o", "json"]);
+    assert_eq!(stats["max_size"], 6500);
+    assert_eq!(
+        stats["bytes_on_disk"], 6000,
+        "c's and b's blobs were collected"
+    );
+
+    // A bad limit names the file and the field.
+    env.write_user_profiles("cache: { max_size: lots }\n");
+    let out = env.run(&["run", "pd"]);
+    expect_code(&out, 2);
+    assert!(
+        text(&out.stderr).contains("cache.max_size"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -1,0 +1,354 @@
+//! The local cache's bounds (issue 13): a size limit with
+//! least-recently-used eviction, pruning by age, and collection of the CAS
+//! blobs no entry names. `sparkwing cache list|stats|prune` and the limit a
+//! save enforces (`cache: { max_size: 10GiB }` in the user profile file).
+//!
+//! Safety, against the processes that use the cache meanwhile:
+//! - **A running restore or save keeps its entry.** Both hold the cache
+//!   key's host-wide lock ([`crate::run::cache::try_hold_key`]) while they
+//!   read or write it; an entry is removed only while this process holds
+//!   that lock, so one in use is skipped (and counted as busy).
+//! - **A save in flight keeps its blobs.** A save writes its blobs before it
+//!   commits the manifest that names them, so a blob no entry names may be
+//!   one of those: a blob is collected only when no remaining entry names
+//!   it and it is older than [`GRACE`], or when it belonged to an entry this
+//!   prune removed and nothing has stored it again since the prune began (a
+//!   save that finds a blob present touches it,
+//!   [`crate::run::cache::Cas`]). What is left is one narrow race: a save
+//!   that found the blob present just before it was deleted names a missing
+//!   blob, which every restore checks: a miss (the job runs), never a wrong
+//!   or partial restore.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::local::store::{CacheEntry, Store};
+use crate::run::cache::{try_hold_key, Cas, Manifest};
+use crate::util::now_ms;
+
+/// The local cache's size limit when the user profile file sets none.
+pub const DEFAULT_MAX_SIZE: u64 = 10 << 30;
+
+/// Blobs no entry names are kept this long: a save in flight has written
+/// them and not yet committed its manifest.
+pub const GRACE: Duration = Duration::from_secs(3600);
+
+/// One cache entry with what it holds.
+#[derive(Debug, Clone, Serialize)]
+pub struct EntryInfo {
+    pub key: String,
+    pub job: String,
+    pub pipeline: String,
+    pub run_id: String,
+    pub origin: String,
+    pub created_at: i64,
+    pub last_used_at: i64,
+    pub expires_at: Option<i64>,
+    pub files: usize,
+    /// The bytes of its distinct blobs (shared ones counted in each entry).
+    pub bytes: u64,
+    /// `None` when its manifest could not be read (it restores nothing).
+    #[serde(skip)]
+    blobs: Option<Vec<(String, u64)>>,
+}
+
+impl EntryInfo {
+    fn of(entry: CacheEntry, last_used_at: i64) -> EntryInfo {
+        let manifest = serde_json::from_str::<Manifest>(&entry.manifest).ok();
+        let mut blobs: Option<Vec<(String, u64)>> = manifest.as_ref().map(|m| {
+            m.files
+                .iter()
+                .filter(|f| f.symlink.is_none())
+                .map(|f| (f.sha256.clone(), f.size))
+                .collect()
+        });
+        if let Some(b) = &mut blobs {
+            b.sort();
+            b.dedup();
+        }
+        EntryInfo {
+            files: manifest.map_or(0, |m| m.files.len()),
+            bytes: blobs.iter().flatten().map(|(_, n)| *n).sum(),
+            blobs,
+            key: entry.key,
+            job: entry.job,
+            pipeline: entry.pipeline,
+            run_id: entry.run_id,
+            origin: entry.origin,
+            created_at: entry.created_at,
+            last_used_at,
+            expires_at: entry.expires_at,
+        }
+    }
+
+    pub fn expired(&self, now: i64) -> bool {
+        self.expires_at.is_some_and(|t| t <= now)
+    }
+}
+
+/// Every entry, least recently used first.
+pub fn entries(store: &Store) -> Result<Vec<EntryInfo>> {
+    Ok(store
+        .cache_index()?
+        .into_iter()
+        .map(|(e, used)| EntryInfo::of(e, used))
+        .collect())
+}
+
+/// The distinct blobs `entries` name, and their bytes.
+pub fn named(entries: &[EntryInfo]) -> (usize, u64) {
+    let mut seen: HashMap<&str, u64> = HashMap::new();
+    for e in entries {
+        for (sha, size) in e.blobs.iter().flatten() {
+            seen.insert(sha, *size);
+        }
+    }
+    (seen.len(), seen.values().sum())
+}
+
+/// What the CAS holds on disk.
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct Disk {
+    pub blobs: u64,
+    pub bytes: u64,
+}
+
+/// The blobs under `cas/`, with their size and modification time.
+fn blobs_on_disk(cas: &Cas) -> Result<Vec<(String, u64, SystemTime, std::path::PathBuf)>> {
+    let mut out = Vec::new();
+    let root = cas.root();
+    let dirs = match std::fs::read_dir(root) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", root.display())),
+    };
+    for dir in dirs {
+        let dir = dir?;
+        if !dir.file_type()?.is_dir() {
+            continue;
+        }
+        for f in std::fs::read_dir(dir.path())? {
+            let f = f?;
+            let name = f.file_name().to_string_lossy().into_owned();
+            // Staged writes (`.tmp-*`) belong to a save in progress.
+            if name.starts_with('.') {
+                continue;
+            }
+            let meta = f.metadata()?;
+            if meta.is_file() {
+                out.push((name, meta.len(), meta.modified()?, f.path()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The CAS's blobs and bytes on disk.
+pub fn disk(cas: &Cas) -> Result<Disk> {
+    let blobs = blobs_on_disk(cas)?;
+    Ok(Disk {
+        blobs: blobs.len() as u64,
+        bytes: blobs.iter().map(|b| b.1).sum(),
+    })
+}
+
+/// What [`prune`] did (or, dry, would do).
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Pruned {
+    pub removed_entries: Vec<String>,
+    /// Entries that were to go but were in use (a restore or save held
+    /// their key): kept.
+    pub busy: Vec<String>,
+    pub removed_blobs: u64,
+    pub freed_bytes: u64,
+    pub entries_left: usize,
+    /// The bytes the remaining entries' blobs hold.
+    pub bytes_left: u64,
+}
+
+/// Why an entry goes.
+fn goes(e: &EntryInfo, now: i64, older_than: Option<Duration>) -> bool {
+    let old = older_than.is_some_and(|d| {
+        now.saturating_sub(e.last_used_at) >= i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+    });
+    e.expired(now) || old || e.blobs.is_none()
+}
+
+/// Removes expired entries, entries unused for `older_than`, then the least
+/// recently used until the rest fits in `max_size`; then collects the blobs
+/// no remaining entry names (see the module's safety notes). `dry_run`
+/// reports without removing anything.
+pub fn prune(
+    home: &Path,
+    store: &Store,
+    older_than: Option<Duration>,
+    max_size: Option<u64>,
+    dry_run: bool,
+) -> Result<Pruned> {
+    let began = SystemTime::now();
+    let now = now_ms();
+    let all = entries(store)?;
+    // How many remaining entries name each blob, and its size.
+    let mut refs: HashMap<String, (u64, usize)> = HashMap::new();
+    for e in &all {
+        for (sha, size) in e.blobs.iter().flatten() {
+            refs.entry(sha.clone()).or_insert((*size, 0)).1 += 1;
+        }
+    }
+    let mut total: u64 = refs.values().map(|(n, _)| n).sum();
+    let mut out = Pruned::default();
+    let mut freed_from: Vec<String> = Vec::new();
+    let mut drop_entry = |e: &EntryInfo, out: &mut Pruned, total: &mut u64| -> Result<()> {
+        // Only while holding the key: a restore or save in progress keeps it.
+        let hold = match try_hold_key(home, &e.key, "prune") {
+            Ok(Ok(h)) => Some(h),
+            Ok(Err(_)) => {
+                out.busy.push(e.key.clone());
+                return Ok(());
+            }
+            // A key no run could hold (not a digest): nothing can be using it.
+            Err(_) => None,
+        };
+        if !dry_run {
+            store.cache_remove(&e.key)?;
+        }
+        drop(hold);
+        out.removed_entries.push(e.key.clone());
+        for (sha, _) in e.blobs.iter().flatten() {
+            if let Some(r) = refs.get_mut(sha) {
+                r.1 -= 1;
+                if r.1 == 0 {
+                    *total = total.saturating_sub(r.0);
+                    freed_from.push(sha.clone());
+                }
+            }
+        }
+        Ok(())
+    };
+    let mut kept: Vec<&EntryInfo> = Vec::new();
+    for e in &all {
+        if goes(e, now, older_than) {
+            drop_entry(e, &mut out, &mut total)?;
+        } else {
+            kept.push(e);
+        }
+    }
+    if let Some(max) = max_size {
+        // Least recently used first (`all` is in that order).
+        for e in kept {
+            if total <= max {
+                break;
+            }
+            drop_entry(e, &mut out, &mut total)?;
+        }
+    }
+    // Collect what no remaining entry names.
+    let freed: std::collections::HashSet<String> = freed_from.into_iter().collect();
+    let grace_ago = began.checked_sub(GRACE).unwrap_or(SystemTime::UNIX_EPOCH);
+    for (sha, size, modified, path) in blobs_on_disk(&Cas::new(home))? {
+        let named = refs.get(&sha).is_some_and(|r| r.1 > 0);
+        let collectable = modified < grace_ago || (freed.contains(&sha) && modified < began);
+        if named || !collectable {
+            continue;
+        }
+        if !dry_run {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
+            }
+        }
+        out.removed_blobs += 1;
+        out.freed_bytes += size;
+    }
+    out.entries_left = all.len() - out.removed_entries.len();
+    out.bytes_left = total;
+    Ok(out)
+}
+
+/// After a save: the local cache back under its limit, least recently used
+/// entries first. Returns what went, if anything did.
+pub fn enforce(home: &Path, store: &Store, max_size: u64) -> Result<Option<Pruned>> {
+    if named(&entries(store)?).1 <= max_size {
+        return Ok(None);
+    }
+    prune(home, store, None, Some(max_size), false).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(home: &Path, store: &Store, name: &str) -> String {
+        let cas = Cas::new(home);
+        let src = home.join(format!("{name}.out"));
+        std::fs::write(&src, name.repeat(100)).unwrap();
+        let (sha, size) = cas.put_file(&src).unwrap();
+        let key = crate::run::cache::hex(name.as_bytes()).repeat(64 / (2 * name.len()));
+        let manifest = Manifest {
+            version: 1,
+            files: vec![crate::run::cache::FileEntry {
+                path: "out/f".into(),
+                sha256: sha,
+                size,
+                mode: 0o644,
+                symlink: None,
+            }],
+        };
+        store
+            .cache_import(&CacheEntry {
+                key: key.clone(),
+                job: name.into(),
+                pipeline: "p".into(),
+                run_id: "R".into(),
+                created_at: now_ms(),
+                expires_at: None,
+                manifest: serde_json::to_string(&manifest).unwrap(),
+                origin: "local".into(),
+            })
+            .unwrap();
+        key
+    }
+
+    /// An entry whose key a running job holds (a restore or a save in
+    /// progress) is never removed, nor its blob; the others go.
+    #[test]
+    fn an_entry_in_use_is_kept_and_named_busy() {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = tmp.path();
+        let store = Store::open(home).unwrap();
+        let busy = entry(home, &store, "ab");
+        let idle = entry(home, &store, "cd");
+        let hold = try_hold_key(home, &busy, "R-running").unwrap().unwrap();
+        let p = prune(home, &store, Some(Duration::ZERO), None, false).unwrap();
+        assert_eq!(p.busy, vec![busy.clone()]);
+        assert_eq!(p.removed_entries, vec![idle]);
+        assert_eq!((p.removed_blobs, p.freed_bytes), (1, 200));
+        assert_eq!(p.entries_left, 1);
+        assert_eq!(disk(&Cas::new(home)).unwrap().blobs, 1);
+        assert!(store.cache_get(&busy).unwrap().is_some());
+        drop(hold);
+        let p = prune(home, &store, Some(Duration::ZERO), None, false).unwrap();
+        assert_eq!(p.removed_entries, vec![busy]);
+        assert_eq!(disk(&Cas::new(home)).unwrap().blobs, 0);
+    }
+
+    /// A blob no entry names and younger than the grace period (a save in
+    /// flight wrote it and has not committed its manifest) is kept.
+    #[test]
+    fn an_unnamed_fresh_blob_is_kept_for_the_grace_period() {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = tmp.path();
+        let store = Store::open(home).unwrap();
+        let src = home.join("in-flight");
+        std::fs::write(&src, "a save in progress").unwrap();
+        Cas::new(home).put_file(&src).unwrap();
+        let p = prune(home, &store, Some(Duration::ZERO), Some(0), false).unwrap();
+        assert_eq!(p.removed_blobs, 0);
+        assert_eq!(disk(&Cas::new(home)).unwrap().blobs, 1);
+    }
+}

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde_json::json;
 
 use crate::local::store::Store;
@@ -161,4 +161,76 @@ pub fn prune(
         );
     }
     Ok(())
+}
+
+/// `cache gc --profile P`: one collection of the profile's cache surface
+/// (see [`sparkwing_sync::gc`]).
+pub fn gc(
+    resolved: &crate::profile::Resolved,
+    grace: Duration,
+    dry_run: bool,
+    json_out: bool,
+) -> Result<u8> {
+    let remote = crate::remote::remote_of(resolved)?;
+    let Some(objects) = remote
+        .as_ref()
+        .and_then(|r| r.cache.as_ref())
+        .and_then(|e| e.objects.clone())
+    else {
+        anyhow::bail!(
+            "profile \"{}\" has no object store cache surface to collect; `sparkwing cache prune` bounds the local cache",
+            resolved.name
+        );
+    };
+    let parse = |key: &str, body: &[u8]| -> Result<sparkwing_sync::gc::ManifestFacts, String> {
+        let e = crate::remote::cache::parse_entry(key, body).map_err(|e| format!("{e:#}"))?;
+        Ok(sparkwing_sync::gc::ManifestFacts {
+            blobs: e
+                .manifest
+                .files
+                .iter()
+                .filter(|f| f.symlink.is_none())
+                .map(|f| f.sha256.clone())
+                .collect(),
+            expires_at: e.expires_at,
+        })
+    };
+    let opts = sparkwing_sync::gc::GcOptions {
+        now_ms: now_ms(),
+        grace,
+        dry_run,
+    };
+    let rt = crate::util::runtime()?;
+    let report = rt
+        .block_on(sparkwing_sync::gc::collect(&objects, &parse, opts))
+        .map_err(anyhow::Error::new)
+        .with_context(|| format!("collecting {}", sparkwing_sync::Target::id(&*objects)))?;
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(0);
+    }
+    let verb = if dry_run { "would delete" } else { "deleted" };
+    println!(
+        "{}: {} manifest(s), {} blob(s), {} named; {verb} {} expired manifest(s) and {} blob(s) ({}); {} unnamed blob(s) marked{}",
+        crate::util::clean(sparkwing_sync::Target::id(&*objects)),
+        report.manifests,
+        report.blobs,
+        report.blobs_named,
+        report.expired_manifests_deleted.len(),
+        report.deleted_blobs,
+        human_bytes(report.deleted_bytes),
+        report.marked,
+        if report.marked > 0 {
+            format!(
+                " (a collection {} after the mark deletes those still unnamed)",
+                human_duration(grace)
+            )
+        } else {
+            String::new()
+        }
+    );
+    for u in &report.unreadable_manifests {
+        println!("  unreadable manifest (names nothing): {}", cell(u));
+    }
+    Ok(0)
 }

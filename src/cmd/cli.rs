@@ -97,6 +97,23 @@ pub enum CacheCmd {
     #[command(
         after_help = "An entry a running job is restoring or saving is kept (it is named as busy). A blob no entry names is kept for an hour (a save in progress may be about to name it) unless this prune removed the entry that named it.\n\nThe limit a save enforces by itself is `cache: { max_size: 10GiB }` in the user profile file (default 10 GiB).\n\nExamples:\n  sparkwing cache prune --older-than 30d      entries unused for 30 days\n  sparkwing cache prune --max-size 2GiB       least recently used first, down to 2 GiB\n  sparkwing cache prune --max-size 0 --dry-run   what emptying the cache would remove"
     )]
+    /// Collect a profile's remote cache: delete manifests past their ttl, then blobs no manifest names (marked by one collection, deleted by a later one).
+    #[command(
+        after_help = "A blob no manifest names is first marked; a collection at least --grace later deletes it if it is still unnamed. A save in progress (its blobs uploaded, its manifest not yet written) is therefore safe as long as it takes less than the grace period. Run it from one place (a scheduled CI job), for example daily.\n\nExamples:\n  sparkwing cache gc --profile shared --dry-run\n  sparkwing cache gc --profile shared -o json"
+    )]
+    Gc {
+        /// The profile whose cache surface to collect.
+        #[arg(long, value_name = "NAME")]
+        profile: String,
+        /// How long a blob stays marked before a collection may delete it.
+        #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration_arg)]
+        grace: Duration,
+        /// Say what would be deleted, delete and mark nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        output: OutputArg,
+    },
     Prune {
         /// Remove entries last used (stored or restored) longer ago than this (e.g. 30d, 12h).
         #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
@@ -369,16 +386,37 @@ fn dispatch(cli: Cli) -> Result<u8> {
             let home = home_dir()?;
             let json = |o: &OutputArg| o.format == Format::Json;
             match cmd {
-                CacheCmd::List { output } => crate::cmd::cache::list(&home, json(&output)),
-                CacheCmd::Stats { output } => crate::cmd::cache::stats(&home, json(&output)),
+                CacheCmd::List { output } => {
+                    crate::cmd::cache::list(&home, json(&output)).map(|_| 0)
+                }
+                CacheCmd::Stats { output } => {
+                    crate::cmd::cache::stats(&home, json(&output)).map(|_| 0)
+                }
                 CacheCmd::Prune {
                     older_than,
                     max_size,
                     dry_run,
                     output,
-                } => crate::cmd::cache::prune(&home, older_than, max_size, dry_run, json(&output)),
+                } => crate::cmd::cache::prune(&home, older_than, max_size, dry_run, json(&output))
+                    .map(|_| 0),
+                CacheCmd::Gc {
+                    profile,
+                    grace,
+                    dry_run,
+                    output,
+                } => {
+                    let project = pipeline::optional_project(project_flag)?;
+                    let resolved = pipeline::resolve_profile(
+                        project.as_ref(),
+                        &Request {
+                            flag: Some(&profile),
+                            pipeline: None,
+                            local_only_flag: false,
+                        },
+                    )?;
+                    crate::cmd::cache::gc(&resolved, grace, dry_run, json(&output))
+                }
             }
-            .map(|_| 0)
         }
         Command::Dashboard(cmd) => {
             let home = home_dir()?;

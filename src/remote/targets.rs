@@ -20,6 +20,9 @@ use crate::remote::signing::SigningKey;
 pub struct Endpoint {
     pub target: Arc<dyn Target>,
     pub view: Arc<dyn RemoteView>,
+    /// The objects themselves, for administration (`cache gc`); `None` for
+    /// a surface that is not an object store.
+    pub objects: Option<Arc<ObjectStoreTarget>>,
 }
 
 impl Endpoint {
@@ -28,7 +31,8 @@ impl Endpoint {
         let t = Arc::new(t);
         Endpoint {
             target: Arc::clone(&t) as Arc<dyn Target>,
-            view: Arc::new(ObjectView::new(t)),
+            view: Arc::new(ObjectView::new(Arc::clone(&t))),
+            objects: Some(t),
         }
     }
 
@@ -91,7 +95,7 @@ impl Remote {
             };
             Ok(e.map(|e| Endpoint {
                 target: with_faults(e.target),
-                view: e.view,
+                ..e
             }))
         };
         Ok(Remote {
@@ -116,7 +120,7 @@ impl Remote {
         let wrap = |e: Option<Endpoint>| -> Option<Endpoint> {
             e.map(|e| Endpoint {
                 view: Arc::new(ReadsObserved::new(e.view, home)),
-                target: e.target,
+                ..e
             })
         };
         Remote {

@@ -54,6 +54,10 @@ pub fn blob(sha256: &str) -> String {
     format!("cas/{}/{sha256}", &sha256[..2.min(sha256.len())])
 }
 
+/// The marks a cache surface's garbage collection leaves for the next one
+/// ([`crate::gc`]).
+pub const GC_CANDIDATES: &str = "gc/candidates.json";
+
 /// The number a key's last segment names: exactly `width` digits then
 /// `suffix`; `None` for anything else (a hostile or stray key).
 pub fn fixed_seq(key: &str, suffix: &str, width: usize) -> Option<u64> {

@@ -14,6 +14,8 @@
 //! - [`doc`]: the documents a remote holds as bounded types ([`doc::RunDoc`],
 //!   [`doc::Event`]).
 //! - [`layout`]: the remote object layout's keys, spelled once.
+//! - [`gc`]: garbage collection of a cache surface (expired manifests,
+//!   blobs no manifest names, two collections apart).
 //! - [`object`]: [`ObjectStoreTarget`] over any `Arc<dyn ObjectStore>`, and
 //!   the `filesystem` surface built on it.
 //! - [`redact`]: masks URL credentials, query strings and secret pairs in
@@ -37,6 +39,7 @@ pub mod conformance;
 pub mod doc;
 #[cfg(any(test, feature = "test-hooks"))]
 pub mod fault;
+pub mod gc;
 pub mod layout;
 pub mod none;
 pub mod object;

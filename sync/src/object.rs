@@ -727,6 +727,51 @@ impl ObjectStoreTarget {
         Ok(out)
     }
 
+    /// Every key under `prefix` with its size (for garbage collection).
+    pub async fn list_sized(&self, prefix: &str) -> Result<Vec<(String, u64)>, TargetError> {
+        let store = self.store().await?;
+        let full = self.path(prefix.trim_end_matches('/'));
+        let strip = if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.prefix)
+        };
+        let metas: Vec<object_store::ObjectMeta> = store
+            .list(Some(&full))
+            .try_collect()
+            .await
+            .map_err(|e| self.fail(&e))?;
+        Ok(metas
+            .into_iter()
+            .map(|m| {
+                let k = m.location.to_string();
+                (
+                    k.strip_prefix(&strip).map(str::to_string).unwrap_or(k),
+                    m.size,
+                )
+            })
+            .collect())
+    }
+
+    /// Deletes one object (garbage collection only; an absent one is fine).
+    pub async fn delete(&self, key: &str) -> Result<(), TargetError> {
+        match self.store().await?.delete(&self.path(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.fail(&e)),
+        }
+    }
+
+    /// Writes one object outside the replayed layout (garbage collection's
+    /// marks).
+    pub async fn put_raw(&self, key: &str, body: Bytes) -> Result<(), TargetError> {
+        self.store()
+            .await?
+            .put(&self.path(key), PutPayload::from(body))
+            .await
+            .map(|_| ())
+            .map_err(|e| self.fail(&e))
+    }
+
     /// Every key under `prefix` (a layout prefix such as `runs/`), sorted.
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, TargetError> {
         if let Source::Directory(..) = &self.source {

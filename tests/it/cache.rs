@@ -388,3 +388,232 @@ fn the_local_cache_is_listed_measured_and_bounded_least_recently_used_first() {
         text(&out.stderr)
     );
 }
+
+/// A project replicating to a filesystem remote at `<project>/remote`.
+fn gc_env() -> Env {
+    let env = Env::new();
+    let r = env.dir().join("remote");
+    for s in ["state", "logs", "cache"] {
+        std::fs::create_dir_all(r.join(s)).unwrap();
+    }
+    let r = r.display();
+    env.write_project(&format!(
+        r#"profiles:
+  team:
+    state: {{ type: filesystem, path: {r}/state }}
+    logs: {{ type: filesystem, path: {r}/logs }}
+    cache: {{ type: filesystem, path: {r}/cache }}
+pipelines:
+  - name: keep
+    jobs:
+      k: {{ cache: {{ key: [k.txt], outputs: [out-k] }}, steps: [{{ run: 'mkdir -p out-k && head -c 2000 /dev/urandom > out-k/f' }}] }}
+  - name: brief
+    jobs:
+      b: {{ cache: {{ key: [b.txt], outputs: [out-b], ttl: 1s }}, steps: [{{ run: 'mkdir -p out-b && head -c 1000 /dev/urandom > out-b/f' }}] }}
+  - name: many
+    jobs:
+      m: {{ cache: {{ key: [m.txt], outputs: [out-m] }}, steps: [{{ run: 'mkdir -p out-m && head -c 500 /dev/urandom > out-m/f' }}] }}
+"#
+    ));
+    for f in ["k", "b", "m"] {
+        std::fs::write(env.dir().join(format!("{f}.txt")), f).unwrap();
+    }
+    env
+}
+
+/// The blobs every manifest of the remote cache names that are missing.
+fn missing_blobs(env: &Env) -> Vec<String> {
+    let cache = env.dir().join("remote/cache");
+    let mut missing = Vec::new();
+    for m in std::fs::read_dir(cache.join("keys")).unwrap().flatten() {
+        let doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(m.path()).unwrap()).unwrap();
+        for f in doc["manifest"]["files"].as_array().unwrap() {
+            let sha = f["sha256"].as_str().unwrap();
+            if !cache.join("cas").join(&sha[..2]).join(sha).is_file() {
+                missing.push(sha.to_string());
+            }
+        }
+    }
+    missing
+}
+
+fn remote_blobs(env: &Env) -> usize {
+    let cas = env.dir().join("remote/cache/cas");
+    std::fs::read_dir(cas)
+        .map(|d| {
+            d.flatten()
+                .map(|x| std::fs::read_dir(x.path()).unwrap().count())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Issue 13: `cache gc --profile` deletes manifests past their ttl, marks
+/// the blobs no manifest names, deletes them a grace period later, and
+/// leaves what live manifests name: another runner still restores it.
+#[test]
+fn remote_cache_gc_deletes_expired_manifests_then_unnamed_blobs_a_grace_later() {
+    let env = gc_env();
+    for p in ["keep", "brief"] {
+        expect_code(&env.run(&["run", p, "--profile", "team"]), 0);
+    }
+    expect_code(&env.run(&["sync", "flush", "--profile", "team"]), 0);
+    assert_eq!(remote_blobs(&env), 2);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let dry = env.json(&[
+        "cache",
+        "gc",
+        "--profile",
+        "team",
+        "--dry-run",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(
+        dry["expired_manifests_deleted"].as_array().unwrap().len(),
+        1
+    );
+    assert_eq!(remote_blobs(&env), 2);
+    let first = env.json(&["cache", "gc", "--profile", "team", "-o", "json"]);
+    assert_eq!(first["manifests"], 2);
+    assert_eq!(
+        first["expired_manifests_deleted"].as_array().unwrap().len(),
+        1
+    );
+    assert_eq!(
+        (first["deleted_blobs"].as_u64(), first["marked"].as_u64()),
+        (Some(0), Some(1))
+    );
+    assert_eq!(remote_blobs(&env), 2, "marked, not deleted");
+    // Within the grace period nothing is deleted.
+    let again = env.json(&["cache", "gc", "--profile", "team", "-o", "json"]);
+    assert_eq!(again["deleted_blobs"], 0);
+    let ripe = env.json(&[
+        "cache",
+        "gc",
+        "--profile",
+        "team",
+        "--grace",
+        "0s",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(
+        (
+            ripe["deleted_blobs"].as_u64(),
+            ripe["deleted_bytes"].as_u64()
+        ),
+        (Some(1), Some(1000))
+    );
+    assert_eq!(remote_blobs(&env), 1);
+    assert!(missing_blobs(&env).is_empty());
+    // Another runner restores `keep` from what is left, byte for byte.
+    let other = Env::new();
+    copy_project(&env, &other);
+    let out = other.run(&["run", "keep", "--profile", "team"]);
+    expect_code(&out, 0);
+    assert!(
+        text(&out.stdout).contains("cached") || text(&out.stderr).contains("cached"),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(other.dir().join("out-k/f")).unwrap(),
+        std::fs::read(env.dir().join("out-k/f")).unwrap()
+    );
+}
+
+fn copy_project(from: &Env, to: &Env) {
+    let yaml = std::fs::read_to_string(from.dir().join(".sparkwing/sparkwing.yaml")).unwrap();
+    to.write_project(&yaml);
+    for f in ["k.txt", "b.txt", "m.txt"] {
+        std::fs::copy(from.dir().join(f), to.dir().join(f)).unwrap();
+    }
+}
+
+/// Issue 13: collections running while saves run never delete a blob a
+/// manifest names (the grace period outlasts a save).
+#[test]
+fn remote_cache_gc_racing_saves_never_deletes_a_named_blob() {
+    let env = gc_env();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let collector = {
+        let (stop, home, dir) = (
+            stop.clone(),
+            env.home.path().to_path_buf(),
+            env.dir().to_path_buf(),
+        );
+        std::thread::spawn(move || {
+            let mut runs = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let out = std::process::Command::new(env!("CARGO_BIN_EXE_sparkwing"))
+                    .args(["cache", "gc", "--profile", "team", "--grace", "3s"])
+                    .current_dir(&dir)
+                    .env_clear()
+                    .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+                    .env("HOME", &home)
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                runs += 1;
+            }
+            runs
+        })
+    };
+    // Saves with new content each time; every third one puts back an
+    // earlier seed, so a save finds its blob present (deduplicated).
+    for i in 0..12 {
+        let seed = if i % 3 == 2 {
+            format!("seed {}", i - 2)
+        } else {
+            format!("seed {i}")
+        };
+        std::fs::write(env.dir().join("m.txt"), &seed).unwrap();
+        let _ = std::fs::remove_dir_all(env.dir().join("out-m"));
+        expect_code(&env.run(&["run", "many", "--profile", "team"]), 0);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    // A slow save, step by step: its blob uploaded, collections running
+    // (each would delete an unnamed blob it had marked), then its manifest.
+    use sparkwing_sync::target::sha256_hex;
+    use sparkwing_sync::{ObjectStoreTarget, Op, Target};
+    let target = ObjectStoreTarget::filesystem(env.dir().join("remote/cache"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let body = bytes::Bytes::from(vec![7u8; 4321]);
+    let sha = sha256_hex(&body);
+    rt.block_on(target.apply(&Op::CacheBlob {
+        sha256: sha.clone(),
+        body: body.clone(),
+    }))
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let key = sha256_hex(b"a slow save");
+    let manifest = serde_json::json!({"key": key, "job": "m", "pipeline": "many",
+        "run_id": "01KB4ZJ0Q1V6Y5N3G7T0M8D2XS", "created_at": 0, "expires_at": null,
+        "manifest": {"version": 1, "files": [{"path": "out-m/f", "sha256": sha, "size": 4321, "mode": 420}]}});
+    rt.block_on(target.apply(&Op::CacheManifest {
+        key,
+        body: bytes::Bytes::from(manifest.to_string()),
+    }))
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let runs = collector.join().unwrap();
+    assert!(runs >= 3, "the collector ran {runs} time(s)");
+    assert_eq!(missing_blobs(&env), Vec::<String>::new());
+    assert!(env
+        .dir()
+        .join("remote/cache/cas")
+        .join(&sha[..2])
+        .join(&sha)
+        .is_file());
+}

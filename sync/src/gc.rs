@@ -1,0 +1,218 @@
+//! Garbage collection of a cache surface (issue 13): manifests past their
+//! `ttl` are deleted, then blobs no manifest names are deleted, two
+//! collections apart.
+//!
+//! **Why a blob survives a save in flight.** A save uploads its blobs (or
+//! finds them present) and only then writes the manifest that names them.
+//! A collection cannot tell such a blob from garbage, so it only *marks* the
+//! blobs no manifest names (`gc/candidates.json`, with the time of the
+//! mark); a later collection deletes a blob only if it was marked by a
+//! collection at least `grace` earlier and is still named by no manifest.
+//! A save that relied on the blob between the two (uploaded it, or found it
+//! present) has written its manifest by then as long as it took less than
+//! `grace` (default 1 h; a save's uploads are minutes at most), so the
+//! second collection sees the blob named and keeps it. The one remaining
+//! hazard is a save slower than `grace`: its manifest may name a deleted
+//! blob, which every restore checks (a miss, never a wrong or partial
+//! restore).
+//!
+//! **Expired manifests.** A manifest whose `expires_at` has passed is read
+//! again just before it is deleted and deleted only if it is still expired,
+//! so a save that rewrote the key meanwhile keeps it (an object store
+//! offers no conditional delete: a rewrite in the instant between is the
+//! window left, and costs a miss).
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::layout;
+use crate::object::ObjectStoreTarget;
+use crate::target::{read_limits, TargetError};
+
+/// What a manifest says, as the caller's parser reads it.
+#[derive(Debug, Clone, Default)]
+pub struct ManifestFacts {
+    /// The blobs it names.
+    pub blobs: Vec<String>,
+    /// When it expires (Unix ms), if it does.
+    pub expires_at: Option<i64>,
+}
+
+/// Reads a manifest's bytes (cache key, body) into what collection needs.
+pub type ParseManifest = dyn Fn(&str, &[u8]) -> Result<ManifestFacts, String> + Sync;
+
+/// Options of one collection.
+#[derive(Debug, Clone, Copy)]
+pub struct GcOptions {
+    /// Now, in Unix ms.
+    pub now_ms: i64,
+    /// How long a blob stays marked before it can be deleted.
+    pub grace: Duration,
+    /// Report only: delete nothing, mark nothing.
+    pub dry_run: bool,
+}
+
+/// What a collection found and did.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct GcReport {
+    pub manifests: u64,
+    /// Manifests that did not parse: they name nothing (reported).
+    pub unreadable_manifests: Vec<String>,
+    pub expired_manifests_deleted: Vec<String>,
+    pub blobs: u64,
+    pub blobs_named: u64,
+    /// Blobs no manifest names, marked now for a later collection.
+    pub marked: u64,
+    pub deleted_blobs: u64,
+    pub deleted_bytes: u64,
+    /// When the marks a later collection may act on were made.
+    pub marked_at_ms: i64,
+    pub dry_run: bool,
+}
+
+/// The marks one collection leaves for the next.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Candidates {
+    marked_at_ms: i64,
+    blobs: BTreeSet<String>,
+}
+
+/// Most bytes of the candidates object accepted (hostile or damaged: it
+/// then counts as no marks, which deletes nothing).
+const CANDIDATES_MAX: u64 = 256 << 20;
+
+fn keyed(key: &str) -> Option<String> {
+    let name = key.strip_prefix("keys/")?.strip_suffix(".json")?;
+    (name.len() == 64 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+        .then(|| name.to_string())
+}
+
+fn blob_name(key: &str) -> Option<String> {
+    let rest = key.strip_prefix("cas/")?;
+    let (dir, sha) = rest.split_once('/')?;
+    let ok = sha.len() == 64
+        && sha.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        && sha.starts_with(dir)
+        && dir.len() == 2;
+    ok.then(|| sha.to_string())
+}
+
+/// One collection of `objects` (a cache surface). `parse` reads a
+/// manifest's bytes (the caller's typed, bounded parser).
+pub async fn collect(
+    objects: &ObjectStoreTarget,
+    parse: &ParseManifest,
+    opts: GcOptions,
+) -> Result<GcReport, TargetError> {
+    let mut report = GcReport {
+        dry_run: opts.dry_run,
+        ..GcReport::default()
+    };
+    // The marks of the last collection, read first: a blob must have been
+    // marked before this collection looked at the manifests.
+    let previous: Candidates = match objects.read(layout::GC_CANDIDATES, CANDIDATES_MAX).await {
+        Ok(Some(b)) => serde_json::from_slice(&b).unwrap_or_default(),
+        Ok(None) => Candidates::default(),
+        Err(e) if e.class == sparkwing_outbox::ErrorClass::Permanent => Candidates::default(),
+        Err(e) => return Err(e),
+    };
+    // Mark: every blob a live manifest names.
+    let mut named: BTreeSet<String> = BTreeSet::new();
+    for key in objects.list("keys/").await? {
+        let Some(cache_key) = keyed(&key) else {
+            continue;
+        };
+        report.manifests += 1;
+        let facts = match objects.read(&key, read_limits::MANIFEST).await {
+            Ok(Some(b)) => parse(&cache_key, &b),
+            Ok(None) => continue,
+            Err(e) => Err(e.message),
+        };
+        let facts = match facts {
+            Ok(f) => f,
+            Err(why) => {
+                report
+                    .unreadable_manifests
+                    .push(format!("{cache_key}: {}", crate::doc::clip(&why, 200)));
+                continue;
+            }
+        };
+        if facts.expires_at.is_some_and(|t| t <= opts.now_ms) {
+            if !opts.dry_run && still_expired(objects, &key, &cache_key, parse, opts.now_ms).await?
+            {
+                objects.delete(&key).await?;
+            }
+            report.expired_manifests_deleted.push(cache_key);
+            continue;
+        }
+        named.extend(facts.blobs);
+    }
+    report.blobs_named = named.len() as u64;
+    // Sweep: delete what the last collection marked long enough ago and is
+    // still unnamed; mark what is unnamed now.
+    let ripe = previous.marked_at_ms
+        <= opts
+            .now_ms
+            .saturating_sub(i64::try_from(opts.grace.as_millis()).unwrap_or(i64::MAX));
+    let mut marks = Candidates {
+        marked_at_ms: opts.now_ms,
+        blobs: BTreeSet::new(),
+    };
+    let sizes: HashMap<String, u64> = objects.list_sized("cas/").await?.into_iter().collect();
+    for (key, size) in &sizes {
+        let Some(sha) = blob_name(key) else {
+            continue;
+        };
+        report.blobs += 1;
+        if named.contains(&sha) {
+            continue;
+        }
+        if ripe && previous.blobs.contains(&sha) {
+            if !opts.dry_run {
+                objects.delete(key).await?;
+            }
+            report.deleted_blobs += 1;
+            report.deleted_bytes += size;
+        } else {
+            marks.blobs.insert(sha);
+        }
+    }
+    report.marked = marks.blobs.len() as u64;
+    report.marked_at_ms = marks.marked_at_ms;
+    if !opts.dry_run {
+        // Marks not yet ripe are kept with their first time, so a
+        // collection run often still deletes what was marked an hour ago.
+        let carried = if ripe {
+            marks
+        } else {
+            Candidates {
+                marked_at_ms: previous.marked_at_ms.min(opts.now_ms),
+                blobs: previous.blobs.intersection(&marks.blobs).cloned().collect(),
+            }
+        };
+        let body = serde_json::to_vec(&carried)
+            .map_err(|e| TargetError::permanent(format!("writing the gc marks: {e}")))?;
+        objects.put_raw(layout::GC_CANDIDATES, body.into()).await?;
+        report.marked_at_ms = carried.marked_at_ms;
+        report.marked = carried.blobs.len() as u64;
+    }
+    Ok(report)
+}
+
+async fn still_expired(
+    objects: &ObjectStoreTarget,
+    key: &str,
+    cache_key: &str,
+    parse: &ParseManifest,
+    now_ms: i64,
+) -> Result<bool, TargetError> {
+    Ok(match objects.read(key, read_limits::MANIFEST).await? {
+        Some(b) => parse(cache_key, &b)
+            .ok()
+            .and_then(|f| f.expires_at)
+            .is_some_and(|t| t <= now_ms),
+        None => false,
+    })
+}

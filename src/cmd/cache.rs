@@ -220,9 +220,10 @@ pub fn gc(
         report.deleted_blobs,
         human_bytes(report.deleted_bytes),
         report.marked,
-        if report.marked > 0 {
+        if report.waiting > 0 {
             format!(
-                " (a collection {} after the mark deletes those still unnamed)",
+                "; {} blob(s) wait out the {} grace (a collection after it deletes those still unnamed)",
+                report.waiting,
                 human_duration(grace)
             )
         } else {

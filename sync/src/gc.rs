@@ -5,9 +5,10 @@
 //! **Why a blob survives a save in flight.** A save uploads its blobs (or
 //! finds them present) and only then writes the manifest that names them.
 //! A collection cannot tell such a blob from garbage, so it only *marks* the
-//! blobs no manifest names (`gc/candidates.json`, with the time of the
-//! mark); a later collection deletes a blob only if it was marked by a
-//! collection at least `grace` earlier and is still named by no manifest.
+//! blobs no manifest names (`gc/candidates.json`, each with the time it was
+//! first seen unnamed); a later collection deletes a blob only if it was
+//! marked at least `grace` earlier and is still named by no manifest (a
+//! blob named again loses its mark).
 //! A save that relied on the blob between the two (uploaded it, or found it
 //! present) has written its manifest by then as long as it took less than
 //! `grace` (default 1 h; a save's uploads are minutes at most), so the
@@ -63,20 +64,20 @@ pub struct GcReport {
     pub expired_manifests_deleted: Vec<String>,
     pub blobs: u64,
     pub blobs_named: u64,
-    /// Blobs no manifest names, marked now for a later collection.
+    /// Blobs no manifest names, marked by this collection.
     pub marked: u64,
+    /// Marked blobs (now or before) waiting out the grace period.
+    pub waiting: u64,
     pub deleted_blobs: u64,
     pub deleted_bytes: u64,
-    /// When the marks a later collection may act on were made.
-    pub marked_at_ms: i64,
     pub dry_run: bool,
 }
 
-/// The marks one collection leaves for the next.
+/// The marks collections leave for the next: each unnamed blob with when
+/// it was first seen unnamed.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Candidates {
-    marked_at_ms: i64,
-    blobs: BTreeSet<String>,
+    blobs: std::collections::BTreeMap<String, i64>,
 }
 
 /// Most bytes of the candidates object accepted (hostile or damaged: it
@@ -150,16 +151,12 @@ pub async fn collect(
         named.extend(facts.blobs);
     }
     report.blobs_named = named.len() as u64;
-    // Sweep: delete what the last collection marked long enough ago and is
-    // still unnamed; mark what is unnamed now.
-    let ripe = previous.marked_at_ms
-        <= opts
-            .now_ms
-            .saturating_sub(i64::try_from(opts.grace.as_millis()).unwrap_or(i64::MAX));
-    let mut marks = Candidates {
-        marked_at_ms: opts.now_ms,
-        blobs: BTreeSet::new(),
-    };
+    // Sweep: delete what was marked at least `grace` ago and is still
+    // unnamed; mark what is newly unnamed; forget marks of named blobs.
+    let ripe_before = opts
+        .now_ms
+        .saturating_sub(i64::try_from(opts.grace.as_millis()).unwrap_or(i64::MAX));
+    let mut marks = Candidates::default();
     let sizes: HashMap<String, u64> = objects.list_sized("cas/").await?.into_iter().collect();
     for (key, size) in &sizes {
         let Some(sha) = blob_name(key) else {
@@ -169,34 +166,28 @@ pub async fn collect(
         if named.contains(&sha) {
             continue;
         }
-        if ripe && previous.blobs.contains(&sha) {
-            if !opts.dry_run {
-                objects.delete(key).await?;
+        match previous.blobs.get(&sha) {
+            Some(&at) if at <= ripe_before => {
+                if !opts.dry_run {
+                    objects.delete(key).await?;
+                }
+                report.deleted_blobs += 1;
+                report.deleted_bytes += size;
             }
-            report.deleted_blobs += 1;
-            report.deleted_bytes += size;
-        } else {
-            marks.blobs.insert(sha);
+            Some(&at) => {
+                marks.blobs.insert(sha, at);
+            }
+            None => {
+                marks.blobs.insert(sha, opts.now_ms);
+                report.marked += 1;
+            }
         }
     }
-    report.marked = marks.blobs.len() as u64;
-    report.marked_at_ms = marks.marked_at_ms;
+    report.waiting = marks.blobs.len() as u64;
     if !opts.dry_run {
-        // Marks not yet ripe are kept with their first time, so a
-        // collection run often still deletes what was marked an hour ago.
-        let carried = if ripe {
-            marks
-        } else {
-            Candidates {
-                marked_at_ms: previous.marked_at_ms.min(opts.now_ms),
-                blobs: previous.blobs.intersection(&marks.blobs).cloned().collect(),
-            }
-        };
-        let body = serde_json::to_vec(&carried)
+        let body = serde_json::to_vec(&marks)
             .map_err(|e| TargetError::permanent(format!("writing the gc marks: {e}")))?;
         objects.put_raw(layout::GC_CANDIDATES, body.into()).await?;
-        report.marked_at_ms = carried.marked_at_ms;
-        report.marked = carried.blobs.len() as u64;
     }
     Ok(report)
 }

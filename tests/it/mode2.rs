@@ -45,6 +45,7 @@ on_every_provider!(
     objects_carry_their_content_type,
     a_missing_bucket_is_misconfigured,
     the_local_store_and_the_bucket_answer_reads_alike,
+    cache_gc_collects_what_no_manifest_names,
 );
 
 /// The target conformance suite (`sparkwing_sync::conformance::run_all`)
@@ -708,4 +709,118 @@ fn the_local_store_and_the_bucket_answer_reads_alike(p: Provider) {
         // And the bucket's surfaces hold nothing the other surfaces do.
         assert!(logs.run_ids().await.unwrap().is_empty(), "{p:?}");
     });
+}
+
+/// `cache gc --profile` on the provider (issue 13): with two entries, a
+/// manifest removed leaves its own blobs unnamed (one is shared with the
+/// other entry and stays named); they are marked, then deleted by a
+/// collection after the grace, and the other entry still restores on a
+/// second runner.
+fn cache_gc_collects_what_no_manifest_names(p: Provider) {
+    use futures_util::TryStreamExt;
+    use sparkwing_sync::object_store::path::Path as OPath;
+    use sparkwing_sync::object_store::ObjectStoreExt;
+    let Some(server) = p.start() else { return };
+    server.bucket("gcbucket");
+    let a = Runner::new(&server, &server.endpoint, "gcbucket");
+    a.ok(&[
+        "run",
+        "work",
+        "--profile",
+        "shared",
+        "--sw-sync-timeout",
+        "60s",
+    ]);
+    std::fs::write(a.env.dir().join("seed.txt"), "another seed\n").unwrap();
+    a.ok(&[
+        "run",
+        "work",
+        "--profile",
+        "shared",
+        "--sw-sync-timeout",
+        "60s",
+    ]);
+    a.ok(&["sync", "flush", "--profile", "shared", "--timeout", "60s"]);
+    let store = server.store("gcbucket");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let list = |prefix: &str| -> Vec<String> {
+        let mut keys: Vec<String> = rt
+            .block_on(
+                store
+                    .list(Some(&OPath::from(prefix)))
+                    .try_collect::<Vec<_>>(),
+            )
+            .unwrap()
+            .into_iter()
+            .map(|m| m.location.to_string())
+            .collect();
+        keys.sort();
+        keys
+    };
+    // Two entries: seed, noise and tool each; tool is the same bytes.
+    let manifests = list("cache/keys");
+    assert_eq!(manifests.len(), 2, "{p:?}: {manifests:?}");
+    assert_eq!(list("cache/cas").len(), 5, "{p:?}");
+    let gc = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["cache", "gc", "--profile", "shared", "-o", "json"];
+        args.extend_from_slice(extra);
+        let out = a.ok(&args);
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let first = gc(&[]);
+    assert_eq!(
+        (first["manifests"].as_u64(), first["blobs"].as_u64()),
+        (Some(2), Some(5)),
+        "{p:?}: {first}"
+    );
+    assert_eq!(first["marked"], 0, "{p:?}: everything is named");
+    // The first run's entry goes (as an expired one would).
+    let first_run_manifest = manifests
+        .iter()
+        .find(|k| {
+            let body = rt
+                .block_on(async { store.get(&OPath::from(k.as_str())).await?.bytes().await })
+                .unwrap();
+            !String::from_utf8_lossy(&body)
+                .contains(&sparkwing_sync::target::sha256_hex(b"another seed\n"))
+        })
+        .unwrap()
+        .clone();
+    rt.block_on(store.delete(&OPath::from(first_run_manifest.as_str())))
+        .unwrap();
+    let marked = gc(&[]);
+    assert_eq!(
+        (marked["marked"].as_u64(), marked["deleted_blobs"].as_u64()),
+        (Some(2), Some(0)),
+        "{p:?}: {marked}"
+    );
+    let swept = gc(&["--grace", "0s"]);
+    assert_eq!(swept["deleted_blobs"], 2, "{p:?}: {swept}");
+    assert_eq!(list("cache/cas").len(), 3, "{p:?}");
+    // The remaining entry restores on another runner, byte for byte.
+    let b = Runner::new(&server, &server.endpoint, "gcbucket");
+    std::fs::write(b.env.dir().join("seed.txt"), "another seed\n").unwrap();
+    let out = b.ok(&[
+        "run",
+        "work",
+        "--profile",
+        "shared",
+        "--sw-sync-timeout",
+        "60s",
+    ]);
+    assert!(
+        text(&out.stderr).contains("restored from run"),
+        "{p:?}: {}",
+        text(&out.stderr)
+    );
+    for f in ["out/seed.txt", "out/noise.bin", "out/tool"] {
+        assert_eq!(
+            std::fs::read(b.env.dir().join(f)).unwrap(),
+            std::fs::read(a.env.dir().join(f)).unwrap(),
+            "{p:?}: {f}"
+        );
+    }
 }

@@ -231,7 +231,10 @@ pub fn gc(
         }
     );
     for u in &report.unreadable_manifests {
-        println!("  unreadable manifest (names nothing): {}", cell(u));
+        println!(
+            "  unreadable manifest (no blob is deleted while one is): {}",
+            cell(u)
+        );
     }
     Ok(0)
 }

@@ -17,6 +17,10 @@
 //! blob, which every restore checks (a miss, never a wrong or partial
 //! restore).
 //!
+//! **A manifest it cannot read** may name any blob: a read that fails for
+//! now ends the collection, and while a manifest is refused or does not
+//! parse no blob is deleted (marks keep their time).
+//!
 //! **Expired manifests.** A manifest whose `expires_at` has passed is read
 //! again just before it is deleted and deleted only if it is still expired,
 //! so a save that rewrote the key meanwhile keeps it (an object store
@@ -59,7 +63,8 @@ pub struct GcOptions {
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct GcReport {
     pub manifests: u64,
-    /// Manifests that did not parse: they name nothing (reported).
+    /// Manifests that did not parse or were refused: while there is one,
+    /// no blob is deleted (it may name any of them).
     pub unreadable_manifests: Vec<String>,
     pub expired_manifests_deleted: Vec<String>,
     pub blobs: u64,
@@ -129,7 +134,11 @@ pub async fn collect(
         let facts = match objects.read(&key, read_limits::MANIFEST).await {
             Ok(Some(b)) => parse(&cache_key, &b),
             Ok(None) => continue,
-            Err(e) => Err(e.message),
+            // A manifest refused for good (too large, ...) is reported
+            // below; any other failure (a timeout) ends the collection: the
+            // blobs it names are unknown.
+            Err(e) if e.class == sparkwing_outbox::ErrorClass::Permanent => Err(e.message),
+            Err(e) => return Err(e),
         };
         let facts = match facts {
             Ok(f) => f,
@@ -151,6 +160,10 @@ pub async fn collect(
         named.extend(facts.blobs);
     }
     report.blobs_named = named.len() as u64;
+    // A manifest that could not be read may name any blob (a newer
+    // sparkwing's format, a damaged copy): this collection deletes none,
+    // and marks keep their time for a collection that reads them all.
+    let may_delete = report.unreadable_manifests.is_empty();
     // Sweep: delete what was marked at least `grace` ago and is still
     // unnamed; mark what is newly unnamed; forget marks of named blobs.
     let ripe_before = opts
@@ -167,7 +180,7 @@ pub async fn collect(
             continue;
         }
         match previous.blobs.get(&sha) {
-            Some(&at) if at <= ripe_before => {
+            Some(&at) if at <= ripe_before && may_delete => {
                 if !opts.dry_run {
                     objects.delete(key).await?;
                 }
@@ -206,4 +219,65 @@ async fn still_expired(
             .is_some_and(|t| t <= now_ms),
         None => false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHA: &str = "ab00000000000000000000000000000000000000000000000000000000000000";
+    const KEY: &str = "cd00000000000000000000000000000000000000000000000000000000000000";
+
+    fn parse_ok(_: &str, body: &[u8]) -> Result<ManifestFacts, String> {
+        let blobs: Vec<String> = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+        Ok(ManifestFacts {
+            blobs,
+            expires_at: None,
+        })
+    }
+
+    /// A manifest this collection cannot read (a transient read error, a
+    /// newer sparkwing's format) may name blobs marked by an earlier
+    /// collection (a save in flight then): they are not deleted.
+    #[tokio::test]
+    async fn a_manifest_that_cannot_be_read_keeps_the_blobs_it_may_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let objects = ObjectStoreTarget::filesystem(dir.path());
+        let blob = format!("cas/ab/{SHA}");
+        objects
+            .put_raw(&blob, bytes::Bytes::from_static(b"x"))
+            .await
+            .unwrap();
+        let grace = Duration::from_secs(3600);
+        let opts = |now_ms| GcOptions {
+            now_ms,
+            grace,
+            dry_run: false,
+        };
+        // A save in flight: its blob is uploaded, its manifest not yet.
+        let r = collect(&objects, &parse_ok, opts(1_000)).await.unwrap();
+        assert_eq!(r.marked, 1);
+        objects
+            .put_raw(
+                &format!("keys/{KEY}.json"),
+                serde_json::to_vec(&[SHA]).unwrap().into(),
+            )
+            .await
+            .unwrap();
+        // A grace later, the manifest that names it cannot be read once.
+        let failing = |_: &str, _: &[u8]| -> Result<ManifestFacts, String> {
+            Err("timed out reading the object".into())
+        };
+        let r = collect(&objects, &failing, opts(1_000 + 3_600_001))
+            .await
+            .unwrap();
+        assert_eq!(r.unreadable_manifests.len(), 1);
+        assert_eq!(r.deleted_blobs, 0, "{r:?}");
+        assert!(objects.read(&blob, 10).await.unwrap().is_some());
+        // Read again, it names the blob: it is kept and unmarked.
+        let r = collect(&objects, &parse_ok, opts(1_000 + 7_200_002))
+            .await
+            .unwrap();
+        assert_eq!((r.deleted_blobs, r.waiting), (0, 0), "{r:?}");
+    }
 }

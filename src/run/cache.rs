@@ -405,6 +405,62 @@ pub fn try_hold_key(home: &Path, key: &str, run: &str) -> Result<Result<KeyHold,
     }
 }
 
+/// A save's (or a remote import's) hold on the CAS, from before it looks
+/// for or writes its first blob until the manifest naming them is
+/// committed: a shared `flock` on `SPARKWING_HOME/locks/cas-writers.lock`.
+/// A prune deletes the blobs it has just freed at once only while no such
+/// hold exists ([`collect_lock`]); otherwise they wait out the grace period
+/// like any unnamed blob, so a blob a save found present is never deleted
+/// under it ([`crate::run::evict`]).
+pub struct SaveHold {
+    _file: fs::File,
+}
+
+fn writers_lock(home: &Path) -> Result<fs::File> {
+    let dir = home.join("locks");
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join("cas-writers.lock");
+    fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))
+}
+
+/// Takes a [`SaveHold`], waiting while a prune deletes blobs (a moment).
+pub fn begin_save(home: &Path) -> Result<SaveHold> {
+    use std::os::fd::AsRawFd;
+    let f = writers_lock(home)?;
+    loop {
+        // SAFETY: a valid open descriptor.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH) } == 0 {
+            return Ok(SaveHold { _file: f });
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            return Err(err).context("locking locks/cas-writers.lock");
+        }
+    }
+}
+
+/// The prune's exclusive side of [`SaveHold`]: `None` while a save or an
+/// import is in flight.
+pub fn collect_lock(home: &Path) -> Result<Option<fs::File>> {
+    use std::os::fd::AsRawFd;
+    let f = writers_lock(home)?;
+    // SAFETY: a valid open descriptor; LOCK_NB never blocks.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(Some(f));
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(None)
+    } else {
+        Err(err).context("locking locks/cas-writers.lock")
+    }
+}
+
 /// The name prefix of the files a restore stages next to their destination.
 pub const RESTORE_TMP_PREFIX: &str = ".sparkwing-restore-";
 

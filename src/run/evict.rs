@@ -12,12 +12,13 @@
 //!   commits the manifest that names them, so a blob no entry names may be
 //!   one of those: a blob is collected only when no remaining entry names
 //!   it and it is older than [`GRACE`], or when it belonged to an entry this
-//!   prune removed and nothing has stored it again since the prune began (a
+//!   prune removed, nothing has stored it again since the prune began (a
 //!   save that finds a blob present touches it,
-//!   [`crate::run::cache::Cas`]). What is left is one narrow race: a save
-//!   that found the blob present just before it was deleted names a missing
-//!   blob, which every restore checks: a miss (the job runs), never a wrong
-//!   or partial restore.
+//!   [`crate::run::cache::Cas`]) and no save or remote import is in flight
+//!   ([`crate::run::cache::SaveHold`]: one that found the blob present
+//!   before the prune began commits its manifest after). A save slower than
+//!   the grace period could still name a missing blob, which every restore
+//!   checks: a miss (the job runs), never a wrong or partial restore.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -246,8 +247,20 @@ pub fn prune(
             drop_entry(e, &mut out, &mut total)?;
         }
     }
-    // Collect what no remaining entry names.
-    let freed: std::collections::HashSet<String> = freed_from.into_iter().collect();
+    // Collect what no remaining entry names. The blobs this prune freed go
+    // at once only while no save or import is in flight (one may have found
+    // such a blob present and not yet committed the manifest naming it);
+    // otherwise they wait out the grace period like any unnamed blob.
+    let exclusive = if dry_run {
+        None
+    } else {
+        crate::run::cache::collect_lock(home)?
+    };
+    let freed: std::collections::HashSet<String> = if exclusive.is_some() || dry_run {
+        freed_from.into_iter().collect()
+    } else {
+        Default::default()
+    };
     let grace_ago = began.checked_sub(GRACE).unwrap_or(SystemTime::UNIX_EPOCH);
     for (sha, size, modified, path) in blobs_on_disk(&Cas::new(home))? {
         let named = refs.get(&sha).is_some_and(|r| r.1 > 0);
@@ -265,6 +278,7 @@ pub fn prune(
         out.removed_blobs += 1;
         out.freed_bytes += size;
     }
+    drop(exclusive);
     out.entries_left = all.len() - out.removed_entries.len();
     out.bytes_left = total;
     Ok(out)
@@ -335,6 +349,55 @@ mod tests {
         let p = prune(home, &store, Some(Duration::ZERO), None, false).unwrap();
         assert_eq!(p.removed_entries, vec![busy]);
         assert_eq!(disk(&Cas::new(home)).unwrap().blobs, 0);
+    }
+
+    /// A save in flight that found a blob present (it stored an output
+    /// some other entry also holds) before a prune removed that other
+    /// entry, and commits its manifest after the prune: the blob it names
+    /// is still there.
+    #[test]
+    fn a_blob_a_save_in_flight_found_present_survives_the_prune_that_freed_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = tmp.path();
+        let store = Store::open(home).unwrap();
+        let old = entry(home, &store, "ab");
+        // The save: its outputs go to the CAS (the blob is present)...
+        let src = home.join("same.out");
+        std::fs::write(&src, "ab".repeat(100)).unwrap();
+        let saving = crate::run::cache::begin_save(home).unwrap();
+        let (sha, size) = Cas::new(home).put_file(&src).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        // ...a prune removes the old entry meanwhile...
+        let p = prune(home, &store, Some(Duration::ZERO), None, false).unwrap();
+        assert_eq!(p.removed_entries, vec![old]);
+        // ...and the save commits its manifest.
+        let manifest = Manifest {
+            version: 1,
+            files: vec![crate::run::cache::FileEntry {
+                path: "out/f".into(),
+                sha256: sha.clone(),
+                size,
+                mode: 0o644,
+                symlink: None,
+            }],
+        };
+        store
+            .cache_import(&CacheEntry {
+                key: "ef".repeat(32),
+                job: "new".into(),
+                pipeline: "p".into(),
+                run_id: "R2".into(),
+                created_at: now_ms(),
+                expires_at: None,
+                manifest: serde_json::to_string(&manifest).unwrap(),
+                origin: "local".into(),
+            })
+            .unwrap();
+        drop(saving);
+        assert!(
+            Cas::new(home).blob_path(&sha).exists(),
+            "the new entry names a blob the prune deleted"
+        );
     }
 
     /// A blob no entry names and younger than the grace period (a save in

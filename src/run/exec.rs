@@ -769,6 +769,9 @@ async fn cache_hit(
     // A local miss may be another runner's hit.
     if let (None, Some(view)) = (&found, &ctx.remote_cache) {
         let signing = ctx.signing.as_deref();
+        // Blobs found present are relied on until the import commits.
+        let home = ctx.home.clone();
+        let _importing = tokio::task::spawn_blocking(move || cache::begin_save(&home)).await??;
         match crate::remote::cache::fetch(view.as_ref(), &ctx.home, k, &outputs, signing).await {
             Ok(Some(entry)) => {
                 let e2 = entry.clone();
@@ -824,9 +827,13 @@ async fn store_outputs(
         ctx.home.clone(),
         spec.outputs.clone(),
     );
-    let snap =
-        tokio::task::spawn_blocking(move || cache::snapshot(&Cas::new(&cas_home), &dir, &outputs))
-            .await?;
+    // Held until the manifest is committed (see `cache::SaveHold`).
+    let snap = tokio::task::spawn_blocking(move || {
+        let hold = cache::begin_save(&cas_home)?;
+        Ok::<_, anyhow::Error>((hold, cache::snapshot(&Cas::new(&cas_home), &dir, &outputs)))
+    })
+    .await??;
+    let (saving, snap) = snap;
     let m = match snap {
         Ok(m) => m,
         Err(e) if crate::fault::is_storage(&e) => return Err(e),
@@ -845,6 +852,7 @@ async fn store_outputs(
     };
     let queued = entry.clone();
     db(ctx, move |s| s.cache_put(&entry)).await?;
+    drop(saving);
     replicate(ctx, move |r, _| r.cache(&queued)).await;
     // Back under the size limit, least recently used first (this entry is
     // held, so it stays). A failure here never fails the job.

@@ -31,8 +31,22 @@ impl Rng {
 /// directories (like `node_modules`), deterministic. Returns the bytes.
 pub fn w1(root: &Path, files: usize) -> u64 {
     const WORDS: [&str; 16] = [
-        "function", "return", "const", "module", "exports", "require", "value", "index",
-        "string", "length", "object", "prototype", "undefined", "this", "callback", "error",
+        "function",
+        "return",
+        "const",
+        "module",
+        "exports",
+        "require",
+        "value",
+        "index",
+        "string",
+        "length",
+        "object",
+        "prototype",
+        "undefined",
+        "this",
+        "callback",
+        "error",
     ];
     let mut rng = Rng(0x5EED_CAFE_F00D_0001);
     let mut total = 0u64;

@@ -1060,6 +1060,20 @@ impl Outbox {
         })
     }
 
+    /// Pending (not quarantined) entries, of any target, on the streams
+    /// whose name starts with `prefix` (a cache entry's: `cache/<key>/`).
+    pub fn pending_on_streams(&self, prefix: &str) -> Result<u64> {
+        let conn = self.lock();
+        let n: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM entries WHERE substr(stream, 1, ?2) = ?1 AND quarantined = 0",
+                params![prefix, prefix.chars().count() as i64],
+                |r| r.get(0),
+            )
+            .map_err(self.ctx("counting outbox entries"))?;
+        Ok(n as u64)
+    }
+
     /// Pending (not quarantined) entries and bytes of `targets`.
     pub fn pending(&self, targets: &[String]) -> Result<(u64, u64)> {
         let conn = self.lock();

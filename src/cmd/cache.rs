@@ -152,6 +152,14 @@ pub fn prune(
         if p.entries_left == 1 { "y" } else { "ies" },
         human_bytes(p.bytes_left)
     );
+    if !p.undelivered.is_empty() {
+        println!(
+            "kept {} entr{} not yet delivered to the remote (its upload reads the blobs); `sparkwing sync flush` sends {}",
+            p.undelivered.len(),
+            if p.undelivered.len() == 1 { "y" } else { "ies" },
+            if p.undelivered.len() == 1 { "it" } else { "them" }
+        );
+    }
     if !p.busy.is_empty() {
         println!(
             "kept {} entr{} in use by a running job (a restore or save holds {}); prune again later",

@@ -164,6 +164,9 @@ pub struct Pruned {
     /// Entries that were to go but were in use (a restore or save held
     /// their key): kept.
     pub busy: Vec<String>,
+    /// Entries that were to go but are still on their way to the remote
+    /// (their upload reads the blobs): kept until delivered.
+    pub undelivered: Vec<String>,
     pub removed_blobs: u64,
     pub freed_bytes: u64,
     pub entries_left: usize,
@@ -203,7 +206,22 @@ pub fn prune(
     let mut total: u64 = refs.values().map(|(n, _)| n).sum();
     let mut out = Pruned::default();
     let mut freed_from: Vec<String> = Vec::new();
+    // Opened only where one exists: Mode 1 homes have none.
+    let outbox = if home.join(sparkwing_outbox::OUTBOX_FILE).exists() {
+        Some(sparkwing_outbox::Outbox::open(home)?)
+    } else {
+        None
+    };
     let mut drop_entry = |e: &EntryInfo, out: &mut Pruned, total: &mut u64| -> Result<()> {
+        // An entry still queued for the remote keeps its blobs: the upload
+        // reads them (evicting it would leave an entry nothing can send).
+        if let Some(ob) = &outbox {
+            let prefix = sparkwing_sync::target::stream::cache_prefix(&e.key);
+            if ob.pending_on_streams(&prefix)? > 0 {
+                out.undelivered.push(e.key.clone());
+                return Ok(());
+            }
+        }
         // Only while holding the key: a restore or save in progress keeps it.
         let hold = match try_hold_key(home, &e.key, "prune") {
             Ok(Ok(h)) => Some(h),

@@ -9,13 +9,16 @@
 //! first seen unnamed); a later collection deletes a blob only if it was
 //! marked at least `grace` earlier and is still named by no manifest (a
 //! blob named again loses its mark).
-//! A save that relied on the blob between the two (uploaded it, or found it
-//! present) has written its manifest by then as long as it took less than
-//! `grace` (default 1 h; a save's uploads are minutes at most), so the
-//! second collection sees the blob named and keeps it. The one remaining
-//! hazard is a save slower than `grace`: its manifest may name a deleted
-//! blob, which every restore checks (a miss, never a wrong or partial
-//! restore).
+//! A save that *uploaded* the blob after the mark has written its manifest
+//! by the time the mark is `grace` old (default 1 h; a save's uploads take
+//! minutes at most), so that collection sees the blob named and keeps it.
+//! Two hazards remain, and both cost a miss (every restore checks every
+//! blob), never a wrong or partial restore: a save slower than `grace`; and
+//! a save that *found the blob present* (it skips the upload) while its
+//! mark was already ripe: a collection during that save's own upload time
+//! deletes it before the manifest names it. Closing the second needs the
+//! save to refresh what it relies on (a conditional re-upload, or a read
+//! of the marks), which the pack format of issue 13 is to bring.
 //!
 //! **A manifest it cannot read** may name any blob: a read that fails for
 //! now ends the collection, and while a manifest is refused or does not

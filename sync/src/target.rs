@@ -279,7 +279,11 @@ pub mod stream {
     }
     /// One cache entry: its blobs, then its manifest.
     pub fn cache(key: &str, run: &str) -> String {
-        format!("cache/{key}/{run}")
+        format!("{}{run}", cache_prefix(key))
+    }
+    /// The prefix of every stream of a cache key (one per run that saved it).
+    pub fn cache_prefix(key: &str) -> String {
+        format!("cache/{key}/")
     }
     /// The subject of a log chunk entry: `run/job`.
     pub fn log_subject(run: &str, job: &str) -> String {

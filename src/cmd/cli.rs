@@ -93,13 +93,9 @@ pub enum CacheCmd {
         #[command(flatten)]
         output: OutputArg,
     },
-    /// Remove expired entries, entries unused for a while, or the least recently used ones past a size; then the blobs no entry names.
-    #[command(
-        after_help = "An entry a running job is restoring or saving is kept (it is named as busy). A blob no entry names is kept for an hour (a save in progress may be about to name it) unless this prune removed the entry that named it.\n\nThe limit a save enforces by itself is `cache: { max_size: 10GiB }` in the user profile file (default 10 GiB).\n\nExamples:\n  sparkwing cache prune --older-than 30d      entries unused for 30 days\n  sparkwing cache prune --max-size 2GiB       least recently used first, down to 2 GiB\n  sparkwing cache prune --max-size 0 --dry-run   what emptying the cache would remove"
-    )]
     /// Collect a profile's remote cache: delete manifests past their ttl, then blobs no manifest names (marked by one collection, deleted by a later one).
     #[command(
-        after_help = "A blob no manifest names is first marked; a collection at least --grace later deletes it if it is still unnamed. A save in progress (its blobs uploaded, its manifest not yet written) is therefore safe as long as it takes less than the grace period. Run it from one place (a scheduled CI job), for example daily.\n\nExamples:\n  sparkwing cache gc --profile shared --dry-run\n  sparkwing cache gc --profile shared -o json"
+        after_help = "A blob no manifest names is first marked; a collection at least --grace later deletes it if it is still unnamed. A save in progress (its blobs uploaded, its manifest not yet written) therefore keeps its blobs if it takes less than the grace period; a save that reuses a blob already marked for that long can still lose it, which costs a cache miss, never a wrong restore. Run it from one place (a scheduled CI job), for example daily.\n\nExamples:\n  sparkwing cache gc --profile shared --dry-run\n  sparkwing cache gc --profile shared -o json"
     )]
     Gc {
         /// The profile whose cache surface to collect.
@@ -114,6 +110,10 @@ pub enum CacheCmd {
         #[command(flatten)]
         output: OutputArg,
     },
+    /// Remove expired entries, entries unused for a while, or the least recently used ones past a size; then the blobs no entry names.
+    #[command(
+        after_help = "An entry a running job is restoring or saving is kept (named as busy), and so is one still on its way to the profile's remote (`sparkwing sync flush` sends it). A blob no entry names is kept for an hour (a save in progress may be about to name it), unless this prune removed the entry that named it while no save was writing the cache.\n\nThe limit a save enforces by itself is `cache: { max_size: 10GiB }` in the user profile file (default 10 GiB).\n\nExamples:\n  sparkwing cache prune --older-than 30d      entries unused for 30 days\n  sparkwing cache prune --max-size 2GiB       least recently used first, down to 2 GiB\n  sparkwing cache prune --max-size 0 --dry-run   what emptying the cache would remove"
+    )]
     Prune {
         /// Remove entries last used (stored or restored) longer ago than this (e.g. 30d, 12h).
         #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]

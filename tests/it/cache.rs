@@ -378,6 +378,21 @@ fn the_local_cache_is_listed_measured_and_bounded_least_recently_used_first() {
         "c's and b's blobs were collected"
     );
 
+    // Each command teaches.
+    for cmd in ["list", "stats", "prune", "gc"] {
+        let help = text(&env.run(&["cache", cmd, "--help"]).stdout);
+        assert!(
+            help.lines().next().is_some_and(|l| l.len() > 20),
+            "{cmd}: {help}"
+        );
+    }
+    let help = text(&env.run(&["cache", "prune", "--help"]).stdout);
+    assert!(
+        help.contains("Examples:") && help.contains("--older-than"),
+        "{help}"
+    );
+    assert!(!help.contains("Collect a profile's remote cache"), "{help}");
+
     // A bad limit names the file and the field.
     env.write_user_profiles("cache: { max_size: lots }\n");
     let out = env.run(&["run", "pd"]);

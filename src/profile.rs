@@ -108,8 +108,10 @@ struct UserCache {
     max_size: Option<String>,
 }
 
-/// `cache: { max_size: }` from the user profile file, in bytes, when set.
-pub fn user_cache_max_size() -> Result<Option<u64>> {
+/// The user profile file, parsed, with its path; `None` when it is absent,
+/// unreadable or empty (an unreadable file is reported by profile
+/// resolution, with its origin).
+fn user_file() -> Result<Option<(PathBuf, UserFile)>> {
     let (path, _) = user_file_path();
     let Ok(text) = yaml::read_file(&path) else {
         return Ok(None);
@@ -118,6 +120,14 @@ pub fn user_cache_max_size() -> Result<Option<u64>> {
         return Ok(None);
     }
     let file: UserFile = yaml::parse(&path, &text).map_err(anyhow::Error::msg)?;
+    Ok(Some((path, file)))
+}
+
+/// `cache: { max_size: }` from the user profile file, in bytes, when set.
+pub fn user_cache_max_size() -> Result<Option<u64>> {
+    let Some((path, file)) = user_file()? else {
+        return Ok(None);
+    };
     match file.cache.and_then(|c| c.max_size) {
         None => Ok(None),
         Some(s) => crate::util::parse_size(&s)
@@ -128,15 +138,9 @@ pub fn user_cache_max_size() -> Result<Option<u64>> {
 
 /// `max_runs:` from the user profile file, when set (and valid).
 pub fn user_max_runs() -> Result<Option<u32>> {
-    let (path, _) = user_file_path();
-    // An unreadable file is reported by profile resolution, with its origin.
-    let Ok(text) = yaml::read_file(&path) else {
+    let Some((path, file)) = user_file()? else {
         return Ok(None);
     };
-    if text.trim().is_empty() {
-        return Ok(None);
-    }
-    let file: UserFile = yaml::parse(&path, &text).map_err(anyhow::Error::msg)?;
     if file.max_runs == Some(0) {
         bail!("{}: max_runs must be at least 1", path.display());
     }

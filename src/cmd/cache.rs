@@ -11,15 +11,6 @@ use crate::run::cache::Cas;
 use crate::run::evict::{self, DEFAULT_MAX_SIZE};
 use crate::util::{cell, human_bytes, human_duration, now_ms, table};
 
-fn ago(ms: i64) -> String {
-    format!(
-        "{} ago",
-        human_duration(Duration::from_millis(
-            now_ms().saturating_sub(ms).max(0) as u64
-        ))
-    )
-}
-
 /// The limit in force and where it comes from.
 fn limit() -> Result<(u64, &'static str)> {
     Ok(match crate::profile::user_cache_max_size()? {
@@ -66,7 +57,7 @@ pub fn list(home: &std::path::Path, json_out: bool) -> Result<()> {
             cell(&e.run_id),
             e.files.to_string(),
             human_bytes(e.bytes),
-            ago(e.last_used_at),
+            format!("{} ago", crate::remote::session::ago(e.last_used_at)),
             cell(&e.origin),
         ]);
     }

@@ -84,10 +84,9 @@ impl LocalView {
     }
 }
 
-/// `len` bytes of `path` from `offset`, refused over `max`.
-fn read_range(path: &std::path::Path, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
+/// `len` bytes of `f` from `offset` (a recorded log chunk).
+pub fn read_range(f: &std::fs::File, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
     use std::os::unix::fs::FileExt;
-    let f = std::fs::File::open(path)?;
     let mut buf = vec![0u8; usize::try_from(len).map_err(std::io::Error::other)?];
     f.read_exact_at(&mut buf, offset)?;
     Ok(buf)
@@ -192,7 +191,11 @@ impl RemoteView for LocalView {
                 return Ok(None);
             };
             let path = crate::run::logs::log_path(home, &run, &job);
-            Ok(Some(Bytes::from(read_range(&path, offset, len)?)))
+            Ok(Some(Bytes::from(read_range(
+                &std::fs::File::open(&path)?,
+                offset,
+                len,
+            )?)))
         })
         .await
     }
@@ -211,11 +214,7 @@ impl RemoteView for LocalView {
     }
 
     async fn blob(&self, sha256: &str, max: u64) -> Result<Option<Bytes>, TargetError> {
-        let ok = sha256.len() == 64
-            && sha256
-                .bytes()
-                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-        if !ok {
+        if !doc::is_sha256(sha256) {
             return Err(TargetError::permanent(format!(
                 "blob {:?} is not a SHA-256",
                 doc::clip(sha256, 70)

@@ -386,7 +386,7 @@ async fn check_logs(
                 continue;
             }
             let want = match &file {
-                Some(f) => read_range(f, *offset, *len),
+                Some(f) => crate::local::view::read_range(f, *offset, *len),
                 None => Err(std::io::Error::other("the local log file is gone")),
             };
             let want = match want {
@@ -431,13 +431,6 @@ async fn check_logs(
         }
     }
     Ok(())
-}
-
-fn read_range(f: &std::fs::File, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
-    use std::os::unix::fs::FileExt;
-    let mut buf = vec![0u8; len as usize];
-    f.read_exact_at(&mut buf, offset)?;
-    Ok(buf)
 }
 
 async fn check_cache(

@@ -122,6 +122,12 @@ pub fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
+/// Whether `s` is a lowercase hex SHA-256 (a blob's name, a cache key): the
+/// only shape such a name may have before it goes into a key or a path.
+pub fn is_sha256(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// `s` cut to `max` characters, with `…` where it was cut.
 pub fn clip(s: &str, max: usize) -> String {
     match s.char_indices().nth(max) {

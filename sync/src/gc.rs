@@ -94,17 +94,13 @@ const CANDIDATES_MAX: u64 = 256 << 20;
 
 fn keyed(key: &str) -> Option<String> {
     let name = key.strip_prefix("keys/")?.strip_suffix(".json")?;
-    (name.len() == 64 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
-        .then(|| name.to_string())
+    crate::doc::is_sha256(name).then(|| name.to_string())
 }
 
 fn blob_name(key: &str) -> Option<String> {
     let rest = key.strip_prefix("cas/")?;
     let (dir, sha) = rest.split_once('/')?;
-    let ok = sha.len() == 64
-        && sha.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-        && sha.starts_with(dir)
-        && dir.len() == 2;
+    let ok = crate::doc::is_sha256(sha) && sha.starts_with(dir) && dir.len() == 2;
     ok.then(|| sha.to_string())
 }
 

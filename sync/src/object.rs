@@ -779,22 +779,11 @@ impl ObjectStoreTarget {
             let rel = prefix.trim_end_matches('/').to_string();
             return blocking(move || list_dir(&root, &rel, true)).await;
         }
-        let store = self.store().await?;
-        let full = self.path(prefix.trim_end_matches('/'));
-        let strip = if self.prefix.is_empty() {
-            String::new()
-        } else {
-            format!("{}/", self.prefix)
-        };
-        let metas: Vec<object_store::ObjectMeta> = store
-            .list(Some(&full))
-            .try_collect()
-            .await
-            .map_err(|e| self.fail(&e))?;
-        let mut keys: Vec<String> = metas
+        let mut keys: Vec<String> = self
+            .list_sized(prefix)
+            .await?
             .into_iter()
-            .map(|m| m.location.to_string())
-            .map(|k| k.strip_prefix(&strip).map(str::to_string).unwrap_or(k))
+            .map(|(k, _)| k)
             .collect();
         keys.sort();
         Ok(keys)

@@ -298,11 +298,6 @@ impl Op {
         let bad = |why: &str| {
             TargetError::permanent(format!("malformed outbox entry ({op} {subject:?}): {why}"))
         };
-        let hex_ok = |s: &str| {
-            s.len() == 64
-                && s.chars()
-                    .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
-        };
         let Some(kind) = OpKind::parse(op) else {
             return Err(bad("unknown operation"));
         };
@@ -339,7 +334,7 @@ impl Op {
                 })
             }
             OpKind::CacheBlob => {
-                if !hex_ok(subject) {
+                if !crate::doc::is_sha256(subject) {
                     return Err(bad("sha256"));
                 }
                 Ok(Op::CacheBlob {
@@ -348,7 +343,7 @@ impl Op {
                 })
             }
             OpKind::CacheManifest => {
-                if !hex_ok(subject) {
+                if !crate::doc::is_sha256(subject) {
                     return Err(bad("cache key"));
                 }
                 Ok(Op::CacheManifest {

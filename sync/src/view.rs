@@ -161,7 +161,7 @@ fn names(run: &str, job: Option<&str>) -> Result<(), TargetError> {
 
 /// Refuses a cache key or blob name that is not a lowercase SHA-256.
 fn hex_name(what: &str, s: &str) -> Result<(), TargetError> {
-    match s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+    match doc::is_sha256(s) {
         true => Ok(()),
         false => Err(TargetError::permanent(format!(
             "{what} {:?} is not a SHA-256",

@@ -452,3 +452,14 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     }
     Ok(bytes as u64)
 }
+
+/// Flushes the filesystem holding `path` to disk (`syncfs`): one call
+/// instead of an fsync per file written there. Best effort: a failure is
+/// ignored (what it protects is verified by SHA-256 when read).
+pub fn sync_filesystem(path: &std::path::Path) {
+    if let Ok(dir) = std::fs::File::open(path) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a valid, open descriptor.
+        unsafe { libc::syncfs(dir.as_raw_fd()) };
+    }
+}

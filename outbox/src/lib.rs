@@ -1060,6 +1060,37 @@ impl Outbox {
         })
     }
 
+    /// This outbox's identity: random, made with the file (a deleted or
+    /// set-aside outbox's successor has another).
+    pub fn identity(&self) -> Result<String> {
+        let conn = self.lock();
+        conn.query_row("SELECT id FROM identity", [], |r| r.get(0))
+            .map_err(self.ctx("reading the outbox's identity"))
+    }
+
+    /// Whether any entry of `target` (pending or quarantined) has this
+    /// subject: a pack still on its way, or kept for `sync retry`.
+    pub fn has_subject(&self, target: &str, subject: &str) -> Result<bool> {
+        let conn = self.lock();
+        conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM entries WHERE target = ?1 AND subject = ?2)",
+            params![target, subject],
+            |r| r.get(0),
+        )
+        .map_err(self.ctx("looking up an outbox entry"))
+    }
+
+    /// Whether any entry of any target has this subject.
+    pub fn subject_queued(&self, subject: &str) -> Result<bool> {
+        let conn = self.lock();
+        conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM entries WHERE subject = ?1)",
+            params![subject],
+            |r| r.get(0),
+        )
+        .map_err(self.ctx("looking up an outbox entry"))
+    }
+
     /// Pending (not quarantined) entries, of any target, on the streams
     /// whose name starts with `prefix` (a cache entry's: `cache/<key>/`).
     pub fn pending_on_streams(&self, prefix: &str) -> Result<u64> {

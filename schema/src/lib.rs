@@ -58,6 +58,11 @@ pub const SQLITE_MIGRATIONS: &[Migration] = &[
         name: "0005_cache_last_used.sql",
         sql: include_str!("../sqlite/0005_cache_last_used.sql"),
     },
+    Migration {
+        version: 6,
+        name: "0006_cache_chunks.sql",
+        sql: include_str!("../sqlite/0006_cache_chunks.sql"),
+    },
 ];
 
 /// The schema version this binary expects of `state.db`.
@@ -84,6 +89,11 @@ pub const OUTBOX_MIGRATIONS: &[Migration] = &[
         version: 4,
         name: "0004_stream_high.sql",
         sql: include_str!("../outbox/0004_stream_high.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "0005_identity.sql",
+        sql: include_str!("../outbox/0005_identity.sql"),
     },
 ];
 

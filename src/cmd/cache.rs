@@ -184,13 +184,8 @@ pub fn gc(
     let parse = |key: &str, body: &[u8]| -> Result<sparkwing_sync::gc::ManifestFacts, String> {
         let e = crate::remote::cache::parse_entry(key, body).map_err(|e| format!("{e:#}"))?;
         Ok(sparkwing_sync::gc::ManifestFacts {
-            blobs: e
-                .manifest
-                .files
-                .iter()
-                .filter(|f| f.symlink.is_none())
-                .map(|f| f.sha256.clone())
-                .collect(),
+            // Its packs (or, for a version 1 manifest, its files' blobs).
+            blobs: e.manifest.objects(),
             expires_at: e.expires_at,
         })
     };

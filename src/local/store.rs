@@ -99,6 +99,18 @@ pub struct StepRow {
     pub finished_at: Option<i64>,
 }
 
+/// Where a cache target holds one chunk of plain bytes: the pack, the
+/// zstd frame in it (offset, length) and the chunk in the frame's plain
+/// bytes (offset, size). See [`crate::remote::pack`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkLoc {
+    pub pack: String,
+    pub at: u64,
+    pub len: u64,
+    pub skip: u64,
+    pub size: u64,
+}
+
 #[derive(Debug, Clone)]
 pub struct CacheEntry {
     pub key: String,
@@ -869,6 +881,81 @@ impl Store {
     /// Forgets a cache entry (its blobs are collected separately).
     pub fn cache_remove(&self, key: &str) -> Result<bool> {
         self.with_tx(|tx| Ok(tx.execute("DELETE FROM cache_entries WHERE key = ?1", [key])? > 0))
+    }
+
+    /// Where cache target `target` holds each chunk this machine knows of
+    /// (`cache_chunks`, issue 13), by the chunk's SHA-256, with the
+    /// identity of the outbox that carries its pack (`None`: seen on the
+    /// remote).
+    pub fn cache_chunks(
+        &self,
+        target: &str,
+    ) -> Result<std::collections::HashMap<String, (ChunkLoc, Option<String>)>> {
+        self.read(|c| {
+            let mut st = c.prepare(
+                "SELECT sha256, pack, frame_at, frame_len, skip, size, via FROM cache_chunks WHERE target = ?1",
+            )?;
+            let rows = st.query_map([target], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    (
+                        ChunkLoc {
+                            pack: r.get(1)?,
+                            at: r.get::<_, i64>(2)? as u64,
+                            len: r.get::<_, i64>(3)? as u64,
+                            skip: r.get::<_, i64>(4)? as u64,
+                            size: r.get::<_, i64>(5)? as u64,
+                        },
+                        r.get(6)?,
+                    ),
+                ))
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// Records where `target` holds these chunks (replacing what was
+    /// known): seen there (`via` `None`) or queued through the outbox
+    /// whose identity `via` is.
+    pub fn cache_chunks_put(
+        &self,
+        target: &str,
+        chunks: &[(String, ChunkLoc)],
+        via: Option<&str>,
+    ) -> Result<()> {
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        self.with_tx(|tx| {
+            let mut st = tx.prepare_cached(
+                "INSERT OR REPLACE INTO cache_chunks (target, sha256, pack, frame_at, frame_len, skip, size, via)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?;
+            for (sha, l) in chunks {
+                st.execute(params![
+                    target,
+                    sha,
+                    l.pack,
+                    l.at as i64,
+                    l.len as i64,
+                    l.skip as i64,
+                    l.size as i64,
+                    via
+                ])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Forgets every chunk `target` was thought to hold in `pack` (a
+    /// restore found the pack missing). Returns how many.
+    pub fn cache_chunks_forget_pack(&self, target: &str, pack: &str) -> Result<usize> {
+        self.with_tx(|tx| {
+            tx.execute(
+                "DELETE FROM cache_chunks WHERE target = ?1 AND pack = ?2",
+                params![target, pack],
+            )
+        })
     }
 
     /// Records a cache entry another runner produced (fetched from the

@@ -248,4 +248,31 @@ impl RemoteView for LocalView {
             )),
         }
     }
+
+    async fn blob_range(
+        &self,
+        sha256: &str,
+        start: u64,
+        len: u64,
+    ) -> Result<Option<Bytes>, TargetError> {
+        if !doc::is_sha256(sha256) {
+            return Err(TargetError::permanent(format!(
+                "blob {:?} is not a SHA-256",
+                doc::clip(sha256, 70)
+            )));
+        }
+        let sha = sha256.to_string();
+        self.blocking(move |_, home| {
+            let path = crate::run::cache::Cas::new(home).blob_path(&sha);
+            let f = match std::fs::File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            let size = f.metadata()?.len();
+            let len = len.min(size.saturating_sub(start));
+            Ok(Some(Bytes::from(read_range(&f, start, len)?)))
+        })
+        .await
+    }
 }

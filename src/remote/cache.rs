@@ -1,8 +1,10 @@
 //! Cross-runner cache reads: on a local miss, a job's key is looked up on
-//! the profile's cache target (`keys/<key>.json`), and every blob it names
+//! the profile's cache target (`keys/<key>.json`), and every file it names
 //! that the local CAS lacks is downloaded and verified by SHA-256 before the
-//! entry is used. A missing, corrupt or truncated blob makes the lookup a
-//! miss (with the reason), never a partial restore.
+//! entry is used: from packs for a version 2 manifest
+//! ([`crate::remote::pack`]), blob by blob for a version 1 manifest (written
+//! before packs; still restored). A missing, corrupt or truncated pack or
+//! blob makes the lookup a miss (with the reason), never a partial restore.
 
 use std::path::Path;
 
@@ -12,8 +14,9 @@ use sparkwing_sync::RemoteView;
 
 use crate::local::store::CacheEntry;
 use crate::profile::scrub;
+use crate::remote::pack::{self, Loc, RemoteManifest};
 use crate::remote::signing::SigningKey;
-use crate::run::cache::{Cas, Manifest};
+use crate::run::cache::Cas;
 use crate::util::now_ms;
 use sparkwing_sync::doc::{Bounded, PlainName, RunId, MAX_NAME};
 
@@ -32,14 +35,20 @@ pub struct RemoteEntry {
     pub created_at: Option<i64>,
     #[serde(default)]
     pub expires_at: Option<i64>,
-    pub manifest: Manifest,
+    pub manifest: RemoteManifest,
 }
 
-/// Parses the manifest document published for `key`: a JSON object with
-/// typed, bounded fields, naming that same key. Signatures are checked by
-/// [`verify_signature`] on the raw document, before this.
+/// Parses the manifest document published for `key` (as stored: zstd or
+/// plain JSON): a JSON object with typed, bounded fields, naming that same
+/// key, whose manifest is well formed ([`RemoteManifest::check`]).
+/// Signatures are checked by [`read_entry`].
 pub fn parse_entry(key: &str, body: &[u8]) -> Result<RemoteEntry> {
-    let e: RemoteEntry = serde_json::from_slice(body)
+    let json = pack::manifest_json(body)?;
+    parse_json(key, &json)
+}
+
+fn parse_json(key: &str, json: &[u8]) -> Result<RemoteEntry> {
+    let e: RemoteEntry = serde_json::from_slice(json)
         .context("the remote cache manifest is not a manifest document")?;
     if e.key.0 != key {
         bail!(
@@ -53,13 +62,26 @@ pub fn parse_entry(key: &str, body: &[u8]) -> Result<RemoteEntry> {
             e.manifest.files.len()
         );
     }
+    e.manifest
+        .check()
+        .context("the remote cache manifest is malformed")?;
     Ok(e)
 }
 
-/// With a signing key, the raw document must carry a valid signature.
-pub fn verify_signature(key: &str, body: &[u8], signing: &SigningKey) -> Result<()> {
+/// Reads a stored manifest document: decompressed, its signature checked
+/// when there is a `signing` key, then parsed ([`parse_entry`]).
+pub fn read_entry(key: &str, body: &[u8], signing: Option<&SigningKey>) -> Result<RemoteEntry> {
+    let json = pack::manifest_json(body)?;
+    if let Some(signing) = signing {
+        verify_signature(key, &json, signing)?;
+    }
+    parse_json(key, &json)
+}
+
+/// With a signing key, the document's JSON must carry a valid signature.
+pub fn verify_signature(key: &str, json: &[u8], signing: &SigningKey) -> Result<()> {
     let short = crate::util::clip(key, 12);
-    let doc: serde_json::Value = serde_json::from_slice(body)
+    let doc: serde_json::Value = serde_json::from_slice(json)
         .with_context(|| format!("the remote cache manifest for key {short} is not JSON"))?;
     let map = doc
         .as_object()
@@ -72,20 +94,30 @@ pub fn verify_signature(key: &str, body: &[u8], signing: &SigningKey) -> Result<
     })
 }
 
+/// A remote entry brought into the local CAS.
+#[derive(Debug)]
+pub struct Fetched {
+    /// The entry, to record locally.
+    pub entry: CacheEntry,
+    /// Where the remote holds each chunk it names (version 2), for the
+    /// local index (a later save names them instead of sending them).
+    pub chunks: Vec<(String, Loc)>,
+}
+
 /// Fetches the remote entry for `key` into the local CAS. `Ok(None)` when
 /// the remote has no live entry. With `signing`, the manifest must be signed
 /// with that key ([`crate::remote::signing`]). The manifest must stay inside the
 /// job's declared `outputs` ([`crate::run::cache::check_manifest`]) before any
-/// blob is downloaded: anyone who can write the bucket can plant one. Every
-/// blob is read bounded by the size the manifest gives it and verified by
-/// SHA-256 ([`Cas::put_bytes`]).
+/// byte is downloaded: anyone who can write the bucket can plant one. Every
+/// file is verified by SHA-256 before it enters the CAS. A pack found
+/// missing is a [`pack::MissingPack`] in the error's chain.
 pub async fn fetch(
     view: &dyn RemoteView,
     home: &Path,
     key: &str,
     outputs: &[String],
     signing: Option<&SigningKey>,
-) -> Result<Option<CacheEntry>> {
+) -> Result<Option<Fetched>> {
     let Some(body) = view
         .manifest(key)
         .await
@@ -93,14 +125,11 @@ pub async fn fetch(
     else {
         return Ok(None);
     };
-    if let Some(signing) = signing {
-        verify_signature(key, &body, signing)?;
-    }
-    let entry = parse_entry(key, &body)?;
+    let entry = read_entry(key, &body, signing)?;
     if entry.expires_at.is_some_and(|t| t <= now_ms()) {
         return Ok(None);
     }
-    let manifest = entry.manifest;
+    let manifest = entry.manifest.local();
     crate::run::cache::check_manifest(&manifest, outputs)
         .context("refusing the remote cache manifest")?;
     let cas = Cas::new(home);
@@ -113,7 +142,40 @@ pub async fn fetch(
         .filter(|f| missing.insert(f.sha256.as_str()))
         .map(|f| f.size)
         .fold(0, u64::saturating_add);
-    crate::run::cache::check_room(home, want, "downloading the remote entry's blobs")?;
+    crate::run::cache::check_room(home, want, "downloading the remote entry's files")?;
+    let chunks = if entry.manifest.version == 1 {
+        fetch_blobs(view, &cas, &manifest).await?;
+        Vec::new()
+    } else {
+        pack::download(view, &cas, &entry.manifest, |sha| {
+            !cas.blob_path(sha).exists()
+        })
+        .await?
+    };
+    Ok(Some(Fetched {
+        entry: CacheEntry {
+            key: key.to_string(),
+            job: entry.job.0,
+            pipeline: entry.pipeline.0,
+            run_id: entry.run_id.0,
+            created_at: entry.created_at.unwrap_or_else(now_ms),
+            expires_at: entry.expires_at,
+            manifest: serde_json::to_string(&manifest)?,
+            origin: match signing {
+                Some(k) => k.origin(),
+                None => "remote".into(),
+            },
+        },
+        chunks,
+    }))
+}
+
+/// A version 1 manifest's files, one blob each.
+async fn fetch_blobs(
+    view: &dyn RemoteView,
+    cas: &Cas,
+    manifest: &crate::run::cache::Manifest,
+) -> Result<()> {
     for f in manifest.files.iter().filter(|f| f.symlink.is_none()) {
         if cas.blob_path(&f.sha256).exists() {
             continue;
@@ -136,12 +198,12 @@ pub async fn fetch(
                 f.sha256
             );
         };
-        let (home, sha) = (home.to_path_buf(), f.sha256.clone());
+        let (root, sha) = (cas.root().to_path_buf(), f.sha256.clone());
         let len = bytes.len() as u64;
         // The hash decides first: bytes that do not hash to the name are a
         // corrupt or truncated blob; bytes that do, at another size than
         // the manifest gives, mean the manifest is wrong.
-        tokio::task::spawn_blocking(move || Cas::new(&home).put_bytes(&sha, &bytes)).await??;
+        tokio::task::spawn_blocking(move || Cas::at(&root).put_fetched(&sha, &bytes)).await??;
         if len != f.size {
             bail!(
                 "the remote manifest says blob {} holds {} bytes; it holds {len} (the manifest is wrong)",
@@ -150,19 +212,8 @@ pub async fn fetch(
             );
         }
     }
-    Ok(Some(CacheEntry {
-        key: key.to_string(),
-        job: entry.job.0,
-        pipeline: entry.pipeline.0,
-        run_id: entry.run_id.0,
-        created_at: entry.created_at.unwrap_or_else(now_ms),
-        expires_at: entry.expires_at,
-        manifest: serde_json::to_string(&manifest)?,
-        origin: match signing {
-            Some(k) => k.origin(),
-            None => "remote".into(),
-        },
-    }))
+    crate::util::sync_filesystem(cas.root());
+    Ok(())
 }
 
 #[cfg(test)]

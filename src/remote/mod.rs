@@ -5,6 +5,7 @@
 //! live in `sparkwing_sync` (`layout`, `view`).
 
 pub mod cache;
+pub mod pack;
 pub mod replicate;
 pub mod runs;
 pub mod session;

@@ -18,6 +18,7 @@
 //! | a recorded log chunk | `log/<run>/<job>` | the chunk's seq | `log.chunk` | `<run>/<job>/<seq>.log` |
 //! | a cache entry's blobs, then its manifest | `cache/<key>/<run>` | position | `cache.blob`, `cache.manifest` | `cas/..`, `keys/<key>.json` |
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -28,8 +29,9 @@ use sparkwing_sync::target::{stream, OpKind};
 use tokio::sync::Notify;
 
 use crate::local::store::{CacheEntry, RunTargets, Store};
+use crate::remote::pack;
 use crate::remote::signing::SigningKey;
-use crate::run::cache::{Cas, Manifest};
+use crate::run::cache::Manifest;
 use crate::run::logs::log_path;
 
 /// Most events in one segment object.
@@ -230,9 +232,12 @@ impl Replicator {
         Ok(n)
     }
 
-    /// Enqueues a cache entry: its blobs, then its manifest, in one stream,
-    /// so the manifest is published only after every blob it names.
-    pub fn cache(&self, entry: &CacheEntry) -> Result<usize> {
+    /// Enqueues a cache entry: its new packs, then its manifest, in one
+    /// stream, so the manifest is published only after every pack it names
+    /// ([`crate::remote::pack`]). Chunks the target already holds (the
+    /// local index, counting only packs that have left the outbox) are
+    /// named, not packed again.
+    pub fn cache(&self, store: &Store, entry: &CacheEntry) -> Result<usize> {
         let Some(t) = &self.targets.cache else {
             return Ok(0);
         };
@@ -242,35 +247,74 @@ impl Replicator {
         }
         let manifest: Manifest =
             serde_json::from_str(&entry.manifest).context("reading a cache manifest")?;
-        let cas = Cas::new(&self.home);
-        let mut entries = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for f in manifest.files.iter().filter(|f| f.symlink.is_none()) {
-            if !seen.insert(f.sha256.clone()) {
-                continue;
+        // A pack this machine queued is named only once it has left this
+        // very outbox: while queued, the manifest could be published
+        // before it; through an outbox since deleted or set aside, it may
+        // never have been delivered at all.
+        let outbox_id = self.outbox.identity()?;
+        let mut delivered: HashMap<String, bool> = HashMap::new();
+        let mut known = HashMap::new();
+        for (sha, (loc, via)) in store.cache_chunks(t)? {
+            let usable = match via {
+                None => true,
+                Some(v) if v != outbox_id => false,
+                Some(_) => match delivered.get(&loc.pack) {
+                    Some(&d) => d,
+                    None => {
+                        let d = !self.outbox.has_subject(t, &loc.pack)?;
+                        delivered.insert(loc.pack.clone(), d);
+                        d
+                    }
+                },
+            };
+            if usable {
+                known.insert(sha, loc);
             }
+        }
+        let built = pack::build(&self.home, &manifest, &known)?;
+        let mut entries = Vec::new();
+        for p in &built.packs {
             entries.push(NewEntry {
                 stream: name.clone(),
                 seq: entries.len() as i64,
                 op: OpKind::CacheBlob.as_str().into(),
-                subject: f.sha256.clone(),
+                subject: p.sha256.clone(),
                 payload: Payload::File {
-                    path: cas.blob_path(&f.sha256),
+                    path: p.path.clone(),
                     offset: 0,
-                    len: f.size,
+                    len: p.len,
                 },
             });
         }
-        let mut doc = crate::run::cache::manifest_document(entry, &manifest);
+        let mut doc = crate::run::cache::manifest_document(entry, &built.manifest);
         if let (Some(key), Some(map)) = (&self.signing, doc.as_object_mut()) {
             key.sign(map);
         }
+        let body = pack::encode_manifest(&serde_json::to_vec(&doc)?)?;
+        let payload = if body.len() <= INLINE_LIMIT {
+            Payload::Inline(body)
+        } else {
+            // Too large to keep in outbox.db: a file beside the packs,
+            // removed once delivered (`run::evict::sweep_staging`).
+            let path = pack::staging_dir(&self.home).join(format!(
+                "{}.{}.manifest",
+                entry.key,
+                sparkwing_sync::target::sha256_hex(&body)
+            ));
+            crate::util::write_atomic(&path, &body)
+                .map_err(|e| anyhow::anyhow!(sparkwing_schema::StorageFault::from_io(&path, &e)))?;
+            Payload::File {
+                path,
+                offset: 0,
+                len: body.len() as u64,
+            }
+        };
         entries.push(NewEntry {
             stream: name.clone(),
             seq: entries.len() as i64,
             op: OpKind::CacheManifest.as_str().into(),
             subject: entry.key.clone(),
-            payload: Payload::Inline(serde_json::to_vec(&doc)?),
+            payload,
         });
         let n = self.outbox.enqueue(
             t,
@@ -281,6 +325,8 @@ impl Replicator {
                 offset: 0,
             }],
         )?;
+        // Usable by later saves once these packs have left the outbox.
+        store.cache_chunks_put(t, &built.chunks, Some(&outbox_id))?;
         self.poke(n);
         Ok(n)
     }
@@ -368,7 +414,7 @@ impl Replicator {
             total += self.log(store, &row.id, &job.name, len)?;
         }
         for entry in store.cache_entries_of_run(&row.id)? {
-            total += self.cache(&entry)?;
+            total += self.cache(store, &entry)?;
         }
         total += self.summary(store, &row.id)?;
         // A finished (or interrupted) run writes nothing more: remember it.

@@ -711,6 +711,14 @@ mod tests {
             async fn blob(&self, _: &str, _: u64) -> Result<Option<Bytes>, TargetError> {
                 std::future::pending().await
             }
+            async fn blob_range(
+                &self,
+                _: &str,
+                _: u64,
+                _: u64,
+            ) -> Result<Option<Bytes>, TargetError> {
+                std::future::pending().await
+            }
         }
         let remote = RemoteRuns::new(Arc::new(Hangs), None)
             .unwrap()

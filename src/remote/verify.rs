@@ -169,6 +169,7 @@ pub fn verify(home: &std::path::Path, remote: &Remote, only: Option<&str>) -> Re
         }
         if let Some(t) = same(&remote.cache, &mine.cache) {
             rt.block_on(check_cache(
+                home,
                 &store,
                 &t,
                 &row,
@@ -434,6 +435,7 @@ async fn check_logs(
 }
 
 async fn check_cache(
+    home: &std::path::Path,
     store: &Store,
     t: &Arc<dyn RemoteView>,
     row: &RunRow,
@@ -444,72 +446,123 @@ async fn check_cache(
         let short = crate::util::clip(&entry.key, 12);
         let local: Manifest = serde_json::from_str(&entry.manifest)
             .with_context(|| format!("reading the local manifest of cache key {short}"))?;
-        match answered(t.manifest(&entry.key).await, "the manifest")? {
-            Ok(Some(b)) => match serde_json::from_slice::<Value>(&b)
-                .ok()
-                .and_then(|v| serde_json::from_value::<Manifest>(v.get("manifest")?.clone()).ok())
-            {
-                Some(m) => {
-                    let writer = serde_json::from_slice::<Value>(&b)
-                        .ok()
-                        .and_then(|v| v.get("run_id")?.as_str().map(str::to_string));
-                    let files = |m: &Manifest| {
-                        m.files
-                            .iter()
-                            .map(|f| (f.path.clone(), f.sha256.clone(), f.mode, f.symlink.clone()))
-                            .collect::<Vec<_>>()
-                    };
-                    if files(&m) != files(&local)
-                        && writer.as_deref() != Some(entry.run_id.as_str())
-                    {
+        let files = |m: &Manifest| {
+            m.files
+                .iter()
+                .map(|f| (f.path.clone(), f.sha256.clone(), f.mode, f.symlink.clone()))
+                .collect::<Vec<_>>()
+        };
+        let remote = match answered(t.manifest(&entry.key).await, "the manifest")? {
+            Ok(Some(b)) => match crate::remote::cache::parse_entry(&entry.key, &b) {
+                Ok(e) => {
+                    let m = e.manifest.local();
+                    let writer = e.run_id.0.as_str();
+                    if files(&m) != files(&local) && writer != entry.run_id.as_str() {
                         // Mode 2: another runner computed the same key and
                         // wrote its manifest last (last write wins).
                         notes.push(format!(
                             "cache key {short}: the remote holds another run's outputs ({}; last write wins)",
-                            crate::util::clip(writer.as_deref().unwrap_or("unknown run"), 40)
+                            crate::util::clip(writer, 40)
                         ));
+                        None
                     } else if files(&m) != files(&local) {
                         problems.push(format!(
                             "cache key {short}: the remote manifest names other files"
                         ));
+                        None
+                    } else {
+                        Some(e.manifest)
                     }
                 }
-                None => problems.push(format!(
-                    "cache key {short}: the remote manifest is not a manifest"
-                )),
+                Err(e) => {
+                    problems.push(format!(
+                        "cache key {short}: the remote manifest is not a manifest ({})",
+                        crate::util::one_line(&format!("{e:#}"), 300)
+                    ));
+                    None
+                }
             },
-            Ok(None) => problems.push(format!("cache key {short}: manifest missing on the remote")),
-            Err(e) => problems.push(e),
+            Ok(None) => {
+                problems.push(format!("cache key {short}: manifest missing on the remote"));
+                None
+            }
+            Err(e) => {
+                problems.push(e);
+                None
+            }
+        };
+        match remote {
+            Some(m) if m.version == 1 => check_blobs(t, &short, &local, problems).await?,
+            Some(m) => check_packs(home, t, &short, &m, problems).await?,
+            // Missing, unreadable or another run's: said above.
+            None => {}
         }
-        let mut checked = std::collections::HashSet::new();
-        for f in local.files.iter().filter(|f| f.symlink.is_none()) {
-            if !checked.insert(f.sha256.clone()) {
-                continue;
-            }
-            let short_blob = crate::util::clip(&f.sha256, 12);
-            // Up to 1 MiB more than expected is read and hashed, so a replaced
-            // blob is reported by its hash; anything larger by its size.
-            let got = answered(
-                t.blob(&f.sha256, f.size.saturating_add(1 << 20)).await,
-                "a blob",
-            )?;
-            match got {
-                Ok(Some(b)) => {
-                    let got = sha256_hex(&b);
-                    if got != f.sha256 {
-                        problems.push(format!(
-                            "cache key {short}: blob {short_blob} ({}) hashes to {}",
-                            f.path,
-                            crate::util::clip(&got, 12)
-                        ));
-                    }
+    }
+    Ok(())
+}
+
+/// Every file of a packed manifest, read from its packs into a scratch CAS
+/// (under `SPARKWING_HOME`, removed after) and checked by SHA-256.
+async fn check_packs(
+    home: &std::path::Path,
+    t: &Arc<dyn RemoteView>,
+    short: &str,
+    m: &crate::remote::pack::RemoteManifest,
+    problems: &mut Vec<String>,
+) -> Result<()> {
+    let scratch = home.join("tmp").join(format!(
+        "verify-{}-{}",
+        std::process::id(),
+        crate::util::new_run_id()
+    ));
+    std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
+    let cas = crate::run::cache::Cas::at(&scratch);
+    let got = crate::remote::pack::download(t.as_ref(), &cas, m, |_| true).await;
+    let _ = std::fs::remove_dir_all(&scratch);
+    if let Err(e) = got {
+        problems.push(format!(
+            "cache key {short}: {}",
+            crate::util::one_line(&format!("{e:#}"), 500)
+        ));
+    }
+    Ok(())
+}
+
+/// Every blob of a version 1 manifest, present with the right SHA-256.
+async fn check_blobs(
+    t: &Arc<dyn RemoteView>,
+    short: &str,
+    local: &Manifest,
+    problems: &mut Vec<String>,
+) -> Result<()> {
+    let mut checked = std::collections::HashSet::new();
+    for f in local.files.iter().filter(|f| f.symlink.is_none()) {
+        if !checked.insert(f.sha256.clone()) {
+            continue;
+        }
+        let short_blob = crate::util::clip(&f.sha256, 12);
+        // Up to 1 MiB more than expected is read and hashed, so a replaced
+        // blob is reported by its hash; anything larger by its size.
+        let got = answered(
+            t.blob(&f.sha256, f.size.saturating_add(1 << 20)).await,
+            "a blob",
+        )?;
+        match got {
+            Ok(Some(b)) => {
+                let got = sha256_hex(&b);
+                if got != f.sha256 {
+                    problems.push(format!(
+                        "cache key {short}: blob {short_blob} ({}) hashes to {}",
+                        f.path,
+                        crate::util::clip(&got, 12)
+                    ));
                 }
-                Ok(None) => problems.push(format!(
-                    "cache key {short}: blob {short_blob} ({}) missing on the remote",
-                    f.path
-                )),
-                Err(e) => problems.push(e),
             }
+            Ok(None) => problems.push(format!(
+                "cache key {short}: blob {short_blob} ({}) missing on the remote",
+                f.path
+            )),
+            Err(e) => problems.push(e),
         }
     }
     Ok(())

@@ -44,7 +44,7 @@ pub struct Manifest {
 /// provenance and its files.
 pub fn manifest_document(
     entry: &crate::local::store::CacheEntry,
-    manifest: &Manifest,
+    manifest: &impl Serialize,
 ) -> serde_json::Value {
     serde_json::json!({
         "key": entry.key, "job": entry.job, "pipeline": entry.pipeline, "run_id": entry.run_id,
@@ -204,6 +204,13 @@ impl Cas {
         }
     }
 
+    /// A CAS rooted elsewhere (a scratch one, for `sync verify`).
+    pub fn at(root: &Path) -> Cas {
+        Cas {
+            root: root.to_path_buf(),
+        }
+    }
+
     pub fn blob_path(&self, sha: &str) -> PathBuf {
         self.root.join(&sha[..2.min(sha.len())]).join(sha)
     }
@@ -231,6 +238,59 @@ impl Cas {
             write().map_err(|e| anyhow!(StorageFault::from_io(tmp, &e)))
         })
         .with_context(|| format!("storing blob {sha} in {}", self.root.display()))
+    }
+
+    /// Stores bytes fetched from a remote under their SHA-256, like
+    /// [`Cas::put_bytes`] but without an fsync of its own: the fetch syncs
+    /// the filesystem once at its end, before the entry is recorded (a
+    /// blob torn by a crash before that is caught by the SHA-256 check
+    /// every restore makes, and is a miss).
+    pub fn put_fetched(&self, sha: &str, bytes: &[u8]) -> Result<()> {
+        let got = hex(&Sha256::digest(bytes));
+        if got != sha {
+            bail!(
+                "blob {sha} is corrupt or truncated ({} bytes hash to {got})",
+                bytes.len()
+            );
+        }
+        self.install(sha, |tmp| {
+            let write = || -> io::Result<()> {
+                fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(tmp)?
+                    .write_all(bytes)
+            };
+            write().map_err(|e| anyhow!(StorageFault::from_io(tmp, &e)))
+        })
+        .with_context(|| format!("storing blob {sha} in {}", self.root.display()))
+    }
+
+    /// Moves a file assembled elsewhere (`tmp`, in the blob's folder) into
+    /// the CAS as blob `sha`, if it hashes to it; removes it if not.
+    pub fn adopt(&self, sha: &str, tmp: &Path) -> Result<()> {
+        let checked = sha256_file(tmp)
+            .map_err(|e| anyhow!(StorageFault::from_io(tmp, &e)))
+            .and_then(|(got, n)| {
+                if got == sha {
+                    Ok(())
+                } else {
+                    Err(anyhow!(
+                        "blob {sha} is corrupt ({n} bytes assembled from its chunks hash to {got})"
+                    ))
+                }
+            });
+        let dest = self.blob_path(sha);
+        let result = checked.and_then(|()| {
+            if dest.exists() {
+                return Ok(());
+            }
+            fs::set_permissions(tmp, fs::Permissions::from_mode(0o444))
+                .and_then(|_| fs::rename(tmp, &dest))
+                .map_err(|e| anyhow!(StorageFault::from_io(&dest, &e)))
+        });
+        let _ = fs::remove_file(tmp);
+        result
     }
 
     /// Stores a file's contents; returns (sha256, size). A blob already

@@ -168,6 +168,9 @@ pub struct Pruned {
     /// (their upload reads the blobs): kept until delivered.
     pub undelivered: Vec<String>,
     pub removed_blobs: u64,
+    /// Packs (and manifest documents) staged for upload that no outbox
+    /// entry needs any more.
+    pub removed_staged: u64,
     pub freed_bytes: u64,
     pub entries_left: usize,
     /// The bytes the remaining entries' blobs hold.
@@ -297,9 +300,72 @@ pub fn prune(
         out.freed_bytes += size;
     }
     drop(exclusive);
+    // Packs already delivered (or whose entry is gone) wait no more.
+    if !dry_run {
+        let (n, bytes) = sweep_staging(home, STAGING_GRACE, |subject| match &outbox {
+            Some(ob) => Ok(ob.subject_queued(subject)?),
+            None => Ok(false),
+        })?;
+        out.removed_staged += n;
+        out.freed_bytes += bytes;
+    }
     out.entries_left = all.len() - out.removed_entries.len();
     out.bytes_left = total;
     Ok(out)
+}
+
+/// The folder where packs (and large manifest documents) wait for upload:
+/// `SPARKWING_HOME/packs` ([`crate::remote::pack`]). A file there is
+/// removed once no outbox entry needs it ([`sweep_staging`]).
+pub fn staging_dir(home: &Path) -> std::path::PathBuf {
+    home.join("packs")
+}
+
+/// Staged files younger than this are kept: a save may be about to queue
+/// them.
+pub const STAGING_GRACE: Duration = Duration::from_secs(600);
+
+/// Removes files of the staging folder no outbox entry needs any more:
+/// `needed(subject)` says whether an entry still has that subject (a pack,
+/// `<sha>.pack`; a manifest, by its key: `<key>.<sha>.manifest`). Files
+/// younger than `min_age`, and anything not named so, are kept. Returns
+/// how many files and bytes were removed.
+pub fn sweep_staging(
+    home: &Path,
+    min_age: Duration,
+    needed: impl Fn(&str) -> Result<bool>,
+) -> Result<(u64, u64)> {
+    let dir = staging_dir(home);
+    let rd = match std::fs::read_dir(&dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    let mut removed = (0, 0);
+    for ent in rd.flatten() {
+        let name = ent.file_name().to_string_lossy().to_string();
+        let Ok(meta) = ent.metadata() else { continue };
+        let young = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_none_or(|age| age < min_age);
+        let staged = name.ends_with(".pack") || name.ends_with(".manifest");
+        // A pack a crash left half written.
+        let torn = name.starts_with(".tmp-");
+        if young || !meta.is_file() || !(staged || torn) {
+            continue;
+        }
+        let subject = name.split('.').next().unwrap_or("");
+        if staged && needed(subject)? {
+            continue;
+        }
+        if std::fs::remove_file(ent.path()).is_ok() {
+            removed.0 += 1;
+            removed.1 += meta.len();
+        }
+    }
+    Ok(removed)
 }
 
 /// After a save: the local cache back under its limit, least recently used

@@ -772,17 +772,32 @@ async fn cache_hit(
         // Blobs found present are relied on until the import commits.
         let home = ctx.home.clone();
         let _importing = tokio::task::spawn_blocking(move || cache::begin_save(&home)).await??;
+        let target = view.id().to_string();
         match crate::remote::cache::fetch(view.as_ref(), &ctx.home, k, &outputs, signing).await {
-            Ok(Some(entry)) => {
+            Ok(Some(fetched)) => {
+                let entry = fetched.entry;
                 let e2 = entry.clone();
-                db(ctx, move |s| s.cache_import(&e2)).await?;
+                db(ctx, move |s| {
+                    s.cache_import(&e2)?;
+                    // Where the remote holds these chunks: a later save
+                    // names them instead of sending them again.
+                    s.cache_chunks_put(&target, &fetched.chunks, None)
+                })
+                .await?;
                 found = Some(entry);
             }
             Ok(None) => {}
-            Err(e) => crate::say!(
-                "sparkwing: job {name}: could not use the remote cache ({}); running the job",
-                crate::util::one_line(&format!("{e:#}"), 1000)
-            ),
+            Err(e) => {
+                if let Some(gone) = e.downcast_ref::<crate::remote::pack::MissingPack>() {
+                    // Never name that pack again in a save.
+                    let pack = gone.0.clone();
+                    let _ = db(ctx, move |s| s.cache_chunks_forget_pack(&target, &pack)).await;
+                }
+                crate::say!(
+                    "sparkwing: job {name}: could not use the remote cache ({}); running the job",
+                    crate::util::one_line(&format!("{e:#}"), 1000)
+                )
+            }
         }
     }
     let Some(entry) = found else {
@@ -853,7 +868,7 @@ async fn store_outputs(
     let queued = entry.clone();
     db(ctx, move |s| s.cache_put(&entry)).await?;
     drop(saving);
-    replicate(ctx, move |r, _| r.cache(&queued)).await;
+    replicate(ctx, move |r, s| r.cache(s, &queued)).await;
     // Back under the size limit, least recently used first (this entry is
     // held, so it stays). A failure here never fails the job.
     let (home, max) = (ctx.home.clone(), ctx.cache_max_size);

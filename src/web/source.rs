@@ -392,7 +392,7 @@ impl Source {
         // Another runner's document: shown only as far as it parses.
         let e = crate::remote::cache::parse_entry(key, &body).ok()?;
         Some(json!({
-            "key": e.key, "run_id": e.run_id, "job": e.job, "manifest": e.manifest,
+            "key": e.key, "run_id": e.run_id, "job": e.job, "manifest": e.manifest.local(),
             "from": crate::profile::scrub(self.artifacts.as_ref().map_or("", |t| t.id())),
         }))
     }

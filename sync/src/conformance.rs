@@ -382,6 +382,10 @@ pub async fn absent_things_read_as_none(view: &dyn RemoteView) {
     let absent = sha256_hex(b"absent");
     assert_eq!(view.manifest(&absent).await.expect("manifest"), None);
     assert_eq!(view.blob(&absent, 1).await.expect("blob"), None);
+    assert_eq!(
+        view.blob_range(&absent, 0, 1).await.expect("blob_range"),
+        None
+    );
     view.probe()
         .await
         .expect("a reachable remote answers a probe");
@@ -400,10 +404,29 @@ pub struct Expected {
     /// A job of the run with a log, and the log's bytes.
     pub job: String,
     pub log: Vec<u8>,
-    /// A cache key the run saved, its manifest's bytes, and one blob.
+    /// A cache key the run saved, its manifest's meaning (as
+    /// [`CacheFormat::meaning`] gives it), and one file's bytes.
     pub cache_key: String,
-    pub manifest: Bytes,
+    pub manifest: Value,
     pub blob: Bytes,
+}
+
+/// How the caller reads its cache manifests: `sync` stores them as bytes
+/// and knows no manifest format, and one surface may hold an entry as a
+/// blob per file where another holds packs.
+#[async_trait::async_trait]
+pub trait CacheFormat: Sync {
+    /// What a manifest says (its files), to compare across surfaces.
+    fn meaning(&self, manifest: &[u8]) -> Result<Value, String>;
+    /// The objects (blobs, packs) a manifest names.
+    fn objects(&self, manifest: &[u8]) -> Result<Vec<String>, String>;
+    /// The bytes of the file whose SHA-256 is `sha`, read through `view`.
+    async fn file(
+        &self,
+        view: &dyn RemoteView,
+        manifest: &[u8],
+        sha: &str,
+    ) -> Result<Bytes, String>;
 }
 
 /// The views of a profile's three surfaces (one view may serve all three:
@@ -416,7 +439,7 @@ pub struct Surfaces<'a> {
 }
 
 /// The read contract, against surfaces that hold `want`'s run.
-pub async fn view_suite(views: Surfaces<'_>, want: &Expected) {
+pub async fn view_suite(views: Surfaces<'_>, want: &Expected, format: &dyn CacheFormat) {
     let Surfaces { state, logs, cache } = views;
     let who = state.id().to_string();
     state.probe().await.expect("probe");
@@ -467,23 +490,44 @@ pub async fn view_suite(views: Surfaces<'_>, want: &Expected) {
     }
     assert_eq!(log, want.log, "{who}: the log's bytes");
 
-    // The cache entry.
+    // The cache entry: the same files, whatever the form.
     let who = cache.id().to_string();
+    let manifest = cache
+        .manifest(&want.cache_key)
+        .await
+        .expect("manifest")
+        .unwrap_or_else(|| panic!("{who}: no manifest"));
     assert_eq!(
-        cache.manifest(&want.cache_key).await.expect("manifest"),
-        Some(want.manifest.clone()),
-        "{who}: the manifest's bytes"
+        format.meaning(&manifest),
+        Ok(want.manifest.clone()),
+        "{who}: the manifest's meaning"
     );
     let sha = sha256_hex(&want.blob);
-    let n = want.blob.len() as u64;
     assert_eq!(
-        cache.blob(&sha, n).await.expect("blob"),
-        Some(want.blob.clone()),
-        "{who}: the blob's bytes"
+        format.file(cache, &manifest, &sha).await,
+        Ok(want.blob.clone()),
+        "{who}: a file's bytes"
     );
-    if n > 0 {
-        let e = cache.blob(&sha, n - 1).await.expect_err("over the bound");
-        assert_eq!(e.class, ErrorClass::Permanent, "{who}: {e}");
+    // Each object it names: whole, by range, and refused over a bound.
+    let objects = format.objects(&manifest).expect("the manifest's objects");
+    assert!(!objects.is_empty(), "{who}: the manifest names objects");
+    for name in objects {
+        let whole = cache
+            .blob(&name, u64::MAX)
+            .await
+            .expect("blob")
+            .unwrap_or_else(|| panic!("{who}: object {name} is named but absent"));
+        assert_eq!(sha256_hex(&whole), name, "{who}: object {name}'s bytes");
+        let n = whole.len() as u64;
+        if n > 2 {
+            assert_eq!(
+                cache.blob_range(&name, 1, n - 2).await.expect("range"),
+                Some(whole.slice(1..n as usize - 1)),
+                "{who}: a range of {name}"
+            );
+            let e = cache.blob(&name, n - 1).await.expect_err("over the bound");
+            assert_eq!(e.class, ErrorClass::Permanent, "{who}: {e}");
+        }
     }
     for v in [state, logs, cache] {
         absent_things_read_as_none(v).await;

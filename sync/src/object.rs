@@ -322,7 +322,19 @@ fn read_local(
     key: &str,
     max: u64,
 ) -> Result<Option<Bytes>, TargetError> {
-    use std::io::Read;
+    read_local_range(root, path, key, max, None)
+}
+
+/// [`read_local`], of `range` (start, length) only when given: bounded by
+/// the length then, not by the object's size.
+fn read_local_range(
+    root: &std::path::Path,
+    path: &std::path::Path,
+    key: &str,
+    max: u64,
+    range: Option<(u64, u64)>,
+) -> Result<Option<Bytes>, TargetError> {
+    use std::io::{Read, Seek};
     use std::os::unix::fs::OpenOptionsExt;
     no_links_below(root, path)?;
     let file = match std::fs::OpenOptions::new()
@@ -352,6 +364,16 @@ fn read_local(
         return Err(TargetError::permanent(format!(
             "object {key} has other hard links; sparkwing never makes them (remove it from the share)"
         )));
+    }
+    if let Some((start, len)) = range {
+        let mut file = file;
+        let mut body = Vec::with_capacity(len.min(meta.len().saturating_sub(start)) as usize);
+        file.seek(std::io::SeekFrom::Start(start))
+            .map_err(|e| io_error("reading", path, e))?;
+        file.take(len)
+            .read_to_end(&mut body)
+            .map_err(|e| io_error("reading", path, e))?;
+        return Ok(Some(Bytes::from(body)));
     }
     if meta.len() > max {
         return Err(crate::target::too_large(key, meta.len(), max));
@@ -632,11 +654,8 @@ impl Target for ObjectStoreTarget {
                     "cache blob {sha256} hashes to {got} locally; refusing to upload a corrupt blob"
                 )));
             }
-            match store.head(&path).await {
-                Ok(_) => return Ok(Applied::AlreadyPresent),
-                Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(self.fail(&e)),
-            }
+            // No HEAD first: a conditional create is one request either
+            // way, and a blob (a pack) is rarely present already.
             let opts = PutOptions {
                 mode: PutMode::Create,
                 attributes: self.attributes(op),
@@ -700,6 +719,40 @@ impl ObjectStoreTarget {
             Ok(r) => r.bytes().await.map(Some).map_err(|e| self.fail(&e)),
             // A missing object is an answer; a missing bucket is not.
             Err(e @ object_store::Error::NotFound { .. }) if !bucket_missing(&e) => Ok(None),
+            Err(e) => Err(self.fail(&e)),
+        }
+    }
+
+    /// `len` bytes of the object at `key` from `start` (one ranged read);
+    /// fewer when the object ends first, `None` when it is absent.
+    pub async fn read_range(
+        &self,
+        key: &str,
+        start: u64,
+        len: u64,
+    ) -> Result<Option<Bytes>, TargetError> {
+        if len == 0 {
+            return Ok(Some(Bytes::new()));
+        }
+        if let Source::Directory(..) = &self.source {
+            let (fs, _, root) = self.local().await?;
+            let path = fs
+                .path_to_filesystem(&self.path(key))
+                .map_err(|e| classify(&e))?;
+            let (root, key) = (root.clone(), key.to_string());
+            return blocking(move || read_local_range(&root, &path, &key, len, Some((start, len))))
+                .await;
+        }
+        let store = self.store().await?;
+        let end = start.saturating_add(len);
+        match store.get_range(&self.path(key), start..end).await {
+            Ok(b) if b.len() as u64 > len => {
+                Err(crate::target::too_large(key, b.len() as u64, len))
+            }
+            Ok(b) => Ok(Some(b)),
+            Err(e @ object_store::Error::NotFound { .. }) if !bucket_missing(&e) => Ok(None),
+            // A range past the object's end is an error here: the object
+            // is not the pack the reader expects (truncated, or replaced).
             Err(e) => Err(self.fail(&e)),
         }
     }

@@ -140,4 +140,13 @@ impl RemoteView for ReadsObserved {
     async fn blob(&self, sha256: &str, max: u64) -> Result<Option<Bytes>, TargetError> {
         observed!(self, self.inner.blob(sha256, max))
     }
+
+    async fn blob_range(
+        &self,
+        sha256: &str,
+        start: u64,
+        len: u64,
+    ) -> Result<Option<Bytes>, TargetError> {
+        observed!(self, self.inner.blob_range(sha256, start, len))
+    }
 }

@@ -126,6 +126,15 @@ pub trait RemoteView: Send + Sync + fmt::Debug {
 
     /// A cache blob by its SHA-256, at most `max` bytes.
     async fn blob(&self, sha256: &str, max: u64) -> Result<Option<Bytes>, TargetError>;
+
+    /// `len` bytes of a cache blob (a pack) from `start`: one ranged read.
+    /// Fewer bytes when the blob ends first; `None` when it is absent.
+    async fn blob_range(
+        &self,
+        sha256: &str,
+        start: u64,
+        len: u64,
+    ) -> Result<Option<Bytes>, TargetError>;
 }
 
 /// [`RemoteView`] over an object store surface: the one place reads spell
@@ -276,6 +285,18 @@ impl RemoteView for ObjectView {
     async fn blob(&self, sha256: &str, max: u64) -> Result<Option<Bytes>, TargetError> {
         hex_name("blob", sha256)?;
         self.objects.read(&layout::blob(sha256), max).await
+    }
+
+    async fn blob_range(
+        &self,
+        sha256: &str,
+        start: u64,
+        len: u64,
+    ) -> Result<Option<Bytes>, TargetError> {
+        hex_name("blob", sha256)?;
+        self.objects
+            .read_range(&layout::blob(sha256), start, len)
+            .await
     }
 }
 

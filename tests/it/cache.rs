@@ -441,11 +441,12 @@ fn missing_blobs(env: &Env) -> Vec<String> {
     let cache = env.dir().join("remote/cache");
     let mut missing = Vec::new();
     for m in std::fs::read_dir(cache.join("keys")).unwrap().flatten() {
-        let doc: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(m.path()).unwrap()).unwrap();
-        for f in doc["manifest"]["files"].as_array().unwrap() {
-            let sha = f["sha256"].as_str().unwrap();
-            if !cache.join("cas").join(&sha[..2]).join(sha).is_file() {
+        let name = m.file_name().to_string_lossy().to_string();
+        let key = name.strip_suffix(".json").unwrap();
+        let e =
+            sparkwing::remote::cache::parse_entry(key, &std::fs::read(m.path()).unwrap()).unwrap();
+        for sha in e.manifest.objects() {
+            if !cache.join("cas").join(&sha[..2]).join(&sha).is_file() {
                 missing.push(sha.to_string());
             }
         }
@@ -453,15 +454,21 @@ fn missing_blobs(env: &Env) -> Vec<String> {
     missing
 }
 
-fn remote_blobs(env: &Env) -> usize {
+/// The objects (packs) of the remote cache and their bytes.
+fn remote_objects(env: &Env) -> (usize, u64) {
     let cas = env.dir().join("remote/cache/cas");
-    std::fs::read_dir(cas)
-        .map(|d| {
-            d.flatten()
-                .map(|x| std::fs::read_dir(x.path()).unwrap().count())
-                .sum()
-        })
-        .unwrap_or(0)
+    let mut n = (0, 0);
+    for d in std::fs::read_dir(cas).into_iter().flatten().flatten() {
+        for f in std::fs::read_dir(d.path()).unwrap().flatten() {
+            n.0 += 1;
+            n.1 += f.metadata().unwrap().len();
+        }
+    }
+    n
+}
+
+fn remote_blobs(env: &Env) -> usize {
+    remote_objects(env).0
 }
 
 /// Issue 13: `cache gc --profile` deletes manifests past their ttl, marks
@@ -504,6 +511,7 @@ fn remote_cache_gc_deletes_expired_manifests_then_unnamed_blobs_a_grace_later() 
     // Within the grace period nothing is deleted.
     let again = env.json(&["cache", "gc", "--profile", "team", "-o", "json"]);
     assert_eq!(again["deleted_blobs"], 0);
+    let before = remote_objects(&env).1;
     let ripe = env.json(&[
         "cache",
         "gc",
@@ -519,8 +527,11 @@ fn remote_cache_gc_deletes_expired_manifests_then_unnamed_blobs_a_grace_later() 
             ripe["deleted_blobs"].as_u64(),
             ripe["deleted_bytes"].as_u64()
         ),
-        (Some(1), Some(1000))
+        (Some(1), Some(before - remote_objects(&env).1))
     );
+    // The pack of `brief` held its 1000 random bytes (compressed, a little
+    // more).
+    assert!((1000..1100).contains(&ripe["deleted_bytes"].as_u64().unwrap()));
     assert_eq!(remote_blobs(&env), 1);
     assert!(missing_blobs(&env).is_empty());
     // Another runner restores `keep` from what is left, byte for byte.
@@ -660,4 +671,86 @@ fn an_entry_evicted_before_it_reached_the_remote_does_not_wedge_the_sync() {
     );
     expect_code(&f, 0);
     assert!(missing_blobs(&env).is_empty());
+}
+
+/// Issue 13: the cache workloads (scaled down) restore byte for byte from a
+/// local hit and, on a fresh runner, from packs on a directory remote; a 1%
+/// change adds one small pack, whose entry the fresh runner restores too.
+#[test]
+fn packed_workloads_restore_byte_identical_locally_and_from_a_directory() {
+    let remote = tempfile::tempdir().unwrap();
+    for s in ["state", "logs", "cache"] {
+        std::fs::create_dir_all(remote.path().join(s)).unwrap();
+    }
+    let r = remote.path().display();
+    let project = format!(
+        "profiles:\n  team:\n    state: {{ type: filesystem, path: {r}/state }}\n    logs: {{ type: filesystem, path: {r}/logs }}\n    cache: {{ type: filesystem, path: {r}/cache }}\n{WORKLOAD_PIPELINE}"
+    );
+    let runner = || {
+        let env = Env::new();
+        env.write_project(&project);
+        write_workload(env.dir(), 0);
+        env
+    };
+    let run = |env: &Env| {
+        let out = env.run(&[
+            "run",
+            "packs",
+            "--profile",
+            "team",
+            "--sw-sync-timeout",
+            "60s",
+        ]);
+        expect_code(&out, 0);
+        out
+    };
+    let computed = |env: &Env| {
+        std::fs::read_to_string(env.dir().join("computed.txt"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let packs = || -> std::collections::BTreeMap<std::path::PathBuf, u64> {
+        let mut out = std::collections::BTreeMap::new();
+        for d in std::fs::read_dir(remote.path().join("cache/cas"))
+            .unwrap()
+            .flatten()
+        {
+            for f in std::fs::read_dir(d.path()).unwrap().flatten() {
+                out.insert(f.path(), f.metadata().unwrap().len());
+            }
+        }
+        out
+    };
+    let a = runner();
+    run(&a);
+    assert_eq!(computed(&a), 1);
+    // A local hit.
+    std::fs::remove_dir_all(a.dir().join("out")).unwrap();
+    run(&a);
+    assert_eq!(computed(&a), 1, "a local hit");
+    assert_same_tree(&a.dir().join("data"), &a.dir().join("out"));
+    // A fresh runner, from the directory.
+    let first = packs();
+    let stored: u64 = first.values().sum();
+    let b = runner();
+    let out = run(&b);
+    assert_eq!(computed(&b), 0, "{}", text(&out.stderr));
+    assert_same_tree(&a.dir().join("data"), &b.dir().join("out"));
+    // 1% of the small files change.
+    write_workload(a.dir(), 1);
+    run(&a);
+    assert_eq!(computed(&a), 2);
+    let second = packs();
+    let new: Vec<_> = second.keys().filter(|k| !first.contains_key(*k)).collect();
+    assert_eq!(new.len(), 1, "{new:?}");
+    assert!(
+        second[new[0]] * 100 <= stored * 5,
+        "a 1% change sent {} bytes; the first save stored {stored}",
+        second[new[0]]
+    );
+    write_workload(b.dir(), 1);
+    let out = run(&b);
+    assert_eq!(computed(&b), 0, "{}", text(&out.stderr));
+    assert_same_tree(&a.dir().join("data"), &b.dir().join("out"));
 }

@@ -550,15 +550,29 @@ pub fn check(home: &Path, remote: &Snapshot, scope: Scope) -> Checked {
         c.manifests += 1;
         let m: Value = serde_json::from_str(manifest).unwrap();
         let mkey = format!("cache/keys/{key}.json");
-        match remote
-            .get(&mkey)
-            .map(|b| serde_json::from_slice::<Value>(b))
-        {
-            None => p.push(format!(
-                "cache key {key} (run {run_id}): no manifest on the remote"
-            )),
-            Some(Err(e)) => p.push(format!("{mkey}: not JSON: {e}")),
-            Some(Ok(doc)) => {
+        // The remote document, decompressed, with its manifest in the
+        // local form (packs and chunks are compared by reading the files
+        // back below).
+        let decoded = remote.get(&mkey).map(|b| {
+            let entry =
+                sparkwing::remote::cache::parse_entry(key, b).map_err(|e| format!("{e:#}"))?;
+            let json = sparkwing::remote::pack::manifest_json(b).map_err(|e| format!("{e:#}"))?;
+            let mut doc: Value = serde_json::from_slice(&json).map_err(|e| e.to_string())?;
+            doc["manifest"] = serde_json::to_value(entry.manifest.local()).unwrap();
+            Ok::<_, String>((doc, entry.manifest))
+        });
+        let packed = match decoded {
+            None => {
+                p.push(format!(
+                    "cache key {key} (run {run_id}): no manifest on the remote"
+                ));
+                None
+            }
+            Some(Err(e)) => {
+                p.push(format!("{mkey}: not a manifest document: {e}"));
+                None
+            }
+            Some(Ok((doc, packed))) => {
                 let want = json!({
                     "key": key, "job": job, "pipeline": pipeline, "run_id": run_id,
                     "created_at": created_at, "expires_at": expires_at, "manifest": m,
@@ -590,29 +604,47 @@ pub fn check(home: &Path, remote: &Snapshot, scope: Scope) -> Checked {
                         ));
                     }
                 }
+                Some(packed)
             }
-        }
-        for f in m["files"].as_array().unwrap() {
-            if !f["symlink"].is_null() {
-                continue;
-            }
-            let sha = f["sha256"].as_str().unwrap();
-            let bkey = format!("cache/cas/{}/{sha}", &sha[..2]);
-            match remote.get(&bkey) {
-                None => p.push(format!(
-                    "cache key {key} (run {run_id}): blob {sha} missing on the remote"
-                )),
-                Some(b) if b.len() as u64 != f["size"].as_u64().unwrap() => p.push(format!(
-                    "{bkey}: {} bytes, the manifest says {}",
-                    b.len(),
-                    f["size"]
-                )),
-                Some(_) => {}
+        };
+        // Every file, read back from the remote's packs, equal byte for
+        // byte to the local CAS blob.
+        if let Some(packed) = packed {
+            let object = |name: &str| remote.get(&format!("cache/cas/{}/{name}", &name[..2]));
+            match sparkwing::remote::pack::files_from(&packed, object) {
+                Err(e) => p.push(format!("cache key {key} (run {run_id}): {e:#}")),
+                Ok(files) => {
+                    let named = m["files"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .filter(|f| f["symlink"].is_null())
+                        .count();
+                    if files.len() != named {
+                        p.push(format!(
+                            "cache key {key}: {} files read back, the manifest names {named}",
+                            files.len()
+                        ));
+                    }
+                    for (path, bytes) in files {
+                        let sha = sha_hex(&bytes);
+                        match std::fs::read(cas.join(&sha[..2]).join(&sha)) {
+                            Ok(local) if local == bytes => {}
+                            Ok(_) => p.push(format!(
+                                "cache key {key}: {path} read back differs from the local CAS blob"
+                            )),
+                            Err(_) if scope == Scope::Exclusive => p.push(format!(
+                                "cache key {key}: {path} ({sha}) not in the local CAS"
+                            )),
+                            Err(_) => {}
+                        }
+                    }
+                }
             }
         }
     }
-    // Every blob on the remote: named by its hash, intact, equal to the
-    // local CAS (a blob of a manifest replaced later is still local).
+    // Every object under cas/ (packs; blobs of version 1): named by the
+    // hash of its bytes.
     for (key, body) in remote.range("cache/cas/".to_string()..) {
         let Some(rest) = key.strip_prefix("cache/cas/") else {
             break;
@@ -630,12 +662,6 @@ pub fn check(home: &Path, remote: &Snapshot, scope: Scope) -> Checked {
         let got = sha_hex(body);
         if got != sha {
             p.push(format!("{key}: {} bytes hash to {got}", body.len()));
-        }
-        match std::fs::read(cas.join(&sha[..2]).join(sha)) {
-            Ok(local) if local == *body => {}
-            Ok(_) => p.push(format!("{key}: differs from the local CAS blob")),
-            Err(_) if scope == Scope::Exclusive => p.push(format!("{key}: not in the local CAS")),
-            Err(_) => {}
         }
     }
     let local_keys: BTreeSet<&str> = entries.iter().map(|e| e.0.as_str()).collect();

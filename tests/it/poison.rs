@@ -26,8 +26,7 @@ fn a_planted_manifest_is_a_miss_and_writes_nothing_outside_the_outputs() {
         .map(|e| e.unwrap().path())
         .collect();
     assert_eq!(keys.len(), 1);
-    let mut doc: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&keys[0]).unwrap()).unwrap();
+    let mut doc = manifest_doc(&keys[0]);
     let good = doc["manifest"]["files"][0].clone();
     let mut planted = Vec::new();
     for (path, mode) in [
@@ -144,7 +143,9 @@ fn a_signed_cache_restores_only_manifests_signed_with_the_key() {
     // Runner A publishes a signed manifest; runner B with the key hits it.
     expect_code(&run(&a, Some(KEY)), 0);
     let signed_doc = std::fs::read(manifest_path()).unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&signed_doc).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_slice(&sparkwing::remote::pack::manifest_json(&signed_doc).unwrap())
+            .unwrap();
     assert!(
         v["signature"].as_str().unwrap().starts_with("hmac-sha256:"),
         "{v}"
@@ -179,6 +180,7 @@ fn a_signed_cache_restores_only_manifests_signed_with_the_key() {
     std::fs::create_dir_all(blob.parent().unwrap()).unwrap();
     std::fs::write(&blob, &evil).unwrap();
     let mut forged = v.clone();
+    as_version_1(&mut forged);
     forged["manifest"]["files"][0]["sha256"] = sha.clone().into();
     forged["manifest"]["files"][0]["size"] = 4.into();
     std::fs::write(manifest_path(), forged.to_string()).unwrap();
@@ -256,8 +258,7 @@ fn an_unsigned_import_is_not_trusted_or_laundered_by_a_signing_profile() {
         .unwrap()
         .unwrap()
         .path();
-    let honest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&key_file).unwrap()).unwrap();
+    let honest = manifest_doc(&key_file);
 
     // The attacker plants an unsigned manifest (an extra executable), naming
     // the victim's own run, with a blob of its own.
@@ -272,6 +273,9 @@ fn an_unsigned_import_is_not_trusted_or_laundered_by_a_signing_profile() {
     std::fs::create_dir_all(remote.join(format!("cache/cas/{}", &sha[..2]))).unwrap();
     std::fs::write(remote.join(format!("cache/cas/{}/{sha}", &sha[..2])), &evil).unwrap();
     let mut planted = honest.clone();
+    // A manifest of the blob-per-file form (still read): the honest files'
+    // blobs are in the victim's CAS, the planted one in the bucket.
+    as_version_1(&mut planted);
     planted.as_object_mut().unwrap().remove("signature");
     planted["run_id"] = team_run.clone().into();
     planted["manifest"]["files"]
@@ -301,8 +305,7 @@ fn an_unsigned_import_is_not_trusted_or_laundered_by_a_signing_profile() {
         let _ = std::fs::remove_file(env.sw_home().join(f));
     }
     expect_code(&run(&["sync", "flush", "--profile", "team"]), 0);
-    let now: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&key_file).unwrap()).unwrap();
+    let now = manifest_doc(&key_file);
     assert!(
         now.get("signature").is_none(),
         "the planted entry was signed and published: {now}"
@@ -327,4 +330,20 @@ fn an_unsigned_import_is_not_trusted_or_laundered_by_a_signing_profile() {
         "{}",
         text(&out.stderr)
     );
+}
+
+/// A remote manifest document, decompressed.
+fn manifest_doc(path: &std::path::Path) -> serde_json::Value {
+    let body = std::fs::read(path).unwrap();
+    serde_json::from_slice(&sparkwing::remote::pack::manifest_json(&body).unwrap()).unwrap()
+}
+
+/// Rewrites a manifest document to version 1: a blob per file, no packs.
+fn as_version_1(doc: &mut serde_json::Value) {
+    let m = &mut doc["manifest"];
+    m["version"] = 1.into();
+    m.as_object_mut().unwrap().remove("packs");
+    for f in m["files"].as_array_mut().unwrap() {
+        f.as_object_mut().unwrap().remove("chunks");
+    }
 }

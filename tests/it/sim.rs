@@ -691,7 +691,7 @@ impl World<'_> {
         if self.rng.chance(75) {
             let p = self.some_proc()?;
             let o = self.open(p)?;
-            o.repl.cache(&entry).or_fail("cache")?;
+            o.repl.cache(&self.store, &entry).or_fail("cache")?;
             s.push_str(&format!(", P{p} cache()"));
         }
         self.note(s);
@@ -1445,21 +1445,34 @@ fn check(
         // Cache: the manifest, and every blob it names, byte-identical.
         for (key, manifest) in &l.cache {
             manifests_expected.insert(key.clone());
-            match manifests
+            let entry = manifests
                 .get(key.as_str())
-                .map(|b| serde_json::from_slice::<Value>(b))
-            {
-                Some(Ok(doc))
-                    if &doc["manifest"] == manifest && doc["run_id"].as_str() == Some(run) => {}
-                other => bad.push(format!("keys/{key}.json is not the local entry: {other:?}")),
-            }
-            for f in manifest["files"].as_array().into_iter().flatten() {
-                let sha = f["sha256"].as_str().unwrap_or_default();
-                match blobs.get(sha) {
-                    Some(b) if sha256_hex(b) == sha => {}
-                    Some(_) => bad.push(format!("blob {sha} is corrupt on the remote")),
-                    None => bad.push(format!("blob {sha} of keys/{key}.json is missing")),
+                .map(|b| sparkwing::remote::cache::parse_entry(key, b));
+            let m = match entry {
+                Some(Ok(e))
+                    if serde_json::to_value(e.manifest.local()).ok().as_ref() == Some(manifest)
+                        && e.run_id.0 == *run =>
+                {
+                    e.manifest
                 }
+                other => {
+                    bad.push(format!("keys/{key}.json is not the local entry: {other:?}"));
+                    continue;
+                }
+            };
+            // Every file read back from the packs, hashing to its name
+            // (the local manifest's, compared above).
+            match sparkwing::remote::pack::files_from(&m, |name| blobs.get(name).copied()) {
+                Ok(files) => {
+                    let want = m.files.iter().filter(|f| f.symlink.is_none()).count();
+                    if files.len() != want {
+                        bad.push(format!(
+                            "keys/{key}.json: {} files read, {want} named",
+                            files.len()
+                        ));
+                    }
+                }
+                Err(e) => bad.push(format!("keys/{key}.json: {e:#}")),
             }
         }
     }
@@ -1506,13 +1519,17 @@ fn check(
         if let ["cas", _, sha] = parts.as_slice() {
             blob_written.insert(*sha);
         }
-        if let ["keys", _] = parts.as_slice() {
-            let doc: Value = serde_json::from_slice(body).unwrap_or_default();
-            for f in doc["manifest"]["files"].as_array().into_iter().flatten() {
-                let sha = f["sha256"].as_str().unwrap_or_default();
-                if !blob_written.contains(sha) {
-                    bad.push(format!("{key} was published before its blob {sha}"));
+        if let ["keys", name] = parts.as_slice() {
+            let k = name.strip_suffix(".json").unwrap_or(name);
+            match sparkwing::remote::cache::parse_entry(k, body) {
+                Ok(e) => {
+                    for sha in e.manifest.objects() {
+                        if !blob_written.contains(sha.as_str()) {
+                            bad.push(format!("{key} was published before its pack {sha}"));
+                        }
+                    }
                 }
+                Err(e) => bad.push(format!("{key}: {e:#}")),
             }
         }
     }

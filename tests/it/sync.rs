@@ -430,21 +430,14 @@ fn a_permanent_failure_quarantines_one_entry_while_other_streams_flow() {
         ]),
         0,
     );
-    // A local cache blob vanishes before it could be uploaded.
-    let cas = s.env.sw_home().join("cas");
-    let victim = std::fs::read_dir(&cas)
+    // A cache pack waiting for upload vanishes before it could be sent.
+    let packs: Vec<_> = std::fs::read_dir(s.env.sw_home().join("packs"))
         .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let blob = std::fs::read_dir(&victim)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    std::fs::remove_file(&blob).unwrap();
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "pack"))
+        .collect();
+    assert_eq!(packs.len(), 1, "{packs:?}");
+    std::fs::remove_file(&packs[0]).unwrap();
     s.mount();
     let out = s
         .env

@@ -118,12 +118,23 @@ pub fn pid_alive(pid: i32) -> bool {
     state != "Z" && state != "X"
 }
 
+/// The PID a step wrote to `path`, once the write is complete: the shell
+/// creates the file before it writes the number, so a file that merely
+/// exists may still be empty.
 pub fn read_pid(path: &Path) -> i32 {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
+    let mut pid = 0;
+    wait_for(
+        &format!("a PID in {}", path.display()),
+        Duration::from_secs(30),
+        || match std::fs::read_to_string(path) {
+            Ok(text) if text.ends_with('\n') => {
+                pid = text.trim().parse().expect("a PID file holds a number");
+                true
+            }
+            _ => false,
+        },
+    );
+    pid
 }
 
 /// The jobs of `runs show RUN -o json`, by name.
@@ -475,4 +486,101 @@ pub fn in_namespace(env: &Env, home: &Path, script: &str) -> Output {
         .stdin(Stdio::null())
         .output()
         .unwrap()
+}
+
+/// A scaled-down mix of the cache workloads of issue 13 under `dir/data`:
+/// W1's many small files (half compressible text, half random bytes, of
+/// 200 B–9 KiB), W2's large file (6 MiB, cut into chunks), an empty file,
+/// an executable and a symlink. Deterministic: `edit` > 0 changes 1% of
+/// the small files (4 of 400) and nothing else.
+pub fn write_workload(dir: &Path, edit: u64) {
+    use std::os::unix::fs::PermissionsExt;
+    let data = dir.join("data");
+    std::fs::create_dir_all(data.join("small")).unwrap();
+    let gen = |seed: u64, n: usize, text: bool| -> Vec<u8> {
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if text {
+                    b"fn main() { let x = 1; }\n"[(x % 25) as usize]
+                } else {
+                    x as u8
+                }
+            })
+            .collect()
+    };
+    for i in 0..400u64 {
+        let mut body = gen(i + 1, 200 + (i as usize * 211) % 9000, i % 2 == 0);
+        if edit > 0 && i % 100 == 7 {
+            body.extend_from_slice(format!("edit {edit}\n").as_bytes());
+        }
+        std::fs::write(data.join("small").join(format!("{i:03}.rs")), body).unwrap();
+    }
+    std::fs::write(data.join("big.bin"), gen(999, 6 << 20, false)).unwrap();
+    std::fs::write(data.join("empty"), b"").unwrap();
+    let tool = data.join("tool");
+    std::fs::write(&tool, b"#!/bin/sh\necho tool\n").unwrap();
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o750)).unwrap();
+    let _ = std::fs::remove_file(data.join("link"));
+    std::os::unix::fs::symlink("big.bin", data.join("link")).unwrap();
+}
+
+/// The pipeline that caches the workload: `out` is a copy of `data`.
+pub const WORKLOAD_PIPELINE: &str = r#"pipelines:
+  - name: packs
+    jobs:
+      copy:
+        cache: { key: ['data/**'], outputs: [out] }
+        steps:
+          - run: echo computed >> computed.txt && rm -rf out && cp -a data out
+"#;
+
+/// Every entry under `a` equals the one under `b`: the same relative
+/// paths, kinds, bytes, permission bits and symlink targets.
+pub fn assert_same_tree(a: &Path, b: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, String, Vec<u8>, u32)>) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let p = e.path();
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().to_string();
+            let meta = std::fs::symlink_metadata(&p).unwrap();
+            let mode = meta.permissions().mode() & 0o7777;
+            if meta.file_type().is_symlink() {
+                let to = std::fs::read_link(&p).unwrap();
+                out.push((
+                    rel,
+                    "link".into(),
+                    to.to_string_lossy().as_bytes().to_vec(),
+                    0,
+                ));
+            } else if meta.is_dir() {
+                walk(root, &p, out);
+            } else {
+                out.push((rel, "file".into(), std::fs::read(&p).unwrap(), mode));
+            }
+        }
+    }
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    walk(a, a, &mut x);
+    walk(b, b, &mut y);
+    assert!(!x.is_empty(), "{} is empty", a.display());
+    assert_eq!(x.len(), y.len(), "{} vs {}", a.display(), b.display());
+    for (l, r) in x.iter().zip(&y) {
+        assert!(
+            l == r,
+            "{} differs: {:?} {} bytes mode {:o} vs {:?} {} bytes mode {:o}",
+            l.0,
+            l.1,
+            l.2.len(),
+            l.3,
+            r.1,
+            r.2.len(),
+            r.3
+        );
+    }
 }

@@ -204,33 +204,37 @@ fn verify_passes_on_an_equal_remote_and_names_every_kind_of_damage() {
     assert!(out.stdout == local, "{}", text(&out.stdout));
     assert_eq!(text(&out.stderr), "");
 
-    // 5. A cache blob missing, and one corrupted.
-    let mut blobs: Vec<PathBuf> = Vec::new();
+    // 5. The cache's pack missing, then corrupted.
+    let mut packs: Vec<PathBuf> = Vec::new();
     for d in std::fs::read_dir(remote.join("cache/cas")).unwrap() {
         for f in std::fs::read_dir(d.unwrap().path()).unwrap() {
-            blobs.push(f.unwrap().path());
+            packs.push(f.unwrap().path());
         }
     }
-    blobs.sort();
-    assert_eq!(blobs.len(), 2, "{blobs:?}");
-    let kept = std::fs::read(&blobs[0]).unwrap();
-    std::fs::remove_file(&blobs[0]).unwrap();
-    std::fs::write(&blobs[1], b"corrupt").unwrap();
+    assert_eq!(packs.len(), 1, "both files in one pack: {packs:?}");
+    let kept = std::fs::read(&packs[0]).unwrap();
+    std::fs::remove_file(&packs[0]).unwrap();
     let (code, out, doc) = verify(&env);
     assert_eq!(code, 1);
     let p = problems(&doc);
     assert!(
         p.iter()
-            .any(|m| m.contains("missing on the remote") && m.contains("blob")),
+            .any(|m| m.contains("cache key") && m.contains("which the remote does not have")),
         "{p:?}"
     );
-    assert!(p.iter().any(|m| m.contains("hashes to")), "{p:?}");
     assert_eq!(doc["discrepancies"], p.len());
-    assert!(out.contains("discrepancies in 1 run(s)"), "{out}");
-    std::fs::write(&blobs[0], kept).unwrap();
-    // (blobs[1] stays corrupt: still one discrepancy.)
+    assert!(out.contains("1 discrepancy in 1 run(s)"), "{out}");
+    let mut corrupt = kept.clone();
+    let mid = corrupt.len() / 2;
+    corrupt[mid] ^= 0x55;
+    std::fs::write(&packs[0], &corrupt).unwrap();
     let (code, _, doc) = verify(&env);
-    assert_eq!((code, doc["discrepancies"].as_u64()), (1, Some(1)));
+    let p = problems(&doc);
+    assert_eq!((code, doc["discrepancies"].as_u64()), (1, Some(1)), "{p:?}");
+    assert!(p[0].contains("corrupt"), "{p:?}");
+    std::fs::write(&packs[0], kept).unwrap();
+    let (code, _, doc) = verify(&env);
+    assert_eq!((code, doc["discrepancies"].as_u64()), (0, Some(0)));
 }
 
 #[test]

@@ -463,3 +463,16 @@ pub fn sync_filesystem(path: &std::path::Path) {
         unsafe { libc::syncfs(dir.as_raw_fd()) };
     }
 }
+
+/// Makes the allocator give buffers of 1 MiB and more back to the system
+/// when they are freed (glibc: a fixed mmap threshold; by default it rises
+/// after the first large free, and freed pack and frame buffers then stay
+/// in each thread's arena). The cache moves packs of 16 MiB through several
+/// threads; without this the process keeps every thread's high-water mark.
+pub fn return_large_buffers() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only tunes the allocator; called before any thread.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}

@@ -12,13 +12,19 @@
 //! A save that *uploaded* the blob after the mark has written its manifest
 //! by the time the mark is `grace` old (default 1 h; a save's uploads take
 //! minutes at most), so that collection sees the blob named and keeps it.
-//! Two hazards remain, and both cost a miss (every restore checks every
-//! blob), never a wrong or partial restore: a save slower than `grace`; and
-//! a save that *found the blob present* (it skips the upload) while its
-//! mark was already ripe: a collection during that save's own upload time
-//! deletes it before the manifest names it. Closing the second needs the
-//! save to refresh what it relies on (a conditional re-upload, or a read
-//! of the marks), which the pack format of issue 13 is to bring.
+//! Hazards remain, and each costs a miss (every restore checks every
+//! chunk), never a wrong or partial restore: a save slower than `grace`; a
+//! save that *found a pack present* (its conditional create answered
+//! "exists") while its mark was already ripe, so that a collection during
+//! the save deletes it before the manifest names it; and a save that names
+//! chunks of a pack from its local index (packs are content-addressed, and
+//! a save names what the remote already holds instead of sending it) after
+//! every manifest naming that pack expired and a collection deleted it.
+//! A runner that restores such a manifest finds the pack missing, forgets
+//! it, recomputes the job and sends the bytes again; a runner that only
+//! saves keeps naming the pack until it restores once. Closing these needs
+//! the save to refresh what it relies on (a read of the marks, or a
+//! conditional check of the packs it names before the manifest goes).
 //!
 //! **A manifest it cannot read** may name any blob: a read that fails for
 //! now ends the collection, and while a manifest is refused or does not

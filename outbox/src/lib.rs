@@ -71,7 +71,8 @@ pub const INLINE_LIMIT: usize = 64 * 1024;
 const HEADS_DUE: &str = "SELECT MIN(e.next_attempt_at) FROM streams s
      JOIN entries e ON e.id = (SELECT id FROM entries h WHERE h.target = s.target AND h.stream = s.stream
                                ORDER BY h.seq LIMIT 1)
-     WHERE s.target = ?1 AND e.quarantined = 0";
+     WHERE s.target = ?1 AND e.quarantined = 0 AND NOT EXISTS (SELECT 1 FROM streams c
+       WHERE c.target = s.target AND c.stream > s.stream || '/' AND c.stream < s.stream || '0')";
 
 /// Claims made by this process, for unique lease tokens.
 static CLAIMS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -801,6 +802,11 @@ impl Outbox {
     /// once `max_bytes` of payload is reached). Streams whose head is
     /// quarantined or not yet due are skipped, as are targets whose
     /// credentials failed less than `auth_probe` ago.
+    ///
+    /// **A stream waits for the streams below it:** while any stream named
+    /// `<stream>/…` has entries (quarantined ones too), `<stream>` is not
+    /// claimed. Sub-streams go in parallel with each other; their parent
+    /// goes after all of them (a cache entry's packs, then its manifest).
     pub fn claim(
         &self,
         targets: &[String],
@@ -849,6 +855,8 @@ impl Outbox {
                                                ORDER BY h.seq LIMIT 1)
                      LEFT JOIN leases l ON l.target = s.target AND l.stream = s.stream
                      WHERE s.target = ?1 AND e.quarantined = 0 AND e.next_attempt_at <= ?2
+                       AND NOT EXISTS (SELECT 1 FROM streams c WHERE c.target = s.target
+                                       AND c.stream > s.stream || '/' AND c.stream < s.stream || '0')
                      ORDER BY s.rowid",
                 )?;
                 let rows = heads.query_map(params![target, now], |r| {
@@ -1379,6 +1387,57 @@ mod tests {
 
     fn all() -> Vec<String> {
         vec![T.to_string()]
+    }
+
+    /// Issue 13: sub-streams are claimed together, their parent only once
+    /// none of them has an entry left (a quarantined one keeps it waiting),
+    /// and the parent's wait is not "due" (no busy loop).
+    #[test]
+    fn a_stream_waits_for_every_stream_below_it() {
+        let (_home, ob, _clock) = manual(fast());
+        ob.enqueue(
+            T,
+            &[
+                entry("cache/k/r/p1", 0, "pack 1"),
+                entry("cache/k/r/p2", 0, "pack 2"),
+                entry("cache/k/r", 0, "manifest"),
+                entry("cache/k/r0", 0, "a sibling, not below"),
+            ],
+            &[],
+        )
+        .unwrap();
+        let names = |c: &[Claim]| -> Vec<String> {
+            let mut v: Vec<String> = c.iter().map(|c| c.stream.clone()).collect();
+            v.sort();
+            v
+        };
+        let first = claim_all(&ob);
+        assert_eq!(
+            names(&first),
+            ["cache/k/r/p1", "cache/k/r/p2", "cache/k/r0"],
+            "the packs in parallel, not the manifest"
+        );
+        let by = |name: &str| first.iter().find(|c| c.stream == name).unwrap();
+        let ms = Duration::from_millis(1);
+        ob.settle(by("cache/k/r0"), 1, ms, None).unwrap();
+        ob.settle(by("cache/k/r/p1"), 1, ms, None).unwrap();
+        // One pack fails for good: the manifest keeps waiting.
+        ob.settle(
+            by("cache/k/r/p2"),
+            0,
+            ms,
+            Some((ErrorClass::Permanent, "gone", None)),
+        )
+        .unwrap();
+        assert!(claim_all(&ob).is_empty());
+        assert_eq!(ob.next_due(&all()).unwrap(), None, "nothing is due");
+        ob.retry(None).unwrap();
+        let again = claim_all(&ob);
+        assert_eq!(names(&again), ["cache/k/r/p2"]);
+        ob.settle(&again[0], 1, ms, None).unwrap();
+        let last = claim_all(&ob);
+        assert_eq!(names(&last), ["cache/k/r"]);
+        assert_eq!(last[0].entries[0].payload.read().unwrap(), b"manifest");
     }
 
     #[test]

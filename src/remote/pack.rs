@@ -7,7 +7,7 @@
 //! saves and restores) is named, not sent. New chunks go into zstd frames of
 //! about [`FRAME`] plain bytes (small files share a frame and compress
 //! together, as in an archive), and frames into pack objects of about
-//! [`PACK`] bytes. A pack is named by the SHA-256 of its bytes and stored
+//! [`PACK`] bytes (8 MiB). A pack is named by the SHA-256 of its bytes and stored
 //! where blobs go (`cas/<sha[..2]>/<sha>`): content-addressed, written once
 //! by a conditional create, collected by `cache gc` like any blob.
 //!
@@ -15,8 +15,10 @@
 //! and, for each file, its chunks: pack, the frame's offset and length in
 //! the pack, the chunk's offset and size in the frame's plain bytes and,
 //! for a file of several chunks, each chunk's SHA-256 (a file of one chunk
-//! is its own). Packs are queued before the manifest in the entry's stream,
-//! so the manifest is published only after every pack it names.
+//! is its own). Each pack is queued on a stream of its own below the
+//! entry's, so packs upload in parallel, and the manifest, on the entry's
+//! stream, is published only after every pack it names
+//! (`Outbox::claim`: a stream waits for the streams below it).
 //!
 //! **Restoring.** The frames the local CAS lacks are fetched by ranged
 //! reads (neighbouring frames of a pack in one read of at most [`READ`]
@@ -50,8 +52,10 @@ use crate::run::cache::{hex, Cas, FileEntry, Manifest};
 pub const VERSION: u32 = 2;
 /// Plain bytes of small files gathered into one zstd frame.
 pub const FRAME: usize = 1 << 20;
-/// A pack is closed once it holds this many (compressed) bytes.
-pub const PACK: u64 = 16 << 20;
+/// Most bytes of a pack (compressed frames; a frame is at most a few MiB):
+/// a pack is uploaded whole, so this is a delivery's part size (the sync
+/// actor holds at most `concurrency` of them at once).
+pub const PACK: u64 = 8 << 20;
 /// Files of at least this size are cut by content-defined chunking.
 pub const LARGE: u64 = 4 << 20;
 /// FastCDC's minimum, average and maximum chunk sizes.
@@ -375,6 +379,14 @@ impl Builder<'_> {
             .zstd
             .compress(&self.frame)
             .context("compressing a cache frame")?;
+        // A pack never grows past PACK (unless one frame alone does).
+        if self
+            .pack
+            .as_ref()
+            .is_some_and(|p| p.len > 0 && p.len + stored.len() as u64 > PACK)
+        {
+            self.finish_pack()?;
+        }
         if self.pack.is_none() {
             let tmp = self.dir.join(format!(
                 ".tmp-{}-{}",

@@ -232,8 +232,9 @@ impl Replicator {
         Ok(n)
     }
 
-    /// Enqueues a cache entry: its new packs, then its manifest, in one
-    /// stream, so the manifest is published only after every pack it names
+    /// Enqueues a cache entry: its new packs, each on a stream below the
+    /// entry's, and its manifest on the entry's stream, which waits for
+    /// them: the manifest is published only after every pack it names
     /// ([`crate::remote::pack`]). Chunks the target already holds (the
     /// local index, counting only packs that have left the outbox) are
     /// named, not packed again.
@@ -273,10 +274,13 @@ impl Replicator {
         }
         let built = pack::build(&self.home, &manifest, &known)?;
         let mut entries = Vec::new();
+        // Each pack in a stream of its own below the entry's: packs go in
+        // parallel, the manifest (on the entry's stream) after all of them
+        // ([`Outbox::claim`]).
         for p in &built.packs {
             entries.push(NewEntry {
-                stream: name.clone(),
-                seq: entries.len() as i64,
+                stream: stream::cache_pack(&name, &p.sha256),
+                seq: 0,
                 op: OpKind::CacheBlob.as_str().into(),
                 subject: p.sha256.clone(),
                 payload: Payload::File {
@@ -311,7 +315,7 @@ impl Replicator {
         };
         entries.push(NewEntry {
             stream: name.clone(),
-            seq: entries.len() as i64,
+            seq: 0,
             op: OpKind::CacheManifest.as_str().into(),
             subject: entry.key.clone(),
             payload,

@@ -47,6 +47,10 @@ pub struct SyncConfig {
     pub max_entries: usize,
     /// Payload bytes taken from one stream per claim.
     pub max_bytes: u64,
+    /// Payload bytes being delivered at once, across streams: a new
+    /// delivery starts only while the ones running hold less (one always
+    /// may). Bounds memory when the payloads are large (cache packs).
+    pub max_bytes_in_flight: u64,
     /// Idle re-check interval.
     pub tick: Duration,
     /// How often a target whose credentials failed is probed again.
@@ -70,6 +74,7 @@ impl Default for SyncConfig {
             concurrency: 8,
             max_entries: 256,
             max_bytes: 8 << 20,
+            max_bytes_in_flight: 24 << 20,
             tick: Duration::from_secs(1),
             auth_probe: Duration::from_secs(60),
             linger: Duration::from_millis(200),
@@ -198,6 +203,8 @@ impl SyncActor {
         let mut queued: std::collections::VecDeque<Claim> = Default::default();
         let mut ready = true;
         let mut stopping = false;
+        // Payload bytes of the deliveries running.
+        let mut in_flight = 0u64;
         loop {
             if stopping {
                 // Claimed but never started: released as they are.
@@ -214,9 +221,18 @@ impl SyncActor {
                     }));
                 }
                 while delivering.len() < cfg.concurrency {
+                    let Some(bytes) = queued.front().map(claim_bytes) else {
+                        break;
+                    };
+                    if !delivering.is_empty()
+                        && in_flight.saturating_add(bytes) > cfg.max_bytes_in_flight
+                    {
+                        break;
+                    }
                     let Some(claim) = queued.pop_front() else {
                         break;
                     };
+                    in_flight += bytes;
                     let Some(target) = self.targets.get(&claim.target).cloned() else {
                         continue;
                     };
@@ -251,6 +267,7 @@ impl SyncActor {
                         Ok(x) => x,
                         Err(e) => std::panic::resume_unwind(e.into_panic()),
                     };
+                    in_flight = in_flight.saturating_sub(claim_bytes(&claim));
                     let (n, err) = match outcome {
                         Outcome::Done(n, err) => (n, err),
                         Outcome::Cancelled if Self::rewrites(&claim) => {
@@ -697,6 +714,11 @@ pub const LEASE_MARGIN: Duration = Duration::from_secs(30);
 /// ms, by the outbox's clock) to start delivering.
 pub fn lease_left(claim: &Claim, now_ms: i64) -> bool {
     now_ms + (LEASE_MARGIN.as_millis() as i64) < claim.lease_until
+}
+
+/// The payload bytes of a claim.
+fn claim_bytes(claim: &Claim) -> u64 {
+    claim.entries.iter().map(|e| e.payload.len()).sum()
 }
 
 fn concat(parts: &[Bytes]) -> Bytes {

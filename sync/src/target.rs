@@ -277,9 +277,14 @@ pub mod stream {
     pub fn log(run: &str, job: &str) -> String {
         format!("log/{run}/{job}")
     }
-    /// One cache entry: its blobs, then its manifest.
+    /// One cache entry's manifest; its packs are on streams below it
+    /// ([`cache_pack`]), which the outbox delivers first.
     pub fn cache(key: &str, run: &str) -> String {
         format!("{}{run}", cache_prefix(key))
+    }
+    /// One pack of a cache entry: a stream below the entry's ([`cache`]).
+    pub fn cache_pack(entry_stream: &str, pack: &str) -> String {
+        format!("{entry_stream}/{pack}")
     }
     /// The prefix of every stream of a cache key (one per run that saved it).
     pub fn cache_prefix(key: &str) -> String {

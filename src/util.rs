@@ -454,20 +454,21 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 }
 
 /// Flushes the filesystem holding `path` to disk (`syncfs`): one call
-/// instead of an fsync per file written there. Best effort: a failure is
-/// ignored (what it protects is verified by SHA-256 when read).
-pub fn sync_filesystem(path: &std::path::Path) {
-    if let Ok(dir) = std::fs::File::open(path) {
-        use std::os::fd::AsRawFd;
-        // SAFETY: a valid, open descriptor.
-        unsafe { libc::syncfs(dir.as_raw_fd()) };
+/// instead of an fsync per file written there.
+pub fn sync_filesystem(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let dir = std::fs::File::open(path)?;
+    // SAFETY: a valid, open descriptor.
+    if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+        return Err(std::io::Error::last_os_error());
     }
+    Ok(())
 }
 
 /// Makes the allocator give buffers of 1 MiB and more back to the system
 /// when they are freed (glibc: a fixed mmap threshold; by default it rises
 /// after the first large free, and freed pack and frame buffers then stay
-/// in each thread's arena). The cache moves packs of 16 MiB through several
+/// in each thread's arena). The cache moves packs of 8 MiB through several
 /// threads; without this the process keeps every thread's high-water mark.
 pub fn return_large_buffers() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -298,6 +298,23 @@ pub enum RunsCmd {
         #[arg(long, value_name = "NAME")]
         profile: Option<String>,
     },
+    /// Remove runs that ended longer ago than --older-than, with their logs.
+    #[command(
+        after_help = "This machine's runs go from state.db and SPARKWING_HOME/runs/. With --profile, every runner's runs that old go from the profile's remote too (their run document, events and log chunks). A run still in progress is kept, and so is one of this machine's runs whose writes are still queued for the remote (`sparkwing sync flush` sends them). Cache entries stay: `sparkwing cache prune` and `sparkwing cache gc` bound them.\n\nExamples:\n  sparkwing runs prune --older-than 30d\n  sparkwing runs prune --older-than 90d --profile shared --dry-run\n  sparkwing runs prune --older-than 7d -o json"
+    )]
+    Prune {
+        /// Remove runs that ended longer ago than this (e.g. 30d, 12h).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+        older_than: Duration,
+        /// Also remove every runner's runs that old from this profile's remote.
+        #[arg(long, value_name = "NAME")]
+        profile: Option<String>,
+        /// Say what would be removed, remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        output: OutputArg,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -612,6 +629,35 @@ fn cmd_runs(project_flag: Option<&Path>, cmd: RunsCmd) -> Result<()> {
         Ok(_) => {}
     }
     match cmd {
+        RunsCmd::Prune {
+            older_than,
+            profile,
+            dry_run,
+            output,
+        } => {
+            let resolved = match &profile {
+                Some(name) => {
+                    let project = pipeline::optional_project(project_flag)?;
+                    Some(pipeline::resolve_profile(
+                        project.as_ref(),
+                        &Request {
+                            flag: Some(name),
+                            pipeline: None,
+                            local_only_flag: false,
+                        },
+                    )?)
+                }
+                None => None,
+            };
+            drop(store);
+            crate::cmd::runs::prune(
+                &home,
+                resolved.as_ref(),
+                older_than,
+                dry_run,
+                output.format == Format::Json,
+            )?;
+        }
         RunsCmd::List {
             pipeline,
             status,

@@ -497,6 +497,12 @@ impl Store {
     }
 
     /// The run with exactly this ID, if there is one.
+    /// Forgets a run: its jobs, steps, events and boundaries go with it
+    /// (foreign keys cascade); its cache entries stay.
+    pub fn delete_run(&self, id: &str) -> Result<bool> {
+        self.with_tx(|tx| Ok(tx.execute("DELETE FROM runs WHERE id = ?1", [id])? > 0))
+    }
+
     pub fn run_by_id(&self, id: &str) -> Result<Option<RunRow>> {
         self.read(|c| {
             c.query_row(

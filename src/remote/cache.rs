@@ -212,7 +212,8 @@ async fn fetch_blobs(
             );
         }
     }
-    crate::util::sync_filesystem(cas.root());
+    // Best effort: a blob torn by a crash fails its SHA-256 check when read.
+    let _ = crate::util::sync_filesystem(cas.root());
     Ok(())
 }
 

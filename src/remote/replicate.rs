@@ -418,7 +418,32 @@ impl Replicator {
             total += self.log(store, &row.id, &job.name, len)?;
         }
         for entry in store.cache_entries_of_run(&row.id)? {
-            total += self.cache(store, &entry)?;
+            match self.cache(store, &entry) {
+                Ok(n) => total += n,
+                Err(e) if crate::fault::is_storage(&e) => return Err(e),
+                // Its outputs left the local cache before they could be
+                // packed (`cache prune`): nothing to send, said once (the
+                // entry is marked as handled); the rest goes.
+                Err(e) => {
+                    if let Some(t) = &self.targets.cache {
+                        self.outbox.enqueue(
+                            t,
+                            &[],
+                            &[Mark {
+                                name: stream::cache(&entry.key, &entry.run_id),
+                                seq: entry.created_at,
+                                offset: 0,
+                            }],
+                        )?;
+                    }
+                    crate::say!(
+                        "sparkwing: cache key {} of run {} is not sent to the remote: its outputs are no longer in the local cache ({})",
+                        crate::util::clip(&entry.key, 12),
+                        row.id,
+                        crate::util::one_line(&format!("{e:#}"), 300)
+                    )
+                }
+            }
         }
         total += self.summary(store, &row.id)?;
         // A finished (or interrupted) run writes nothing more: remember it.

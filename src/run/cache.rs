@@ -294,7 +294,9 @@ impl Cas {
     }
 
     /// Stores a file's contents; returns (sha256, size). A blob already
-    /// present is not written again.
+    /// present is not written again. Not synced one by one: the caller
+    /// syncs the filesystem once before it commits anything naming the
+    /// blobs ([`snapshot`] does).
     pub fn put_file(&self, src: &Path) -> Result<(String, u64)> {
         // The file is read twice (hashed, then copied if the CAS lacks it);
         // if something rewrites it in between (another run of the same job
@@ -305,7 +307,7 @@ impl Cas {
             let (sha, size) =
                 sha256_file(src).with_context(|| format!("hashing {}", src.display()))?;
             let stored = self.install(&sha, |tmp| {
-                let (got, _) = copy_hashing(src, tmp, Durable::Yes)?;
+                let (got, _) = copy_hashing(src, tmp)?;
                 if got != sha {
                     return Err(anyhow!(ChangedWhileStored(src.display().to_string())));
                 }
@@ -359,20 +361,9 @@ impl Cas {
     }
 }
 
-/// Whether a copy is fsynced before it is used.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Durable {
-    /// A CAS blob: the one durable copy of an output, synced before the
-    /// manifest that names it is committed.
-    Yes,
-    /// A restored output: a copy of a durable blob, made again by running
-    /// or restoring the job (see [`restore`]).
-    No,
-}
-
-/// Copies `src` to a new file `dest` (fsynced if `durable`), returns its
-/// SHA-256.
-fn copy_hashing(src: &Path, dest: &Path, durable: Durable) -> Result<(String, u64)> {
+/// Copies `src` to a new file `dest` (not synced: see [`snapshot`] and
+/// [`restore`]), returns its SHA-256.
+fn copy_hashing(src: &Path, dest: &Path) -> Result<(String, u64)> {
     let mut from = fs::File::open(src).with_context(|| format!("opening {}", src.display()))?;
     // Reading `src` fails as it is; writing `dest` (the CAS) is a
     // StorageFault.
@@ -395,9 +386,6 @@ fn copy_hashing(src: &Path, dest: &Path, durable: Durable) -> Result<(String, u6
         h.update(&buf[..n]);
         to.write_all(&buf[..n]).map_err(fault)?;
         total += n as u64;
-    }
-    if durable == Durable::Yes {
-        to.sync_all().map_err(fault)?;
     }
     Ok((hex(&h.finalize()), total))
 }
@@ -529,6 +517,7 @@ pub const RESTORE_TMP_PREFIX: &str = ".sparkwing-restore-";
 /// outputs ([`RESTORE_TMP_PREFIX`]).
 pub fn snapshot(cas: &Cas, project_dir: &Path, outputs: &[String]) -> Result<Manifest> {
     let mut files = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for o in outputs {
         let matched = expand(project_dir, o)?.with_context(|| {
             format!("cache output `{o}` was not produced (nothing at {}); fix the job's steps or its cache.outputs", project_dir.join(o).display())
@@ -547,7 +536,7 @@ pub fn snapshot(cas: &Cas, project_dir: &Path, outputs: &[String]) -> Result<Man
                 Err(e) => return Err(e.into()),
             };
             let path = rel(project_dir, &f);
-            if files.iter().any(|e: &FileEntry| e.path == path) {
+            if !seen.insert(path.clone()) {
                 continue;
             }
             let mode = meta.permissions().mode() & 0o7777;
@@ -571,6 +560,16 @@ pub fn snapshot(cas: &Cas, project_dir: &Path, outputs: &[String]) -> Result<Man
                 });
             }
         }
+    }
+    // One sync of the CAS's filesystem for all the blobs (their bytes and
+    // their names), before the caller commits the manifest naming them:
+    // after a crash, a committed manifest never names a blob that was not
+    // on disk. (A crash before it leaves blobs no manifest names, which
+    // `cache prune` collects; every restore checks every blob's SHA-256
+    // anyway.)
+    if !files.iter().all(|f| f.symlink.is_some()) {
+        crate::util::sync_filesystem(cas.root())
+            .map_err(|e| anyhow!(StorageFault::from_io(cas.root(), &e)))?;
     }
     Ok(Manifest { version: 1, files })
 }
@@ -854,7 +853,7 @@ pub fn restore(
             Some(target) => symlink(target, &tmp).map_err(anyhow::Error::from),
             None => {
                 let blob = cas.blob_path(&f.sha256);
-                copy_hashing(&blob, &tmp, Durable::No).and_then(|(sha, size)| {
+                copy_hashing(&blob, &tmp).and_then(|(sha, size)| {
                     if sha != f.sha256 || size != f.size {
                         bail!(
                             "cache blob {} is corrupt (SHA-256 {sha}, expected {})",

@@ -13,7 +13,12 @@ use anyhow::{bail, Result};
 use crate::local::store::{RunRow, Store};
 
 pub fn log_path(home: &Path, run: &str, job: &str) -> PathBuf {
-    home.join("runs").join(run).join(format!("{job}.log"))
+    run_dir(home, run).join(format!("{job}.log"))
+}
+
+/// A run's folder of logs: `SPARKWING_HOME/runs/<run>`.
+pub fn run_dir(home: &Path, run: &str) -> PathBuf {
+    home.join("runs").join(run)
 }
 
 /// Byte offset where the last `n` lines of the file start.

@@ -34,6 +34,11 @@ pub fn log_prefix(run: &str, job: &str) -> String {
     format!("{run}/{job}/")
 }
 
+/// The prefix of every log chunk of a run (all its jobs).
+pub fn run_logs_prefix(run: &str) -> String {
+    format!("{run}/")
+}
+
 /// One log chunk.
 pub fn log_chunk(run: &str, job: &str, seq: i64) -> String {
     format!("{}{seq:010}.log", log_prefix(run, job))

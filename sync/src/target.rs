@@ -277,6 +277,10 @@ pub mod stream {
     pub fn log(run: &str, job: &str) -> String {
         format!("log/{run}/{job}")
     }
+    /// The prefix of the log streams of every job of a run.
+    pub fn logs_prefix(run: &str) -> String {
+        format!("log/{run}/")
+    }
     /// One cache entry's manifest; its packs are on streams below it
     /// ([`cache_pack`]), which the outbox delivers first.
     pub fn cache(key: &str, run: &str) -> String {

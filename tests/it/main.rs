@@ -19,6 +19,7 @@ mod pipelines;
 mod poison;
 mod profiles;
 mod providers;
+mod prune;
 mod run;
 mod s3;
 mod secrets;

@@ -1099,6 +1099,20 @@ impl Outbox {
         .map_err(self.ctx("looking up an outbox entry"))
     }
 
+    /// Entries (pending or quarantined), of any target, on the streams
+    /// whose name starts with `prefix`.
+    pub fn queued_on_streams(&self, prefix: &str) -> Result<u64> {
+        let conn = self.lock();
+        let n: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM entries WHERE substr(stream, 1, ?2) = ?1",
+                params![prefix, prefix.chars().count() as i64],
+                |r| r.get(0),
+            )
+            .map_err(self.ctx("counting outbox entries"))?;
+        Ok(n as u64)
+    }
+
     /// Pending (not quarantined) entries, of any target, on the streams
     /// whose name starts with `prefix` (a cache entry's: `cache/<key>/`).
     pub fn pending_on_streams(&self, prefix: &str) -> Result<u64> {

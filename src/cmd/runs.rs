@@ -5,9 +5,10 @@
 //! old). Cache entries stay: they are bounded by `cache prune` and `cache
 //! gc`, and a run's outputs may still be restored after the run is gone.
 //!
-//! A run still in progress is never removed, nor a local run whose writes
-//! are still on their way to the remote (they would be lost to it, and
-//! their queued log chunks would point at removed files).
+//! A run still in progress is never removed, nor a local run bound for a
+//! remote that has not reached it whole: writes still queued (quarantined
+//! ones too), or no `done/<run>` mark on one of its targets (they would be
+//! lost to the remote, and queued log chunks would point at removed files).
 
 use std::time::Duration;
 
@@ -95,17 +96,37 @@ pub fn prune(
         if !ended || RunStatus::live(row.shown_status()) {
             continue;
         }
-        if let Some(ob) = &outbox {
-            use sparkwing_sync::target::stream;
-            let mut queued = 0;
-            for prefix in [
-                stream::state(&id),
-                stream::summary(&id),
-                stream::logs_prefix(&id),
-            ] {
-                queued += ob.pending_on_streams(&prefix)?;
-            }
-            if queued > 0 {
+        // Bound for a remote: kept until every write has left the outbox
+        // (quarantined ones too: `sync retry` still needs the files) and
+        // the run is marked complete on each of its targets (a write the
+        // run could not queue is queued again by the next reconcile).
+        let targets = store.targets_of_run(&id)?.unwrap_or_default();
+        let bound: Vec<&String> = [&targets.state, &targets.logs, &targets.cache]
+            .into_iter()
+            .flatten()
+            .collect();
+        if !bound.is_empty() {
+            let undelivered = match &outbox {
+                None => true,
+                Some(ob) => {
+                    use sparkwing_sync::target::stream;
+                    let mut queued = 0;
+                    for prefix in [
+                        stream::state(&id),
+                        stream::summary(&id),
+                        stream::logs_prefix(&id),
+                    ] {
+                        queued += ob.queued_on_streams(&prefix)?;
+                    }
+                    let done = format!("done/{id}");
+                    let mut complete = true;
+                    for t in &bound {
+                        complete &= ob.mark(t, &done)?.is_some();
+                    }
+                    queued > 0 || !complete
+                }
+            };
+            if undelivered {
                 out.local_undelivered.push(id);
                 continue;
             }

@@ -809,6 +809,24 @@ impl Store {
         Ok(settled)
     }
 
+    /// The targets a run replicates to.
+    pub fn targets_of_run(&self, run: &str) -> Result<Option<RunTargets>> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT state_target, logs_target, cache_target FROM runs WHERE id = ?1",
+                [run],
+                |r| {
+                    Ok(RunTargets {
+                        state: r.get(0)?,
+                        logs: r.get(1)?,
+                        cache: r.get(2)?,
+                    })
+                },
+            )
+            .optional()
+        })
+    }
+
     /// The runs that replicate anything to `target`, oldest first, with
     /// their targets.
     pub fn runs_for_target(&self, target: &str) -> Result<Vec<(RunRow, RunTargets)>> {

@@ -68,7 +68,9 @@ pub const READ: u64 = 8 << 20;
 /// Ranged reads in flight during a restore.
 pub const PARALLEL: usize = 4;
 /// Most plain bytes of a manifest a reader accepts.
-pub const MAX_MANIFEST_PLAIN: u64 = 512 << 20;
+pub const MAX_MANIFEST_PLAIN: u64 = 256 << 20;
+/// Most chunks one manifest may name (files of one chunk count one).
+pub const MAX_CHUNKS: usize = 2_000_000;
 /// zstd compression level of frames and manifests.
 const LEVEL: i32 = 3;
 /// The first bytes of a zstd frame.
@@ -193,6 +195,10 @@ impl RemoteManifest {
             v => bail!(
                 "the manifest has version {v}, which this sparkwing does not know (written by a newer sparkwing? upgrade to restore it)"
             ),
+        }
+        let chunks: usize = self.files.iter().map(|f| f.chunks.len()).sum();
+        if chunks > MAX_CHUNKS {
+            bail!("the manifest names {chunks} chunks, more than the {MAX_CHUNKS} accepted");
         }
         for p in &self.packs {
             if !sparkwing_sync::doc::is_sha256(p) {
@@ -491,34 +497,28 @@ pub fn build(home: &Path, manifest: &Manifest, known: &HashMap<String, Loc>) -> 
             if f.size < LARGE {
                 let mut bytes = Vec::with_capacity(f.size as usize);
                 file.take(LARGE).read_to_end(&mut bytes)?;
-                if bytes.len() as u64 != f.size {
-                    bail!(
-                        "blob {} of {} holds {} bytes, the manifest says {}",
-                        f.sha256,
-                        f.path,
-                        bytes.len(),
-                        f.size
-                    );
+                // The bytes sent are the bytes named: a blob damaged on
+                // this disk is never packed (nor named by later saves).
+                if hex(&Sha256::digest(&bytes)) != f.sha256 {
+                    return Err(corrupt_blob(&cas, f));
                 }
                 b.chunk(&f.sha256, &bytes)?;
                 cut.push((f.sha256.clone(), f.size));
             } else {
                 let (min, avg, max) = CDC;
+                let mut whole = Sha256::new();
                 for c in fastcdc::v2020::StreamCDC::new(file, min, avg, max) {
                     let c =
                         c.map_err(|e| anyhow!("reading blob {} of {}: {e}", f.sha256, f.path))?;
+                    whole.update(&c.data);
                     let sha = hex(&Sha256::digest(&c.data));
                     b.chunk(&sha, &c.data)?;
                     cut.push((sha, c.length as u64));
                 }
-                let total: u64 = cut.iter().map(|c| c.1).sum();
-                if total != f.size {
-                    bail!(
-                        "blob {} of {} holds {total} bytes, the manifest says {}",
-                        f.sha256,
-                        f.path,
-                        f.size
-                    );
+                // Checked before anything of this build is queued or
+                // indexed: a mismatch abandons the whole build.
+                if hex(&whole.finalize()) != f.sha256 {
+                    return Err(corrupt_blob(&cas, f));
                 }
             }
             cuts.push(cut);
@@ -601,6 +601,18 @@ pub fn build(home: &Path, manifest: &Manifest, known: &HashMap<String, Loc>) -> 
         reused_bytes: b.reused,
         packed_bytes: b.packed,
     })
+}
+
+/// A local blob whose bytes do not hash to its name (damaged on disk):
+/// removed, so the next run of the job stores it afresh, and reported.
+fn corrupt_blob(cas: &Cas, f: &FileEntry) -> anyhow::Error {
+    let path = cas.blob_path(&f.sha256);
+    let _ = fs::remove_file(&path);
+    anyhow!(
+        "the local cache blob of {} ({}) is damaged (its bytes do not hash to its name); removed it, so the next run of the job stores it again",
+        f.path,
+        path.display()
+    )
 }
 
 /// A pack a manifest names that the remote does not have (the caller
@@ -774,8 +786,10 @@ pub async fn download(
     // One sync of the CAS's filesystem instead of one fsync per file.
     // Best effort: a blob torn by a crash fails its SHA-256 check when read.
     let _ = crate::util::sync_filesystem(cas.root());
+    // Where the chunks of the files fetched (and so verified) lie; never
+    // what a manifest says of files this restore did not check.
     let mut locs = Vec::new();
-    for f in &m.files {
+    for f in needed.iter().map(|&i| &m.files[i]) {
         for c in &f.chunks {
             let sha = c.sha256.clone().unwrap_or_else(|| f.sha256.clone());
             locs.push((
@@ -1127,6 +1141,67 @@ mod tests {
         .await
         .unwrap_err();
         assert!(e.downcast_ref::<MissingPack>().is_some(), "{e:#}");
+    }
+
+    /// A blob damaged on this disk (same size, other bytes) is never
+    /// packed under its name: the build stops, names it and removes it.
+    #[test]
+    fn a_damaged_local_blob_is_not_packed_and_is_removed() {
+        use std::os::unix::fs::PermissionsExt;
+        for (i, size) in [(0usize, 5000usize), (1, 6 << 20)] {
+            let home = tempfile::tempdir().unwrap();
+            let m = stored(home.path(), &[("out/a", bytes(i as u64, size, false))]);
+            let blob = Cas::new(home.path()).blob_path(&m.files[0].sha256);
+            fs::set_permissions(&blob, fs::Permissions::from_mode(0o644)).unwrap();
+            let mut body = fs::read(&blob).unwrap();
+            body[size / 2] ^= 1;
+            fs::write(&blob, body).unwrap();
+            let e = build(home.path(), &m, &HashMap::new()).unwrap_err();
+            assert!(format!("{e:#}").contains("damaged"), "{e:#}");
+            assert!(!blob.exists(), "removed");
+            let staged: Vec<_> = fs::read_dir(staging_dir(home.path()))
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name())
+                .filter(|n| !n.to_string_lossy().ends_with(".pack"))
+                .collect();
+            assert!(staged.is_empty(), "no half-written pack: {staged:?}");
+        }
+    }
+
+    /// A restore tells the index only where the chunks it fetched and
+    /// verified lie, never what a manifest says of anything else (a
+    /// duplicate entry pointing elsewhere, a file it did not fetch).
+    #[tokio::test]
+    async fn a_restore_indexes_only_the_chunks_it_verified() {
+        let home = tempfile::tempdir().unwrap();
+        let remote = tempfile::tempdir().unwrap();
+        let files = vec![
+            ("out/a".to_string(), bytes(1, 3000, true)),
+            ("out/b".to_string(), bytes(2, 3000, true)),
+        ];
+        let m = stored(home.path(), &as_refs(&files));
+        let built = build(home.path(), &m, &HashMap::new()).unwrap();
+        publish(&built, remote.path());
+        let mut hostile = built.manifest.clone();
+        // A second entry for `a`'s bytes, placed at junk.
+        let mut dup = hostile.files[0].clone();
+        dup.path = "out/c".into();
+        dup.chunks[0].skip = 17;
+        hostile.files.push(dup);
+        hostile.check().unwrap();
+        let view = ObjectView::new(Arc::new(ObjectStoreTarget::filesystem(remote.path())));
+        let fresh = tempfile::tempdir().unwrap();
+        let cas = Cas::new(fresh.path());
+        // `b` is already here: not fetched, not indexed.
+        let b = &hostile.files[1];
+        cas.put_fetched(&b.sha256, &files[1].1).unwrap();
+        let locs = download(&view, &cas, &hostile, |sha| !cas.blob_path(sha).exists())
+            .await
+            .unwrap();
+        assert_eq!(locs.len(), 1, "{locs:?}");
+        assert_eq!(locs[0].0, hostile.files[0].sha256);
+        assert_eq!(locs[0].1.skip, built.manifest.files[0].chunks[0].skip);
     }
 
     #[test]

@@ -248,6 +248,10 @@ impl Replicator {
         }
         let manifest: Manifest =
             serde_json::from_str(&entry.manifest).context("reading a cache manifest")?;
+        // Held until the packs are queued: the staging sweep of `cache
+        // prune` runs only while no save holds it, so it never removes a
+        // pack built here and not queued yet.
+        let _building = crate::run::cache::begin_save(&self.home)?;
         // A pack this machine queued is named only once it has left this
         // very outbox: while queued, the manifest could be published
         // before it; through an outbox since deleted or set aside, it may

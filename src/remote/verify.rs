@@ -516,6 +516,14 @@ async fn check_packs(
         crate::util::new_run_id()
     ));
     std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
+    let size: u64 = m.files.iter().map(|f| f.size).fold(0, u64::saturating_add);
+    if let Err(e) =
+        crate::run::cache::check_room(&scratch, size, "checking the remote entry's files")
+    {
+        let _ = std::fs::remove_dir_all(&scratch);
+        problems.push(format!("cache key {short}: not checked: {e:#}"));
+        return Ok(());
+    }
     let cas = crate::run::cache::Cas::at(&scratch);
     let got = crate::remote::pack::download(t.as_ref(), &cas, m, |_| true).await;
     let _ = std::fs::remove_dir_all(&scratch);

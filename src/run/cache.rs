@@ -855,6 +855,11 @@ pub fn restore(
                 let blob = cas.blob_path(&f.sha256);
                 copy_hashing(&blob, &tmp).and_then(|(sha, size)| {
                     if sha != f.sha256 || size != f.size {
+                        // Damaged on disk: removed, so the job's next
+                        // save stores it afresh.
+                        if sha != f.sha256 {
+                            let _ = fs::remove_file(&blob);
+                        }
                         bail!(
                             "cache blob {} is corrupt (SHA-256 {sha}, expected {})",
                             blob.display(),

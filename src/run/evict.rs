@@ -148,6 +148,30 @@ fn blobs_on_disk(cas: &Cas) -> Result<Vec<(String, u64, SystemTime, std::path::P
     Ok(out)
 }
 
+/// Staged writes (`.tmp-*`) in the CAS's folders older than [`GRACE`]
+/// before `now`: left by a process killed while it stored or fetched a
+/// blob.
+fn torn_in_cas(cas: &Cas, now: SystemTime) -> Result<Vec<(std::path::PathBuf, u64)>> {
+    let mut out = Vec::new();
+    let Ok(dirs) = std::fs::read_dir(cas.root()) else {
+        return Ok(out);
+    };
+    let before = now.checked_sub(GRACE).unwrap_or(SystemTime::UNIX_EPOCH);
+    for dir in dirs.flatten() {
+        if !dir.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        for f in std::fs::read_dir(dir.path())?.flatten() {
+            let name = f.file_name().to_string_lossy().into_owned();
+            let Ok(meta) = f.metadata() else { continue };
+            if name.starts_with(".tmp-") && meta.is_file() && meta.modified()? < before {
+                out.push((f.path(), meta.len()));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The CAS's blobs and bytes on disk.
 pub fn disk(cas: &Cas) -> Result<Disk> {
     let blobs = blobs_on_disk(cas)?;
@@ -299,16 +323,24 @@ pub fn prune(
         out.removed_blobs += 1;
         out.freed_bytes += size;
     }
-    drop(exclusive);
-    // Packs already delivered (or whose entry is gone) wait no more.
-    if !dry_run {
+    // Packs already delivered (or whose entry is gone) wait no more; only
+    // while no save is building packs it has not queued yet. Staged writes
+    // a crash left in the CAS go too.
+    if exclusive.is_some() {
         let (n, bytes) = sweep_staging(home, STAGING_GRACE, |subject| match &outbox {
             Some(ob) => Ok(ob.subject_queued(subject)?),
             None => Ok(false),
         })?;
         out.removed_staged += n;
         out.freed_bytes += bytes;
+        for (path, size) in torn_in_cas(&Cas::new(home), began)? {
+            if std::fs::remove_file(&path).is_ok() {
+                out.removed_staged += 1;
+                out.freed_bytes += size;
+            }
+        }
     }
+    drop(exclusive);
     out.entries_left = all.len() - out.removed_entries.len();
     out.bytes_left = total;
     Ok(out)

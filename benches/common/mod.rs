@@ -133,12 +133,15 @@ impl Moto {
     }
 
     /// Requests of one method (`"PUT"`; `""` for all) moto has logged so far.
+    /// The server colours the request of an answer other than 200 (a 206
+    /// to a ranged read, a 4xx) with terminal escapes, removed first.
     pub fn requests_of(&self, method: &str) -> usize {
         let f = std::fs::File::open(&self.log).unwrap();
         let want = format!("\"{method}");
         std::io::BufReader::new(f)
             .lines()
             .map_while(Result::ok)
+            .map(|l| strip_escapes(&l))
             .filter(|l| l.contains(" HTTP/1.1\"") && l.contains(&want))
             .count()
     }
@@ -187,4 +190,22 @@ pub fn seed_remote_runs(
         }
         while set.join_next().await.is_some() {}
     });
+}
+
+/// `text` without ANSI escape sequences (`ESC [ ... letter`).
+fn strip_escapes(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

@@ -343,19 +343,28 @@ struct Builder<'a> {
 }
 
 impl Builder<'_> {
-    /// Places one chunk: named if known, else appended to the frame.
-    fn chunk(&mut self, sha: &str, bytes: &[u8]) -> Result<()> {
+    /// Names a chunk already placed in this build or held by the target,
+    /// without its bytes; false if it is neither.
+    fn reuse(&mut self, sha: &str, size: u64) -> bool {
         if self.places.contains_key(sha) {
-            self.reused += bytes.len() as u64;
-            return Ok(());
+            self.reused += size;
+            return true;
         }
         if let Some(loc) = self.known.get(sha) {
-            if loc.size == bytes.len() as u64 {
-                self.reused += bytes.len() as u64;
+            if loc.size == size {
+                self.reused += size;
                 self.places
                     .insert(sha.to_string(), Place::Known(loc.clone()));
-                return Ok(());
+                return true;
             }
+        }
+        false
+    }
+
+    /// Places one chunk: named if known, else appended to the frame.
+    fn chunk(&mut self, sha: &str, bytes: &[u8]) -> Result<()> {
+        if self.reuse(sha, bytes.len() as u64) {
+            return Ok(());
         }
         if !self.frame.is_empty() && self.frame.len() + bytes.len() > FRAME {
             self.flush_frame()?;
@@ -488,6 +497,13 @@ pub fn build(home: &Path, manifest: &Manifest, known: &HashMap<String, Loc>) -> 
         for f in &manifest.files {
             let mut cut = Vec::new();
             if f.symlink.is_some() || f.size == 0 {
+                cuts.push(cut);
+                continue;
+            }
+            // A small file the target already holds is named unread (its
+            // bytes there were verified when they were packed or fetched).
+            if f.size < LARGE && b.reuse(&f.sha256, f.size) {
+                cut.push((f.sha256.clone(), f.size));
                 cuts.push(cut);
                 continue;
             }
@@ -1167,6 +1183,28 @@ mod tests {
                 .collect();
             assert!(staged.is_empty(), "no half-written pack: {staged:?}");
         }
+    }
+
+    /// A small file the target holds is named without reading it: a
+    /// re-save reads only what it sends.
+    #[test]
+    fn a_known_small_file_is_named_unread() {
+        use std::os::unix::fs::PermissionsExt;
+        let home = tempfile::tempdir().unwrap();
+        let m = stored(home.path(), &[("out/a", bytes(3, 4000, true))]);
+        let first = build(home.path(), &m, &HashMap::new()).unwrap();
+        let known: HashMap<String, Loc> = first.chunks.iter().cloned().collect();
+        // Damaged now: a read would fail the build ("damaged").
+        let blob = Cas::new(home.path()).blob_path(&m.files[0].sha256);
+        fs::set_permissions(&blob, fs::Permissions::from_mode(0o644)).unwrap();
+        fs::write(&blob, bytes(4, 4000, true)).unwrap();
+        let second = build(home.path(), &m, &known).unwrap();
+        assert_eq!((second.packed_bytes, second.reused_bytes), (0, 4000));
+        assert!(second.packs.is_empty());
+        assert_eq!(
+            second.manifest.files[0].chunks,
+            first.manifest.files[0].chunks
+        );
     }
 
     /// A restore tells the index only where the chunks it fetched and

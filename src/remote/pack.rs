@@ -799,9 +799,9 @@ pub async fn download(
         let _ = fs::remove_file(tmp);
     }
     outcome?;
-    // One sync of the CAS's filesystem instead of one fsync per file.
-    // Best effort: a blob torn by a crash fails its SHA-256 check when read.
-    let _ = crate::util::sync_filesystem(cas.root());
+    // Not synced: nothing is committed here that a crash could make name
+    // a missing blob (a blob torn by a crash fails the SHA-256 check every
+    // restore makes, is removed and fetched again).
     // Where the chunks of the files fetched (and so verified) lie; never
     // what a manifest says of files this restore did not check.
     let mut locs = Vec::new();

@@ -238,13 +238,13 @@ impl Cas {
             write().map_err(|e| anyhow!(StorageFault::from_io(tmp, &e)))
         })
         .with_context(|| format!("storing blob {sha} in {}", self.root.display()))
+        .map(|_| ())
     }
 
     /// Stores bytes fetched from a remote under their SHA-256, like
-    /// [`Cas::put_bytes`] but without an fsync of its own: the fetch syncs
-    /// the filesystem once at its end, before the entry is recorded (a
-    /// blob torn by a crash before that is caught by the SHA-256 check
-    /// every restore makes, and is a miss).
+    /// [`Cas::put_bytes`] but not synced: they can be fetched again, and a
+    /// blob torn by a crash is caught by the SHA-256 check every restore
+    /// makes (removed, and a miss).
     pub fn put_fetched(&self, sha: &str, bytes: &[u8]) -> Result<()> {
         let got = hex(&Sha256::digest(bytes));
         if got != sha {
@@ -264,6 +264,7 @@ impl Cas {
             write().map_err(|e| anyhow!(StorageFault::from_io(tmp, &e)))
         })
         .with_context(|| format!("storing blob {sha} in {}", self.root.display()))
+        .map(|_| ())
     }
 
     /// Moves a file assembled elsewhere (`tmp`, in the blob's folder) into
@@ -298,6 +299,12 @@ impl Cas {
     /// syncs the filesystem once before it commits anything naming the
     /// blobs ([`snapshot`] does).
     pub fn put_file(&self, src: &Path) -> Result<(String, u64)> {
+        self.put_file_tracked(src).map(|(sha, size, _)| (sha, size))
+    }
+
+    /// [`Cas::put_file`], also saying whether the blob was written now
+    /// (false: it was there already).
+    pub fn put_file_tracked(&self, src: &Path) -> Result<(String, u64, bool)> {
         // The file is read twice (hashed, then copied if the CAS lacks it);
         // if something rewrites it in between (another run of the same job
         // in the same checkout), both reads are tried again a few times, and
@@ -314,7 +321,7 @@ impl Cas {
                 Ok(())
             });
             match stored {
-                Ok(()) => return Ok((sha, size)),
+                Ok(fresh) => return Ok((sha, size, fresh)),
                 Err(e) if attempt < 4 && e.downcast_ref::<ChangedWhileStored>().is_some() => {
                     attempt += 1;
                     std::thread::sleep(std::time::Duration::from_millis(50 << attempt));
@@ -331,7 +338,7 @@ impl Cas {
     /// Writes a blob through a temporary file (`write` fills and fsyncs it),
     /// makes it read-only and renames it into place, unless present. A
     /// failure to write the CAS itself is a [`StorageFault`].
-    fn install(&self, sha: &str, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    fn install(&self, sha: &str, write: impl FnOnce(&Path) -> Result<()>) -> Result<bool> {
         let dest = self.blob_path(sha);
         if dest.exists() {
             // Stored again: fresh for the collector's grace period
@@ -340,7 +347,7 @@ impl Cas {
             if let Ok(f) = fs::File::open(&dest) {
                 let _ = f.set_modified(std::time::SystemTime::now());
             }
-            return Ok(());
+            return Ok(false);
         }
         let dir = dest.parent().unwrap_or(&self.root);
         fs::create_dir_all(dir).map_err(|e| anyhow!(StorageFault::from_io(dir, &e)))?;
@@ -357,7 +364,7 @@ impl Cas {
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
         }
-        result
+        result.map(|()| true)
     }
 }
 
@@ -518,6 +525,8 @@ pub const RESTORE_TMP_PREFIX: &str = ".sparkwing-restore-";
 pub fn snapshot(cas: &Cas, project_dir: &Path, outputs: &[String]) -> Result<Manifest> {
     let mut files = Vec::new();
     let mut seen = std::collections::HashSet::new();
+    // Blobs written by this snapshot (not there before).
+    let mut fresh: Vec<PathBuf> = Vec::new();
     for o in outputs {
         let matched = expand(project_dir, o)?.with_context(|| {
             format!("cache output `{o}` was not produced (nothing at {}); fix the job's steps or its cache.outputs", project_dir.join(o).display())
@@ -550,7 +559,10 @@ pub fn snapshot(cas: &Cas, project_dir: &Path, outputs: &[String]) -> Result<Man
                     symlink: Some(target),
                 });
             } else {
-                let (sha256, size) = cas.put_file(&f)?;
+                let (sha256, size, written) = cas.put_file_tracked(&f)?;
+                if written {
+                    fresh.push(cas.blob_path(&sha256));
+                }
                 files.push(FileEntry {
                     path,
                     sha256,
@@ -561,18 +573,30 @@ pub fn snapshot(cas: &Cas, project_dir: &Path, outputs: &[String]) -> Result<Man
             }
         }
     }
-    // One sync of the CAS's filesystem for all the blobs (their bytes and
-    // their names), before the caller commits the manifest naming them:
-    // after a crash, a committed manifest never names a blob that was not
-    // on disk. (A crash before it leaves blobs no manifest names, which
-    // `cache prune` collects; every restore checks every blob's SHA-256
-    // anyway.)
-    if !files.iter().all(|f| f.symlink.is_some()) {
-        crate::util::sync_filesystem(cas.root())
-            .map_err(|e| anyhow!(StorageFault::from_io(cas.root(), &e)))?;
+    // The blobs written now are durable before the caller commits the
+    // manifest naming them: after a crash, a committed manifest never
+    // names a blob that was not on disk. A few are synced one by one; many
+    // with one sync of the CAS's filesystem instead of one fsync each (it
+    // also waits for other writes on that filesystem, which costs less
+    // than thousands of fsyncs). A crash before it leaves blobs no
+    // manifest names, which `cache prune` collects; every restore checks
+    // every blob's SHA-256 anyway.
+    let fault = |p: &Path, e: std::io::Error| anyhow!(StorageFault::from_io(p, &e));
+    if fresh.len() > FSYNC_EACH_UP_TO {
+        crate::util::sync_filesystem(cas.root()).map_err(|e| fault(cas.root(), e))?;
+    } else {
+        for blob in &fresh {
+            fs::File::open(blob)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| fault(blob, e))?;
+        }
     }
     Ok(Manifest { version: 1, files })
 }
+
+/// Up to this many new blobs, a save fsyncs each; more, it syncs the
+/// filesystem once.
+const FSYNC_EACH_UP_TO: usize = 64;
 
 /// Longest manifest path accepted (a manifest may come from a remote).
 const MAX_PATH: usize = 4096;

@@ -383,8 +383,8 @@ pub fn sweep_staging(
             .and_then(|t| t.elapsed().ok())
             .is_none_or(|age| age < min_age);
         let staged = name.ends_with(".pack") || name.ends_with(".manifest");
-        // A pack a crash left half written.
-        let torn = name.starts_with(".tmp-");
+        // A pack or manifest document a crash left half written.
+        let torn = name.starts_with('.') && name.contains(".tmp-");
         if young || !meta.is_file() || !(staged || torn) {
             continue;
         }

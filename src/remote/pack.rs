@@ -834,6 +834,9 @@ fn decode_frame(
         .map_err(|e| anyhow!("pack {pack} is corrupt: the frame at {at} does not decompress ({e})"))
 }
 
+/// Largest file [`files_from`] reads (in memory).
+const FILES_FROM_MAX: u64 = 1 << 30;
+
 /// Every file of `m` (checked) with its bytes, read whole from `object`
 /// (a pack's or, for version 1, a blob's bytes by name) and verified by
 /// SHA-256. In memory: for checkers and tests, not for restores.
@@ -850,6 +853,13 @@ pub fn files_from<B: AsRef<[u8]>>(
                 .as_ref()
                 .to_vec()
         } else {
+            if f.size > FILES_FROM_MAX {
+                bail!(
+                    "file {} is {} bytes, more than the {FILES_FROM_MAX} read in memory",
+                    f.path,
+                    f.size
+                );
+            }
             let mut bytes = Vec::with_capacity(f.size as usize);
             for c in &f.chunks {
                 let name = &m.packs[c.pack as usize];

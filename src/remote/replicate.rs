@@ -16,7 +16,8 @@
 //! | a closed event segment | `state/<run>` | its first event seq | `state.event` | `runs/<run>/events/<first>.ndjson` |
 //! | the run document | `summary/<run>` | [`summary_version`] | `state.run` | `runs/<run>/run.json` |
 //! | a recorded log chunk | `log/<run>/<job>` | the chunk's seq | `log.chunk` | `<run>/<job>/<seq>.log` |
-//! | a cache entry's blobs, then its manifest | `cache/<key>/<run>` | position | `cache.blob`, `cache.manifest` | `cas/..`, `keys/<key>.json` |
+//! | a cache entry's new packs | `cache/<key>/<run>/<pack>`, one each | 0 | `cache.blob` | `cas/..` |
+//! | then its manifest (after every stream below its own) | `cache/<key>/<run>` | 0 | `cache.manifest` | `keys/<key>.json` |
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -1076,24 +1076,14 @@ impl Outbox {
             .map_err(self.ctx("reading the outbox's identity"))
     }
 
-    /// Whether any entry of `target` (pending or quarantined) has this
-    /// subject: a pack still on its way, or kept for `sync retry`.
-    pub fn has_subject(&self, target: &str, subject: &str) -> Result<bool> {
+    /// Whether any entry (pending or quarantined) has this subject: of
+    /// `target`, or of any target with `None`. A pack still on its way, or
+    /// kept for `sync retry`.
+    pub fn has_subject(&self, target: Option<&str>, subject: &str) -> Result<bool> {
         let conn = self.lock();
         conn.query_row(
-            "SELECT EXISTS (SELECT 1 FROM entries WHERE target = ?1 AND subject = ?2)",
+            "SELECT EXISTS (SELECT 1 FROM entries WHERE (?1 IS NULL OR target = ?1) AND subject = ?2)",
             params![target, subject],
-            |r| r.get(0),
-        )
-        .map_err(self.ctx("looking up an outbox entry"))
-    }
-
-    /// Whether any entry of any target has this subject.
-    pub fn subject_queued(&self, subject: &str) -> Result<bool> {
-        let conn = self.lock();
-        conn.query_row(
-            "SELECT EXISTS (SELECT 1 FROM entries WHERE subject = ?1)",
-            params![subject],
             |r| r.get(0),
         )
         .map_err(self.ctx("looking up an outbox entry"))
@@ -1102,25 +1092,21 @@ impl Outbox {
     /// Entries (pending or quarantined), of any target, on the streams
     /// whose name starts with `prefix`.
     pub fn queued_on_streams(&self, prefix: &str) -> Result<u64> {
-        let conn = self.lock();
-        let n: i64 = conn
-            .query_row(
-                "SELECT COUNT(*) FROM entries WHERE substr(stream, 1, ?2) = ?1",
-                params![prefix, prefix.chars().count() as i64],
-                |r| r.get(0),
-            )
-            .map_err(self.ctx("counting outbox entries"))?;
-        Ok(n as u64)
+        self.count_on_streams(prefix, true)
     }
 
     /// Pending (not quarantined) entries, of any target, on the streams
     /// whose name starts with `prefix` (a cache entry's: `cache/<key>/`).
     pub fn pending_on_streams(&self, prefix: &str) -> Result<u64> {
+        self.count_on_streams(prefix, false)
+    }
+
+    fn count_on_streams(&self, prefix: &str, quarantined_too: bool) -> Result<u64> {
         let conn = self.lock();
         let n: i64 = conn
             .query_row(
-                "SELECT COUNT(*) FROM entries WHERE substr(stream, 1, ?2) = ?1 AND quarantined = 0",
-                params![prefix, prefix.chars().count() as i64],
+                "SELECT COUNT(*) FROM entries WHERE substr(stream, 1, ?2) = ?1 AND (?3 OR quarantined = 0)",
+                params![prefix, prefix.chars().count() as i64, quarantined_too],
                 |r| r.get(0),
             )
             .map_err(self.ctx("counting outbox entries"))?;

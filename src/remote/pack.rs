@@ -139,26 +139,6 @@ impl RemoteManifest {
         }
     }
 
-    /// A version 1 manifest as a remote one (no packs).
-    pub fn of_v1(m: &Manifest) -> RemoteManifest {
-        RemoteManifest {
-            version: m.version,
-            packs: Vec::new(),
-            files: m
-                .files
-                .iter()
-                .map(|f| PackedFile {
-                    path: f.path.clone(),
-                    sha256: f.sha256.clone(),
-                    size: f.size,
-                    mode: f.mode,
-                    symlink: f.symlink.clone(),
-                    chunks: Vec::new(),
-                })
-                .collect(),
-        }
-    }
-
     /// The remote objects (under `cas/`) this manifest needs: its packs,
     /// or for version 1 its files' blobs.
     pub fn objects(&self) -> Vec<String> {

@@ -267,7 +267,7 @@ impl Replicator {
                 Some(_) => match delivered.get(&loc.pack) {
                     Some(&d) => d,
                     None => {
-                        let d = !self.outbox.has_subject(t, &loc.pack)?;
+                        let d = !self.outbox.has_subject(Some(t), &loc.pack)?;
                         delivered.insert(loc.pack.clone(), d);
                         d
                     }

@@ -218,33 +218,9 @@ impl Cas {
     /// Stores bytes fetched from elsewhere under their SHA-256, after
     /// checking that they hash to it (a corrupt or truncated download is an
     /// error, never stored). A blob already present is not written again.
-    pub fn put_bytes(&self, sha: &str, bytes: &[u8]) -> Result<()> {
-        let got = hex(&Sha256::digest(bytes));
-        if got != sha {
-            bail!(
-                "blob {sha} is corrupt or truncated ({} bytes hash to {got})",
-                bytes.len()
-            );
-        }
-        self.install(sha, |tmp| {
-            let write = || -> io::Result<()> {
-                let mut f = fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(tmp)?;
-                f.write_all(bytes)?;
-                f.sync_all()
-            };
-            write().map_err(|e| anyhow!(StorageFault::from_io(tmp, &e)))
-        })
-        .with_context(|| format!("storing blob {sha} in {}", self.root.display()))
-        .map(|_| ())
-    }
-
-    /// Stores bytes fetched from a remote under their SHA-256, like
-    /// [`Cas::put_bytes`] but not synced: they can be fetched again, and a
-    /// blob torn by a crash is caught by the SHA-256 check every restore
-    /// makes (removed, and a miss).
+    /// Not synced: they can be fetched again, and a blob torn by a crash is
+    /// caught by the SHA-256 check every restore makes (removed, and a
+    /// miss).
     pub fn put_fetched(&self, sha: &str, bytes: &[u8]) -> Result<()> {
         let got = hex(&Sha256::digest(bytes));
         if got != sha {

@@ -118,8 +118,25 @@ pub struct Disk {
     pub bytes: u64,
 }
 
-/// The blobs under `cas/`, with their size and modification time.
-fn blobs_on_disk(cas: &Cas) -> Result<Vec<(String, u64, SystemTime, std::path::PathBuf)>> {
+/// A regular file in one of the CAS's folders.
+struct CasFile {
+    name: String,
+    size: u64,
+    modified: SystemTime,
+    path: std::path::PathBuf,
+}
+
+impl CasFile {
+    /// A staged write (`.tmp-*`): a save or fetch in progress, or one a
+    /// crash left behind.
+    fn staged(&self) -> bool {
+        self.name.starts_with('.')
+    }
+}
+
+/// Every regular file in the CAS's folders, blobs and staged writes alike
+/// (one walk for both).
+fn cas_files(cas: &Cas) -> Result<Vec<CasFile>> {
     let mut out = Vec::new();
     let root = cas.root();
     let dirs = match std::fs::read_dir(root) {
@@ -134,38 +151,19 @@ fn blobs_on_disk(cas: &Cas) -> Result<Vec<(String, u64, SystemTime, std::path::P
         }
         for f in std::fs::read_dir(dir.path())? {
             let f = f?;
-            let name = f.file_name().to_string_lossy().into_owned();
-            // Staged writes (`.tmp-*`) belong to a save in progress.
-            if name.starts_with('.') {
-                continue;
-            }
-            let meta = f.metadata()?;
+            // A staged write may be renamed or removed under us.
+            let meta = match f.metadata() {
+                Ok(m) => m,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e.into()),
+            };
             if meta.is_file() {
-                out.push((name, meta.len(), meta.modified()?, f.path()));
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Staged writes (`.tmp-*`) in the CAS's folders older than [`GRACE`]
-/// before `now`: left by a process killed while it stored or fetched a
-/// blob.
-fn torn_in_cas(cas: &Cas, now: SystemTime) -> Result<Vec<(std::path::PathBuf, u64)>> {
-    let mut out = Vec::new();
-    let Ok(dirs) = std::fs::read_dir(cas.root()) else {
-        return Ok(out);
-    };
-    let before = now.checked_sub(GRACE).unwrap_or(SystemTime::UNIX_EPOCH);
-    for dir in dirs.flatten() {
-        if !dir.file_type().is_ok_and(|t| t.is_dir()) {
-            continue;
-        }
-        for f in std::fs::read_dir(dir.path())?.flatten() {
-            let name = f.file_name().to_string_lossy().into_owned();
-            let Ok(meta) = f.metadata() else { continue };
-            if name.starts_with(".tmp-") && meta.is_file() && meta.modified()? < before {
-                out.push((f.path(), meta.len()));
+                out.push(CasFile {
+                    name: f.file_name().to_string_lossy().into_owned(),
+                    size: meta.len(),
+                    modified: meta.modified()?,
+                    path: f.path(),
+                });
             }
         }
     }
@@ -174,10 +172,13 @@ fn torn_in_cas(cas: &Cas, now: SystemTime) -> Result<Vec<(std::path::PathBuf, u6
 
 /// The CAS's blobs and bytes on disk.
 pub fn disk(cas: &Cas) -> Result<Disk> {
-    let blobs = blobs_on_disk(cas)?;
+    let blobs: Vec<CasFile> = cas_files(cas)?
+        .into_iter()
+        .filter(|f| !f.staged())
+        .collect();
     Ok(Disk {
         blobs: blobs.len() as u64,
-        bytes: blobs.iter().map(|b| b.1).sum(),
+        bytes: blobs.iter().map(|b| b.size).sum(),
     })
 }
 
@@ -307,36 +308,41 @@ pub fn prune(
         Default::default()
     };
     let grace_ago = began.checked_sub(GRACE).unwrap_or(SystemTime::UNIX_EPOCH);
-    for (sha, size, modified, path) in blobs_on_disk(&Cas::new(home))? {
-        let named = refs.get(&sha).is_some_and(|r| r.1 > 0);
-        let collectable = modified < grace_ago || (freed.contains(&sha) && modified < began);
+    let (staged, blobs): (Vec<CasFile>, Vec<CasFile>) = cas_files(&Cas::new(home))?
+        .into_iter()
+        .partition(CasFile::staged);
+    for f in blobs {
+        let named = refs.get(&f.name).is_some_and(|r| r.1 > 0);
+        let collectable = f.modified < grace_ago || (freed.contains(&f.name) && f.modified < began);
         if named || !collectable {
             continue;
         }
         if !dry_run {
-            match std::fs::remove_file(&path) {
+            match std::fs::remove_file(&f.path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
+                Err(e) => return Err(e).with_context(|| format!("removing {}", f.path.display())),
             }
         }
         out.removed_blobs += 1;
-        out.freed_bytes += size;
+        out.freed_bytes += f.size;
     }
     // Packs already delivered (or whose entry is gone) wait no more; only
     // while no save is building packs it has not queued yet. Staged writes
     // a crash left in the CAS go too.
     if exclusive.is_some() {
         let (n, bytes) = sweep_staging(home, STAGING_GRACE, |subject| match &outbox {
-            Some(ob) => Ok(ob.subject_queued(subject)?),
+            Some(ob) => Ok(ob.has_subject(None, subject)?),
             None => Ok(false),
         })?;
         out.removed_staged += n;
         out.freed_bytes += bytes;
-        for (path, size) in torn_in_cas(&Cas::new(home), began)? {
-            if std::fs::remove_file(&path).is_ok() {
+        // Staged writes older than the grace: left by a process killed
+        // while it stored or fetched a blob.
+        for f in staged.iter().filter(|f| f.modified < grace_ago) {
+            if std::fs::remove_file(&f.path).is_ok() {
                 out.removed_staged += 1;
-                out.freed_bytes += size;
+                out.freed_bytes += f.size;
             }
         }
     }

@@ -664,7 +664,7 @@ impl World<'_> {
         };
         let sha = sha256_hex(&body);
         Cas::new(&self.home)
-            .put_bytes(&sha, &body)
+            .put_fetched(&sha, &body)
             .or_fail("storing a blob")?;
         let manifest = Manifest {
             version: 1,
